@@ -1,0 +1,43 @@
+//! The pure model of colloquy: names, ids, messages and the conversation state machine.
+//!
+//! Everything a turn needs to be decided lives here: [`ModuleName`] validation, UUID v7
+//! [`ConversationId`]s and [`MessageId`]s, [`Message`] and [`Draft`], and the
+//! [`Conversation`] state machine with its [`Status`], [`Phase`] and [`Intent`], turn
+//! acceptance, idle expiry, context patches ([`merge_patch`]), handshake outcomes and
+//! participant transfer. [`merge_schemas`] finds the common ground of two modules' schemas.
+//!
+//! # What this crate deliberately does not do
+//!
+//! - **No clock reads.** Every transition takes `now: Timestamp`; idle expiry is the pure
+//!   function [`Conversation::expired`]. The runtime supplies time (tokio's, so tests can
+//!   pause it).
+//! - **No IO and no async.** No tokio, no files, no network: persistence belongs to
+//!   `colloquy-storage`, delivery to `colloquy-router`.
+//! - **No id minting from the system clock or an RNG.** Ids are built from parts the caller
+//!   provides ([`ConversationId::from_parts`]).
+//! - **No panics.** Every refusal is a [`CoreError`] and leaves state unchanged.
+
+mod context;
+mod conversation;
+mod error;
+mod id;
+mod message;
+mod module_info;
+mod name;
+mod schema;
+mod time;
+
+pub use context::{merge_patch, MAX_CONTEXT_DEPTH};
+pub use conversation::{
+    Conversation, ConversationParts, HandshakeOutcome, Intent, Phase, Status, StatusKind,
+};
+pub use error::CoreError;
+pub use id::{ConversationId, MessageId};
+pub use message::{Draft, Message, MessageKind};
+pub use module_info::ModuleInfo;
+pub use name::{is_name_char, Capability, ModuleName, MAX_NAME_LEN};
+pub use schema::merge_schemas;
+pub use time::{duration_millis, Timestamp};
+
+/// JSON values and objects, re-exported so users need not name serde_json's version.
+pub use serde_json::{Map as JsonMap, Value as JsonValue};

@@ -1,0 +1,252 @@
+//! Property tests of the pure core.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use colloquy_core::*;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+fn name(s: &str) -> ModuleName {
+    s.parse().unwrap()
+}
+
+fn conv(participants: &[&str], idle_ms: u64, start: u64) -> Conversation {
+    let t = Timestamp::from_millis(start);
+    Conversation::new(
+        ConversationId::from_parts(t, [9; 10]),
+        participants.iter().map(|p| name(p)).collect(),
+        Intent::Collaborate,
+        Duration::from_millis(idle_ms),
+        t,
+    )
+    .unwrap()
+}
+
+/// Something that may happen to a conversation.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A draft from participant index `from` to `to` (indexes >= 3 name outsiders).
+    Send {
+        from: usize,
+        to: usize,
+        advance_ms: u64,
+    },
+    Pause,
+    Resume,
+    Complete,
+    Fail,
+    TimeOut {
+        advance_ms: u64,
+    },
+    Phase(usize),
+    Patch(String, i64),
+    Transfer {
+        from: usize,
+        to: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..5usize, 0..5usize, 0..2_000u64).prop_map(|(from, to, advance_ms)| Op::Send { from, to, advance_ms }),
+        1 => Just(Op::Pause),
+        1 => Just(Op::Resume),
+        1 => Just(Op::Complete),
+        1 => Just(Op::Fail),
+        1 => (0..3_000u64).prop_map(|advance_ms| Op::TimeOut { advance_ms }),
+        1 => (0..5usize).prop_map(Op::Phase),
+        1 => ("[a-c]", any::<i64>()).prop_map(|(k, v)| Op::Patch(k, v)),
+        1 => (0..5usize, 0..6usize).prop_map(|(from, to)| Op::Transfer { from, to }),
+    ]
+}
+
+const MODULES: [&str; 6] = ["a", "b", "c", "outsider", "other", "newcomer"];
+
+proptest! {
+    /// Accepted drafts get turns 1, 2, 3, ... with no gap and no repeat, whatever was
+    /// rejected in between; a rejected draft changes nothing.
+    #[test]
+    fn turns_stay_contiguous_and_unique(ops in proptest::collection::vec(op(), 0..200)) {
+        let mut c = conv(&["a", "b", "c"], 1_500, 10_000);
+        let mut now = 10_000u64;
+        let mut turns = Vec::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            let before = c.clone();
+            let t = Timestamp::from_millis(now);
+            let result = match op {
+                Op::Send { from, to, advance_ms } => {
+                    now += advance_ms;
+                    let draft = Draft::request(name(MODULES[from]), name(MODULES[to]), json!(i));
+                    let id = MessageId::from_parts(Timestamp::from_millis(now), [i as u8; 10]);
+                    c.accept(draft, id, Timestamp::from_millis(now)).map(|m| {
+                        prop_assert_eq!(m.turn, c.turn_count());
+                        prop_assert_eq!(m.conversation_id, c.id());
+                        turns.push(m.turn);
+                        Ok(())
+                    })
+                }
+                Op::Pause => c.pause(t).map(|()| Ok(())),
+                Op::Resume => c.resume(t).map(|()| Ok(())),
+                Op::Complete => c.complete(t).map(|()| Ok(())),
+                Op::Fail => c.fail("boom", t).map(|()| Ok(())),
+                Op::TimeOut { advance_ms } => {
+                    now += advance_ms;
+                    c.time_out(Timestamp::from_millis(now)).map(|()| Ok(()))
+                }
+                Op::Phase(p) => c.advance_phase(Phase::ALL[p], t).map(|()| Ok(())),
+                Op::Patch(k, v) => {
+                    let patch = json!({ k: v });
+                    c.apply_context_patch(patch.as_object().unwrap(), t).map(|()| Ok(()))
+                }
+                Op::Transfer { from, to } => c.transfer(&name(MODULES[from]), name(MODULES[to]), t).map(|()| Ok(())),
+            };
+            match result {
+                Ok(inner) => inner?,
+                Err(_) => prop_assert_eq!(&c, &before, "a refused operation changed the conversation"),
+            }
+        }
+        let expected: Vec<u64> = (1..=turns.len() as u64).collect();
+        prop_assert_eq!(turns, expected);
+    }
+
+    /// Once Completed, TimedOut or Failed, every operation is refused.
+    #[test]
+    fn no_transition_leaves_a_terminal_state(end in 0..3usize, ops in proptest::collection::vec(op(), 1..50)) {
+        let mut c = conv(&["a", "b"], 1_000, 0);
+        let t = Timestamp::from_millis(5_000);
+        match end {
+            0 => c.complete(t).unwrap(),
+            1 => c.fail("x", t).unwrap(),
+            _ => c.time_out(t).unwrap(),
+        }
+        let ended = c.clone();
+        for op in ops {
+            let refused = match op {
+                Op::Send { from, to, .. } => c.accept(Draft::request(name(MODULES[from]), name(MODULES[to]), Value::Null), MessageId::from_parts(t, [0; 10]), t).is_err(),
+                Op::Pause => c.pause(t).is_err(),
+                Op::Resume => c.resume(t).is_err(),
+                Op::Complete => c.complete(t).is_err(),
+                Op::Fail => c.fail("again", t).is_err(),
+                Op::TimeOut { .. } => c.time_out(Timestamp::MAX).is_err(),
+                Op::Phase(p) => c.advance_phase(Phase::ALL[p], t).is_err(),
+                Op::Patch(k, v) => c.apply_context_patch(json!({ k: v }).as_object().unwrap(), t).is_err(),
+                Op::Transfer { from, to } => c.transfer(&name(MODULES[from]), name(MODULES[to]), t).is_err(),
+            };
+            prop_assert!(refused);
+            prop_assert_eq!(&c, &ended);
+        }
+        prop_assert!(c.status().is_terminal());
+        prop_assert!(!c.expired(Timestamp::MAX));
+    }
+
+    /// If a conversation is expired at `t1`, it is expired at every `t2 >= t1`.
+    #[test]
+    fn expiry_is_monotonic_in_now(idle in 1..100_000u64, start in 0..1_000_000u64, t1 in 0..2_000_000u64, dt in 0..2_000_000u64) {
+        let c = conv(&["a", "b"], idle, start);
+        let t1 = Timestamp::from_millis(t1);
+        let t2 = Timestamp::from_millis(t1.as_millis() + dt);
+        if c.expired(t1) {
+            prop_assert!(c.expired(t2));
+        }
+        prop_assert_eq!(c.expired(t1), t1.as_millis() >= start + idle);
+    }
+
+    /// Schema merge is commutative and idempotent.
+    #[test]
+    fn schema_merge_is_commutative_and_idempotent(a in schema(), b in schema()) {
+        let ab = merge_schemas(&a, &b);
+        prop_assert_eq!(&ab, &merge_schemas(&b, &a));
+        prop_assert_eq!(&merge_schemas(&a, &a), &a);
+        prop_assert_eq!(&merge_schemas(&ab, &ab), &ab);
+    }
+
+    /// Parsing never panics and accepts exactly 1-128 characters of `[A-Za-z0-9_.-]`.
+    #[test]
+    fn module_name_accepts_exactly_the_alphabet(input in any::<String>()) {
+        let valid = !input.is_empty()
+            && input.chars().count() <= MAX_NAME_LEN
+            && input.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+        let parsed = input.parse::<ModuleName>();
+        prop_assert_eq!(parsed.is_ok(), valid, "input {:?}", input);
+        if let Ok(name) = parsed {
+            prop_assert_eq!(name.as_str(), input.as_str());
+        }
+    }
+
+    /// Valid names round-trip through text and JSON.
+    #[test]
+    fn valid_module_names_round_trip(input in "[A-Za-z0-9_.-]{1,128}") {
+        let name: ModuleName = input.parse().unwrap();
+        let json = serde_json::to_string(&name).unwrap();
+        prop_assert_eq!(serde_json::from_str::<ModuleName>(&json).unwrap(), name);
+    }
+
+    /// Id parsing never panics; ids round-trip.
+    #[test]
+    fn ids_parse_without_panic(input in any::<String>(), millis in any::<u64>(), random in any::<[u8; 10]>()) {
+        let _ = input.parse::<ConversationId>();
+        let _ = input.parse::<MessageId>();
+        let id = MessageId::from_parts(Timestamp::from_millis(millis), random);
+        prop_assert_eq!(id.to_string().parse::<MessageId>().unwrap(), id);
+    }
+
+    /// Merge patches never panic, and a patch applied twice equals it applied once.
+    #[test]
+    fn merge_patch_is_idempotent(target in json_object(), patch in json_object()) {
+        let mut once = target.clone();
+        merge_patch(&mut once, &patch).unwrap();
+        let mut twice = once.clone();
+        merge_patch(&mut twice, &patch).unwrap();
+        prop_assert_eq!(once, twice);
+    }
+}
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({"type": "string"})),
+        Just(json!({"type": "integer"})),
+        Just(json!({"type": "number", "minimum": 0})),
+        Just(json!({})),
+    ]
+}
+
+fn schema() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(3, 24, 4, |inner| {
+        (
+            proptest::collection::btree_map("[a-d]", inner, 0..4),
+            proptest::collection::vec("[a-e]", 0..4),
+            proptest::option::of(Just(json!("object"))),
+        )
+            .prop_map(|(props, required, ty)| {
+                let mut m = serde_json::Map::new();
+                m.insert("properties".into(), json!(props));
+                m.insert("required".into(), json!(required));
+                if let Some(ty) = ty {
+                    m.insert("type".into(), ty);
+                }
+                Value::Object(m)
+            })
+    })
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i32>().prop_map(Value::from),
+        "[a-z]{0,4}".prop_map(Value::from)
+    ];
+    leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            proptest::collection::btree_map("[a-c]", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn json_object() -> impl Strategy<Value = serde_json::Map<String, Value>> {
+    proptest::collection::btree_map("[a-d]", json_value(), 0..4)
+        .prop_map(|m| m.into_iter().collect())
+}
