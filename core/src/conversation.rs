@@ -305,9 +305,10 @@ impl Conversation {
         })
     }
 
-    /// Limits the conversation to `max_turns` turns.
+    /// Limits the conversation to `max_turns` turns (clamped to `i64::MAX`, so that every
+    /// backend can store it).
     pub fn with_max_turns(mut self, max_turns: u64) -> Self {
-        self.parts.max_turns = Some(max_turns);
+        self.parts.max_turns = Some(max_turns.min(i64::MAX as u64));
         self
     }
 

@@ -54,9 +54,10 @@ impl Timestamp {
     }
 }
 
-/// A duration in whole milliseconds, clamped to `u64::MAX`.
+/// A duration in whole milliseconds, clamped to `i64::MAX` so that it fits a signed
+/// 64-bit column (that is still about 292 million years).
 pub fn duration_millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(duration.as_millis()).map_or(Timestamp::MAX.0, |ms| ms.min(Timestamp::MAX.0))
 }
 
 impl From<u64> for Timestamp {

@@ -1,1 +1,40 @@
-//! x
+//! Durable storage for colloquy: the [`ConversationStore`] trait and its backends.
+//!
+//! - [`ConversationStore`]: create, append (messages and the new state in one atomic
+//!   transaction, idempotent on message id), update, read by turn range, list with filters
+//!   and cursors, analytics computed by the backend, prune, ping, module registrations.
+//! - [`MemoryStore`]: always available; for tests and hubs that need no durability.
+//! - [`SqliteStore`] (feature `sqlite`, on by default): one SQLite file in WAL mode, a
+//!   single group-commit writer thread, an r2d2 pool of read connections, migrations by
+//!   `PRAGMA user_version`.
+//!
+//! Every backend must pass the conformance suite in `colloquy-testkit`
+//! (`colloquy_testkit::conformance`); that suite, not this crate's examples, is the
+//! executable definition of the trait's contract.
+//!
+//! # What this crate deliberately does not do
+//!
+//! - **No routing, no delivery, no clock for the model.** Stores persist what the router
+//!   decided; timestamps arrive inside the values they are given.
+//! - **No caching of conversations.** The runtime holds the hot set; a store always
+//!   answers from its durable state.
+//! - **No SQL built from values.** Every value is a bound parameter.
+//! - **No blocking on async threads.** SQLite work runs on the writer thread or inside
+//!   `spawn_blocking`; without the `sqlite` feature the crate pulls in neither tokio nor
+//!   rusqlite, which is how `colloquy-router` stays backend-agnostic.
+
+mod batch;
+mod error;
+mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod store;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};
+pub use store::{
+    Analytics, AppendOutcome, ConversationPage, ConversationStore, ListCursor, ListFilter,
+    MessageRange, ModuleActivity, ModuleRecord, StatusCounts, TimeRange, MAX_PAGE,
+};

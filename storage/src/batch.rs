@@ -1,0 +1,147 @@
+//! Checks every backend applies to a write before touching storage, so that all backends
+//! refuse the same inconsistent calls with the same errors.
+
+use colloquy_core::{Conversation, ConversationId, Message, MessageId};
+
+use crate::StoreError;
+
+/// Checks a `create` call: a new conversation has no turns.
+pub(crate) fn check_create(conversation: &Conversation) -> Result<(), StoreError> {
+    if conversation.turn_count() != 0 {
+        return Err(StoreError::InvalidInput {
+            reason: format!(
+                "conversation {} is created with turn count {}; a new conversation has none, append its messages instead",
+                conversation.id(),
+                conversation.turn_count()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks an `append` batch against its own conversation state.
+pub(crate) fn check_append(
+    conversation: &Conversation,
+    messages: &[Message],
+) -> Result<(), StoreError> {
+    let invalid = |reason: String| Err(StoreError::InvalidInput { reason });
+    let Some(last) = messages.last() else {
+        return invalid(
+            "append needs at least one message; use update to store state alone".into(),
+        );
+    };
+    for (i, message) in messages.iter().enumerate() {
+        if message.conversation_id != conversation.id() {
+            return invalid(format!(
+                "message {} belongs to conversation {}, not {}",
+                message.id,
+                message.conversation_id,
+                conversation.id()
+            ));
+        }
+        if message.turn == 0 {
+            return invalid(format!(
+                "message {} has turn 0; turns start at 1",
+                message.id
+            ));
+        }
+        if i > 0 && message.turn != messages[i - 1].turn + 1 {
+            return invalid(format!(
+                "message turns must be consecutive, got {} after {}",
+                message.turn,
+                messages[i - 1].turn
+            ));
+        }
+    }
+    if last.turn != conversation.turn_count() {
+        return invalid(format!(
+            "the last message has turn {} but the conversation state has turn count {}",
+            last.turn,
+            conversation.turn_count()
+        ));
+    }
+    Ok(())
+}
+
+/// What a backend found stored for one message of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// Neither its id nor its turn is stored.
+    New,
+    /// Its id is stored, at this (conversation, turn).
+    SameId {
+        /// True if stored at the same conversation and turn.
+        same_place: bool,
+    },
+    /// Its id is new but its turn is taken.
+    TurnTaken,
+}
+
+/// Decides, from what is stored, which messages of a checked batch to insert.
+///
+/// `key` gives each item's message id and turn; `existing` says what is stored for it.
+/// Returns the index of the first item to insert (all after it are new too), or the
+/// conflict. `stored_turns` is the stored conversation's turn count.
+pub(crate) fn plan_append<T>(
+    conversation: ConversationId,
+    items: &[T],
+    stored_turns: u64,
+    key: impl Fn(&T) -> (MessageId, u64),
+    mut existing: impl FnMut(&T) -> Result<Existing, StoreError>,
+) -> Result<usize, StoreError> {
+    let conflict = |turn: u64, reason: String| StoreError::Conflict {
+        conversation,
+        turn,
+        reason,
+    };
+    let mut first_new = items.len();
+    for (i, item) in items.iter().enumerate() {
+        let (id, turn) = key(item);
+        match existing(item)? {
+            Existing::SameId { same_place: true } if first_new == items.len() => continue,
+            Existing::SameId { .. } => {
+                return Err(conflict(
+                    turn,
+                    format!("message id {id} is already stored at another turn or conversation"),
+                ))
+            }
+            Existing::TurnTaken => {
+                return Err(conflict(
+                    turn,
+                    format!("turn {turn} is taken by another message"),
+                ))
+            }
+            Existing::New => {
+                if first_new == items.len() {
+                    first_new = i;
+                }
+                let expected = stored_turns + 1 + (i - first_new) as u64;
+                if turn != expected {
+                    return Err(conflict(
+                        turn,
+                        format!("turn {turn} would leave a gap: the next turn is {expected}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(first_new)
+}
+
+/// Checks that an `update` does not move the stored turn count.
+pub(crate) fn check_update(
+    conversation: ConversationId,
+    given_turns: u64,
+    stored_turns: u64,
+) -> Result<(), StoreError> {
+    if stored_turns != given_turns {
+        return Err(StoreError::Conflict {
+            conversation,
+            turn: stored_turns,
+            reason: format!(
+                "the given state has turn count {given_turns} but {stored_turns} turns are stored; update cannot add or drop turns"
+            ),
+        });
+    }
+    Ok(())
+}

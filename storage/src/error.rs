@@ -1,0 +1,128 @@
+//! [`StoreError`]: the one error type of every backend.
+
+use std::{path::PathBuf, time::Duration};
+
+use colloquy_core::ConversationId;
+
+/// What a [`ConversationStore`](crate::ConversationStore) can fail with.
+///
+/// Backends map their private errors into these semantic variants (as `object_store` does),
+/// so callers can react without knowing which backend they talk to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No conversation with this id is stored.
+    #[error(
+        "conversation {conversation} is not in the store; check the id (it may have been pruned)"
+    )]
+    NotFound {
+        /// The missing conversation.
+        conversation: ConversationId,
+    },
+
+    /// `create` was called for an id that is already stored.
+    #[error("conversation {conversation} already exists in the store; mint a new id")]
+    AlreadyExists {
+        /// The existing conversation.
+        conversation: ConversationId,
+    },
+
+    /// The write contradicts what is stored: a turn that is taken, a gap in the turns, a
+    /// message id reused for another turn, or a state older than the stored one.
+    #[error("conflict in conversation {conversation} at turn {turn}: {reason}; reload the conversation and retry")]
+    Conflict {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The turn in question.
+        turn: u64,
+        /// What conflicts.
+        reason: String,
+    },
+
+    /// The call's arguments are inconsistent with each other.
+    #[error("invalid store call: {reason}")]
+    InvalidInput {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A stored row cannot be read back; `location` names the row.
+    #[error("corrupt data in {location}: {detail}; restore the database from a backup or prune that conversation")]
+    Corrupt {
+        /// The row, e.g. `conversation 0190…` or `message 0190…`.
+        location: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// The database file does not exist and the store was asked not to create one.
+    #[error("database {path} does not exist; check the path, or create one (e.g. with `colloquy demo --db {path}`)", path = path.display())]
+    DatabaseMissing {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// The file is not a colloquy database.
+    #[error("{path} is not a colloquy database: {detail}", path = path.display())]
+    NotADatabase {
+        /// The path.
+        path: PathBuf,
+        /// What was found instead.
+        detail: String,
+    },
+
+    /// The database was written by a newer colloquy.
+    #[error("database {path} has schema version {found}, but this colloquy knows versions up to {supported}; upgrade colloquy to open it", path = path.display())]
+    SchemaTooNew {
+        /// The path.
+        path: PathBuf,
+        /// The schema version in the file.
+        found: i64,
+        /// The newest version this build understands.
+        supported: i64,
+    },
+
+    /// The disk (or the configured size limit) is full. Reads keep working.
+    #[error("storage is full: {detail}; free disk space or raise the size limit, then retry")]
+    Full {
+        /// The backend's message.
+        detail: String,
+    },
+
+    /// The database cannot be written.
+    #[error("database {path} is read-only: {detail}; check the file's permissions and its directory's", path = path.display())]
+    ReadOnly {
+        /// The path.
+        path: PathBuf,
+        /// The backend's message.
+        detail: String,
+    },
+
+    /// Another process held the write lock for longer than the store waits.
+    #[error("gave up waiting {waited:?} for the database write lock, held by another process; retry, or raise the lock wait")]
+    Busy {
+        /// How long this store waited.
+        waited: Duration,
+    },
+
+    /// The store was closed; no more writes are accepted.
+    #[error("the store is closed; open it again")]
+    Closed,
+
+    /// Anything else the backend reported.
+    #[error("{backend} store failed: {message}")]
+    Backend {
+        /// Which backend ("sqlite", ...).
+        backend: &'static str,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// True for errors that may go away if the same call is retried later
+    /// ([`Busy`](Self::Busy), [`Full`](Self::Full)).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Busy { .. } | Self::Full { .. })
+    }
+}

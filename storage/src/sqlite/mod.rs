@@ -1,0 +1,423 @@
+//! [`SqliteStore`]: the durable backend, on one SQLite file in WAL mode.
+//!
+//! One writer thread owns the only write connection and commits everything queued as one
+//! transaction (group commit), acknowledging each write only after that commit. Reads run
+//! on an r2d2 pool of query-only connections inside `spawn_blocking`, never on a tokio
+//! worker thread.
+
+mod read;
+mod rows;
+mod schema;
+mod writer;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use colloquy_core::{Conversation, ConversationId, Message, ModuleInfo, Timestamp};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+
+pub use schema::SCHEMA_VERSION;
+
+use crate::{
+    batch::{check_append, check_create},
+    Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
+    ModuleRecord, StoreError, TimeRange,
+};
+use writer::{WriteOp, WriteOutput, Writer};
+
+/// How hard SQLite syncs commits to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// A commit survives a process crash; after a power loss or OS crash the most recent
+    /// commits may be rolled back (never corrupted). The default: fast, one fsync per
+    /// checkpoint instead of per commit.
+    #[default]
+    Normal,
+    /// A commit also survives power loss: the log is synced on every (group) commit.
+    Full,
+}
+
+/// Settings of a [`SqliteStore`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// Sync level. Default [`Synchronous::Normal`].
+    pub synchronous: Synchronous,
+    /// How long one SQLite call waits for a lock held by another connection. Default 5 s.
+    pub busy_timeout: Duration,
+    /// How long the writer keeps retrying to take the write lock before a write fails with
+    /// [`StoreError::Busy`]. Default 60 s.
+    pub lock_wait: Duration,
+    /// Read connections in the pool. Default 4.
+    pub read_connections: u32,
+    /// Most writes committed in one transaction. Default 1024.
+    pub max_batch: usize,
+    /// Writes that may wait for the writer before callers wait for room. Default 8192.
+    pub queue_capacity: usize,
+    /// Prepared statements cached per connection. Default 64.
+    pub statement_cache: usize,
+    /// Create the file if it does not exist. Default true; inspection tools set false.
+    pub create_if_missing: bool,
+    /// Size limit in pages (`PRAGMA max_page_count`); writes beyond it fail with
+    /// [`StoreError::Full`]. Default none.
+    pub max_page_count: Option<u64>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(60),
+            read_connections: 4,
+            max_batch: 1024,
+            queue_capacity: 8192,
+            statement_cache: 64,
+            create_if_missing: true,
+            max_page_count: None,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the sync level.
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// Open only an existing file (for inspection tools).
+    pub fn existing_only(mut self) -> Self {
+        self.create_if_missing = false;
+        self
+    }
+
+    /// Sets the size limit in pages.
+    pub fn max_page_count(mut self, pages: u64) -> Self {
+        self.max_page_count = Some(pages);
+        self
+    }
+
+    /// Sets how long the writer waits for another process's write lock.
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+}
+
+/// A [`ConversationStore`] on one SQLite file.
+///
+/// Clones share the writer and the read pool. Two `SqliteStore`s (in one process or two)
+/// may open the same file: their writers take turns on SQLite's write lock, waiting up to
+/// [`SqliteOptions::lock_wait`], so "database is locked" never reaches the caller.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use colloquy_storage::{ConversationStore, SqliteStore, SqliteOptions};
+/// let dir = tempfile::tempdir()?;
+/// let store = SqliteStore::open(dir.path().join("conversations.db"), SqliteOptions::new()).await?;
+/// store.ping().await?;
+/// assert_eq!(store.modules().await?.len(), 0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    site: Arc<Site>,
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    writer: Writer,
+    options: SqliteOptions,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.site.path)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where errors happen, to name the file in them.
+#[derive(Debug)]
+pub(crate) struct Site {
+    pub(crate) path: PathBuf,
+    pub(crate) busy_timeout: Duration,
+}
+
+impl Site {
+    /// Maps a rusqlite error into the backend-neutral [`StoreError`].
+    pub(crate) fn err(&self, e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode as Code;
+        let path = self.path.clone();
+        if let rusqlite::Error::SqliteFailure(failure, message) = &e {
+            let detail = message.clone().unwrap_or_else(|| failure.to_string());
+            return match failure.code {
+                Code::DatabaseBusy | Code::DatabaseLocked => StoreError::Busy {
+                    waited: self.busy_timeout,
+                },
+                Code::DiskFull => StoreError::Full { detail },
+                Code::ReadOnly => StoreError::ReadOnly { path, detail },
+                Code::NotADatabase => StoreError::NotADatabase { path, detail },
+                Code::DatabaseCorrupt => StoreError::Corrupt {
+                    location: format!("database file {}", path.display()),
+                    detail,
+                },
+                Code::CannotOpen => StoreError::Backend {
+                    backend: "sqlite",
+                    message: format!(
+                        "cannot open {}: {detail}; check that its directory exists and is writable",
+                        path.display()
+                    ),
+                },
+                _ => StoreError::Backend {
+                    backend: "sqlite",
+                    message: format!("{}: {detail}", path.display()),
+                },
+            };
+        }
+        StoreError::Backend {
+            backend: "sqlite",
+            message: format!("{}: {e}", path.display()),
+        }
+    }
+}
+
+/// Runs blocking SQLite work off the async worker threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| StoreError::Backend {
+        backend: "sqlite",
+        message: "SqliteStore must be used inside a tokio runtime".into(),
+    })?;
+    handle
+        .spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Backend {
+            backend: "sqlite",
+            message: format!("blocking task failed: {e}"),
+        })?
+}
+
+impl SqliteStore {
+    /// Opens (or, unless [`SqliteOptions::create_if_missing`] is false, creates) the
+    /// database at `path`, migrating its schema to [`SCHEMA_VERSION`].
+    ///
+    /// Errors: [`StoreError::DatabaseMissing`], [`StoreError::NotADatabase`],
+    /// [`StoreError::SchemaTooNew`], [`StoreError::ReadOnly`], [`StoreError::Busy`].
+    pub async fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_owned();
+        blocking(move || Self::open_blocking(path, options)).await
+    }
+
+    /// [`open`](Self::open) for callers outside async code (it blocks while it migrates).
+    /// The returned store must still be used inside a tokio runtime.
+    pub fn open_blocking(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let site = Arc::new(Site {
+            path: path.as_ref().to_owned(),
+            busy_timeout: options.busy_timeout,
+        });
+        let conn = schema::open_writer(&site, &options)?;
+        let pool = read_pool(&site, &options)?;
+        let writer = Writer::spawn(conn, Arc::clone(&site), &options)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                site,
+                pool,
+                writer,
+                options,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.site.path
+    }
+
+    /// The settings it was opened with.
+    pub fn options(&self) -> &SqliteOptions {
+        &self.inner.options
+    }
+
+    /// Commits everything queued, then stops the writer: later writes fail with
+    /// [`StoreError::Closed`]. Reads keep working. Dropping the last clone does the same
+    /// without waiting.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.inner.writer.close().await
+    }
+
+    /// Runs `query` on a pooled read connection off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection, &Site) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let conn = inner.pool.get().map_err(|e| StoreError::Backend {
+                backend: "sqlite",
+                message: format!("no read connection to {}: {e}", inner.site.path.display()),
+            })?;
+            query(&conn, &inner.site)
+        })
+        .await
+    }
+}
+
+fn read_pool(
+    site: &Arc<Site>,
+    options: &SqliteOptions,
+) -> Result<r2d2::Pool<SqliteConnectionManager>, StoreError> {
+    use rusqlite::OpenFlags;
+    let init_options = options.clone();
+    let manager = SqliteConnectionManager::file(&site.path)
+        .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_init(move |conn| {
+            schema::configure_common(conn, &init_options)?;
+            // Read connections never write, even by mistake: every write goes through the
+            // one writer so that group commit and ordering hold.
+            conn.pragma_update(None, "query_only", "ON")
+        });
+    r2d2::Pool::builder()
+        .max_size(options.read_connections.max(1))
+        .min_idle(Some(1))
+        // Checking a connection with a query on every checkout would double the cost of a
+        // small read; a broken file surfaces as an error of the read itself.
+        .test_on_check_out(false)
+        .connection_timeout(options.busy_timeout.max(Duration::from_secs(1)))
+        .build(manager)
+        .map_err(|e| StoreError::Backend {
+            backend: "sqlite",
+            message: format!(
+                "cannot open read connections to {}: {e}",
+                site.path.display()
+            ),
+        })
+}
+
+#[async_trait]
+impl ConversationStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        check_create(conversation)?;
+        let row = rows::encode_conversation(conversation)?;
+        self.inner
+            .writer
+            .submit(WriteOp::Create(row))
+            .await
+            .map(drop)
+    }
+
+    async fn append(
+        &self,
+        conversation: &Conversation,
+        messages: &[Message],
+    ) -> Result<AppendOutcome, StoreError> {
+        check_append(conversation, messages)?;
+        let op = WriteOp::Append {
+            conversation: conversation.id(),
+            row: rows::encode_conversation(conversation)?,
+            messages: messages
+                .iter()
+                .map(|m| Ok((m.id, m.turn, rows::encode_message(m)?)))
+                .collect::<Result<_, StoreError>>()?,
+        };
+        match self.inner.writer.submit(op).await? {
+            WriteOutput::Appended(outcome) => Ok(outcome),
+            other => Err(writer::unexpected(other)),
+        }
+    }
+
+    async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        let op = WriteOp::Update {
+            conversation: conversation.id(),
+            turn_count: conversation.turn_count(),
+            row: rows::encode_conversation(conversation)?,
+        };
+        self.inner.writer.submit(op).await.map(drop)
+    }
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
+        self.read(move |conn, site| read::conversation(conn, site, id))
+            .await
+    }
+
+    async fn messages(
+        &self,
+        id: ConversationId,
+        range: MessageRange,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.read(move |conn, site| read::messages(conn, site, id, range))
+            .await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<ConversationPage, StoreError> {
+        let filter = filter.clone();
+        self.read(move |conn, site| read::list(conn, site, &filter))
+            .await
+    }
+
+    async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
+        self.read(move |conn, site| read::analytics(conn, site, range))
+            .await
+    }
+
+    async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
+        match self
+            .inner
+            .writer
+            .submit(WriteOp::Prune {
+                ended_before: ended_before.as_millis_i64(),
+            })
+            .await?
+        {
+            WriteOutput::Pruned(n) => Ok(n),
+            other => Err(writer::unexpected(other)),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn, site| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(|e| site.err(e))
+        })
+        .await
+    }
+
+    async fn record_module(
+        &self,
+        module: &ModuleInfo,
+        registered_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let row = rows::encode_module(module, registered_at)?;
+        self.inner
+            .writer
+            .submit(WriteOp::RecordModule(row))
+            .await
+            .map(drop)
+    }
+
+    async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+        self.read(read::modules).await
+    }
+}

@@ -1,0 +1,250 @@
+//! Read queries of the SQLite backend, run on pooled query-only connections.
+
+use colloquy_core::{ConversationId, Message, ModuleName, StatusKind};
+use rusqlite::{types::Value as Sql, Connection, Transaction, TransactionBehavior};
+
+use super::{
+    rows::{
+        decode_conversation, decode_message, decode_module, CONVERSATION_COLUMNS, MESSAGE_COLUMNS,
+    },
+    Site,
+};
+use crate::{
+    Analytics, ConversationPage, ListCursor, ListFilter, MessageRange, ModuleActivity,
+    ModuleRecord, StoreError, TimeRange,
+};
+
+/// Clamps a count to SQLite's signed integers.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn conversation(
+    conn: &Connection,
+    site: &Site,
+    id: ConversationId,
+) -> Result<Option<colloquy_core::Conversation>, StoreError> {
+    let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql).map_err(|e| site.err(e))?;
+    let mut rows = stmt.query([id.to_string()]).map_err(|e| site.err(e))?;
+    match rows.next().map_err(|e| site.err(e))? {
+        Some(row) => decode_conversation(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn messages(
+    conn: &Connection,
+    site: &Site,
+    id: ConversationId,
+    range: MessageRange,
+) -> Result<Vec<Message>, StoreError> {
+    let err = |e| site.err(e);
+    // Every variant is a fixed statement; values are always bound parameters.
+    let (sql, bounds): (String, Vec<i64>) = match range {
+        MessageRange::All => (format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY turn"), vec![]),
+        MessageRange::After(turn) => (
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND turn > ?2 ORDER BY turn"),
+            vec![int(turn)],
+        ),
+        MessageRange::Last(n) => (
+            format!(
+                "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 \
+                 ORDER BY turn DESC LIMIT ?2) ORDER BY turn"
+            ),
+            vec![int(n)],
+        ),
+        MessageRange::Turns { first, last } => (
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND turn BETWEEN ?2 AND ?3 ORDER BY turn"),
+            vec![int(first), int(last)],
+        ),
+    };
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred).map_err(err)?;
+    let mut params: Vec<Sql> = vec![Sql::Text(id.to_string())];
+    params.extend(bounds.into_iter().map(Sql::Integer));
+    let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params))
+        .map_err(err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(err)? {
+        out.push(decode_message(row)?);
+    }
+    drop(rows);
+    drop(stmt);
+    if out.is_empty() && !exists(&tx, site, id)? {
+        return Err(StoreError::NotFound { conversation: id });
+    }
+    Ok(out)
+}
+
+fn exists(conn: &Connection, site: &Site, id: ConversationId) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
+        .and_then(|mut s| s.exists([id.to_string()]))
+        .map_err(|e| site.err(e))
+}
+
+/// Appends the time-range conditions on `column` to `sql`.
+fn push_range(sql: &mut String, params: &mut Vec<Sql>, column: &str, range: TimeRange) {
+    if let Some(from) = range.from {
+        params.push(Sql::Integer(from.as_millis_i64()));
+        sql.push_str(&format!(" AND {column} >= ?{}", params.len()));
+    }
+    if let Some(until) = range.until {
+        params.push(Sql::Integer(until.as_millis_i64()));
+        sql.push_str(&format!(" AND {column} < ?{}", params.len()));
+    }
+}
+
+pub(crate) fn list(
+    conn: &Connection,
+    site: &Site,
+    filter: &ListFilter,
+) -> Result<ConversationPage, StoreError> {
+    let err = |e| site.err(e);
+    let limit = filter.effective_limit();
+    // The statement is assembled from fixed fragments only; every value is a parameter.
+    let mut sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE 1 = 1");
+    let mut params: Vec<Sql> = Vec::new();
+    if let Some(status) = filter.status {
+        params.push(Sql::Text(status.as_str().into()));
+        sql.push_str(&format!(" AND status = ?{}", params.len()));
+    }
+    if let Some(module) = &filter.participant {
+        params.push(Sql::Text(module.as_str().into()));
+        sql.push_str(&format!(
+            " AND id IN (SELECT conversation_id FROM participants WHERE module = ?{})",
+            params.len()
+        ));
+    }
+    push_range(&mut sql, &mut params, "started_at", filter.started);
+    if let Some(cursor) = filter.after {
+        params.push(Sql::Integer(cursor.started_at.as_millis_i64()));
+        let t = params.len();
+        params.push(Sql::Text(cursor.id.to_string()));
+        sql.push_str(&format!(
+            " AND (started_at < ?{t} OR (started_at = ?{t} AND id < ?{}))",
+            params.len()
+        ));
+    }
+    // One extra row tells whether another page follows.
+    params.push(Sql::Integer(int(limit as u64 + 1)));
+    sql.push_str(&format!(
+        " ORDER BY started_at DESC, id DESC LIMIT ?{}",
+        params.len()
+    ));
+    let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params))
+        .map_err(err)?;
+    let mut conversations = Vec::new();
+    let mut more = false;
+    while let Some(row) = rows.next().map_err(err)? {
+        if conversations.len() == limit {
+            more = true;
+            break;
+        }
+        conversations.push(decode_conversation(row)?);
+    }
+    let next = if more {
+        conversations.last().map(ListCursor::after)
+    } else {
+        None
+    };
+    Ok(ConversationPage {
+        conversations,
+        next,
+    })
+}
+
+pub(crate) fn analytics(
+    conn: &Connection,
+    site: &Site,
+    range: TimeRange,
+) -> Result<Analytics, StoreError> {
+    let err = |e| site.err(e);
+    // One read transaction, so both aggregates see the same snapshot.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred).map_err(err)?;
+    let mut totals_sql = String::from(
+        "SELECT count(*), \
+         coalesce(sum(status = 'active'), 0), coalesce(sum(status = 'paused'), 0), \
+         coalesce(sum(status = 'completed'), 0), coalesce(sum(status = 'timed_out'), 0), \
+         coalesce(sum(status = 'failed'), 0), coalesce(sum(turn_count), 0), \
+         coalesce(sum(max(coalesce(ended_at, last_activity) - started_at, 0)), 0) \
+         FROM conversations WHERE 1 = 1",
+    );
+    let mut params = Vec::new();
+    push_range(&mut totals_sql, &mut params, "started_at", range);
+    let counts: [i64; 8] = tx
+        .prepare_cached(&totals_sql)
+        .and_then(|mut s| {
+            s.query_row(rusqlite::params_from_iter(params.iter()), |r| {
+                Ok([
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ])
+            })
+        })
+        .map_err(err)?;
+    let [conversations, active, paused, completed, timed_out, failed, turns, duration] =
+        counts.map(|n| n.max(0) as u64);
+    let mut out = Analytics {
+        conversations,
+        total_turns: turns,
+        total_duration_ms: duration,
+        ..Analytics::default()
+    };
+    out.by_status.add(StatusKind::Active, active);
+    out.by_status.add(StatusKind::Paused, paused);
+    out.by_status.add(StatusKind::Completed, completed);
+    out.by_status.add(StatusKind::TimedOut, timed_out);
+    out.by_status.add(StatusKind::Failed, failed);
+
+    let mut modules_sql = String::from(
+        "SELECT p.module, sum(p.position = 0), count(*) FROM participants p \
+         JOIN conversations c ON c.id = p.conversation_id WHERE 1 = 1",
+    );
+    let mut params = Vec::new();
+    push_range(&mut modules_sql, &mut params, "c.started_at", range);
+    modules_sql.push_str(" GROUP BY p.module ORDER BY p.module");
+    let mut stmt = tx.prepare_cached(&modules_sql).map_err(err)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params.iter()))
+        .map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
+        let name: String = row.get(0).map_err(err)?;
+        let module: ModuleName =
+            name.parse()
+                .map_err(|e: colloquy_core::CoreError| StoreError::Corrupt {
+                    location: format!("participants of module {name:?}"),
+                    detail: e.to_string(),
+                })?;
+        let initiated: i64 = row.get(1).map_err(err)?;
+        let participated: i64 = row.get(2).map_err(err)?;
+        out.modules.push(ModuleActivity {
+            module,
+            initiated: initiated.max(0) as u64,
+            participated: participated.max(0) as u64,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn modules(conn: &Connection, site: &Site) -> Result<Vec<ModuleRecord>, StoreError> {
+    let err = |e| site.err(e);
+    let mut stmt = conn
+        .prepare_cached("SELECT name, info, registered_at FROM modules ORDER BY name")
+        .map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(err)? {
+        out.push(decode_module(row)?);
+    }
+    Ok(out)
+}

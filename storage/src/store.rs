@@ -1,0 +1,457 @@
+//! The [`ConversationStore`] trait and the types its methods take and return.
+
+use std::{fmt, str::FromStr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use colloquy_core::{
+    Conversation, ConversationId, Message, ModuleInfo, ModuleName, StatusKind, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// Durable home of conversations, their messages and module registrations.
+///
+/// Every backend, including one written outside this workspace, must pass the conformance
+/// suite in `colloquy-testkit` (`colloquy_testkit::conformance`), which pins down the exact
+/// behaviour documented here.
+///
+/// All methods are cancel-safe in the sense that matters: a write is either committed
+/// entirely or not at all, and it is acknowledged (`Ok`) only after it is durable at the
+/// backend's configured level.
+#[async_trait]
+pub trait ConversationStore: Send + Sync + 'static {
+    /// A short name of the backend, for diagnostics ("memory", "sqlite").
+    fn backend(&self) -> &'static str;
+
+    /// Stores a new conversation, which must have no turns yet.
+    ///
+    /// Errors: [`StoreError::AlreadyExists`] if the id is taken; [`StoreError::InvalidInput`]
+    /// if `turn_count` is not 0.
+    async fn create(&self, conversation: &Conversation) -> Result<(), StoreError>;
+
+    /// Appends `messages` and stores `conversation` as the conversation's new state, in one
+    /// atomic transaction.
+    ///
+    /// `messages` must belong to the conversation, have consecutive turns, and end at
+    /// `conversation.turn_count()`. A message whose id is already stored at the same turn is
+    /// skipped (appending is idempotent on message id); if every message is skipped the
+    /// stored state is left as it is. New messages must continue the stored turns exactly.
+    ///
+    /// Errors: [`StoreError::NotFound`]; [`StoreError::Conflict`] when a turn is taken by
+    /// another message, a turn would leave a gap, or a message id is reused at another
+    /// turn; [`StoreError::InvalidInput`] for an inconsistent batch. On error nothing is
+    /// written.
+    async fn append(
+        &self,
+        conversation: &Conversation,
+        messages: &[Message],
+    ) -> Result<AppendOutcome, StoreError>;
+
+    /// Stores `conversation` as the new state (status, phase, context, participants, ...)
+    /// without new turns.
+    ///
+    /// Errors: [`StoreError::NotFound`]; [`StoreError::Conflict`] if the stored turn count
+    /// differs (the given state is stale or ahead of the stored messages).
+    async fn update(&self, conversation: &Conversation) -> Result<(), StoreError>;
+
+    /// The stored state of a conversation, or `None`.
+    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError>;
+
+    /// Messages of a conversation in ascending turn order.
+    ///
+    /// Errors: [`StoreError::NotFound`] if the conversation is not stored.
+    async fn messages(
+        &self,
+        id: ConversationId,
+        range: MessageRange,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// Conversations matching `filter`, newest first (by start time, then id), one page at
+    /// a time.
+    async fn list(&self, filter: &ListFilter) -> Result<ConversationPage, StoreError>;
+
+    /// Aggregates over the conversations started within `range`, computed by the backend.
+    async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError>;
+
+    /// Deletes ended conversations (Completed, TimedOut, Failed) that ended before
+    /// `ended_before`, with their messages. Returns how many conversations were deleted.
+    async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Checks that the store answers (a cheap round trip to the backend).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Records (or replaces, by name) a module registration.
+    async fn record_module(
+        &self,
+        module: &ModuleInfo,
+        registered_at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Every recorded module registration, sorted by name.
+    async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError>;
+}
+
+/// What [`ConversationStore::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Messages written now.
+    pub inserted: usize,
+    /// Messages skipped because they were already stored (a retried append).
+    pub duplicates: usize,
+}
+
+/// Which messages of a conversation to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageRange {
+    /// Every message.
+    All,
+    /// Messages with a turn greater than this one.
+    After(u64),
+    /// The last `n` messages (still returned in ascending turn order).
+    Last(u64),
+    /// Turns `first..=last`.
+    Turns {
+        /// First turn, inclusive.
+        first: u64,
+        /// Last turn, inclusive.
+        last: u64,
+    },
+}
+
+impl MessageRange {
+    /// True if `turn` is in the range, given the conversation's `turn_count`.
+    pub fn contains(&self, turn: u64, turn_count: u64) -> bool {
+        match *self {
+            Self::All => true,
+            Self::After(after) => turn > after,
+            Self::Last(n) => turn > turn_count.saturating_sub(n),
+            Self::Turns { first, last } => (first..=last).contains(&turn),
+        }
+    }
+}
+
+/// A half-open time range `[from, until)`; a missing bound is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TimeRange {
+    /// Inclusive lower bound.
+    pub from: Option<Timestamp>,
+    /// Exclusive upper bound.
+    pub until: Option<Timestamp>,
+}
+
+impl TimeRange {
+    /// All of time.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// From `from` on.
+    pub fn since(from: Timestamp) -> Self {
+        Self {
+            from: Some(from),
+            until: None,
+        }
+    }
+
+    /// `[from, until)`.
+    pub fn between(from: Timestamp, until: Timestamp) -> Self {
+        Self {
+            from: Some(from),
+            until: Some(until),
+        }
+    }
+
+    /// True if `t` lies in the range.
+    pub fn contains(&self, t: Timestamp) -> bool {
+        self.from.is_none_or(|from| t >= from) && self.until.is_none_or(|until| t < until)
+    }
+}
+
+/// The most conversations one [`ConversationStore::list`] page returns.
+pub const MAX_PAGE: usize = 10_000;
+
+/// Which conversations [`ConversationStore::list`] returns.
+///
+/// ```
+/// use colloquy_storage::ListFilter;
+/// use colloquy_core::StatusKind;
+/// let filter = ListFilter::new().status(StatusKind::Active).limit(20);
+/// assert_eq!(filter.limit, 20);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<StatusKind>,
+    /// Only conversations this module takes part in.
+    pub participant: Option<ModuleName>,
+    /// Only conversations started in this range.
+    pub started: TimeRange,
+    /// Page size, at most [`MAX_PAGE`] (larger values are clamped). Default 100.
+    pub limit: usize,
+    /// Continue after this cursor (from [`ConversationPage::next`]).
+    pub after: Option<ListCursor>,
+}
+
+impl Default for ListFilter {
+    fn default() -> Self {
+        Self {
+            status: None,
+            participant: None,
+            started: TimeRange::all(),
+            limit: 100,
+            after: None,
+        }
+    }
+}
+
+impl ListFilter {
+    /// Every conversation, 100 per page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only this status.
+    pub fn status(mut self, status: StatusKind) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only conversations `module` takes part in.
+    pub fn participant(mut self, module: ModuleName) -> Self {
+        self.participant = Some(module);
+        self
+    }
+
+    /// Only conversations started within `range`.
+    pub fn started(mut self, range: TimeRange) -> Self {
+        self.started = range;
+        self
+    }
+
+    /// Page size (clamped to [`MAX_PAGE`]).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Continue after `cursor`.
+    pub fn after(mut self, cursor: ListCursor) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// The page size actually used.
+    pub fn effective_limit(&self) -> usize {
+        self.limit.min(MAX_PAGE)
+    }
+
+    /// True if `conversation` passes the status, participant and time filters (not the
+    /// cursor or the limit).
+    pub fn matches(&self, conversation: &Conversation) -> bool {
+        self.status
+            .is_none_or(|s| conversation.status().kind() == s)
+            && self
+                .participant
+                .as_ref()
+                .is_none_or(|m| conversation.is_participant(m))
+            && self.started.contains(conversation.started_at())
+    }
+}
+
+/// Where a listing stopped: the last conversation of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListCursor {
+    /// Start time of the last conversation returned.
+    pub started_at: Timestamp,
+    /// Its id.
+    pub id: ConversationId,
+}
+
+impl ListCursor {
+    /// The cursor that continues after `conversation`.
+    pub fn after(conversation: &Conversation) -> Self {
+        Self {
+            started_at: conversation.started_at(),
+            id: conversation.id(),
+        }
+    }
+}
+
+impl fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.started_at.as_millis(), self.id)
+    }
+}
+
+impl FromStr for ListCursor {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        let invalid = || StoreError::InvalidInput {
+            reason: format!("bad list cursor {s:?}; pass the cursor a previous page returned"),
+        };
+        let (millis, id) = s.split_once('.').ok_or_else(invalid)?;
+        Ok(Self {
+            started_at: Timestamp::from_millis(millis.parse().map_err(|_| invalid())?),
+            id: id.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// One page of [`ConversationStore::list`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationPage {
+    /// The conversations, newest first.
+    pub conversations: Vec<Conversation>,
+    /// Pass this as [`ListFilter::after`] for the next page; `None` on the last page.
+    pub next: Option<ListCursor>,
+}
+
+/// Counts of conversations by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatusCounts {
+    /// Active.
+    pub active: u64,
+    /// Paused.
+    pub paused: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Timed out.
+    pub timed_out: u64,
+    /// Failed.
+    pub failed: u64,
+}
+
+impl StatusCounts {
+    /// The count for `status`.
+    pub fn get(&self, status: StatusKind) -> u64 {
+        match status {
+            StatusKind::Active => self.active,
+            StatusKind::Paused => self.paused,
+            StatusKind::Completed => self.completed,
+            StatusKind::TimedOut => self.timed_out,
+            StatusKind::Failed => self.failed,
+        }
+    }
+
+    /// Adds one conversation of `status`.
+    pub fn add(&mut self, status: StatusKind, n: u64) {
+        let slot = match status {
+            StatusKind::Active => &mut self.active,
+            StatusKind::Paused => &mut self.paused,
+            StatusKind::Completed => &mut self.completed,
+            StatusKind::TimedOut => &mut self.timed_out,
+            StatusKind::Failed => &mut self.failed,
+        };
+        *slot += n;
+    }
+}
+
+/// How much one module took part in conversations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleActivity {
+    /// The module.
+    pub module: ModuleName,
+    /// Conversations it opened (it is the first participant).
+    pub initiated: u64,
+    /// Conversations it takes part in, including those it opened.
+    pub participated: u64,
+}
+
+/// Aggregates over a set of conversations, as exact sums so every backend agrees exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Analytics {
+    /// Number of conversations.
+    pub conversations: u64,
+    /// Of which, by status.
+    pub by_status: StatusCounts,
+    /// Sum of their turn counts.
+    pub total_turns: u64,
+    /// Sum of their durations in milliseconds (end, or last activity if still open, minus
+    /// start).
+    pub total_duration_ms: u64,
+    /// Per module, sorted by name.
+    pub modules: Vec<ModuleActivity>,
+}
+
+impl Analytics {
+    /// Mean turns per conversation (0 when there are none).
+    pub fn average_turns(&self) -> f64 {
+        ratio(self.total_turns, self.conversations)
+    }
+
+    /// Mean duration per conversation (zero when there are none).
+    pub fn average_duration(&self) -> Duration {
+        Duration::from_secs_f64(ratio(self.total_duration_ms, self.conversations) / 1000.0)
+    }
+}
+
+fn ratio(sum: u64, count: u64) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        sum as f64 / count as f64
+    }
+}
+
+/// A module registration as recorded in a store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    /// What the module declared.
+    pub info: ModuleInfo,
+    /// When it was (last) registered.
+    pub registered_at: Timestamp,
+}
+
+#[async_trait]
+impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    async fn create(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        (**self).create(conversation).await
+    }
+    async fn append(
+        &self,
+        conversation: &Conversation,
+        messages: &[Message],
+    ) -> Result<AppendOutcome, StoreError> {
+        (**self).append(conversation, messages).await
+    }
+    async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        (**self).update(conversation).await
+    }
+    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
+        (**self).conversation(id).await
+    }
+    async fn messages(
+        &self,
+        id: ConversationId,
+        range: MessageRange,
+    ) -> Result<Vec<Message>, StoreError> {
+        (**self).messages(id, range).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<ConversationPage, StoreError> {
+        (**self).list(filter).await
+    }
+    async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
+        (**self).analytics(range).await
+    }
+    async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
+        (**self).prune(ended_before).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping().await
+    }
+    async fn record_module(
+        &self,
+        module: &ModuleInfo,
+        registered_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        (**self).record_module(module, registered_at).await
+    }
+    async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+        (**self).modules().await
+    }
+}
