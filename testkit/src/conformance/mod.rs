@@ -1,0 +1,278 @@
+//! The storage conformance suite: the executable contract of
+//! [`ConversationStore`](colloquy_storage::ConversationStore).
+//!
+//! Every backend runs the same plain `async fn` checks (as `object_store`'s backends share
+//! one suite). A downstream author of a backend implements [`StoreFactory`] for it and
+//! calls [`run_all`] from an integration test:
+//!
+//! ```no_run
+//! use colloquy_testkit::conformance::{self, StoreFactory};
+//! use colloquy_storage::{MemoryStore, StoreError};
+//!
+//! /// Hands out handles on one fresh store; a real backend would open a new database here.
+//! struct MyBackend(MemoryStore);
+//!
+//! #[async_trait::async_trait]
+//! impl StoreFactory for MyBackend {
+//!     type Store = MemoryStore;
+//!     async fn open(&self) -> Result<MemoryStore, StoreError> {
+//!         Ok(self.0.clone())
+//!     }
+//! }
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn my_backend_conforms() {
+//!     conformance::run_all(|| async { MyBackend(MemoryStore::new()) }).await.assert_passed();
+//! }
+//! ```
+//!
+//! Each check gets a new factory, so checks never see each other's data. Checks return a
+//! [`Failure`] instead of panicking, and [`run_all`] runs every check before reporting, so
+//! one run lists everything a backend gets wrong.
+
+mod checks;
+mod fixtures;
+
+use std::{fmt, future::Future, path::PathBuf, time::Duration};
+
+use async_trait::async_trait;
+use colloquy_core::CoreError;
+use colloquy_storage::{ConversationStore, MemoryStore, SqliteOptions, SqliteStore, StoreError};
+
+pub use checks::*;
+
+/// Opens handles on one backing store (a database, a directory, a memory region).
+///
+/// Every handle opened from the same factory must see the same data, like two processes
+/// opening one database: the reopen and two-handle checks rely on it.
+#[async_trait]
+pub trait StoreFactory: Send + Sync {
+    /// The backend under test.
+    type Store: ConversationStore;
+
+    /// Opens a new handle on this factory's data.
+    async fn open(&self) -> Result<Self::Store, StoreError>;
+}
+
+/// Why a check failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure(pub String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure(format!("unexpected store error: {e}"))
+    }
+}
+
+impl From<CoreError> for Failure {
+    fn from(e: CoreError) -> Self {
+        Failure(format!("fixture error (a testkit bug): {e}"))
+    }
+}
+
+/// The result of one check.
+pub type CheckResult = Result<(), Failure>;
+
+/// Fails the check with a message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        let holds: bool = $cond;
+        if !holds {
+            return Err($crate::conformance::Failure(format!($($msg)+)));
+        }
+    };
+}
+
+/// Fails the check unless `left == right`, showing both.
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr, $($msg:tt)+) => {{
+        let (left, right) = (&$left, &$right);
+        if left != right {
+            return Err($crate::conformance::Failure(format!(
+                "{}\n  got:      {:?}\n  expected: {:?}",
+                format!($($msg)+),
+                left,
+                right
+            )));
+        }
+    }};
+}
+
+/// Fails the check unless `result` is an error matching `pattern`.
+macro_rules! ensure_err {
+    ($result:expr, $pattern:pat $(if $guard:expr)?, $($msg:tt)+) => {
+        match $result {
+            Err($pattern) $(if $guard)? => {}
+            other => {
+                return Err($crate::conformance::Failure(format!(
+                    "{}: expected {}, got {:?}",
+                    format!($($msg)+),
+                    stringify!($pattern),
+                    other
+                )))
+            }
+        }
+    };
+}
+
+pub(crate) use {ensure, ensure_eq, ensure_err};
+
+/// What [`run_all`] found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Checks that passed.
+    pub passed: Vec<&'static str>,
+    /// Checks that failed, with why.
+    pub failed: Vec<(&'static str, Failure)>,
+}
+
+impl Report {
+    /// Panics with every failure listed unless all checks passed (for use in tests).
+    #[allow(clippy::panic)] // Failing the calling test is this method's purpose.
+    pub fn assert_passed(&self) {
+        if !self.failed.is_empty() {
+            let details: Vec<String> = self
+                .failed
+                .iter()
+                .map(|(name, why)| format!("--- {name}\n{why}"))
+                .collect();
+            panic!(
+                "{} of {} conformance checks failed:\n{}",
+                self.failed.len(),
+                self.failed.len() + self.passed.len(),
+                details.join("\n")
+            );
+        }
+    }
+}
+
+/// How long one check may take before it counts as hung (scaled by
+/// [`crate::timeout_scale`]).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+macro_rules! suite {
+    ($($name:ident),+ $(,)?) => {
+        /// The name of every check, in the order [`run_all`] runs them.
+        pub const CHECKS: &[&str] = &[$(stringify!($name)),+];
+
+        /// Runs every check, each on a new factory from `make`, and reports them all.
+        ///
+        /// Call it from a multi-threaded tokio runtime so the concurrency checks really
+        /// run in parallel.
+        pub async fn run_all<F, Fut>(mut make: impl FnMut() -> Fut) -> Report
+        where
+            F: StoreFactory,
+            Fut: Future<Output = F>,
+        {
+            let mut report = Report::default();
+            let limit = crate::scaled(CHECK_TIMEOUT);
+            $(
+                let factory = make().await;
+                let outcome = match tokio::time::timeout(limit, checks::$name(&factory)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Failure(format!("did not finish within {limit:?}"))),
+                };
+                match outcome {
+                    Ok(()) => report.passed.push(stringify!($name)),
+                    Err(why) => report.failed.push((stringify!($name), why)),
+                }
+            )+
+            report
+        }
+    };
+}
+
+suite!(
+    create_then_read_back,
+    create_twice_is_already_exists,
+    create_with_turns_is_invalid,
+    unknown_conversation_reads_nothing,
+    append_stores_messages_and_state,
+    append_in_several_batches,
+    append_is_idempotent_on_message_id,
+    turn_collision_is_conflict,
+    turn_gap_is_conflict,
+    reused_message_id_is_conflict,
+    failed_append_writes_nothing,
+    append_checks_batch_consistency,
+    append_to_unknown_conversation_is_not_found,
+    message_ranges,
+    content_round_trips_exactly,
+    update_stores_state,
+    update_unknown_is_not_found,
+    stale_update_is_conflict,
+    failure_reason_round_trips,
+    transfer_updates_participant_filter,
+    list_filters_by_status,
+    list_filters_by_participant,
+    list_filters_by_start_range,
+    list_pages_cover_everything_once,
+    analytics_matches_hand_computed,
+    analytics_respects_time_range,
+    analytics_of_empty_store_is_zero,
+    prune_removes_only_ended_before,
+    ping_answers,
+    modules_recorded_and_replaced,
+    reopen_finds_everything,
+    concurrent_appends_to_100_conversations,
+    two_handles_append_concurrently,
+    racing_appends_to_one_turn_conflict_cleanly,
+    large_batch_append,
+);
+
+/// A [`StoreFactory`] for [`MemoryStore`]: every handle is a clone sharing one store.
+#[derive(Debug, Default)]
+pub struct MemoryFactory(MemoryStore);
+
+impl MemoryFactory {
+    /// A factory over a new, empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl StoreFactory for MemoryFactory {
+    type Store = MemoryStore;
+    async fn open(&self) -> Result<MemoryStore, StoreError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A [`StoreFactory`] for [`SqliteStore`]: every handle is a separate `SqliteStore` (its
+/// own writer thread and read pool) on one file in a temporary directory, as two processes
+/// would be. The directory is removed when the factory is dropped.
+#[derive(Debug)]
+pub struct SqliteFactory {
+    dir: tempfile::TempDir,
+    options: SqliteOptions,
+}
+
+impl SqliteFactory {
+    /// A factory over a new database file with the given options.
+    pub fn new(options: SqliteOptions) -> std::io::Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+            options,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("conformance.db")
+    }
+}
+
+#[async_trait]
+impl StoreFactory for SqliteFactory {
+    type Store = SqliteStore;
+    async fn open(&self) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open(self.path(), self.options.clone()).await
+    }
+}

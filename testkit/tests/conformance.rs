@@ -1,0 +1,37 @@
+//! Runs the storage conformance suite against both built-in backends.
+#![allow(clippy::expect_used)]
+
+use colloquy_storage::SqliteOptions;
+use colloquy_testkit::conformance::{self, MemoryFactory, SqliteFactory, CHECKS};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms() {
+    let report = conformance::run_all(|| async { MemoryFactory::new() }).await;
+    report.assert_passed();
+    assert_eq!(report.passed.len(), CHECKS.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_conforms() {
+    let report = conformance::run_all(|| async {
+        SqliteFactory::new(SqliteOptions::new()).expect("temp dir")
+    })
+    .await;
+    report.assert_passed();
+    assert_eq!(report.passed.len(), CHECKS.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_with_full_sync_conforms() {
+    use colloquy_storage::Synchronous;
+    let report = conformance::run_all(|| async {
+        SqliteFactory::new(SqliteOptions::new().synchronous(Synchronous::Full)).expect("temp dir")
+    })
+    .await;
+    report.assert_passed();
+}
+
+#[test]
+fn the_suite_has_at_least_25_checks() {
+    assert!(CHECKS.len() >= 25, "{} checks", CHECKS.len());
+}
