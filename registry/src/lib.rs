@@ -1,1 +1,1 @@
-//! x
+//! colloquy-registry: see ARCHITECTURE.md. Filled by issue 3.

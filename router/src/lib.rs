@@ -1,1 +1,1 @@
-//! x
+//! colloquy-router: see ARCHITECTURE.md. Filled by issue 3.

@@ -1,1 +1,1 @@
-//! x
+//! colloquy-runtime: see ARCHITECTURE.md. Filled by issue 3.
