@@ -20,15 +20,24 @@ fn conversation(seed: u8) -> Conversation {
         t(0),
     )
     .unwrap();
-    c.conclude_handshake(&"b".parse().unwrap(), &HandshakeOutcome::Accept, t(0)).unwrap();
+    c.conclude_handshake(&"b".parse().unwrap(), &HandshakeOutcome::Accept, t(0))
+        .unwrap();
     c
 }
 
 fn turn(c: &mut Conversation, seed: u8, content: serde_json::Value) -> Message {
-    let (from, to) = if c.turn_count() % 2 == 0 { ("a", "b") } else { ("b", "a") };
+    let (from, to) = if c.turn_count() % 2 == 0 {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
     let now = t(1_000 * (c.turn_count() + 1));
-    c.accept(Draft::request(from.parse().unwrap(), to.parse().unwrap(), content), MessageId::from_parts(now, [seed; 10]), now)
-        .unwrap()
+    c.accept(
+        Draft::request(from.parse().unwrap(), to.parse().unwrap(), content),
+        MessageId::from_parts(now, [seed; 10]),
+        now,
+    )
+    .unwrap()
 }
 
 async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -46,9 +55,15 @@ async fn new_database_is_wal_at_the_current_schema() {
     let store = open(&path).await.unwrap();
     store.ping().await.unwrap();
     let conn = raw(&path);
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let app: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(version, SCHEMA_VERSION);
     assert_eq!(app, 0x434C_5159);
@@ -59,7 +74,9 @@ async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     open(&path).await.unwrap().close().await.unwrap();
-    raw(&path).pragma_update(None, "user_version", SCHEMA_VERSION + 7).unwrap();
+    raw(&path)
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 7)
+        .unwrap();
     let err = open(&path).await.unwrap_err();
     assert!(
         matches!(err, StoreError::SchemaTooNew { found, supported, .. } if found == SCHEMA_VERSION + 7 && supported == SCHEMA_VERSION),
@@ -76,23 +93,34 @@ async fn a_file_that_is_not_sqlite_is_refused_untouched() {
     std::fs::write(&path, &text).unwrap();
     let err = open(&path).await.unwrap_err();
     assert!(matches!(err, StoreError::NotADatabase { .. }), "{err:?}");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "the file must not be modified");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "the file must not be modified"
+    );
 }
 
 #[tokio::test]
 async fn another_applications_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
-    raw(&path).execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);").unwrap();
+    raw(&path)
+        .execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);")
+        .unwrap();
     let err = open(&path).await.unwrap_err();
-    assert!(matches!(err, StoreError::NotADatabase { ref detail, .. } if detail.contains("did not create")), "{err:?}");
+    assert!(
+        matches!(err, StoreError::NotADatabase { ref detail, .. } if detail.contains("did not create")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
 async fn existing_only_does_not_create_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing.db");
-    let err = SqliteStore::open(&path, SqliteOptions::new().existing_only()).await.unwrap_err();
+    let err = SqliteStore::open(&path, SqliteOptions::new().existing_only())
+        .await
+        .unwrap_err();
     assert_eq!(err, StoreError::DatabaseMissing { path: path.clone() });
     assert!(!path.exists());
 }
@@ -111,22 +139,50 @@ async fn corrupt_rows_give_errors_naming_the_row() {
     store.create(&other).await.unwrap();
 
     let conn = raw(&path);
-    conn.execute("UPDATE messages SET content = '{not json' WHERE id = ?1", [m2.id.to_string()]).unwrap();
-    conn.execute("UPDATE conversations SET status = 'exploded' WHERE id = ?1", [other.id().to_string()]).unwrap();
+    conn.execute(
+        "UPDATE messages SET content = '{not json' WHERE id = ?1",
+        [m2.id.to_string()],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE conversations SET status = 'exploded' WHERE id = ?1",
+        [other.id().to_string()],
+    )
+    .unwrap();
 
     let err = store.messages(c.id(), MessageRange::All).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { ref location, .. } if *location == format!("message {}", m2.id)), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Corrupt { ref location, .. } if *location == format!("message {}", m2.id)),
+        "{err:?}"
+    );
     // The intact message before it still reads.
-    assert_eq!(store.messages(c.id(), MessageRange::Turns { first: 1, last: 1 }).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .messages(c.id(), MessageRange::Turns { first: 1, last: 1 })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     let err = store.conversation(other.id()).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { ref location, ref detail } if *location == format!("conversation {}", other.id()) && detail.contains("exploded")), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Corrupt { ref location, ref detail } if *location == format!("conversation {}", other.id()) && detail.contains("exploded")),
+        "{err:?}"
+    );
     let err = store.list(&ListFilter::new()).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 
-    conn.execute("UPDATE conversations SET participants = '[\"a\"]' WHERE id = ?1", [c.id().to_string()]).unwrap();
+    conn.execute(
+        "UPDATE conversations SET participants = '[\"a\"]' WHERE id = ?1",
+        [c.id().to_string()],
+    )
+    .unwrap();
     let err = store.conversation(c.id()).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { ref detail, .. } if detail.contains("at least 2 participants")), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Corrupt { ref detail, .. } if detail.contains("at least 2 participants")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -135,9 +191,13 @@ async fn a_full_database_refuses_writes_and_keeps_what_it_had() {
     let path = dir.path().join("c.db");
     // Create the schema first, then reopen with a limit just above its size.
     open(&path).await.unwrap().close().await.unwrap();
-    let pages: i64 = raw(&path).query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    let pages: i64 = raw(&path)
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
     let pages = pages as u64;
-    let store = SqliteStore::open(&path, SqliteOptions::new().max_page_count(pages + 8)).await.unwrap();
+    let store = SqliteStore::open(&path, SqliteOptions::new().max_page_count(pages + 8))
+        .await
+        .unwrap();
     let mut c = conversation(1);
     store.create(&c).await.unwrap();
     let mut stored = Vec::new();
@@ -154,7 +214,10 @@ async fn a_full_database_refuses_writes_and_keeps_what_it_had() {
     assert!(err.is_transient());
     // Reads and ping keep working; everything acknowledged is there.
     store.ping().await.unwrap();
-    assert_eq!(store.messages(c.id(), MessageRange::All).await.unwrap(), stored);
+    assert_eq!(
+        store.messages(c.id(), MessageRange::All).await.unwrap(),
+        stored
+    );
     store.close().await.unwrap();
     drop(store);
 
@@ -164,7 +227,14 @@ async fn a_full_database_refuses_writes_and_keeps_what_it_had() {
     assert_eq!(c.turn_count(), stored.len() as u64);
     let next = turn(&mut c, 251, json!("fits now"));
     roomy.append(&c, &[next]).await.unwrap();
-    assert_eq!(roomy.messages(c.id(), MessageRange::All).await.unwrap().len(), stored.len() + 1);
+    assert_eq!(
+        roomy
+            .messages(c.id(), MessageRange::All)
+            .await
+            .unwrap()
+            .len(),
+        stored.len() + 1
+    );
 }
 
 #[tokio::test]
@@ -174,7 +244,10 @@ async fn a_closed_store_refuses_writes_but_still_reads() {
     let c = conversation(1);
     store.create(&c).await.unwrap();
     store.close().await.unwrap();
-    assert_eq!(store.create(&conversation(2)).await.unwrap_err(), StoreError::Closed);
+    assert_eq!(
+        store.create(&conversation(2)).await.unwrap_err(),
+        StoreError::Closed
+    );
     assert_eq!(store.conversation(c.id()).await.unwrap(), Some(c));
 }
 
@@ -194,7 +267,10 @@ fn using_the_store_outside_tokio_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_blocking(dir.path().join("c.db"), SqliteOptions::new()).unwrap();
     let err = block_on_without_runtime(store.ping());
-    assert!(matches!(err, Err(StoreError::Backend { ref message, .. }) if message.contains("tokio runtime")), "{err:?}");
+    assert!(
+        matches!(err, Err(StoreError::Backend { ref message, .. }) if message.contains("tokio runtime")),
+        "{err:?}"
+    );
 }
 
 /// Polls a future to completion without a tokio runtime (a minimal busy-polling executor;

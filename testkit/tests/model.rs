@@ -14,18 +14,52 @@ const MODULES: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { slot: usize, start_s: u64, pair: usize },
-    Append { slot: usize, turns: u64 },
-    RetryLastAppend { slot: usize },
-    RivalAppend { slot: usize },
-    Change { slot: usize, change: usize },
-    StaleUpdate { slot: usize },
-    Get { slot: usize },
-    Messages { slot: usize, range: usize, n: u64 },
-    List { status: Option<usize>, participant: Option<usize>, limit: usize },
-    Analytics { from_s: Option<u64>, until_s: Option<u64> },
-    Prune { before_s: u64 },
-    RecordModule { module: usize, version: u8 },
+    Create {
+        slot: usize,
+        start_s: u64,
+        pair: usize,
+    },
+    Append {
+        slot: usize,
+        turns: u64,
+    },
+    RetryLastAppend {
+        slot: usize,
+    },
+    RivalAppend {
+        slot: usize,
+    },
+    Change {
+        slot: usize,
+        change: usize,
+    },
+    StaleUpdate {
+        slot: usize,
+    },
+    Get {
+        slot: usize,
+    },
+    Messages {
+        slot: usize,
+        range: usize,
+        n: u64,
+    },
+    List {
+        status: Option<usize>,
+        participant: Option<usize>,
+        limit: usize,
+    },
+    Analytics {
+        from_s: Option<u64>,
+        until_s: Option<u64>,
+    },
+    Prune {
+        before_s: u64,
+    },
+    RecordModule {
+        module: usize,
+        version: u8,
+    },
     Modules,
 }
 
@@ -67,7 +101,10 @@ fn observe<T: std::fmt::Debug>(r: Result<T, StoreError>) -> String {
         Err(StoreError::Conflict { turn, .. }) => format!("conflict at {turn}"),
         Err(e) => {
             let text = format!("{e:?}");
-            format!("err {}", text.split([' ', '{', '(']).next().unwrap_or_default())
+            format!(
+                "err {}",
+                text.split([' ', '{', '(']).next().unwrap_or_default()
+            )
         }
     }
 }
@@ -95,8 +132,16 @@ impl Driver {
         for _ in 0..turns {
             let now = self.tick();
             let p = c.participants().to_vec();
-            let (from, to) = if c.turn_count() % 2 == 0 { (&p[0], &p[1]) } else { (&p[1], &p[0]) };
-            let draft = Draft::request(from.clone(), to.clone(), json!({"n": self.seq, "from": from.as_str()}));
+            let (from, to) = if c.turn_count() % 2 == 0 {
+                (&p[0], &p[1])
+            } else {
+                (&p[1], &p[0])
+            };
+            let draft = Draft::request(
+                from.clone(),
+                to.clone(),
+                json!({"n": self.seq, "from": from.as_str()}),
+            );
             let id = MessageId::from_parts(now, self.random());
             match c.accept(draft, id, now) {
                 Ok(m) => out.push(m),
@@ -107,7 +152,11 @@ impl Driver {
     }
 }
 
-async fn both<T: std::fmt::Debug, F, Fut1, Fut2>(a: Fut1, b: Fut2, what: F) -> Result<(String, bool), TestCaseError>
+async fn both<T: std::fmt::Debug, F, Fut1, Fut2>(
+    a: Fut1,
+    b: Fut2,
+    what: F,
+) -> Result<(String, bool), TestCaseError>
 where
     F: Fn() -> String,
     Fut1: std::future::Future<Output = Result<T, StoreError>>,
@@ -125,13 +174,23 @@ fn name(i: usize) -> ModuleName {
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteStore::open(dir.path().join("model.db"), SqliteOptions::new()).await.unwrap();
+    let sqlite = SqliteStore::open(dir.path().join("model.db"), SqliteOptions::new())
+        .await
+        .unwrap();
     let memory = MemoryStore::new();
-    let mut d = Driver { now: 1_700_000_000_000, seq: 0, slots: vec![Slot::default(); SLOTS] };
+    let mut d = Driver {
+        now: 1_700_000_000_000,
+        seq: 0,
+        slots: vec![Slot::default(); SLOTS],
+    };
     for (step, op) in ops.into_iter().enumerate() {
         let what = || format!("step {step}: {op:?}");
         match op.clone() {
-            Op::Create { slot, start_s, pair } => {
+            Op::Create {
+                slot,
+                start_s,
+                pair,
+            } => {
                 let start = Timestamp::from_millis(1_700_000_000_000 + start_s * 1_000);
                 let c = match d.slots[slot].state.clone() {
                     Some(existing) => existing,
@@ -144,20 +203,27 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             start,
                         )
                         .unwrap();
-                        c.conclude_handshake(&name(pair + 1), &HandshakeOutcome::Accept, start).unwrap();
+                        c.conclude_handshake(&name(pair + 1), &HandshakeOutcome::Accept, start)
+                            .unwrap();
                         c
                     }
                 };
                 let (_, ok) = both(memory.create(&c), sqlite.create(&c), what).await?;
                 if ok {
-                    d.slots[slot] = Slot { state: Some(c), ..Slot::default() };
+                    d.slots[slot] = Slot {
+                        state: Some(c),
+                        ..Slot::default()
+                    };
                 }
             }
             Op::Append { slot, turns } => {
-                let Some(mut c) = d.slots[slot].state.clone() else { continue };
+                let Some(mut c) = d.slots[slot].state.clone() else {
+                    continue;
+                };
                 let before = c.clone();
                 let batch = d.talk(&mut c, turns);
-                let (_, ok) = both(memory.append(&c, &batch), sqlite.append(&c, &batch), what).await?;
+                let (_, ok) =
+                    both(memory.append(&c, &batch), sqlite.append(&c, &batch), what).await?;
                 if ok {
                     let s = &mut d.slots[slot];
                     s.previous = Some(before);
@@ -166,16 +232,27 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::RetryLastAppend { slot } => {
-                let Some((c, batch)) = d.slots[slot].last_batch.clone() else { continue };
+                let Some((c, batch)) = d.slots[slot].last_batch.clone() else {
+                    continue;
+                };
                 both(memory.append(&c, &batch), sqlite.append(&c, &batch), what).await?;
             }
             Op::RivalAppend { slot } => {
-                let Some(mut rival) = d.slots[slot].previous.clone() else { continue };
+                let Some(mut rival) = d.slots[slot].previous.clone() else {
+                    continue;
+                };
                 let batch = d.talk(&mut rival, 1);
-                both(memory.append(&rival, &batch), sqlite.append(&rival, &batch), what).await?;
+                both(
+                    memory.append(&rival, &batch),
+                    sqlite.append(&rival, &batch),
+                    what,
+                )
+                .await?;
             }
             Op::Change { slot, change } => {
-                let Some(mut c) = d.slots[slot].state.clone() else { continue };
+                let Some(mut c) = d.slots[slot].state.clone() else {
+                    continue;
+                };
                 let now = d.tick();
                 let changed = match change {
                     0 => c.pause(now),
@@ -185,7 +262,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     4 => c.apply_context_patch(json!({"step": step}).as_object().unwrap(), now),
                     5 => {
                         let out = c.participants()[1].clone();
-                        let newcomer = MODULES.iter().map(|m| m.parse::<ModuleName>().unwrap()).find(|m| !c.is_participant(m)).unwrap();
+                        let newcomer = MODULES
+                            .iter()
+                            .map(|m| m.parse::<ModuleName>().unwrap())
+                            .find(|m| !c.is_participant(m))
+                            .unwrap();
                         c.transfer(&out, newcomer, now)
                     }
                     _ => c.time_out(Timestamp::from_millis(now.as_millis() + 120_000)),
@@ -199,27 +280,55 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::StaleUpdate { slot } => {
-                let Some(mut stale) = d.slots[slot].previous.clone() else { continue };
+                let Some(mut stale) = d.slots[slot].previous.clone() else {
+                    continue;
+                };
                 if stale.pause(d.tick()).is_ok() {
                     both(memory.update(&stale), sqlite.update(&stale), what).await?;
                 }
             }
             Op::Get { slot } => {
-                let Some(c) = d.slots[slot].state.clone() else { continue };
-                let (seen, _) = both(memory.conversation(c.id()), sqlite.conversation(c.id()), what).await?;
-                prop_assert!(seen == format!("ok {:?}", Some(&c)) || seen == "ok None", "{}: stored state differs from the client's: {}", what(), seen);
+                let Some(c) = d.slots[slot].state.clone() else {
+                    continue;
+                };
+                let (seen, _) = both(
+                    memory.conversation(c.id()),
+                    sqlite.conversation(c.id()),
+                    what,
+                )
+                .await?;
+                prop_assert!(
+                    seen == format!("ok {:?}", Some(&c)) || seen == "ok None",
+                    "{}: stored state differs from the client's: {}",
+                    what(),
+                    seen
+                );
             }
             Op::Messages { slot, range, n } => {
-                let Some(c) = d.slots[slot].state.clone() else { continue };
+                let Some(c) = d.slots[slot].state.clone() else {
+                    continue;
+                };
                 let range = match range {
                     0 => MessageRange::All,
                     1 => MessageRange::After(n),
                     2 => MessageRange::Last(n),
-                    _ => MessageRange::Turns { first: n, last: n + 2 },
+                    _ => MessageRange::Turns {
+                        first: n,
+                        last: n + 2,
+                    },
                 };
-                both(memory.messages(c.id(), range), sqlite.messages(c.id(), range), what).await?;
+                both(
+                    memory.messages(c.id(), range),
+                    sqlite.messages(c.id(), range),
+                    what,
+                )
+                .await?;
             }
-            Op::List { status, participant, limit } => {
+            Op::List {
+                status,
+                participant,
+                limit,
+            } => {
                 let mut filter = ListFilter::new().limit(limit);
                 if let Some(s) = status {
                     filter = filter.status(StatusKind::ALL[s]);
@@ -240,14 +349,21 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Analytics { from_s, until_s } => {
                 let t = |s: u64| Timestamp::from_millis(1_700_000_000_000 + s * 1_000);
-                let range = TimeRange { from: from_s.map(t), until: until_s.map(t) };
+                let range = TimeRange {
+                    from: from_s.map(t),
+                    until: until_s.map(t),
+                };
                 both(memory.analytics(range), sqlite.analytics(range), what).await?;
             }
             Op::Prune { before_s } => {
                 let cutoff = Timestamp::from_millis(1_700_000_000_000 + before_s * 1_000);
                 let (_, _) = both(memory.prune(cutoff), sqlite.prune(cutoff), what).await?;
                 for s in &mut d.slots {
-                    if s.state.as_ref().and_then(Conversation::ended_at).is_some_and(|t| t < cutoff) {
+                    if s.state
+                        .as_ref()
+                        .and_then(Conversation::ended_at)
+                        .is_some_and(|t| t < cutoff)
+                    {
                         *s = Slot::default();
                     }
                 }
@@ -255,7 +371,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::RecordModule { module, version } => {
                 let info = ModuleInfo::new(name(module)).with_version(format!("1.{version}.0"));
                 let at = d.tick();
-                both(memory.record_module(&info, at), sqlite.record_module(&info, at), what).await?;
+                both(
+                    memory.record_module(&info, at),
+                    sqlite.record_module(&info, at),
+                    what,
+                )
+                .await?;
             }
             Op::Modules => {
                 both(memory.modules(), sqlite.modules(), what).await?;
