@@ -26,7 +26,7 @@ fn conversation(seed: u8) -> Conversation {
 }
 
 fn turn(c: &mut Conversation, seed: u8, content: serde_json::Value) -> Message {
-    let (from, to) = if c.turn_count() % 2 == 0 {
+    let (from, to) = if c.turn_count().is_multiple_of(2) {
         ("a", "b")
     } else {
         ("b", "a")

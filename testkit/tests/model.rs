@@ -132,7 +132,7 @@ impl Driver {
         for _ in 0..turns {
             let now = self.tick();
             let p = c.participants().to_vec();
-            let (from, to) = if c.turn_count() % 2 == 0 {
+            let (from, to) = if c.turn_count().is_multiple_of(2) {
                 (&p[0], &p[1])
             } else {
                 (&p[1], &p[0])
