@@ -90,6 +90,13 @@ pub trait ConversationStore: Send + Sync + 'static {
 
     /// Every recorded module registration, sorted by name.
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError>;
+
+    /// Makes everything acknowledged durable and stops accepting writes (later writes fail
+    /// with [`StoreError::Closed`]; reads keep working). The default does nothing, for
+    /// backends with nothing to flush.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// What [`ConversationStore::append`] did.
@@ -453,5 +460,8 @@ impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
     }
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         (**self).modules().await
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        (**self).close().await
     }
 }

@@ -420,4 +420,8 @@ impl ConversationStore for SqliteStore {
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         self.read(read::modules).await
     }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        SqliteStore::close(self).await
+    }
 }

@@ -1,0 +1,213 @@
+//! The hot set: at most `capacity` conversations in memory, each with its turn lock.
+//!
+//! One map serves as both the conversation cache and the lock map, so the two can never
+//! disagree or outgrow each other. An entry is evicted only when nobody holds or waits for
+//! it (its `Arc` is held by the map alone); when every entry is busy, a newcomer waits for
+//! room instead of growing the map, which is the backpressure that bounds memory.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+};
+
+use colloquy_core::{Conversation, ConversationId, Message};
+
+use crate::Clock;
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+
+/// A conversation held in memory between turns.
+#[derive(Debug)]
+pub(crate) struct Hot {
+    pub(crate) conversation: Conversation,
+    /// The most recent messages, oldest first, at most the history window.
+    pub(crate) history: VecDeque<Arc<Message>>,
+    /// The context as handlers see it; replaced only when a patch changes it.
+    pub(crate) context: Arc<Map<String, Value>>,
+}
+
+impl Hot {
+    pub(crate) fn new(conversation: Conversation, history: VecDeque<Arc<Message>>) -> Self {
+        let context = Arc::new(conversation.context().clone());
+        Self {
+            conversation,
+            history,
+            context,
+        }
+    }
+
+    pub(crate) fn remember(&mut self, message: Arc<Message>, window: usize) {
+        if window == 0 {
+            return;
+        }
+        while self.history.len() >= window {
+            self.history.pop_front();
+        }
+        self.history.push_back(message);
+    }
+}
+
+/// One entry: the turn lock (a FIFO tokio mutex: first come, first served) around the
+/// state, which is `None` until loaded or after being invalidated.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub(crate) state: tokio::sync::Mutex<Option<Hot>>,
+    last_used: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct HotCache {
+    map: Mutex<HashMap<ConversationId, Arc<Slot>>>,
+    capacity: usize,
+    room: Notify,
+    clock: Clock,
+    high_water: AtomicUsize,
+}
+
+/// A claim on a slot; while it lives the slot cannot be evicted.
+pub(crate) struct Lease<'a> {
+    // Fields drop in order: the slot first, then the wake-up, so a woken waiter already
+    // sees the slot as idle.
+    slot: Arc<Slot>,
+    _wake: WakeOnDrop<'a>,
+}
+
+impl Lease<'_> {
+    pub(crate) fn slot(&self) -> &Slot {
+        &self.slot
+    }
+}
+
+struct WakeOnDrop<'a>(&'a Notify);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
+}
+
+impl HotCache {
+    pub(crate) fn new(capacity: usize, clock: Clock) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            room: Notify::new(),
+            clock,
+            high_water: AtomicUsize::new(0),
+        }
+    }
+
+    // Critical sections are plain map operations that cannot panic.
+    fn map(&self) -> MutexGuard<'_, HashMap<ConversationId, Arc<Slot>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn touch(&self, slot: &Slot) {
+        slot.last_used
+            .store(self.clock.now().as_millis(), Ordering::Relaxed);
+    }
+
+    /// The slot of `id`, created empty if absent; waits while the cache is full of busy
+    /// conversations.
+    pub(crate) async fn lease(&self, id: ConversationId) -> Lease<'_> {
+        if let Some(lease) = self.try_lease(id) {
+            return lease;
+        }
+        loop {
+            // Register for wake-ups before looking again, so a lease dropped after the
+            // look cannot be missed.
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(lease) = self.try_lease(id) {
+                return lease;
+            }
+            notified.await;
+        }
+    }
+
+    fn try_lease(&self, id: ConversationId) -> Option<Lease<'_>> {
+        let mut map = self.map();
+        let slot = match map.get(&id) {
+            Some(slot) => Arc::clone(slot),
+            None => {
+                if map.len() >= self.capacity {
+                    Self::evict_lru(&mut map, self.capacity.div_ceil(10));
+                }
+                if map.len() >= self.capacity {
+                    return None;
+                }
+                let slot = Arc::new(Slot::default());
+                map.insert(id, Arc::clone(&slot));
+                self.high_water.fetch_max(map.len(), Ordering::Relaxed);
+                slot
+            }
+        };
+        self.touch(&slot);
+        Some(Lease {
+            slot,
+            _wake: WakeOnDrop(&self.room),
+        })
+    }
+
+    /// Evicts up to `count` idle entries, least recently used first.
+    fn evict_lru(map: &mut HashMap<ConversationId, Arc<Slot>>, count: usize) -> usize {
+        let mut idle: Vec<(u64, ConversationId)> = map
+            .iter()
+            .filter(|(_, slot)| Arc::strong_count(slot) == 1)
+            .map(|(id, slot)| (slot.last_used.load(Ordering::Relaxed), *id))
+            .collect();
+        idle.sort_unstable();
+        let evicted = idle.len().min(count);
+        for (_, id) in idle.into_iter().take(evicted) {
+            map.remove(&id);
+        }
+        evicted
+    }
+
+    /// Removes `id` (an ended conversation) unless someone else still holds or waits for it;
+    /// those holders find it again through the store.
+    pub(crate) fn forget(&self, id: ConversationId, lease: Lease<'_>) {
+        let mut map = self.map();
+        // The map's reference plus this lease's: nobody else is queued on the slot.
+        if map
+            .get(&id)
+            .is_some_and(|slot| Arc::strong_count(slot) <= 2)
+        {
+            map.remove(&id);
+        }
+        drop(map);
+        drop(lease);
+    }
+
+    /// Evicts every idle entry not used for `cold_after`.
+    pub(crate) fn evict_cold(&self, cold_after: std::time::Duration) -> usize {
+        let cutoff = self.clock.now().saturating_sub(cold_after).as_millis();
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, slot| {
+            Arc::strong_count(slot) > 1 || slot.last_used.load(Ordering::Relaxed) >= cutoff
+        });
+        before - map.len()
+    }
+
+    /// The ids currently held.
+    pub(crate) fn ids(&self) -> Vec<ConversationId> {
+        self.map().keys().copied().collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub(crate) fn high_water(&self) -> usize {
+        self.high_water.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+}

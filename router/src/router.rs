@@ -1,0 +1,898 @@
+//! [`Router`]: opens conversations, routes messages, applies state changes, reaps idle
+//! conversations and drains on shutdown.
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use colloquy_core::{
+    Conversation, ConversationId, CoreError, Draft, HandshakeOutcome, Intent, Message, ModuleName,
+    Phase, Status, Timestamp,
+};
+use colloquy_registry::{
+    ConversationView, Invitation, ModuleDirectory, Registered, Response, Turn,
+};
+use colloquy_storage::{ConversationStore, ListCursor, ListFilter, MessageRange};
+use serde_json::{Map, Value};
+use tokio::sync::{watch, Notify};
+use tracing::{debug, field, Instrument};
+
+use crate::{
+    cache::{Hot, HotCache},
+    Clock, IdMinter, RouteError,
+};
+
+/// Settings of a [`Router`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RouterConfig {
+    /// Idle timeout of conversations that do not set their own. Default 300 s.
+    pub idle_timeout: Duration,
+    /// Handler deadline of modules that do not set their own. Default 30 s.
+    pub handler_deadline: Duration,
+    /// Recent messages handed to handlers with each turn. Default 20.
+    pub history_window: usize,
+    /// Most conversations held in memory at once. Default 1,000.
+    pub hot_capacity: usize,
+    /// Largest message content accepted, in bytes of JSON. Default 1 MiB.
+    pub max_content_bytes: usize,
+    /// Active conversations the reaper checks in the store per pass. Default 500.
+    pub reap_batch: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(300),
+            handler_deadline: Duration::from_secs(30),
+            history_window: 20,
+            hot_capacity: 1_000,
+            max_content_bytes: 1 << 20,
+            reap_batch: 500,
+        }
+    }
+}
+
+/// What to open.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OpenSpec {
+    /// Participants, initiator first (at least two, all registered).
+    pub participants: Vec<ModuleName>,
+    /// Why.
+    pub intent: Intent,
+    /// Overrides the default idle timeout.
+    pub idle_timeout: Option<Duration>,
+    /// Limits the number of turns.
+    pub max_turns: Option<u64>,
+    /// Initial shared context.
+    pub context: Map<String, Value>,
+    /// Free-form metadata.
+    pub metadata: Map<String, Value>,
+}
+
+impl OpenSpec {
+    /// A conversation between `participants` (initiator first) with `intent`.
+    pub fn new(participants: Vec<ModuleName>, intent: Intent) -> Self {
+        Self {
+            participants,
+            intent,
+            idle_timeout: None,
+            max_turns: None,
+            context: Map::new(),
+            metadata: Map::new(),
+        }
+    }
+}
+
+/// The result of [`Router::open`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    /// The conversation as stored after the handshake.
+    pub conversation: Conversation,
+    /// The combined answer: the first rejection, else the first counter-proposal, else
+    /// acceptance.
+    pub outcome: HandshakeOutcome,
+    /// Who gave that answer.
+    pub responder: ModuleName,
+}
+
+/// Per-call options of [`Router::route`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouteOptions {
+    /// Overrides the target's handler deadline for this call.
+    pub deadline: Option<Duration>,
+}
+
+impl RouteOptions {
+    /// With a handler deadline for this call.
+    pub fn deadline(deadline: Duration) -> Self {
+        Self {
+            deadline: Some(deadline),
+        }
+    }
+}
+
+/// A routed message and what came of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// The request as stored.
+    pub request: Arc<Message>,
+    /// The reply as stored, if the handler replied.
+    pub reply: Option<Arc<Message>>,
+    /// The conversation's status afterwards.
+    pub status: Status,
+    /// Its participants afterwards (they change on transfer).
+    pub participants: Vec<ModuleName>,
+}
+
+/// A state change applied under the conversation's turn lock.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Change {
+    /// Active -> Paused.
+    Pause,
+    /// Paused -> Active.
+    Resume,
+    /// -> Completed.
+    Complete,
+    /// -> Failed with a reason.
+    Fail(String),
+    /// Replace participant `from` with the registered module `to`.
+    Transfer {
+        /// The leaving participant.
+        from: ModuleName,
+        /// The arriving module.
+        to: ModuleName,
+    },
+    /// Move to a later phase.
+    Phase(Phase),
+    /// Merge a patch into the shared context.
+    Patch(Map<String, Value>),
+}
+
+/// What one reaper pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Conversations marked TimedOut.
+    pub timed_out: usize,
+    /// Cold conversations evicted from memory.
+    pub evicted: usize,
+    /// Stored active conversations checked.
+    pub scanned: usize,
+}
+
+/// Counters for health reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Conversations in memory (each with its turn lock).
+    pub hot: usize,
+    /// The most ever held at once.
+    pub hot_high_water: usize,
+    /// The configured limit.
+    pub hot_capacity: usize,
+    /// Operations in progress.
+    pub in_flight: usize,
+}
+
+/// How [`Router::shutdown`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// True if every in-flight operation finished by itself within the drain deadline.
+    pub drained: bool,
+    /// Operations still running at the deadline; their handlers were aborted and their
+    /// callers got [`RouteError::ShuttingDown`].
+    pub aborted: usize,
+}
+
+const OPEN: u8 = 0;
+const DRAINING: u8 = 1;
+const ABORTING: u8 = 2;
+
+/// Routes messages between modules through a store, one conversation turn at a time.
+///
+/// Different conversations proceed in parallel; within one, operations take the
+/// conversation's turn lock in arrival order, so turns are contiguous and a reply is stored
+/// before the next message is accepted. The store is the truth: the hot state is a cache
+/// that is dropped and reloaded whenever a write fails.
+pub struct Router {
+    store: Arc<dyn ConversationStore>,
+    directory: Arc<dyn ModuleDirectory>,
+    config: RouterConfig,
+    clock: Clock,
+    ids: IdMinter,
+    cache: HotCache,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    state: watch::Sender<u8>,
+    reap_cursor: Mutex<Option<ListCursor>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("store", &self.store.backend())
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts an operation as in flight until dropped.
+struct Flight<'a>(&'a Router);
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Router {
+    /// A router over `store` and `directory`.
+    pub fn new(
+        store: Arc<dyn ConversationStore>,
+        directory: Arc<dyn ModuleDirectory>,
+        config: RouterConfig,
+        clock: Clock,
+    ) -> Self {
+        let cache = HotCache::new(config.hot_capacity, clock);
+        Self {
+            store,
+            directory,
+            config,
+            clock,
+            ids: IdMinter::new(),
+            cache,
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            state: watch::Sender::new(OPEN),
+            reap_cursor: Mutex::new(None),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ConversationStore> {
+        &self.store
+    }
+
+    /// The module directory.
+    pub fn directory(&self) -> &Arc<dyn ModuleDirectory> {
+        &self.directory
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> RouterStats {
+        RouterStats {
+            hot: self.cache.len(),
+            hot_high_water: self.cache.high_water(),
+            hot_capacity: self.cache.capacity(),
+            in_flight: self.in_flight.load(Ordering::Acquire),
+        }
+    }
+
+    fn enter(&self) -> Result<Flight<'_>, RouteError> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let flight = Flight(self);
+        if *self.state.borrow() != OPEN {
+            return Err(RouteError::ShuttingDown);
+        }
+        Ok(flight)
+    }
+
+    fn registered(&self, name: &ModuleName) -> Result<Registered, RouteError> {
+        self.directory
+            .get(name)
+            .ok_or_else(|| RouteError::UnknownTarget {
+                target: name.clone(),
+                registered: self.directory.names(),
+            })
+    }
+
+    fn check_size(&self, content: &Value) -> Result<(), RouteError> {
+        if json_len_exceeds(content, self.config.max_content_bytes) {
+            return Err(RouteError::ContentTooLarge {
+                limit: self.config.max_content_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens a conversation and runs the handshake: every invited participant's
+    /// `on_invite` is asked in turn (within its deadline). A rejection fails the
+    /// conversation; a counter-proposal moves it to Negotiation.
+    pub async fn open(&self, spec: OpenSpec) -> Result<Opened, RouteError> {
+        let _flight = self.enter()?;
+        let mut modules = Vec::with_capacity(spec.participants.len());
+        for name in &spec.participants {
+            modules.push(self.registered(name)?);
+        }
+        let now = self.clock.now();
+        let idle_timeout = spec.idle_timeout.unwrap_or(self.config.idle_timeout);
+        let mut conversation = Conversation::new(
+            self.ids.conversation(now),
+            spec.participants.clone(),
+            spec.intent,
+            idle_timeout,
+            now,
+        )?
+        .with_context(spec.context.clone())
+        .with_metadata(spec.metadata.clone());
+        if let Some(max) = spec.max_turns {
+            conversation = conversation.with_max_turns(max);
+        }
+        let id = conversation.id();
+        let span = tracing::debug_span!("open", conversation_id = %id, initiator = %spec.participants.first().map(ModuleName::as_str).unwrap_or_default());
+        async {
+            self.store.create(&conversation).await?;
+            let invitation = Arc::new(Invitation {
+                conversation: id,
+                initiator: conversation.initiator().clone(),
+                participants: spec.participants.clone(),
+                intent: spec.intent,
+                context: spec.context,
+                metadata: spec.metadata,
+            });
+            let mut combined: Option<(ModuleName, HandshakeOutcome)> = None;
+            for invited in modules.iter().skip(1) {
+                let name = invited.info.name.clone();
+                let deadline = invited.deadline.unwrap_or(self.config.handler_deadline);
+                let module = Arc::clone(&invited.module);
+                let invitation = Arc::clone(&invitation);
+                let answer = self
+                    .call(id, &name, deadline, async move {
+                        module.on_invite(&invitation).await
+                    })
+                    .await
+                    .unwrap_or_else(|e| HandshakeOutcome::Reject {
+                        reason: format!("did not answer the invitation: {e}"),
+                    });
+                debug!(module = %name, outcome = ?answer, "invitation answered");
+                let replace = match (&combined, &answer) {
+                    (None, _) => true,
+                    (Some((_, HandshakeOutcome::Reject { .. })), _) => false,
+                    (Some(_), HandshakeOutcome::Reject { .. }) => true,
+                    (Some((_, HandshakeOutcome::Accept)), HandshakeOutcome::Counter { .. }) => true,
+                    _ => false,
+                };
+                if replace {
+                    combined = Some((name, answer));
+                }
+            }
+            let (responder, outcome) = match combined {
+                Some(found) => found,
+                // check_participants guarantees an invitee, so this is never reached.
+                None => (conversation.initiator().clone(), HandshakeOutcome::Accept),
+            };
+            conversation.conclude_handshake(&responder, &outcome, self.clock.now())?;
+            self.store.update(&conversation).await?;
+            if conversation.status() == &Status::Active {
+                let lease = self.cache.lease(id).await;
+                let mut state = lease.slot().state.lock().await;
+                if state.is_none() {
+                    *state = Some(Hot::new(conversation.clone(), VecDeque::new()));
+                }
+            }
+            debug!(outcome = ?outcome, "conversation opened");
+            Ok(Opened {
+                conversation,
+                outcome,
+                responder,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Routes one message: accept the turn -> persist -> deliver to the target's handler
+    /// within its deadline -> persist the reply (or end / transfer) -> return both.
+    ///
+    /// The request is acknowledged (stored) before delivery; handler failures, timeouts and
+    /// panics come back as typed errors and leave the conversation usable.
+    pub async fn route(
+        &self,
+        id: ConversationId,
+        draft: Draft,
+        options: RouteOptions,
+    ) -> Result<Exchange, RouteError> {
+        let _flight = self.enter()?;
+        self.check_size(&draft.content)?;
+        let span = tracing::debug_span!(
+            "route",
+            conversation_id = %id,
+            turn = field::Empty,
+            source = %draft.source,
+            target = %draft.target,
+        );
+        self.route_locked(id, draft, options).instrument(span).await
+    }
+
+    async fn route_locked(
+        &self,
+        id: ConversationId,
+        draft: Draft,
+        options: RouteOptions,
+    ) -> Result<Exchange, RouteError> {
+        let lease = self.cache.lease(id).await;
+        let mut guard = lease.slot().state.lock().await;
+        if *self.state.borrow() == ABORTING {
+            return Err(RouteError::ShuttingDown);
+        }
+        if let Err(e) = self.load(&mut guard, id).await {
+            drop(guard);
+            self.cache.forget(id, lease);
+            return Err(e);
+        }
+        let Some(hot) = guard.as_mut() else {
+            return Err(RouteError::UnknownConversation { conversation: id });
+        };
+        let now = self.clock.now();
+        if let Err(e) = hot.conversation.check_draft(&draft, now) {
+            debug!(error = %e, "draft refused");
+            if matches!(e, CoreError::Expired { .. }) {
+                self.expire(&mut guard, now).await;
+                drop(guard);
+                self.cache.forget(id, lease);
+            }
+            return Err(e.into());
+        }
+        let target = self.registered(&draft.target)?;
+        let message = hot.conversation.accept(draft, self.ids.message(now), now)?;
+        tracing::Span::current().record("turn", message.turn);
+        if let Err(e) = self
+            .store
+            .append(&hot.conversation, std::slice::from_ref(&message))
+            .await
+        {
+            debug!(error = %e, "request not stored");
+            *guard = None;
+            return Err(e.into());
+        }
+        let message = Arc::new(message);
+        let turn = Turn {
+            message: Arc::clone(&message),
+            conversation: view(hot),
+            history: hot.history.iter().cloned().collect(),
+            deadline: options
+                .deadline
+                .or(target.deadline)
+                .unwrap_or(self.config.handler_deadline),
+        };
+        hot.remember(Arc::clone(&message), self.config.history_window);
+        debug!(turn = message.turn, target = %message.target, "request stored, delivering");
+        let deadline = turn.deadline;
+        let module = Arc::clone(&target.module);
+        let response = self
+            .call(id, &message.target, deadline, async move {
+                module.handle(turn).await
+            })
+            .await?
+            .map_err(|e| RouteError::HandlerFailed {
+                conversation: id,
+                module: message.target.clone(),
+                message: e.message().to_owned(),
+            });
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                debug!(error = %e, "handler failed");
+                return Err(e);
+            }
+        };
+        let exchange = match self.apply_response(hot, &message, response).await {
+            Ok(exchange) => exchange,
+            Err(e) => {
+                debug!(error = %e, "response not applied");
+                *guard = None;
+                return Err(e);
+            }
+        };
+        debug!(reply = exchange.reply.as_ref().map(|r| r.turn), status = %exchange.status, "turn complete");
+        if exchange.status.is_terminal() {
+            *guard = None;
+            drop(guard);
+            self.cache.forget(id, lease);
+        }
+        Ok(exchange)
+    }
+
+    /// Applies the handler's response to the hot state and stores it in one write. On error
+    /// the caller drops the hot state, so a half-applied response is never kept.
+    async fn apply_response(
+        &self,
+        hot: &mut Hot,
+        request: &Arc<Message>,
+        response: Response,
+    ) -> Result<Exchange, RouteError> {
+        let id = hot.conversation.id();
+        let module = request.target.clone();
+        let invalid = |reason: String| RouteError::InvalidResponse {
+            conversation: id,
+            module: module.clone(),
+            reason,
+        };
+        let (reply, end, transfer) = match response {
+            Response::Reply(reply) => (Some(reply), false, None),
+            Response::NoReply => (None, false, None),
+            Response::End { reply } => (reply, true, None),
+            Response::Transfer { to, reply } => (reply, false, Some(to)),
+            _ => (None, false, None),
+        };
+        let now = self.clock.now();
+        let state_changed = end || transfer.is_some();
+        let mut stored_reply = None;
+        let mut patched = false;
+        if let Some(reply) = reply {
+            self.check_size(&reply.content)
+                .map_err(|e| invalid(e.to_string()))?;
+            let draft = Draft {
+                source: request.target.clone(),
+                target: request.source.clone(),
+                kind: reply.kind,
+                content: reply.content,
+                in_reply_to: Some(request.id),
+            };
+            hot.conversation
+                .check_draft(&draft, now)
+                .map_err(|e| invalid(format!("reply refused: {e}")))?;
+            if let Some(patch) = &reply.context_patch {
+                hot.conversation
+                    .apply_context_patch(patch, now)
+                    .map_err(|e| invalid(e.to_string()))?;
+                patched = true;
+            }
+            stored_reply = Some(hot.conversation.accept(draft, self.ids.message(now), now)?);
+        }
+        if let Some(to) = transfer {
+            self.registered(&to).map_err(|e| invalid(e.to_string()))?;
+            hot.conversation
+                .transfer(&request.target, to, now)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        if end {
+            hot.conversation.complete(now)?;
+        }
+        match &stored_reply {
+            Some(reply) => {
+                self.store
+                    .append(&hot.conversation, std::slice::from_ref(reply))
+                    .await?;
+            }
+            None if state_changed => {
+                self.store.update(&hot.conversation).await?;
+            }
+            None => {}
+        }
+        if patched {
+            hot.context = Arc::new(hot.conversation.context().clone());
+        }
+        let reply = stored_reply.map(Arc::new);
+        if let Some(reply) = &reply {
+            hot.remember(Arc::clone(reply), self.config.history_window);
+        }
+        Ok(Exchange {
+            request: Arc::clone(request),
+            reply,
+            status: hot.conversation.status().clone(),
+            participants: hot.conversation.participants().to_vec(),
+        })
+    }
+
+    /// Applies a state change under the conversation's turn lock and stores it.
+    pub async fn apply(
+        &self,
+        id: ConversationId,
+        change: Change,
+    ) -> Result<Conversation, RouteError> {
+        let _flight = self.enter()?;
+        let span = tracing::debug_span!("change", conversation_id = %id, change = ?change);
+        async {
+            let lease = self.cache.lease(id).await;
+            let mut guard = lease.slot().state.lock().await;
+            if let Err(e) = self.load(&mut guard, id).await {
+                drop(guard);
+                self.cache.forget(id, lease);
+                return Err(e);
+            }
+            let Some(hot) = guard.as_mut() else {
+                return Err(RouteError::UnknownConversation { conversation: id });
+            };
+            let now = self.clock.now();
+            let mut next = hot.conversation.clone();
+            match change {
+                Change::Pause => next.pause(now)?,
+                Change::Resume => next.resume(now)?,
+                Change::Complete => next.complete(now)?,
+                Change::Fail(reason) => next.fail(reason, now)?,
+                Change::Transfer { from, to } => {
+                    self.registered(&to)?;
+                    next.transfer(&from, to, now)?;
+                }
+                Change::Phase(phase) => next.advance_phase(phase, now)?,
+                Change::Patch(patch) => next.apply_context_patch(&patch, now)?,
+            }
+            self.store.update(&next).await?;
+            debug!(status = %next.status(), "change stored");
+            if next.context() != hot.conversation.context() {
+                hot.context = Arc::new(next.context().clone());
+            }
+            hot.conversation = next.clone();
+            if next.status().is_terminal() {
+                *guard = None;
+                drop(guard);
+                self.cache.forget(id, lease);
+            }
+            Ok(next)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The conversation's state: from memory if it is hot and idle, else from the store.
+    pub async fn conversation(&self, id: ConversationId) -> Result<Conversation, RouteError> {
+        self.store
+            .conversation(id)
+            .await?
+            .ok_or(RouteError::UnknownConversation { conversation: id })
+    }
+
+    /// Messages of a conversation, from the store.
+    pub async fn messages(
+        &self,
+        id: ConversationId,
+        range: MessageRange,
+    ) -> Result<Vec<Message>, RouteError> {
+        self.store.messages(id, range).await.map_err(|e| match e {
+            colloquy_storage::StoreError::NotFound { conversation } => {
+                RouteError::UnknownConversation { conversation }
+            }
+            other => other.into(),
+        })
+    }
+
+    /// Loads the conversation into the slot if it is not there yet.
+    async fn load<'g>(
+        &self,
+        state: &'g mut Option<Hot>,
+        id: ConversationId,
+    ) -> Result<&'g mut Hot, RouteError> {
+        if state.is_none() {
+            let conversation = self
+                .store
+                .conversation(id)
+                .await?
+                .ok_or(RouteError::UnknownConversation { conversation: id })?;
+            let window = self.config.history_window as u64;
+            let history = if window == 0 || conversation.turn_count() == 0 {
+                VecDeque::new()
+            } else {
+                self.store
+                    .messages(id, MessageRange::Last(window))
+                    .await?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect()
+            };
+            debug!(conversation_id = %id, turns = conversation.turn_count(), "conversation loaded from the store");
+            *state = Some(Hot::new(conversation, history));
+        }
+        match state.as_mut() {
+            Some(hot) => Ok(hot),
+            None => Err(RouteError::UnknownConversation { conversation: id }),
+        }
+    }
+
+    /// Marks the slot's conversation TimedOut and stores it; on any failure the hot state is
+    /// dropped so the store stays the truth.
+    async fn expire(&self, state: &mut Option<Hot>, now: Timestamp) -> bool {
+        let Some(hot) = state.as_mut() else {
+            return false;
+        };
+        let mut next = hot.conversation.clone();
+        let done = next.time_out(now).is_ok() && self.store.update(&next).await.is_ok();
+        if done {
+            debug!(conversation_id = %next.id(), "conversation timed out");
+        }
+        *state = None;
+        done
+    }
+
+    /// Runs a module call on its own task, so a panic is contained and a deadline can abort
+    /// it; shutdown's abort phase cancels it too.
+    async fn call<T: Send + 'static>(
+        &self,
+        conversation: ConversationId,
+        module: &ModuleName,
+        deadline: Duration,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, RouteError> {
+        let mut task = tokio::spawn(work);
+        let mut state = self.state.subscribe();
+        tokio::select! {
+            joined = &mut task => joined.map_err(|e| {
+                if e.is_panic() {
+                    RouteError::HandlerPanicked {
+                        conversation,
+                        module: module.clone(),
+                        message: panic_message(e.into_panic()),
+                    }
+                } else {
+                    RouteError::ShuttingDown
+                }
+            }),
+            () = tokio::time::sleep(deadline) => {
+                task.abort();
+                debug!(module = %module, ?deadline, "handler timed out");
+                Err(RouteError::HandlerTimedOut { conversation, module: module.clone(), deadline })
+            }
+            _ = state.wait_for(|s| *s == ABORTING) => {
+                task.abort();
+                Err(RouteError::ShuttingDown)
+            }
+        }
+    }
+
+    /// One reaper pass: times out expired conversations (hot ones, and a batch of stored
+    /// active ones, continuing where the last pass stopped) and evicts hot conversations
+    /// not used for `cold_after`.
+    pub async fn reap(&self, cold_after: Duration) -> ReapReport {
+        let mut report = ReapReport::default();
+        let now = self.clock.now();
+        for id in self.cache.ids() {
+            report.timed_out += usize::from(self.reap_one(id, now, true).await);
+        }
+        let cursor = *self
+            .reap_cursor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut filter = ListFilter::new()
+            .status(colloquy_core::StatusKind::Active)
+            .limit(self.config.reap_batch);
+        if let Some(cursor) = cursor {
+            filter = filter.after(cursor);
+        }
+        match self.store.list(&filter).await {
+            Ok(page) => {
+                report.scanned = page.conversations.len();
+                for conversation in page.conversations.iter().filter(|c| c.expired(now)) {
+                    report.timed_out +=
+                        usize::from(self.reap_one(conversation.id(), now, false).await);
+                }
+                *self
+                    .reap_cursor
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = page.next;
+            }
+            Err(e) => debug!(error = %e, "reaper could not list active conversations"),
+        }
+        report.evicted = self.cache.evict_cold(cold_after);
+        if report.timed_out > 0 || report.evicted > 0 {
+            debug!(?report, "reaper pass");
+        }
+        report
+    }
+
+    /// Times out one conversation if it is expired, under its turn lock. A conversation
+    /// loaded only for this check (or found expired) leaves memory again.
+    async fn reap_one(&self, id: ConversationId, now: Timestamp, only_if_hot: bool) -> bool {
+        let lease = self.cache.lease(id).await;
+        let Ok(mut guard) = lease.slot().state.try_lock() else {
+            // A turn is in progress: the conversation is not idle.
+            return false;
+        };
+        let was_hot = guard.is_some();
+        let expired = if was_hot || !only_if_hot {
+            matches!(self.load(&mut guard, id).await, Ok(hot) if hot.conversation.expired(now))
+        } else {
+            false
+        };
+        let timed_out = expired && self.expire(&mut guard, now).await;
+        if expired || !was_hot {
+            *guard = None;
+            drop(guard);
+            self.cache.forget(id, lease);
+        }
+        timed_out
+    }
+
+    /// Stops taking new work, lets in-flight operations finish for up to `drain`, then
+    /// aborts the handlers still running (their callers get
+    /// [`RouteError::ShuttingDown`]) and waits for them to unwind. Nobody is left hanging.
+    pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
+        self.state.send_replace(DRAINING);
+        let drained = self.wait_idle(drain).await;
+        let aborted = if drained {
+            0
+        } else {
+            let still = self.in_flight.load(Ordering::Acquire);
+            self.state.send_replace(ABORTING);
+            // Aborted handlers return at once; what remains is at most a store write.
+            self.wait_idle(Duration::from_secs(30)).await;
+            still
+        };
+        ShutdownReport { drained, aborted }
+    }
+
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// True once [`shutdown`](Self::shutdown) has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.state.borrow() != OPEN
+    }
+}
+
+fn view(hot: &Hot) -> ConversationView {
+    let c = &hot.conversation;
+    ConversationView {
+        id: c.id(),
+        participants: c.participants().to_vec(),
+        status: c.status().clone(),
+        phase: c.phase(),
+        intent: c.intent(),
+        turn_count: c.turn_count(),
+        context: Arc::clone(&hot.context),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => (*s).to_owned(),
+            Err(_) => "a panic without a message".into(),
+        },
+    }
+}
+
+/// True if `value` serializes to more than `limit` bytes; stops counting at the limit.
+fn json_len_exceeds(value: &Value, limit: usize) -> bool {
+    struct Counter {
+        left: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if buf.len() > self.left {
+                self.left = 0;
+                return Err(std::io::Error::other("limit reached"));
+            }
+            self.left -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { left: limit };
+    serde_json::to_writer(&mut counter, value).is_err()
+}

@@ -1,0 +1,604 @@
+//! [`Hub`] and [`HubBuilder`].
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError, Weak},
+    time::Duration,
+};
+
+use colloquy_core::{
+    Capability, ConversationId, HandshakeOutcome, Intent, Message, ModuleName, Timestamp,
+};
+use colloquy_registry::{Module, ModuleDirectory, Registration, Registry};
+use colloquy_router::{
+    Clock, OpenSpec, ReapReport, RouteOptions, Router, RouterConfig, RouterStats, ShutdownReport,
+};
+use colloquy_storage::{
+    Analytics, ConversationStore, ListFilter, MemoryStore, SqliteOptions, SqliteStore, TimeRange,
+};
+use serde_json::Value;
+use tokio::{sync::Notify, task::JoinHandle};
+use tracing::{debug, warn};
+
+use crate::{ConversationHandle, ConversationSpec, HubError};
+
+enum StoreChoice {
+    Memory,
+    Sqlite(PathBuf, SqliteOptions),
+    Custom(Arc<dyn ConversationStore>),
+}
+
+/// Configures and builds a [`Hub`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), colloquy_runtime::HubError> {
+/// use std::time::Duration;
+/// let hub = colloquy_runtime::Hub::builder()
+///     .memory()
+///     .idle_timeout(Duration::from_secs(60))
+///     .handler_deadline(Duration::from_secs(5))
+///     .build()
+///     .await?;
+/// assert!(hub.health().await.healthy);
+/// hub.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct HubBuilder {
+    store: StoreChoice,
+    config: RouterConfig,
+    reaper_interval: Duration,
+    cold_after: Duration,
+    drain: Duration,
+    clock: Option<Clock>,
+}
+
+impl std::fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HubBuilder {
+    fn default() -> Self {
+        Self {
+            store: StoreChoice::Memory,
+            config: RouterConfig::default(),
+            reaper_interval: Duration::from_secs(1),
+            cold_after: Duration::from_secs(60),
+            drain: Duration::from_secs(10),
+            clock: None,
+        }
+    }
+}
+
+impl HubBuilder {
+    /// Keep everything in memory (the default): nothing survives the process.
+    pub fn memory(mut self) -> Self {
+        self.store = StoreChoice::Memory;
+        self
+    }
+
+    /// Persist to the SQLite file at `path` (created if missing) with default settings.
+    pub fn sqlite(self, path: impl Into<PathBuf>) -> Self {
+        self.sqlite_with(path, SqliteOptions::default())
+    }
+
+    /// Persist to the SQLite file at `path` with `options`.
+    pub fn sqlite_with(mut self, path: impl Into<PathBuf>, options: SqliteOptions) -> Self {
+        self.store = StoreChoice::Sqlite(path.into(), options);
+        self
+    }
+
+    /// Use any [`ConversationStore`].
+    pub fn store(mut self, store: Arc<dyn ConversationStore>) -> Self {
+        self.store = StoreChoice::Custom(store);
+        self
+    }
+
+    /// Default idle timeout of conversations (default 300 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Default handler deadline (default 30 s); modules and calls may override it.
+    pub fn handler_deadline(mut self, deadline: Duration) -> Self {
+        self.config.handler_deadline = deadline;
+        self
+    }
+
+    /// Recent messages handed to handlers with each turn (default 20).
+    pub fn history_window(mut self, messages: usize) -> Self {
+        self.config.history_window = messages;
+        self
+    }
+
+    /// Most conversations held in memory (default 1,000).
+    pub fn hot_capacity(mut self, conversations: usize) -> Self {
+        self.config.hot_capacity = conversations;
+        self
+    }
+
+    /// Largest message content in bytes of JSON (default 1 MiB).
+    pub fn max_content_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_content_bytes = bytes;
+        self
+    }
+
+    /// How often the reaper runs (default 1 s).
+    pub fn reaper_interval(mut self, interval: Duration) -> Self {
+        self.reaper_interval = interval;
+        self
+    }
+
+    /// How long a conversation stays in memory unused before the reaper evicts it
+    /// (default 60 s).
+    pub fn cold_after(mut self, idle: Duration) -> Self {
+        self.cold_after = idle;
+        self
+    }
+
+    /// How long [`Hub::shutdown`] lets in-flight turns finish (default 10 s).
+    pub fn drain_timeout(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    /// Use `clock` instead of the system clock (for reproducible tests).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Opens the store and starts the hub (and its reaper). Must run inside a tokio runtime.
+    pub async fn build(self) -> Result<Hub, HubError> {
+        let store: Arc<dyn ConversationStore> = match self.store {
+            StoreChoice::Memory => Arc::new(MemoryStore::new()),
+            StoreChoice::Sqlite(path, options) => Arc::new(SqliteStore::open(path, options).await?),
+            StoreChoice::Custom(store) => store,
+        };
+        let registry = Arc::new(Registry::new());
+        let clock = self.clock.unwrap_or_else(Clock::system);
+        let router = Router::new(
+            Arc::clone(&store),
+            Arc::clone(&registry) as Arc<dyn ModuleDirectory>,
+            self.config,
+            clock,
+        );
+        let inner = Arc::new(HubInner {
+            router,
+            registry,
+            reaper: Mutex::new(None),
+            reaper_stop: Notify::new(),
+            last_reap: Mutex::new(None),
+            reaper_interval: self.reaper_interval,
+            started: clock.now(),
+            cold_after: self.cold_after,
+            drain: self.drain,
+        });
+        let task = tokio::spawn(reaper(Arc::downgrade(&inner)));
+        *inner.reaper.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        Ok(Hub { inner })
+    }
+}
+
+pub(crate) struct HubInner {
+    pub(crate) router: Router,
+    registry: Arc<Registry>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+    reaper_stop: Notify,
+    last_reap: Mutex<Option<(Timestamp, ReapReport)>>,
+    reaper_interval: Duration,
+    started: Timestamp,
+    cold_after: Duration,
+    drain: Duration,
+}
+
+/// The background reaper: times out idle conversations and evicts cold ones every
+/// interval. It holds the hub only weakly, so a dropped hub stops it.
+async fn reaper(hub: Weak<HubInner>) {
+    loop {
+        let (interval, stop) = match hub.upgrade() {
+            Some(inner) => (inner.reaper_interval, inner),
+            None => return,
+        };
+        let stopped = tokio::select! {
+            () = tokio::time::sleep(interval) => false,
+            () = stop.reaper_stop.notified() => true,
+        };
+        if stopped || stop.router.is_shutting_down() {
+            return;
+        }
+        let report = stop.router.reap(stop.cold_after).await;
+        let now = stop.router.clock().now();
+        *stop
+            .last_reap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((now, report));
+    }
+}
+
+/// The entry point: modules register with it and converse through it.
+///
+/// Cloning is cheap and every clone is the same hub. See the crate docs for a full example.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("router", &self.inner.router)
+            .finish()
+    }
+}
+
+/// What [`Hub::health`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// True when the store answers, the reaper is running and the hub is not shutting down.
+    pub healthy: bool,
+    /// Why it is not healthy (empty when healthy).
+    pub problems: Vec<String>,
+    /// How long a store ping took, if it answered.
+    pub store_latency: Option<Duration>,
+    /// Active conversations idle past their timeout that the reaper has not reached yet
+    /// (at most 100 listed).
+    pub stale_conversations: Vec<ConversationId>,
+    /// Operations in progress and memory use of the hot set.
+    pub router: RouterStats,
+    /// When the reaper last ran, and what it did.
+    pub reaper_last_run: Option<(Timestamp, ReapReport)>,
+    /// Registered modules.
+    pub modules: Vec<ModuleName>,
+}
+
+/// One module's answer to a [`Hub::broadcast`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadcastReply {
+    /// The module.
+    pub module: ModuleName,
+    /// Its reply (`None` if it did not reply), or why it failed.
+    pub result: Result<Option<Arc<Message>>, HubError>,
+}
+
+impl Hub {
+    /// Starts configuring a hub.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    pub(crate) fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    /// Registers `module` under its declared name (a duplicate name is an error) and
+    /// records the registration in the store.
+    pub async fn register(&self, module: impl Module) -> Result<(), HubError> {
+        self.register_with(Arc::new(module), Registration::new())
+            .await
+    }
+
+    /// Registers an already shared module with options (replace, deadline).
+    pub async fn register_with(
+        &self,
+        module: Arc<dyn Module>,
+        registration: Registration,
+    ) -> Result<(), HubError> {
+        let registered = self.inner.registry.register(module, registration)?;
+        let now = self.router().clock().now();
+        if let Err(e) = self
+            .router()
+            .store()
+            .record_module(&registered.info, now)
+            .await
+        {
+            // Keep registry and store in step: a registration that cannot be recorded is
+            // undone.
+            let _ = self.inner.registry.unregister(&registered.info.name);
+            return Err(e.into());
+        }
+        debug!(module = %registered.info.name, "module registered");
+        Ok(())
+    }
+
+    /// Removes a module. Conversations it takes part in stay; messages to it fail with
+    /// an unknown-target error until it is registered again.
+    pub fn unregister(&self, name: &ModuleName) -> Result<(), HubError> {
+        self.inner.registry.unregister(name)?;
+        Ok(())
+    }
+
+    /// The module registry.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The store behind the hub.
+    pub fn store(&self) -> &Arc<dyn ConversationStore> {
+        self.router().store()
+    }
+
+    /// The hub's clock.
+    pub fn clock(&self) -> &Clock {
+        self.router().clock()
+    }
+
+    /// Opens a conversation and runs the handshake. A rejection returns
+    /// [`HubError::Rejected`] (the conversation is stored as Failed); a counter-proposal
+    /// returns a handle whose [`handshake`](ConversationHandle::handshake) holds it.
+    pub async fn start_conversation(
+        &self,
+        spec: ConversationSpec,
+    ) -> Result<ConversationHandle, HubError> {
+        let mut open = OpenSpec::new(spec.participants, spec.intent);
+        open.idle_timeout = spec.idle_timeout;
+        open.max_turns = spec.max_turns;
+        open.context = spec.context;
+        open.metadata = spec.metadata;
+        let opened = self.router().open(open).await?;
+        if let HandshakeOutcome::Reject { .. } = opened.outcome {
+            let reason = match opened.conversation.status() {
+                colloquy_core::Status::Failed { reason } => reason.clone(),
+                other => other.to_string(),
+            };
+            return Err(HubError::Rejected {
+                conversation: opened.conversation.id(),
+                module: opened.responder,
+                reason,
+            });
+        }
+        Ok(ConversationHandle::new(
+            self.clone(),
+            opened.conversation.id(),
+            opened.conversation.initiator().clone(),
+            opened.conversation.participants().to_vec(),
+            opened.outcome,
+        ))
+    }
+
+    /// A handle on an existing conversation (for example one a previous process started),
+    /// speaking as `speaker`, which must be a participant.
+    pub async fn conversation(
+        &self,
+        id: ConversationId,
+        speaker: ModuleName,
+    ) -> Result<ConversationHandle, HubError> {
+        let conversation = self.router().conversation(id).await?;
+        if !conversation.is_participant(&speaker) {
+            return Err(colloquy_router::RouteError::NotParticipant {
+                conversation: id,
+                module: speaker,
+                participants: conversation.participants().to_vec(),
+            }
+            .into());
+        }
+        Ok(ConversationHandle::new(
+            self.clone(),
+            id,
+            speaker,
+            conversation.participants().to_vec(),
+            HandshakeOutcome::Accept,
+        ))
+    }
+
+    /// Runs `body` in a new conversation that always ends: Completed when `body` returns
+    /// `Ok`, Failed (with the error) when it returns `Err`, and Failed if `body` panics or
+    /// is cancelled.
+    pub async fn scoped<T, F, Fut>(&self, spec: ConversationSpec, body: F) -> Result<T, HubError>
+    where
+        F: FnOnce(ConversationHandle) -> Fut,
+        Fut: Future<Output = Result<T, HubError>>,
+    {
+        let handle = self.start_conversation(spec).await?;
+        let mut guard = EndOnDrop {
+            handle: Some(handle.clone()),
+        };
+        let result = body(handle.clone()).await;
+        guard.handle = None;
+        let ended = match &result {
+            Ok(_) => handle.end().await,
+            Err(e) => handle.fail(e.to_string()).await,
+        };
+        match ended {
+            // The body may have ended the conversation itself.
+            Ok(_) | Err(HubError::Route(colloquy_router::RouteError::Refused(_))) => {}
+            Err(e) if result.is_ok() => return Err(e),
+            Err(e) => warn!(error = %e, "could not fail the scoped conversation"),
+        }
+        result
+    }
+
+    /// Sends `content` from `from` to every other module that declares `capability`, each
+    /// in its own short conversation (Inform intent, ended afterwards), all at once. One
+    /// result per module, sorted by module name.
+    pub async fn broadcast(
+        &self,
+        from: &ModuleName,
+        capability: &Capability,
+        content: Value,
+    ) -> Result<Vec<BroadcastReply>, HubError> {
+        let targets: Vec<ModuleName> = self
+            .inner
+            .registry
+            .find_by_capability(capability)
+            .iter()
+            .map(|info| info.name.clone())
+            .filter(|name| name != from)
+            .collect();
+        if targets.is_empty() {
+            return Err(HubError::NoModuleWithCapability {
+                capability: capability.to_string(),
+            });
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for target in targets {
+            let hub = self.clone();
+            let spec = ConversationSpec::new(from.clone(), [target.clone()]).intent(Intent::Inform);
+            let content = content.clone();
+            tasks.spawn(async move {
+                let result = hub
+                    .scoped(
+                        spec,
+                        |conv| async move { Ok(conv.send(content).await?.reply) },
+                    )
+                    .await;
+                BroadcastReply {
+                    module: target,
+                    result,
+                }
+            });
+        }
+        let mut replies = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            // Each task contains its module call's panics, so joining cannot fail unless
+            // the runtime is shutting down; such a task is simply missing from the result.
+            if let Ok(reply) = joined {
+                replies.push(reply);
+            }
+        }
+        replies.sort_by(|a, b| a.module.cmp(&b.module));
+        Ok(replies)
+    }
+
+    /// Checks the store, the reaper and the hot set.
+    pub async fn health(&self) -> Health {
+        let router = self.router();
+        let mut problems = Vec::new();
+        let started = tokio::time::Instant::now();
+        let store_latency = match router.store().ping().await {
+            Ok(()) => Some(started.elapsed()),
+            Err(e) => {
+                problems.push(format!("store does not answer: {e}"));
+                None
+            }
+        };
+        let now = router.clock().now();
+        let mut stale_conversations = Vec::new();
+        match router
+            .store()
+            .list(
+                &ListFilter::new()
+                    .status(colloquy_core::StatusKind::Active)
+                    .limit(1_000),
+            )
+            .await
+        {
+            Ok(page) => stale_conversations.extend(
+                page.conversations
+                    .iter()
+                    .filter(|c| c.expired(now))
+                    .take(100)
+                    .map(|c| c.id()),
+            ),
+            Err(e) => problems.push(format!("cannot list active conversations: {e}")),
+        }
+        let reaper_last_run = *self
+            .inner
+            .last_reap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let overdue_after = self.inner.reaper_interval.saturating_mul(3) + Duration::from_secs(1);
+        let last_sign_of_life = reaper_last_run.map_or(self.inner.started, |(at, _)| at);
+        let reaper_overdue =
+            self.reaper_finished() || router.clock().since(last_sign_of_life) > overdue_after;
+        if reaper_overdue && !router.is_shutting_down() {
+            problems
+                .push("the reaper has stopped: idle conversations are not being timed out".into());
+        }
+        if router.is_shutting_down() {
+            problems.push("the hub is shutting down".into());
+        }
+        Health {
+            healthy: problems.is_empty(),
+            problems,
+            store_latency,
+            stale_conversations,
+            router: router.stats(),
+            reaper_last_run,
+            modules: self.inner.registry.names(),
+        }
+    }
+
+    fn reaper_finished(&self) -> bool {
+        self.inner
+            .reaper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Aggregates over the conversations started within `range`, computed by the store.
+    pub async fn analytics(&self, range: TimeRange) -> Result<Analytics, HubError> {
+        Ok(self.store().analytics(range).await?)
+    }
+
+    /// Runs one reaper pass now (the background reaper does this every interval).
+    pub async fn reap(&self) -> ReapReport {
+        let report = self.router().reap(self.inner.cold_after).await;
+        *self
+            .inner
+            .last_reap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((self.clock().now(), report));
+        report
+    }
+
+    /// Stops taking new turns, lets in-flight ones finish within the drain timeout (aborting
+    /// the rest with a typed error), stops the reaper and closes the store. Every caller
+    /// gets an answer; calling it twice is harmless.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        let report = self.router().shutdown(self.inner.drain).await;
+        self.inner.reaper_stop.notify_waiters();
+        let task = self
+            .inner
+            .reaper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Err(e) = self.store().close().await {
+            warn!(error = %e, "closing the store failed");
+        }
+        debug!(?report, "hub shut down");
+        report
+    }
+
+    /// Routes with per-call options (used by handles).
+    pub(crate) async fn route(
+        &self,
+        id: ConversationId,
+        draft: colloquy_core::Draft,
+        options: RouteOptions,
+    ) -> Result<colloquy_router::Exchange, HubError> {
+        Ok(self.router().route(id, draft, options).await?)
+    }
+}
+
+/// Fails a scoped conversation whose body panicked or was dropped before finishing.
+struct EndOnDrop {
+    handle: Option<ConversationHandle>,
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = handle
+                    .fail("the scope ended before finishing (panic or cancellation)")
+                    .await;
+            });
+        }
+    }
+}
