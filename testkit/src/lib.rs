@@ -3,7 +3,30 @@
 //! - [`conformance`]: the storage conformance suite every
 //!   [`ConversationStore`](colloquy_storage::ConversationStore) backend must pass, with
 //!   factories for the built-in backends.
-//! - [`timeout_scale`] and [`scaled`]: CI-aware timeouts.
+//! - [`TestHub`]: a hub on memory or on a temporary SQLite file removed on drop.
+//! - [`modules`]: [`Echo`](modules::Echo), [`Scripted`](modules::Scripted),
+//!   [`Slow`](modules::Slow), [`Failing`](modules::Failing),
+//!   [`Panicking`](modules::Panicking), [`Silent`](modules::Silent) and
+//!   [`Recorder`](modules::Recorder).
+//! - [`timeout_scale`], [`scaled`] and [`eventually`]: CI-aware timeouts and polling.
+//!
+//! A downstream test of your own module:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use colloquy_testkit::{TestHub, modules::{Echo, Recorder}};
+//! use colloquy_runtime::ConversationSpec;
+//!
+//! let hub = TestHub::sqlite().await?;              // temp file, removed on drop
+//! hub.register(Echo::new("my-module".parse()?)).await?;   // your module here
+//! let (client, seen) = Recorder::new("client".parse()?);
+//! hub.register(client).await?;
+//! let conv = hub.start_conversation(ConversationSpec::between("client", "my-module")?).await?;
+//! let exchange = conv.send(serde_json::json!({"ask": 1})).await?;
+//! assert_eq!(exchange.reply.unwrap().content, serde_json::json!({"ask": 1}));
+//! assert!(seen.is_empty());                         // the client was never addressed
+//! # Ok(()) }
+//! ```
 //!
 //! # What this crate deliberately does not do
 //!
@@ -14,6 +37,10 @@
 //! - **No production use.** Nothing here is needed to run a hub.
 
 pub mod conformance;
+mod hub;
+pub mod modules;
+
+pub use hub::TestHub;
 
 use std::time::Duration;
 
@@ -34,4 +61,24 @@ pub fn timeout_scale() -> f64 {
 /// `base` multiplied by [`timeout_scale`].
 pub fn scaled(base: Duration) -> Duration {
     base.mul_f64(timeout_scale())
+}
+
+/// Polls `condition` until it is true or `timeout` (scaled by [`timeout_scale`]) passes on
+/// tokio's clock. Returns whether it became true. Use it for effects of background tasks
+/// (the reaper); under `tokio::time::pause` the waiting takes no real time.
+pub async fn eventually<F, Fut>(mut condition: F, timeout: Duration) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + scaled(timeout);
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
