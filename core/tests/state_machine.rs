@@ -1,5 +1,5 @@
 //! Example-based tests of the conversation state machine: each refusal's error variant.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 

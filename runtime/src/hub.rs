@@ -465,6 +465,11 @@ impl Hub {
         Ok(replies)
     }
 
+    /// Cheap counters: hot conversations, the hot set's high-water mark, in-flight turns.
+    pub fn stats(&self) -> RouterStats {
+        self.router().stats()
+    }
+
     /// Checks the store, the reaper and the hot set.
     pub async fn health(&self) -> Health {
         let router = self.router();

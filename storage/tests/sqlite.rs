@@ -1,5 +1,5 @@
 //! SQLite-specific behaviour: file validation, migrations, corrupt rows, size limits.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{path::Path, time::Duration};
 

@@ -120,7 +120,7 @@ impl Module for Slow {
 /// Fails every turn with `message`.
 #[derive(Debug, Clone)]
 pub struct Failing {
-    name: ModuleName,
+    info: ModuleInfo,
     message: String,
 }
 
@@ -128,16 +128,22 @@ impl Failing {
     /// A module named `name` whose every turn fails with `message`.
     pub fn new(name: ModuleName, message: impl Into<String>) -> Self {
         Self {
-            name,
+            info: ModuleInfo::new(name).with_description("fails every turn"),
             message: message.into(),
         }
+    }
+
+    /// Declares `capability` too (so broadcasts reach it).
+    pub fn with_capability(mut self, capability: colloquy_core::Capability) -> Self {
+        self.info = self.info.with_capability(capability);
+        self
     }
 }
 
 #[async_trait]
 impl Module for Failing {
     fn info(&self) -> ModuleInfo {
-        ModuleInfo::new(self.name.clone()).with_description("fails every turn")
+        self.info.clone()
     }
 
     async fn handle(&self, _turn: Turn) -> Result<Response, ModuleError> {

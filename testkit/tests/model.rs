@@ -1,6 +1,6 @@
 //! Model-based test: random operation sequences go through `SqliteStore` and `MemoryStore`
 //! side by side, and every observable result must be identical.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
