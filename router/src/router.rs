@@ -477,7 +477,7 @@ impl Router {
                 .unwrap_or(self.config.handler_deadline),
         };
         hot.remember(Arc::clone(&message), self.config.history_window);
-        debug!(turn = message.turn, target = %message.target, "request stored, delivering");
+        debug!("request stored, delivering");
         let deadline = turn.deadline;
         let module = Arc::clone(&target.module);
         let response = self
