@@ -129,6 +129,15 @@ impl HotCache {
         }
     }
 
+    /// The slot of `id` if it is held, without counting as a use (for the reaper).
+    pub(crate) fn peek(&self, id: ConversationId) -> Option<Lease<'_>> {
+        let slot = Arc::clone(self.map().get(&id)?);
+        Some(Lease {
+            slot,
+            _wake: WakeOnDrop(&self.room),
+        })
+    }
+
     fn try_lease(&self, id: ConversationId) -> Option<Lease<'_>> {
         let mut map = self.map();
         let slot = match map.get(&id) {

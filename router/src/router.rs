@@ -646,7 +646,7 @@ impl Router {
         .await
     }
 
-    /// The conversation's state: from memory if it is hot and idle, else from the store.
+    /// The conversation's stored state (the store is the truth; the hot copy is a cache).
     pub async fn conversation(&self, id: ConversationId) -> Result<Conversation, RouteError> {
         self.store
             .conversation(id)
@@ -793,7 +793,14 @@ impl Router {
     /// Times out one conversation if it is expired, under its turn lock. A conversation
     /// loaded only for this check (or found expired) leaves memory again.
     async fn reap_one(&self, id: ConversationId, now: Timestamp, only_if_hot: bool) -> bool {
-        let lease = self.cache.lease(id).await;
+        let lease = if only_if_hot {
+            match self.cache.peek(id) {
+                Some(lease) => lease,
+                None => return false,
+            }
+        } else {
+            self.cache.lease(id).await
+        };
         let Ok(mut guard) = lease.slot().state.try_lock() else {
             // A turn is in progress: the conversation is not idle.
             return false;

@@ -486,3 +486,29 @@ async fn shutdown_aborts_what_does_not_drain_and_leaves_nobody_hanging() -> Resu
     assert_eq!(conv.transcript().await?.len(), 1);
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_reaper_evicts_cold_conversations_and_they_come_back() -> Result<()> {
+    let hub = TestHub::memory_with(|b| {
+        b.cold_after(Duration::from_secs(60))
+            .idle_timeout(Duration::from_secs(3_600))
+    })
+    .await?;
+    hub.register(Echo::new(name("a"))).await?;
+    hub.register(Echo::new(name("b"))).await?;
+    let conv = hub
+        .start_conversation(ConversationSpec::between("a", "b")?)
+        .await?;
+    conv.send("warm").await?;
+    assert_eq!(hub.stats().hot, 1);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(
+        eventually(|| async { hub.stats().hot == 0 }, Duration::from_secs(5)).await,
+        "cold conversation evicted"
+    );
+    assert_eq!(conv.send("back again").await?.request.turn, 3);
+    assert_eq!(hub.stats().hot, 1);
+    let last = hub.health().await.reaper_last_run.expect("the reaper ran");
+    assert!(last.1.evicted <= 1);
+    Ok(())
+}
