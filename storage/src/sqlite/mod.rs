@@ -264,6 +264,23 @@ impl SqliteStore {
         self.inner.writer.close().await
     }
 
+    /// Runs SQLite's `PRAGMA quick_check` and returns the problems it reports (empty when
+    /// the file is intact).
+    pub async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|conn, site| {
+            let mut stmt = conn
+                .prepare("PRAGMA quick_check")
+                .map_err(|e| site.err(e))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| site.err(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| site.err(e))?;
+            Ok(rows.into_iter().filter(|r| r != "ok").collect())
+        })
+        .await
+    }
+
     /// Runs `query` on a pooled read connection off the async threads.
     async fn read<T: Send + 'static>(
         &self,

@@ -1,0 +1,119 @@
+//! The command line, as clap's derive API reads it.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use colloquy_core::{ConversationId, ModuleName, StatusKind};
+
+/// colloquy: multi-turn conversations between modules, durably stored.
+#[derive(Debug, Parser)]
+#[command(name = "colloquy", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The conversation database.
+    #[arg(
+        long,
+        global = true,
+        default_value = "colloquy.db",
+        value_name = "PATH"
+    )]
+    pub(crate) db: PathBuf,
+
+    /// Print machine-readable JSON on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the demo workflow: schema negotiations, handoffs and one deliberate failure
+    /// between built-in modules, stored in the database (added to what is there).
+    Demo {
+        /// How many conversations to run.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        conversations: usize,
+    },
+    /// List conversations, newest first.
+    Conversations {
+        /// Only this status.
+        #[arg(long, value_parser = parse_status, value_name = "STATUS")]
+        status: Option<StatusKind>,
+        /// Only conversations this module takes part in.
+        #[arg(long, value_parser = parse_module, value_name = "MODULE")]
+        module: Option<ModuleName>,
+        /// Only conversations started within this long ago (30s, 5m, 7d).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        since: Option<Duration>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: usize,
+    },
+    /// Show one conversation and its transcript.
+    Show {
+        /// The conversation id.
+        #[arg(value_parser = parse_id)]
+        id: ConversationId,
+    },
+    /// Aggregates: counts by status, turns, durations, module activity.
+    Analytics {
+        /// Only conversations started within this long ago (30s, 5m, 7d).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        since: Option<Duration>,
+    },
+    /// Check the database: exit code 0 when healthy, 1 when not, with the reasons.
+    Health {
+        /// Report active conversations idle for longer than this as stale (default: each
+        /// conversation's own idle timeout).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        stale_after: Option<Duration>,
+    },
+    /// List the modules registered in the database.
+    Modules,
+    /// Delete ended conversations (and their messages) that ended longer ago than this.
+    Prune {
+        /// Age of the conversations to delete (30s, 5m, 7d).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        older_than: Duration,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Export messages as JSON, one object per message (readable back as colloquy messages).
+    Export {
+        /// Only this conversation.
+        #[arg(value_parser = parse_id)]
+        id: Option<ConversationId>,
+        /// jsonl: one message per line; json: one array.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// One JSON array.
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e}; use forms like 30s, 5m, 2h or 7d"))
+}
+
+fn parse_status(text: &str) -> Result<StatusKind, String> {
+    text.parse()
+        .map_err(|e: colloquy_core::CoreError| e.to_string())
+}
+
+fn parse_module(text: &str) -> Result<ModuleName, String> {
+    text.parse()
+        .map_err(|e: colloquy_core::CoreError| e.to_string())
+}
+
+fn parse_id(text: &str) -> Result<ConversationId, String> {
+    text.parse()
+        .map_err(|e: colloquy_core::CoreError| e.to_string())
+}

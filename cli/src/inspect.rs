@@ -1,0 +1,420 @@
+//! The inspection and maintenance commands. They open an existing database only; none of
+//! them creates a file.
+
+use std::{
+    io::Write,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context, Result};
+use colloquy_core::{Conversation, ConversationId, ModuleName, StatusKind, Timestamp};
+use colloquy_storage::{
+    ConversationStore, ListFilter, MessageRange, SqliteOptions, SqliteStore, TimeRange,
+};
+use serde_json::{json, Value};
+
+use crate::{
+    args::ExportFormat,
+    output::{duration, summary, table, time, transcript},
+    Out,
+};
+
+/// Opens an existing database; a missing file is an error, never created.
+pub(crate) async fn open_existing(path: &Path) -> Result<SqliteStore> {
+    Ok(SqliteStore::open(path, SqliteOptions::new().existing_only()).await?)
+}
+
+/// The current wall-clock time.
+pub(crate) fn now() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, colloquy_core::duration_millis);
+    Timestamp::from_millis(millis)
+}
+
+fn since(window: Option<Duration>) -> TimeRange {
+    window.map_or_else(TimeRange::all, |w| {
+        TimeRange::since(now().saturating_sub(w))
+    })
+}
+
+/// Every conversation matching `filter`, following the cursor through all pages.
+async fn all(store: &SqliteStore, mut filter: ListFilter) -> Result<Vec<Conversation>> {
+    filter.limit = colloquy_storage::MAX_PAGE;
+    let mut out = Vec::new();
+    loop {
+        let page = store.list(&filter).await?;
+        out.extend(page.conversations);
+        match page.next {
+            Some(cursor) => filter = filter.after(cursor),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn names(modules: &[ModuleName]) -> String {
+    modules
+        .iter()
+        .map(ModuleName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) async fn conversations(
+    out: &mut Out,
+    store: &SqliteStore,
+    status: Option<StatusKind>,
+    module: Option<ModuleName>,
+    window: Option<Duration>,
+    limit: usize,
+) -> Result<()> {
+    let mut filter = ListFilter::new().limit(limit).started(since(window));
+    if let Some(status) = status {
+        filter = filter.status(status);
+    }
+    if let Some(module) = module {
+        filter = filter.participant(module);
+    }
+    let page = store.list(&filter).await?;
+    if out.json {
+        return out.json_value(&json!(page.conversations));
+    }
+    let rows: Vec<Vec<String>> = page
+        .conversations
+        .iter()
+        .map(|c| {
+            vec![
+                c.id().to_string(),
+                c.status().kind().to_string(),
+                c.phase().to_string(),
+                c.turn_count().to_string(),
+                time(c.started_at()),
+                names(c.participants()),
+            ]
+        })
+        .collect();
+    out.text(&table(
+        &["id", "status", "phase", "turns", "started", "participants"],
+        &rows,
+    ))?;
+    if page.next.is_some() {
+        out.text(&format!(
+            "(more than {limit}; raise --limit or narrow the filters)\n"
+        ))?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn show(out: &mut Out, store: &SqliteStore, id: ConversationId) -> Result<()> {
+    let conversation = store.conversation(id).await?.with_context(|| {
+        format!(
+            "conversation {id} is not in {}; list them with `colloquy conversations`",
+            store.path().display()
+        )
+    })?;
+    let messages = store.messages(id, MessageRange::All).await?;
+    if out.json {
+        return out.json_value(&json!({ "conversation": conversation, "messages": messages }));
+    }
+    let c = &conversation;
+    let mut head = format!(
+        "conversation {}\nstatus        {}\nphase         {}\nintent        {}\nparticipants  {}\nturns         {}\nstarted       {}\nlast activity {}\n",
+        c.id(),
+        c.status(),
+        c.phase(),
+        c.intent(),
+        names(c.participants()),
+        c.turn_count(),
+        time(c.started_at()),
+        time(c.last_activity()),
+    );
+    if !c.context().is_empty() {
+        head.push_str(&format!(
+            "context       {}\n",
+            summary(&Value::Object(c.context().clone()), 100)
+        ));
+    }
+    head.push('\n');
+    out.text(&head)?;
+    out.text(&transcript(&messages, 60))
+}
+
+pub(crate) async fn analytics(
+    out: &mut Out,
+    store: &SqliteStore,
+    window: Option<Duration>,
+) -> Result<()> {
+    let a = store.analytics(since(window)).await?;
+    if out.json {
+        let mut value = json!(a);
+        value["average_turns"] = json!(a.average_turns());
+        value["average_duration_ms"] = json!(a.average_duration().as_millis() as u64);
+        return out.json_value(&value);
+    }
+    out.text(&analytics_text(&a))
+}
+
+/// The analytics as aligned text (shared with the demo's report).
+pub(crate) fn analytics_text(a: &colloquy_storage::Analytics) -> String {
+    let s = &a.by_status;
+    let mut text = table(
+        &[
+            "conversations",
+            "active",
+            "paused",
+            "completed",
+            "timed out",
+            "failed",
+            "avg turns",
+            "avg duration",
+        ],
+        &[vec![
+            a.conversations.to_string(),
+            s.active.to_string(),
+            s.paused.to_string(),
+            s.completed.to_string(),
+            s.timed_out.to_string(),
+            s.failed.to_string(),
+            format!("{:.1}", a.average_turns()),
+            duration(a.average_duration()),
+        ]],
+    );
+    text.push('\n');
+    let rows: Vec<Vec<String>> = a
+        .modules
+        .iter()
+        .map(|m| {
+            vec![
+                m.module.to_string(),
+                m.initiated.to_string(),
+                m.participated.to_string(),
+            ]
+        })
+        .collect();
+    text.push_str(&table(&["module", "initiated", "participated"], &rows));
+    text
+}
+
+/// Returns whether the database is healthy.
+pub(crate) async fn health(
+    out: &mut Out,
+    store: &SqliteStore,
+    stale_after: Option<Duration>,
+) -> Result<bool> {
+    let mut problems = Vec::new();
+    let started = std::time::Instant::now();
+    let ping = match store.ping().await {
+        Ok(()) => Some(started.elapsed()),
+        Err(e) => {
+            problems.push(format!("the database does not answer: {e}"));
+            None
+        }
+    };
+    match store.integrity_check().await {
+        Ok(issues) if issues.is_empty() => {}
+        Ok(issues) => problems.push(format!("integrity check failed: {}", issues.join("; "))),
+        Err(e) => problems.push(format!("integrity check could not run: {e}")),
+    }
+    let now = now();
+    let active = all(store, ListFilter::new().status(StatusKind::Active)).await;
+    let (active_count, stale): (usize, Vec<Conversation>) = match active {
+        Ok(active) => {
+            let count = active.len();
+            let stale = active
+                .into_iter()
+                .filter(|c| match stale_after {
+                    Some(after) => now.saturating_duration_since(c.last_activity()) > after,
+                    None => c.expired(now),
+                })
+                .collect();
+            (count, stale)
+        }
+        Err(e) => {
+            problems.push(format!("cannot read active conversations: {e}"));
+            (0, Vec::new())
+        }
+    };
+    if !stale.is_empty() {
+        problems.push(format!(
+            "{} active conversation(s) idle past {}; no running hub is timing them out",
+            stale.len(),
+            stale_after.map_or_else(|| "their idle timeout".to_owned(), |d| format!("{d:?}")),
+        ));
+    }
+    let healthy = problems.is_empty();
+    if out.json {
+        out.json_value(&json!({
+            "healthy": healthy,
+            "problems": problems,
+            "ping_us": ping.map(|d| d.as_micros() as u64),
+            "active_conversations": active_count,
+            "stale_conversations": stale.iter().map(|c| c.id().to_string()).collect::<Vec<_>>(),
+        }))?;
+        return Ok(healthy);
+    }
+    let mut text = if healthy {
+        "healthy\n".to_owned()
+    } else {
+        "unhealthy\n".to_owned()
+    };
+    for problem in &problems {
+        text.push_str(&format!("  - {problem}\n"));
+    }
+    text.push_str(&format!(
+        "database {}: ping {}, {} active conversation(s)\n",
+        store.path().display(),
+        ping.map_or_else(|| "failed".to_owned(), |d| format!("{}µs", d.as_micros())),
+        active_count
+    ));
+    if !stale.is_empty() {
+        let rows: Vec<Vec<String>> = stale
+            .iter()
+            .take(20)
+            .map(|c| {
+                vec![
+                    c.id().to_string(),
+                    time(c.last_activity()),
+                    duration(now.saturating_duration_since(c.last_activity())),
+                ]
+            })
+            .collect();
+        text.push('\n');
+        text.push_str(&table(
+            &["stale conversation", "last activity", "idle for"],
+            &rows,
+        ));
+    }
+    out.text(&text)?;
+    Ok(healthy)
+}
+
+pub(crate) async fn modules(out: &mut Out, store: &SqliteStore) -> Result<()> {
+    let modules = store.modules().await?;
+    if out.json {
+        return out.json_value(&json!(modules));
+    }
+    let rows: Vec<Vec<String>> = modules
+        .iter()
+        .map(|m| {
+            vec![
+                m.info.name.to_string(),
+                m.info.version.clone(),
+                m.info
+                    .capabilities
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                time(m.registered_at),
+                m.info.description.clone(),
+            ]
+        })
+        .collect();
+    out.text(&table(
+        &[
+            "module",
+            "version",
+            "capabilities",
+            "registered",
+            "description",
+        ],
+        &rows,
+    ))
+}
+
+pub(crate) async fn prune(
+    out: &mut Out,
+    store: &SqliteStore,
+    older_than: Duration,
+    dry_run: bool,
+) -> Result<()> {
+    let cutoff = now().saturating_sub(older_than);
+    let count = if dry_run {
+        let mut n = 0;
+        for status in [
+            StatusKind::Completed,
+            StatusKind::TimedOut,
+            StatusKind::Failed,
+        ] {
+            let ended = all(store, ListFilter::new().status(status)).await?;
+            n += ended
+                .iter()
+                .filter(|c| c.ended_at().is_some_and(|t| t < cutoff))
+                .count() as u64;
+        }
+        n
+    } else {
+        store.prune(cutoff).await?
+    };
+    if out.json {
+        return out.json_value(
+            &json!({ "dry_run": dry_run, "pruned": count, "ended_before": time(cutoff) }),
+        );
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    out.text(&format!(
+        "{verb} {count} conversation(s) that ended before {}\n",
+        time(cutoff)
+    ))
+}
+
+pub(crate) async fn export(
+    out: &mut Out,
+    store: &SqliteStore,
+    id: Option<ConversationId>,
+    format: ExportFormat,
+) -> Result<()> {
+    let ids: Vec<ConversationId> = match id {
+        Some(id) => {
+            if store.conversation(id).await?.is_none() {
+                bail!(
+                    "conversation {id} is not in {}; list them with `colloquy conversations`",
+                    store.path().display()
+                );
+            }
+            vec![id]
+        }
+        // Oldest first, so an export reads in the order things happened.
+        None => all(store, ListFilter::new())
+            .await?
+            .iter()
+            .rev()
+            .map(Conversation::id)
+            .collect(),
+    };
+    let mut first = true;
+    if format == ExportFormat::Json {
+        out.raw(b"[")?;
+    }
+    for id in ids {
+        for message in store.messages(id, MessageRange::All).await? {
+            let line = serde_json::to_string(&message)?;
+            match format {
+                ExportFormat::Jsonl => {
+                    out.raw(line.as_bytes())?;
+                    out.raw(b"\n")?;
+                }
+                ExportFormat::Json => {
+                    if !first {
+                        out.raw(b",")?;
+                    }
+                    out.raw(b"\n  ")?;
+                    out.raw(line.as_bytes())?;
+                }
+            }
+            first = false;
+        }
+    }
+    if format == ExportFormat::Json {
+        out.raw(if first { b"]\n" } else { b"\n]\n" })?;
+    }
+    out.flush()
+}
+
+impl Out {
+    fn raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.writer.write_all(bytes)?;
+        Ok(())
+    }
+}

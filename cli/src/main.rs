@@ -1,0 +1,177 @@
+//! `colloquy`: run the demo workflow, and inspect and maintain any conversation database.
+//!
+//! Every command takes `--db PATH` (default `colloquy.db`) and `--json`. Errors are one
+//! line on stderr with a non-zero exit code; `health` exits 1 when the database is not
+//! healthy. `RUST_LOG=colloquy_router=debug` (or any `target=level` list) turns on logs.
+
+mod args;
+mod demo;
+mod demo_modules;
+mod inspect;
+mod output;
+
+use std::{
+    io::{BufWriter, Stdout, Write},
+    process::ExitCode,
+};
+
+use anyhow::Result;
+use clap::Parser;
+use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
+
+use args::{Cli, Command};
+
+/// Where results go: stdout, as text or as JSON.
+pub(crate) struct Out {
+    pub(crate) json: bool,
+    writer: BufWriter<Stdout>,
+}
+
+impl Out {
+    pub(crate) fn text(&mut self, text: &str) -> Result<()> {
+        self.writer.write_all(text.as_bytes())?;
+        Ok(())
+    }
+
+    pub(crate) fn json_value(&mut self, value: &serde_json::Value) -> Result<()> {
+        serde_json::to_writer_pretty(&mut self.writer, value)?;
+        self.writer.write_all(b"\n")?;
+        Ok(())
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        self.writer.flush()?;
+        Ok(())
+    }
+}
+
+fn init_logging() {
+    // RUST_LOG takes `target=level` directives (`colloquy_router=debug,colloquy_storage=trace`);
+    // a malformed value is reported once and logging stays off rather than failing the command.
+    let Ok(directives) = std::env::var("RUST_LOG") else {
+        return;
+    };
+    match directives.parse::<Targets>() {
+        Ok(filter) => {
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .try_init();
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: ignoring RUST_LOG={directives:?}: {e}"
+            );
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let mut out = Out {
+        json: cli.json,
+        writer: BufWriter::new(std::io::stdout()),
+    };
+    let db = cli.db.as_path();
+    let mut code = ExitCode::SUCCESS;
+    match cli.command {
+        Command::Demo { conversations } => demo::run(&mut out, db, conversations).await?,
+        Command::Conversations {
+            status,
+            module,
+            since,
+            limit,
+        } => {
+            let store = inspect::open_existing(db).await?;
+            inspect::conversations(&mut out, &store, status, module, since, limit).await?;
+        }
+        Command::Show { id } => {
+            inspect::show(&mut out, &inspect::open_existing(db).await?, id).await?
+        }
+        Command::Analytics { since } => {
+            inspect::analytics(&mut out, &inspect::open_existing(db).await?, since).await?
+        }
+        Command::Health { stale_after } => {
+            if !inspect::health(&mut out, &inspect::open_existing(db).await?, stale_after).await? {
+                code = ExitCode::FAILURE;
+            }
+        }
+        Command::Modules => inspect::modules(&mut out, &inspect::open_existing(db).await?).await?,
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => {
+            inspect::prune(
+                &mut out,
+                &inspect::open_existing(db).await?,
+                older_than,
+                dry_run,
+            )
+            .await?;
+        }
+        Command::Export { id, format } => {
+            inspect::export(&mut out, &inspect::open_existing(db).await?, id, format).await?
+        }
+    }
+    out.flush()?;
+    Ok(code)
+}
+
+/// Parses the command line; a usage error becomes one `error:` line and exit code 2.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error: bad arguments");
+            let _ = writeln!(std::io::stderr(), "{line} (see --help)");
+            ExitCode::from(2)
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, never a backtrace.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `colloquy export | head` closes the pipe early; that is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
