@@ -9,14 +9,9 @@ use colloquy_core::{ConversationId, ModuleName, StatusKind};
 #[derive(Debug, Parser)]
 #[command(name = "colloquy", version, about, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The conversation database.
-    #[arg(
-        long,
-        global = true,
-        default_value = "colloquy.db",
-        value_name = "PATH"
-    )]
-    pub(crate) db: PathBuf,
+    /// The conversation database [default: colloquy.db; for `load`, a temporary file].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) db: Option<PathBuf>,
 
     /// Print machine-readable JSON on stdout instead of tables.
     #[arg(long, global = true)]
@@ -80,6 +75,32 @@ pub(crate) enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Measure throughput and latency: C conversations in parallel between echo modules,
+    /// T request/reply round trips each, through the full hub.
+    Load {
+        /// Where conversations are stored.
+        #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
+        store: StoreKind,
+        /// Conversations.
+        #[arg(long, default_value_t = 1_000, value_name = "C")]
+        conversations: usize,
+        /// Round trips per conversation.
+        #[arg(long, default_value_t = 20, value_name = "T")]
+        turns: usize,
+        /// Size of each message's payload.
+        #[arg(long, default_value_t = 200, value_name = "B")]
+        payload_bytes: usize,
+        /// SQLite sync level.
+        #[arg(long, value_enum, default_value_t = SyncLevel::Normal)]
+        synchronous: SyncLevel,
+        /// Conversations driven at once (default: all of them, at most 1,000).
+        #[arg(long, value_name = "P")]
+        parallel: Option<usize>,
+        /// Append `conversation_id turn message_id` for every acknowledged message to FILE,
+        /// before that conversation's next turn starts (for crash tests).
+        #[arg(long, value_name = "FILE")]
+        ack_log: Option<PathBuf>,
+    },
     /// Export messages as JSON, one object per message (readable back as colloquy messages).
     Export {
         /// Only this conversation.
@@ -116,4 +137,20 @@ fn parse_module(text: &str) -> Result<ModuleName, String> {
 fn parse_id(text: &str) -> Result<ConversationId, String> {
     text.parse()
         .map_err(|e: colloquy_core::CoreError| e.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StoreKind {
+    /// In memory: nothing is written to disk.
+    Memory,
+    /// SQLite.
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SyncLevel {
+    /// Durable against process crashes.
+    Normal,
+    /// Durable against power loss.
+    Full,
 }

@@ -8,6 +8,7 @@ mod args;
 mod demo;
 mod demo_modules;
 mod inspect;
+mod load;
 mod output;
 
 use std::{
@@ -72,7 +73,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         json: cli.json,
         writer: BufWriter::new(std::io::stdout()),
     };
-    let db = cli.db.as_path();
+    let default_db = std::path::PathBuf::from("colloquy.db");
+    let db = cli.db.as_deref().unwrap_or(&default_db);
     let mut code = ExitCode::SUCCESS;
     match cli.command {
         Command::Demo { conversations } => demo::run(&mut out, db, conversations).await?,
@@ -108,6 +110,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 dry_run,
             )
             .await?;
+        }
+        Command::Load {
+            store,
+            conversations,
+            turns,
+            payload_bytes,
+            synchronous,
+            parallel,
+            ack_log,
+        } => {
+            let plan = load::Plan {
+                store,
+                db: cli.db.clone(),
+                conversations,
+                turns,
+                payload_bytes,
+                synchronous,
+                parallel: parallel.unwrap_or(conversations.min(1_000)).max(1),
+                ack_log,
+            };
+            load::run(&mut out, plan).await?;
         }
         Command::Export { id, format } => {
             inspect::export(&mut out, &inspect::open_existing(db).await?, id, format).await?

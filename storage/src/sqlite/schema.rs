@@ -131,6 +131,9 @@ pub(crate) fn open_writer(site: &Site, options: &SqliteOptions) -> Result<Connec
     // participants and no message can point at a missing conversation.
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err)?;
+    // Temporary tables, indexes and statement journals live in memory: they are small and
+    // short-lived, and a temp file would cost a file creation and writes per transaction.
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(err)?;
     if let Some(pages) = options.max_page_count {
         // A hard size limit: writes beyond it fail with SQLITE_FULL (StoreError::Full),
         // exactly as a full disk does.

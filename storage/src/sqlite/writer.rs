@@ -171,40 +171,48 @@ impl Worker {
         }
     }
 
-    /// Applies `jobs` in one transaction, each inside its own savepoint so that one failing
-    /// write does not undo the others, then commits and answers every job.
+    /// Applies `jobs` in one transaction and commits once, then answers every job.
+    ///
+    /// Each write checks everything it can (with reads) before its first write statement,
+    /// so a refused write (conflict, not found, ...) leaves the transaction as it was and
+    /// needs no savepoint. If a write statement itself fails, the whole transaction is
+    /// rolled back: that job gets its error and the jobs before it run again in a fresh
+    /// transaction, so nobody's write is lost or half-applied.
     fn commit_group(&mut self, jobs: Vec<(WriteOp, Reply)>) {
-        let mut pending = jobs.into_iter();
-        loop {
-            if pending.len() == 0 {
-                return;
-            }
+        let mut pending: std::collections::VecDeque<(WriteOp, Reply)> = jobs.into();
+        while !pending.is_empty() {
             if let Err(e) = self.begin() {
                 for (_, reply) in pending {
                     let _ = reply.send(Err(e.clone()));
                 }
                 return;
             }
-            let mut done: Vec<(Reply, Result<WriteOutput, StoreError>)> = Vec::new();
-            let mut aborted = None;
-            for (op, reply) in pending.by_ref() {
-                let result = self.apply_in_savepoint(&op);
-                let lost_transaction = result.is_err() && self.conn.is_autocommit();
-                if lost_transaction {
-                    // SQLite rolls the whole transaction back on some errors (disk full,
-                    // I/O errors): every earlier write of this group is undone too.
-                    aborted = result.as_ref().err().cloned();
-                }
-                done.push((reply, result));
-                if aborted.is_some() {
-                    break;
+            let mut done: Vec<(WriteOp, Reply, Result<WriteOutput, StoreError>)> = Vec::new();
+            let mut aborted = false;
+            while let Some((op, reply)) = pending.pop_front() {
+                match apply(&self.conn, &self.site, &op) {
+                    Ok(output) => done.push((op, reply, Ok(output))),
+                    Err(Failure { error, wrote: false }) => done.push((op, reply, Err(error))),
+                    Err(Failure { error, wrote: true }) => {
+                        tracing::debug!(target: "colloquy_storage", %error, "write failed, rolling the group back");
+                        if !self.conn.is_autocommit() {
+                            let _ = self.exec("ROLLBACK");
+                        }
+                        let _ = reply.send(Err(error));
+                        // Everything before it was undone with the transaction: run it again.
+                        for (op, reply, _) in done.drain(..).rev() {
+                            pending.push_front((op, reply));
+                        }
+                        aborted = true;
+                        break;
+                    }
                 }
             }
-            let outcome = match aborted {
-                Some(e) => Err(e),
-                None => self.commit(),
-            };
-            for (reply, result) in done {
+            if aborted {
+                continue;
+            }
+            let outcome = self.commit();
+            for (_, reply, result) in done {
                 let answer = match (&outcome, result) {
                     (Ok(()), result) => result,
                     (Err(_), Err(own)) => Err(own),
@@ -212,8 +220,12 @@ impl Worker {
                 };
                 let _ = reply.send(answer);
             }
-            // Writes after an aborted one get a fresh transaction.
         }
+    }
+
+    /// Runs a fixed statement through the statement cache (no re-parsing per group).
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
@@ -221,7 +233,7 @@ impl Worker {
         loop {
             // IMMEDIATE takes the write lock now, so no later statement of the group can
             // fail with SQLITE_BUSY halfway; busy_timeout already waits inside SQLite.
-            match self.conn.execute_batch("BEGIN IMMEDIATE") {
+            match self.exec("BEGIN IMMEDIATE") {
                 Ok(()) => return Ok(()),
                 Err(e) => match self.site.err(e) {
                     StoreError::Busy { .. } if started.elapsed() < self.lock_wait => {
@@ -239,40 +251,40 @@ impl Worker {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        match self.conn.execute_batch("COMMIT") {
+        match self.exec("COMMIT") {
             Ok(()) => Ok(()),
             Err(e) => {
                 let error = self.site.err(e);
                 if !self.conn.is_autocommit() {
-                    let _ = self.conn.execute_batch("ROLLBACK");
+                    let _ = self.exec("ROLLBACK");
                 }
                 Err(error)
             }
         }
     }
 
-    fn apply_in_savepoint(&mut self, op: &WriteOp) -> Result<WriteOutput, StoreError> {
-        self.conn
-            .execute_batch("SAVEPOINT write")
-            .map_err(|e| self.site.err(e))?;
-        let result = apply(&self.conn, &self.site, op);
-        if self.conn.is_autocommit() {
-            return result;
-        }
-        let end = if result.is_ok() {
-            "RELEASE write"
-        } else {
-            "ROLLBACK TO write; RELEASE write"
-        };
-        match self.conn.execute_batch(end) {
-            Ok(()) => result,
-            Err(e) => result.and(Err(self.site.err(e))),
-        }
+}
+
+/// A write that failed: `wrote` tells whether any write statement had run (and so whether
+/// the transaction must be rolled back).
+struct Failure {
+    error: StoreError,
+    wrote: bool,
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Self { error, wrote: false }
     }
 }
 
-fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, StoreError> {
+fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, Failure> {
+    // `err` for reads and checks (nothing written yet), `dirty` once a write statement ran.
     let err = |e| site.err(e);
+    let dirty = |e| Failure {
+        error: site.err(e),
+        wrote: true,
+    };
     match op {
         WriteOp::Create(row) => {
             let exists = conn
@@ -282,10 +294,11 @@ fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, St
             if exists {
                 return Err(StoreError::AlreadyExists {
                     conversation: row.id.parse().map_err(|_| invalid_id(&row.id))?,
-                });
+                }
+                .into());
             }
-            insert_conversation(conn, row).map_err(err)?;
-            write_participants(conn, row).map_err(err)?;
+            insert_conversation(conn, row).map_err(dirty)?;
+            write_participants(conn, row).map_err(dirty)?;
             Ok(WriteOutput::Done)
         }
         WriteOp::Append {
@@ -293,10 +306,13 @@ fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, St
             row,
             messages,
         } => {
-            let (stored_turns, stored_participants) = stored(conn, site, *conversation)?;
             let mut find_id = conn
                 .prepare_cached("SELECT conversation_id, turn FROM messages WHERE id = ?1")
                 .map_err(err)?;
+            if let Some(outcome) = append_fast(conn, &mut find_id, row, messages, &dirty)? {
+                return Ok(outcome);
+            }
+            let (stored_turns, stored_participants) = stored(conn, site, *conversation)?;
             let mut find_turn = conn
                 .prepare_cached("SELECT 1 FROM messages WHERE conversation_id = ?1 AND turn = ?2")
                 .map_err(err)?;
@@ -329,30 +345,10 @@ fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, St
             )?;
             let new = &messages[first_new..];
             if !new.is_empty() {
-                let mut insert = conn
-                    .prepare_cached(
-                        "INSERT INTO messages (id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    )
-                    .map_err(err)?;
-                for (_, _, m) in new {
-                    insert
-                        .execute(params![
-                            m.id,
-                            row.id,
-                            m.turn,
-                            m.source,
-                            m.target,
-                            m.kind,
-                            m.content,
-                            m.in_reply_to,
-                            m.sent_at
-                        ])
-                        .map_err(err)?;
-                }
-                update_conversation(conn, row).map_err(err)?;
+                insert_messages(conn, &row.id, new).map_err(dirty)?;
+                update_conversation(conn, row).map_err(dirty)?;
                 if stored_participants != row.participants {
-                    write_participants(conn, row).map_err(err)?;
+                    write_participants(conn, row).map_err(dirty)?;
                 }
             }
             Ok(WriteOutput::Appended(AppendOutcome {
@@ -367,9 +363,9 @@ fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, St
         } => {
             let (stored_turns, stored_participants) = stored(conn, site, *conversation)?;
             check_update(*conversation, *turn_count, stored_turns)?;
-            update_conversation(conn, row).map_err(err)?;
+            update_conversation(conn, row).map_err(dirty)?;
             if stored_participants != row.participants {
-                write_participants(conn, row).map_err(err)?;
+                write_participants(conn, row).map_err(dirty)?;
             }
             Ok(WriteOutput::Done)
         }
@@ -381,7 +377,7 @@ fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, St
                      AND status IN ('completed', 'timed_out', 'failed')",
                 )
                 .and_then(|mut s| s.execute([ended_before]))
-                .map_err(err)?;
+                .map_err(dirty)?;
             Ok(WriteOutput::Pruned(n as u64))
         }
         WriteOp::RecordModule(m) => {
@@ -390,10 +386,82 @@ fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, St
                  ON CONFLICT (name) DO UPDATE SET info = excluded.info, registered_at = excluded.registered_at",
             )
             .and_then(|mut s| s.execute(params![m.name, m.info, m.registered_at]))
-            .map_err(err)?;
+            .map_err(dirty)?;
             Ok(WriteOutput::Done)
         }
     }
+}
+
+/// The append every routed turn makes: new message ids that continue the stored turns,
+/// participants unchanged. Checks the ids (reads), then one conditional UPDATE proves the
+/// stored turn count and participants; anything else returns `None` with nothing written,
+/// and the caller's full checks find the precise answer (duplicate, conflict, transfer).
+fn append_fast(
+    conn: &Connection,
+    find_id: &mut rusqlite::CachedStatement<'_>,
+    row: &ConvRow,
+    messages: &[(MessageId, u64, MsgRow)],
+    dirty: &dyn Fn(rusqlite::Error) -> Failure,
+) -> Result<Option<WriteOutput>, Failure> {
+    let clean = |e| Failure {
+        error: dirty(e).error,
+        wrote: false,
+    };
+    for (_, _, m) in messages {
+        if find_id.exists([&m.id]).map_err(clean)? {
+            return Ok(None);
+        }
+    }
+    let Some(previous) = messages.first().and_then(|(_, turn, _)| turn.checked_sub(1)) else {
+        return Ok(None);
+    };
+    let previous = i64::try_from(previous).unwrap_or(i64::MAX);
+    let advanced = conn
+        .prepare_cached(
+            "UPDATE conversations SET status = ?2, failure_reason = ?3, phase = ?4, intent = ?5, \
+             turn_count = ?7, started_at = ?8, last_activity = ?9, ended_at = ?10, idle_timeout_ms = ?11, \
+             max_turns = ?12, context = ?13, metadata = ?14 \
+             WHERE id = ?1 AND participants = ?6 AND turn_count = ?15",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                row.id,
+                row.status,
+                row.failure_reason,
+                row.phase,
+                row.intent,
+                row.participants,
+                row.turn_count,
+                row.started_at,
+                row.last_activity,
+                row.ended_at,
+                row.idle_timeout_ms,
+                row.max_turns,
+                row.context,
+                row.metadata,
+                previous
+            ])
+        })
+        .map_err(dirty)?;
+    if advanced == 0 {
+        return Ok(None);
+    }
+    insert_messages(conn, &row.id, messages).map_err(dirty)?;
+    Ok(Some(WriteOutput::Appended(AppendOutcome {
+        inserted: messages.len(),
+        duplicates: 0,
+    })))
+}
+
+fn insert_messages(conn: &Connection, conversation: &str, messages: &[(MessageId, u64, MsgRow)]) -> rusqlite::Result<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for (_, _, m) in messages {
+        insert.execute(params![m.id, conversation, m.turn, m.source, m.target, m.kind, m.content, m.in_reply_to, m.sent_at])?;
+    }
+    Ok(())
 }
 
 fn invalid_id(text: &str) -> StoreError {

@@ -1,0 +1,212 @@
+//! `colloquy load`: throughput and latency of the full hub under a synthetic workload.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use colloquy_core::ModuleInfo;
+use colloquy_registry::{Module, ModuleError, Response, Turn};
+use colloquy_runtime::{ConversationSpec, Hub};
+use colloquy_storage::{SqliteOptions, Synchronous};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::{
+    args::{StoreKind, SyncLevel},
+    demo_modules::module_name,
+    Out,
+};
+
+/// What to run.
+pub(crate) struct Plan {
+    pub(crate) store: StoreKind,
+    pub(crate) db: Option<PathBuf>,
+    pub(crate) conversations: usize,
+    pub(crate) turns: usize,
+    pub(crate) payload_bytes: usize,
+    pub(crate) synchronous: SyncLevel,
+    pub(crate) parallel: usize,
+    pub(crate) ack_log: Option<PathBuf>,
+}
+
+/// Replies with a payload of the same size as the request's.
+struct Server;
+
+#[async_trait::async_trait]
+impl Module for Server {
+    fn info(&self) -> ModuleInfo {
+        ModuleInfo::new(module_name("server")).with_description("echoes load")
+    }
+    async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
+        Ok(Response::reply(turn.message.content.clone()))
+    }
+}
+
+/// Opens conversations; never addressed.
+struct Client;
+
+#[async_trait::async_trait]
+impl Module for Client {
+    fn info(&self) -> ModuleInfo {
+        ModuleInfo::new(module_name("client")).with_description("drives load")
+    }
+    async fn handle(&self, _turn: Turn) -> Result<Response, ModuleError> {
+        Ok(Response::NoReply)
+    }
+}
+
+/// The acknowledgement log of crash tests: one line per acknowledged message.
+struct AckLog(Mutex<std::fs::File>);
+
+impl AckLog {
+    fn record(&self, exchange: &colloquy_runtime::Exchange) -> Result<()> {
+        let mut lines = String::new();
+        for m in std::iter::once(&exchange.request).chain(exchange.reply.iter()) {
+            lines.push_str(&format!("{} {} {}\n", m.conversation_id, m.turn, m.id));
+        }
+        // One write call per round trip: the lines reach the OS before the next turn starts.
+        let mut file = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        file.write_all(lines.as_bytes()).context("cannot write the ack log")
+    }
+}
+
+pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
+    let temp = tempdir_if_needed(&plan)?;
+    let mut builder = Hub::builder().handler_deadline(Duration::from_secs(60));
+    let db_path = match plan.store {
+        StoreKind::Memory => None,
+        StoreKind::Sqlite => {
+            let path = match (&plan.db, &temp) {
+                (Some(path), _) => path.clone(),
+                (None, Some(dir)) => dir.path().join("load.db"),
+                (None, None) => PathBuf::from("colloquy-load.db"),
+            };
+            let sync = match plan.synchronous {
+                SyncLevel::Normal => Synchronous::Normal,
+                SyncLevel::Full => Synchronous::Full,
+            };
+            builder = builder.sqlite_with(&path, SqliteOptions::new().synchronous(sync));
+            Some(path)
+        }
+    };
+    let hub = builder.build().await?;
+    hub.register(Client).await?;
+    hub.register(Server).await?;
+    let ack_log = match &plan.ack_log {
+        Some(path) => Some(Arc::new(AckLog(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the ack log {}", path.display()))?,
+        )))),
+        None => None,
+    };
+    let bar = if out.json {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(plan.conversations as u64);
+        if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} conversations {elapsed} ({per_sec})") {
+            bar.set_style(style);
+        }
+        bar
+    };
+    let payload = Value::String("x".repeat(plan.payload_bytes));
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..plan.parallel {
+        let (hub, next, bar, payload, ack_log) = (hub.clone(), Arc::clone(&next), bar.clone(), payload.clone(), ack_log.clone());
+        let (conversations, turns) = (plan.conversations, plan.turns);
+        workers.spawn(async move {
+            let mut latencies = Vec::with_capacity(turns * conversations.div_ceil(plan.parallel));
+            while next.fetch_add(1, Ordering::Relaxed) < conversations {
+                let conv = hub.start_conversation(ConversationSpec::between("client", "server")?).await?;
+                for _ in 0..turns {
+                    let sent = Instant::now();
+                    let exchange = conv.send(payload.clone()).await?;
+                    latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    if let Some(log) = &ack_log {
+                        log.record(&exchange)?;
+                    }
+                }
+                bar.inc(1);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(plan.conversations * plan.turns);
+    while let Some(joined) = workers.join_next().await {
+        latencies.extend(joined??);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    hub.shutdown().await;
+    latencies.sort_unstable();
+    let round_trips = latencies.len();
+    let pct = |p: f64| latencies.get(((round_trips as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0);
+    let secs = elapsed.as_secs_f64().max(f64::EPSILON);
+    let report = json!({
+        "store": match plan.store { StoreKind::Memory => "memory", StoreKind::Sqlite => "sqlite" },
+        "synchronous": match (plan.store, plan.synchronous) {
+            (StoreKind::Memory, _) => "none",
+            (_, SyncLevel::Normal) => "normal",
+            (_, SyncLevel::Full) => "full",
+        },
+        "conversations": plan.conversations,
+        "turns": plan.turns,
+        "payload_bytes": plan.payload_bytes,
+        "parallel": plan.parallel,
+        "elapsed_ms": elapsed.as_millis() as u64,
+        "round_trips": round_trips,
+        "round_trips_per_sec": (round_trips as f64 / secs).round(),
+        "messages_per_sec": ((2 * round_trips) as f64 / secs).round(),
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+        "max_us": latencies.last().copied().unwrap_or(0),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "database": db_path.as_ref().filter(|_| temp.is_none()).map(|p| p.display().to_string()),
+    });
+    if out.json {
+        return out.json_value(&report);
+    }
+    let rss = report["peak_rss_bytes"].as_u64().map_or_else(|| "unknown".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
+    out.text(&format!(
+        "{} conversations x {} round trips, {}-byte payloads, {} store{}\n\
+         round trips/s       {}\nmessages stored/s   {}\nlatency p50         {} µs\nlatency p99         {} µs\nlatency max         {} µs\npeak RSS            {rss}\nelapsed             {:.2} s\n",
+        plan.conversations,
+        plan.turns,
+        plan.payload_bytes,
+        report["store"].as_str().unwrap_or_default(),
+        if plan.store == StoreKind::Sqlite { format!(" (synchronous={})", report["synchronous"].as_str().unwrap_or_default()) } else { String::new() },
+        report["round_trips_per_sec"],
+        report["messages_per_sec"],
+        report["p50_us"],
+        report["p99_us"],
+        report["max_us"],
+        secs,
+    ))
+}
+
+fn tempdir_if_needed(plan: &Plan) -> Result<Option<tempfile::TempDir>> {
+    if plan.store == StoreKind::Sqlite && plan.db.is_none() {
+        return Ok(Some(tempfile::tempdir().context("cannot create a temporary directory")?));
+    }
+    Ok(None)
+}
+
+/// The process's peak resident set size (Linux: `VmHWM` in /proc/self/status).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
