@@ -418,10 +418,13 @@ fn append_fast(
     let previous = i64::try_from(previous).unwrap_or(i64::MAX);
     let advanced = conn
         .prepare_cached(
-            "UPDATE conversations SET status = ?2, failure_reason = ?3, phase = ?4, intent = ?5, \
-             turn_count = ?7, started_at = ?8, last_activity = ?9, ended_at = ?10, idle_timeout_ms = ?11, \
-             max_turns = ?12, context = ?13, metadata = ?14 \
-             WHERE id = ?1 AND participants = ?6 AND turn_count = ?15",
+            // Only columns no index covers are set, so no index is touched; everything else
+            // must be unchanged for the fast path to apply.
+            "UPDATE conversations SET phase = ?4, turn_count = ?7, last_activity = ?9, \
+             idle_timeout_ms = ?11, max_turns = ?12, context = ?13 \
+             WHERE id = ?1 AND turn_count = ?15 AND participants = ?6 AND status = ?2 \
+             AND failure_reason IS ?3 AND intent = ?5 AND started_at = ?8 AND ended_at IS ?10 \
+             AND metadata = ?14",
         )
         .and_then(|mut s| {
             s.execute(params![
