@@ -73,7 +73,8 @@ impl AckLog {
         }
         // One write call per round trip: the lines reach the OS before the next turn starts.
         let mut file = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        file.write_all(lines.as_bytes()).context("cannot write the ack log")
+        file.write_all(lines.as_bytes())
+            .context("cannot write the ack log")
     }
 }
 
@@ -113,7 +114,9 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         ProgressBar::hidden()
     } else {
         let bar = ProgressBar::new(plan.conversations as u64);
-        if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} conversations {elapsed} ({per_sec})") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} conversations {elapsed} ({per_sec})")
+        {
             bar.set_style(style);
         }
         bar
@@ -123,12 +126,20 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..plan.parallel {
-        let (hub, next, bar, payload, ack_log) = (hub.clone(), Arc::clone(&next), bar.clone(), payload.clone(), ack_log.clone());
+        let (hub, next, bar, payload, ack_log) = (
+            hub.clone(),
+            Arc::clone(&next),
+            bar.clone(),
+            payload.clone(),
+            ack_log.clone(),
+        );
         let (conversations, turns) = (plan.conversations, plan.turns);
         workers.spawn(async move {
             let mut latencies = Vec::with_capacity(turns * conversations.div_ceil(plan.parallel));
             while next.fetch_add(1, Ordering::Relaxed) < conversations {
-                let conv = hub.start_conversation(ConversationSpec::between("client", "server")?).await?;
+                let conv = hub
+                    .start_conversation(ConversationSpec::between("client", "server")?)
+                    .await?;
                 for _ in 0..turns {
                     let sent = Instant::now();
                     let exchange = conv.send(payload.clone()).await?;
@@ -151,7 +162,12 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     hub.shutdown().await;
     latencies.sort_unstable();
     let round_trips = latencies.len();
-    let pct = |p: f64| latencies.get(((round_trips as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        latencies
+            .get(((round_trips as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    };
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
     let report = json!({
         "store": match plan.store { StoreKind::Memory => "memory", StoreKind::Sqlite => "sqlite" },
@@ -177,7 +193,10 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     if out.json {
         return out.json_value(&report);
     }
-    let rss = report["peak_rss_bytes"].as_u64().map_or_else(|| "unknown".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
+    let rss = report["peak_rss_bytes"].as_u64().map_or_else(
+        || "unknown".to_owned(),
+        |b| format!("{:.1} MB", b as f64 / 1e6),
+    );
     out.text(&format!(
         "{} conversations x {} round trips, {}-byte payloads, {} store{}\n\
          round trips/s       {}\nmessages stored/s   {}\nlatency p50         {} µs\nlatency p99         {} µs\nlatency max         {} µs\npeak RSS            {rss}\nelapsed             {:.2} s\n",
@@ -197,7 +216,9 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
 
 fn tempdir_if_needed(plan: &Plan) -> Result<Option<tempfile::TempDir>> {
     if plan.store == StoreKind::Sqlite && plan.db.is_none() {
-        return Ok(Some(tempfile::tempdir().context("cannot create a temporary directory")?));
+        return Ok(Some(
+            tempfile::tempdir().context("cannot create a temporary directory")?,
+        ));
     }
     Ok(None)
 }
@@ -209,4 +230,3 @@ fn peak_rss_bytes() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
-

@@ -5,6 +5,7 @@
 //! on an r2d2 pool of query-only connections inside `spawn_blocking`, never on a tokio
 //! worker thread.
 
+mod checkpointer;
 mod read;
 mod rows;
 mod schema;
@@ -140,6 +141,8 @@ struct Inner {
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: Writer,
     options: SqliteOptions,
+    // Dropped last: it only stops after the writer has had its chance to finish.
+    _checkpointer: checkpointer::Checkpointer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -236,13 +239,16 @@ impl SqliteStore {
         });
         let conn = schema::open_writer(&site, &options)?;
         let pool = read_pool(&site, &options)?;
-        let writer = Writer::spawn(conn, Arc::clone(&site), &options)?;
+        let signal = checkpointer::Signal::default();
+        let checkpointer = checkpointer::Checkpointer::spawn(&site, &options, signal.clone())?;
+        let writer = Writer::spawn(conn, Arc::clone(&site), &options, signal)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 site,
                 pool,
                 writer,
                 options,
+                _checkpointer: checkpointer,
             }),
         })
     }

@@ -131,9 +131,15 @@ pub(crate) fn open_writer(site: &Site, options: &SqliteOptions) -> Result<Connec
     // participants and no message can point at a missing conversation.
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err)?;
+    // A background thread checkpoints (copies the log back into the database) after
+    // commits; the writer's own auto-checkpoint, which stops writing while it runs, is only a
+    // safety net at ~40 MB of log instead of SQLite's ~4 MB.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)
+        .map_err(err)?;
     // Temporary tables, indexes and statement journals live in memory: they are small and
     // short-lived, and a temp file would cost a file creation and writes per transaction.
-    conn.pragma_update(None, "temp_store", "MEMORY").map_err(err)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(err)?;
     if let Some(pages) = options.max_page_count {
         // A hard size limit: writes beyond it fail with SQLITE_FULL (StoreError::Full),
         // exactly as a full disk does.

@@ -75,6 +75,7 @@ impl Writer {
         conn: Connection,
         site: Arc<Site>,
         options: &SqliteOptions,
+        checkpoints: super::checkpointer::Signal,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let worker = Worker {
@@ -82,6 +83,7 @@ impl Writer {
             site,
             max_batch: options.max_batch.max(1),
             lock_wait: options.lock_wait,
+            checkpoints,
         };
         std::thread::Builder::new()
             .name("colloquy-sqlite-writer".into())
@@ -135,6 +137,7 @@ struct Worker {
     site: Arc<Site>,
     max_batch: usize,
     lock_wait: std::time::Duration,
+    checkpoints: super::checkpointer::Signal,
 }
 
 impl Worker {
@@ -192,7 +195,10 @@ impl Worker {
             while let Some((op, reply)) = pending.pop_front() {
                 match apply(&self.conn, &self.site, &op) {
                     Ok(output) => done.push((op, reply, Ok(output))),
-                    Err(Failure { error, wrote: false }) => done.push((op, reply, Err(error))),
+                    Err(Failure {
+                        error,
+                        wrote: false,
+                    }) => done.push((op, reply, Err(error))),
                     Err(Failure { error, wrote: true }) => {
                         tracing::debug!(target: "colloquy_storage", %error, "write failed, rolling the group back");
                         if !self.conn.is_autocommit() {
@@ -212,6 +218,9 @@ impl Worker {
                 continue;
             }
             let outcome = self.commit();
+            if outcome.is_ok() {
+                self.checkpoints.committed();
+            }
             for (_, reply, result) in done {
                 let answer = match (&outcome, result) {
                     (Ok(()), result) => result,
@@ -262,7 +271,6 @@ impl Worker {
             }
         }
     }
-
 }
 
 /// A write that failed: `wrote` tells whether any write statement had run (and so whether
@@ -274,7 +282,10 @@ struct Failure {
 
 impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
-        Self { error, wrote: false }
+        Self {
+            error,
+            wrote: false,
+        }
     }
 }
 
@@ -412,7 +423,10 @@ fn append_fast(
             return Ok(None);
         }
     }
-    let Some(previous) = messages.first().and_then(|(_, turn, _)| turn.checked_sub(1)) else {
+    let Some(previous) = messages
+        .first()
+        .and_then(|(_, turn, _)| turn.checked_sub(1))
+    else {
         return Ok(None);
     };
     let previous = i64::try_from(previous).unwrap_or(i64::MAX);
@@ -456,13 +470,27 @@ fn append_fast(
     })))
 }
 
-fn insert_messages(conn: &Connection, conversation: &str, messages: &[(MessageId, u64, MsgRow)]) -> rusqlite::Result<()> {
+fn insert_messages(
+    conn: &Connection,
+    conversation: &str,
+    messages: &[(MessageId, u64, MsgRow)],
+) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for (_, _, m) in messages {
-        insert.execute(params![m.id, conversation, m.turn, m.source, m.target, m.kind, m.content, m.in_reply_to, m.sent_at])?;
+        insert.execute(params![
+            m.id,
+            conversation,
+            m.turn,
+            m.source,
+            m.target,
+            m.kind,
+            m.content,
+            m.in_reply_to,
+            m.sent_at
+        ])?;
     }
     Ok(())
 }
