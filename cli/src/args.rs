@@ -93,7 +93,7 @@ pub(crate) enum Command {
         /// SQLite sync level.
         #[arg(long, value_enum, default_value_t = SyncLevel::Normal)]
         synchronous: SyncLevel,
-        /// Conversations driven at once (default: all of them, at most 1,000).
+        /// Conversations in flight at once (default 64; latency = in flight / throughput).
         #[arg(long, value_name = "P")]
         parallel: Option<usize>,
         /// Append `conversation_id turn message_id` for every acknowledged message to FILE,

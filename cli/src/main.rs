@@ -127,7 +127,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 turns,
                 payload_bytes,
                 synchronous,
-                parallel: parallel.unwrap_or(conversations.min(1_000)).max(1),
+                parallel: parallel.unwrap_or(conversations.min(64)).max(1),
                 ack_log,
             };
             load::run(&mut out, plan).await?;

@@ -715,38 +715,29 @@ impl Router {
         done
     }
 
-    /// Runs a module call on its own task, so a panic is contained and a deadline can abort
-    /// it; shutdown's abort phase cancels it too.
-    async fn call<T: Send + 'static>(
+    /// Runs a module call with its deadline, containing a panic (the future is dropped
+    /// and the panic becomes [`RouteError::HandlerPanicked`]) and giving up when shutdown
+    /// aborts. The call is polled on the caller's task: no task spawn per turn.
+    async fn call<T>(
         &self,
         conversation: ConversationId,
         module: &ModuleName,
         deadline: Duration,
-        work: impl Future<Output = T> + Send + 'static,
+        work: impl Future<Output = T> + Send,
     ) -> Result<T, RouteError> {
-        let mut task = tokio::spawn(work);
         let mut state = self.state.subscribe();
+        let contained = CatchUnwind(Box::pin(work));
         tokio::select! {
-            joined = &mut task => joined.map_err(|e| {
-                if e.is_panic() {
-                    RouteError::HandlerPanicked {
-                        conversation,
-                        module: module.clone(),
-                        message: panic_message(e.into_panic()),
-                    }
-                } else {
-                    RouteError::ShuttingDown
-                }
+            outcome = contained => outcome.map_err(|payload| RouteError::HandlerPanicked {
+                conversation,
+                module: module.clone(),
+                message: panic_message(payload),
             }),
             () = tokio::time::sleep(deadline) => {
-                task.abort();
                 debug!(module = %module, ?deadline, "handler timed out");
                 Err(RouteError::HandlerTimedOut { conversation, module: module.clone(), deadline })
             }
-            _ = state.wait_for(|s| *s == ABORTING) => {
-                task.abort();
-                Err(RouteError::ShuttingDown)
-            }
+            _ = state.wait_for(|s| *s == ABORTING) => Err(RouteError::ShuttingDown),
         }
     }
 
@@ -872,6 +863,26 @@ fn view(hot: &Hot) -> ConversationView {
     }
 }
 
+/// Polls a future, turning a panic inside it into an error instead of unwinding further.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // The future is dropped right after a panic and never polled again, so no broken
+        // invariant of it can be observed: asserting unwind safety is sound.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(value)) => std::task::Poll::Ready(Ok(value)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(payload) => std::task::Poll::Ready(Err(payload)),
+        }
+    }
+}
+
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(s) => *s,
@@ -882,8 +893,46 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// True if `value` serializes to more than `limit` bytes; stops counting at the limit.
+/// True if `value` serializes to more than `limit` bytes. A cheap upper bound (every string
+/// byte escaped as `\\u00XX`) settles almost every message without serializing; only
+/// content near the limit is measured exactly, stopping at the limit.
 fn json_len_exceeds(value: &Value, limit: usize) -> bool {
+    if json_len_bound(value, limit) <= limit {
+        return false;
+    }
+    json_len_exact_exceeds(value, limit)
+}
+
+/// An upper bound of the serialized length, saturating just above `limit`.
+fn json_len_bound(value: &Value, limit: usize) -> usize {
+    let mut total = 0usize;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        total = total.saturating_add(match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 32,
+            Value::String(s) => s.len().saturating_mul(6).saturating_add(2),
+            Value::Array(items) => {
+                stack.extend(items.iter());
+                items.len().saturating_add(2)
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    total = total.saturating_add(key.len().saturating_mul(6).saturating_add(4));
+                    stack.push(item);
+                }
+                2
+            }
+        });
+        if total > limit {
+            return total;
+        }
+    }
+    total
+}
+
+/// True if `value` serializes to more than `limit` bytes; stops counting at the limit.
+fn json_len_exact_exceeds(value: &Value, limit: usize) -> bool {
     struct Counter {
         left: usize,
     }

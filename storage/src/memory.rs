@@ -100,6 +100,9 @@ impl ConversationStore for MemoryStore {
         messages: &[Message],
     ) -> Result<AppendOutcome, StoreError> {
         check_append(conversation, messages)?;
+        // Copy outside the lock, so concurrent appends wait only for the bookkeeping.
+        let state_copy = conversation.clone();
+        let copies = messages.to_vec();
         let mut state = self.write();
         let id = conversation.id();
         let entry = state.entry(id)?;
@@ -113,27 +116,34 @@ impl ConversationStore for MemoryStore {
                 None => Existing::New,
             })
         })?;
-        let new = &messages[first_new..];
-        if !new.is_empty() {
-            for m in new {
+        let inserted = messages.len() - first_new;
+        let mut replaced = None;
+        if inserted > 0 {
+            for m in &messages[first_new..] {
                 state.message_ids.insert(m.id, (id, m.turn));
             }
-            store_state(&mut state, conversation);
+            replaced = store_state(&mut state, state_copy);
             if let Some(entry) = state.conversations.get_mut(&id) {
-                entry.messages.extend_from_slice(new);
+                entry.messages.extend(copies.into_iter().skip(first_new));
             }
         }
+        // The previous state is freed after the lock is released.
+        drop(state);
+        drop(replaced);
         Ok(AppendOutcome {
-            inserted: new.len(),
+            inserted,
             duplicates: first_new,
         })
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        let copy = conversation.clone();
         let mut state = self.write();
         let stored = state.entry(conversation.id())?.conversation.turn_count();
         check_update(conversation.id(), conversation.turn_count(), stored)?;
-        store_state(&mut state, conversation);
+        let replaced = store_state(&mut state, copy);
+        drop(state);
+        drop(replaced);
         Ok(())
     }
 
@@ -282,14 +292,15 @@ impl ConversationStore for MemoryStore {
 
 /// Replaces the stored state; the start time (and so the listing key) never changes, but
 /// it is re-keyed anyway so that a caller-supplied state cannot desynchronise the index.
-fn store_state(state: &mut State, conversation: &Conversation) {
+/// Returns the replaced state, so the caller can free it outside the lock.
+fn store_state(state: &mut State, conversation: Conversation) -> Option<Conversation> {
     let id = conversation.id();
-    if let Some(entry) = state.conversations.get_mut(&id) {
-        let old_start = entry.conversation.started_at();
-        entry.conversation = conversation.clone();
-        if old_start != conversation.started_at() {
-            state.by_start.remove(&(old_start, id));
-            state.by_start.insert((conversation.started_at(), id));
-        }
+    let new_start = conversation.started_at();
+    let entry = state.conversations.get_mut(&id)?;
+    let old = std::mem::replace(&mut entry.conversation, conversation);
+    if old.started_at() != new_start {
+        state.by_start.remove(&(old.started_at(), id));
+        state.by_start.insert((new_start, id));
     }
+    Some(old)
 }
