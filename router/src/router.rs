@@ -274,6 +274,12 @@ impl Router {
         &self.store
     }
 
+    /// The store as a trait object: calling through `Arc<dyn ..>` itself would go through
+    /// the `Arc` forwarding impl and box every future twice.
+    fn db(&self) -> &dyn ConversationStore {
+        &*self.store
+    }
+
     /// The module directory.
     pub fn directory(&self) -> &Arc<dyn ModuleDirectory> {
         &self.directory
@@ -342,7 +348,7 @@ impl Router {
         let id = conversation.id();
         let span = tracing::debug_span!("open", conversation_id = %id, initiator = %spec.participants.first().map(ModuleName::as_str).unwrap_or_default());
         async {
-            self.store.create(&conversation).await?;
+            self.db().create(&conversation).await?;
             let invitation = Arc::new(Invitation {
                 conversation: id,
                 initiator: conversation.initiator().clone(),
@@ -383,7 +389,7 @@ impl Router {
                 None => (conversation.initiator().clone(), HandshakeOutcome::Accept),
             };
             conversation.conclude_handshake(&responder, &outcome, self.clock.now())?;
-            self.store.update(&conversation).await?;
+            self.db().update(&conversation).await?;
             if conversation.status() == &Status::Active {
                 let lease = self.cache.lease(id).await;
                 let mut state = lease.slot().state.lock().await;
@@ -572,12 +578,12 @@ impl Router {
         }
         match &stored_reply {
             Some(reply) => {
-                self.store
+                self.db()
                     .append(&hot.conversation, std::slice::from_ref(reply))
                     .await?;
             }
             None if state_changed => {
-                self.store.update(&hot.conversation).await?;
+                self.db().update(&hot.conversation).await?;
             }
             None => {}
         }
@@ -629,7 +635,7 @@ impl Router {
                 Change::Phase(phase) => next.advance_phase(phase, now)?,
                 Change::Patch(patch) => next.apply_context_patch(&patch, now)?,
             }
-            self.store.update(&next).await?;
+            self.db().update(&next).await?;
             debug!(status = %next.status(), "change stored");
             if next.context() != hot.conversation.context() {
                 hot.context = Arc::new(next.context().clone());
@@ -648,7 +654,7 @@ impl Router {
 
     /// The conversation's stored state (the store is the truth; the hot copy is a cache).
     pub async fn conversation(&self, id: ConversationId) -> Result<Conversation, RouteError> {
-        self.store
+        self.db()
             .conversation(id)
             .await?
             .ok_or(RouteError::UnknownConversation { conversation: id })
@@ -660,7 +666,7 @@ impl Router {
         id: ConversationId,
         range: MessageRange,
     ) -> Result<Vec<Message>, RouteError> {
-        self.store.messages(id, range).await.map_err(|e| match e {
+        self.db().messages(id, range).await.map_err(|e| match e {
             colloquy_storage::StoreError::NotFound { conversation } => {
                 RouteError::UnknownConversation { conversation }
             }
@@ -684,7 +690,7 @@ impl Router {
             let history = if window == 0 || conversation.turn_count() == 0 {
                 VecDeque::new()
             } else {
-                self.store
+                self.db()
                     .messages(id, MessageRange::Last(window))
                     .await?
                     .into_iter()
@@ -707,7 +713,7 @@ impl Router {
             return false;
         };
         let mut next = hot.conversation.clone();
-        let done = next.time_out(now).is_ok() && self.store.update(&next).await.is_ok();
+        let done = next.time_out(now).is_ok() && self.db().update(&next).await.is_ok();
         if done {
             debug!(conversation_id = %next.id(), "conversation timed out");
         }
@@ -760,7 +766,7 @@ impl Router {
         if let Some(cursor) = cursor {
             filter = filter.after(cursor);
         }
-        match self.store.list(&filter).await {
+        match self.db().list(&filter).await {
             Ok(page) => {
                 report.scanned = page.conversations.len();
                 for conversation in page.conversations.iter().filter(|c| c.expired(now)) {

@@ -475,7 +475,7 @@ impl Hub {
         let router = self.router();
         let mut problems = Vec::new();
         let started = tokio::time::Instant::now();
-        let store_latency = match router.store().ping().await {
+        let store_latency = match router.store().as_ref().ping().await {
             Ok(()) => Some(started.elapsed()),
             Err(e) => {
                 problems.push(format!("store does not answer: {e}"));
@@ -540,7 +540,7 @@ impl Hub {
 
     /// Aggregates over the conversations started within `range`, computed by the store.
     pub async fn analytics(&self, range: TimeRange) -> Result<Analytics, HubError> {
-        Ok(self.store().analytics(range).await?)
+        Ok(self.store().as_ref().analytics(range).await?)
     }
 
     /// Runs one reaper pass now (the background reaper does this every interval).

@@ -1,9 +1,14 @@
 //! [`MemoryStore`]: a complete in-memory backend, for tests and for hubs that need no
 //! durability.
+//!
+//! Conversations are spread over [`SHARDS`] locks by id, and message ids over as many
+//! more, so appends to different conversations rarely wait for each other. The listing
+//! order (by start time) has its own lock, touched only when conversations are created or
+//! pruned.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use async_trait::async_trait;
@@ -17,6 +22,9 @@ use crate::{
     MessageRange, ModuleActivity, ModuleRecord, StoreError, TimeRange,
 };
 
+/// How many locks conversations (and, separately, message ids) are spread over.
+const SHARDS: usize = 16;
+
 /// Conversations, messages and module records held in process memory.
 ///
 /// Clones share the same data, so a clone behaves like a second handle on the same
@@ -24,17 +32,28 @@ use crate::{
 /// [`SqliteStore`](crate::SqliteStore).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
-    state: Arc<RwLock<State>>,
+    inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    conversations: HashMap<ConversationId, Entry>,
-    /// Where each message id is stored: (conversation, turn).
-    message_ids: HashMap<MessageId, (ConversationId, u64)>,
+#[derive(Debug)]
+struct Inner {
+    shards: Vec<RwLock<HashMap<ConversationId, Entry>>>,
+    /// Where each message id is stored: (conversation, turn), sharded by message id.
+    message_ids: Vec<Mutex<HashMap<MessageId, (ConversationId, u64)>>>,
     /// Listing order: newest first is a reverse walk.
-    by_start: BTreeSet<(Timestamp, ConversationId)>,
-    modules: BTreeMap<ModuleName, ModuleRecord>,
+    by_start: RwLock<BTreeSet<(Timestamp, ConversationId)>>,
+    modules: RwLock<BTreeMap<ModuleName, ModuleRecord>>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            message_ids: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            by_start: RwLock::default(),
+            modules: RwLock::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -44,30 +63,52 @@ struct Entry {
     messages: Vec<Message>,
 }
 
+// A panic while holding a lock can only come from a bug in this file; the data is still
+// consistent because every write validates before it mutates, so poisoning is ignored
+// instead of propagated as a panic.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Folds a UUID into a shard index (any deterministic function is correct; this one
+/// spreads minted ids evenly).
+fn shard_of(uuid: &[u8; 16]) -> usize {
+    let folded = uuid.iter().fold(0u8, |acc, b| acc ^ b);
+    usize::from(folded) % SHARDS
+}
+
+impl Inner {
+    // `shard_of` is below SHARDS and both vectors hold SHARDS locks, so indexing cannot fail.
+    fn shard(&self, id: ConversationId) -> &RwLock<HashMap<ConversationId, Entry>> {
+        &self.shards[shard_of(id.as_uuid().as_bytes())]
+    }
+
+    fn ids(&self, id: MessageId) -> &Mutex<HashMap<MessageId, (ConversationId, u64)>> {
+        &self.message_ids[shard_of(id.as_uuid().as_bytes())]
+    }
+
+    fn stored_id(&self, id: MessageId) -> Option<(ConversationId, u64)> {
+        lock(self.ids(id)).get(&id).copied()
+    }
+}
+
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
-
-    // A panic while holding the lock can only come from a bug in this file; the data is
-    // still consistent because every write validates before it mutates, so poisoning is
-    // ignored instead of propagated as a panic.
-    fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
-impl State {
-    fn entry(&self, id: ConversationId) -> Result<&Entry, StoreError> {
-        self.conversations
-            .get(&id)
-            .ok_or(StoreError::NotFound { conversation: id })
-    }
+fn not_found(id: ConversationId) -> StoreError {
+    StoreError::NotFound { conversation: id }
 }
 
 #[async_trait]
@@ -78,19 +119,19 @@ impl ConversationStore for MemoryStore {
 
     async fn create(&self, conversation: &Conversation) -> Result<(), StoreError> {
         check_create(conversation)?;
-        let mut state = self.write();
         let id = conversation.id();
-        if state.conversations.contains_key(&id) {
-            return Err(StoreError::AlreadyExists { conversation: id });
+        let entry = Entry {
+            conversation: conversation.clone(),
+            messages: Vec::new(),
+        };
+        {
+            let mut shard = write(self.inner.shard(id));
+            if shard.contains_key(&id) {
+                return Err(StoreError::AlreadyExists { conversation: id });
+            }
+            shard.insert(id, entry);
         }
-        state.by_start.insert((conversation.started_at(), id));
-        state.conversations.insert(
-            id,
-            Entry {
-                conversation: conversation.clone(),
-                messages: Vec::new(),
-            },
-        );
+        write(&self.inner.by_start).insert((conversation.started_at(), id));
         Ok(())
     }
 
@@ -100,57 +141,76 @@ impl ConversationStore for MemoryStore {
         messages: &[Message],
     ) -> Result<AppendOutcome, StoreError> {
         check_append(conversation, messages)?;
+        let id = conversation.id();
         // Copy outside the lock, so concurrent appends wait only for the bookkeeping.
         let state_copy = conversation.clone();
         let copies = messages.to_vec();
-        let mut state = self.write();
-        let id = conversation.id();
-        let entry = state.entry(id)?;
+        let mut shard = write(self.inner.shard(id));
+        let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
+        let stored_turns = entry.messages.len() as u64;
         let key = |m: &Message| (m.id, m.turn);
-        let first_new = plan_append(id, messages, entry.conversation.turn_count(), key, |m| {
-            Ok(match state.message_ids.get(&m.id) {
-                Some(&(conv, turn)) => Existing::SameId {
+        let first_new = plan_append(id, messages, stored_turns, key, |m| {
+            Ok(match self.inner.stored_id(m.id) {
+                Some((conv, turn)) => Existing::SameId {
                     same_place: conv == id && turn == m.turn,
                 },
-                None if m.turn <= entry.messages.len() as u64 => Existing::TurnTaken,
+                None if m.turn <= stored_turns => Existing::TurnTaken,
                 None => Existing::New,
             })
         })?;
-        let inserted = messages.len() - first_new;
+        let new = &messages[first_new..];
+        // Claim the new ids; one claimed meanwhile by another conversation's append (the
+        // only race left, since this conversation is locked) undoes the claims.
+        for (i, m) in new.iter().enumerate() {
+            let mut ids = lock(self.inner.ids(m.id));
+            if ids.contains_key(&m.id) {
+                drop(ids);
+                for claimed in &new[..i] {
+                    lock(self.inner.ids(claimed.id)).remove(&claimed.id);
+                }
+                return Err(StoreError::Conflict {
+                    conversation: id,
+                    turn: m.turn,
+                    reason: format!(
+                        "message id {} is already stored at another turn or conversation",
+                        m.id
+                    ),
+                });
+            }
+            ids.insert(m.id, (id, m.turn));
+        }
         let mut replaced = None;
-        if inserted > 0 {
-            for m in &messages[first_new..] {
-                state.message_ids.insert(m.id, (id, m.turn));
-            }
-            replaced = store_state(&mut state, state_copy);
-            if let Some(entry) = state.conversations.get_mut(&id) {
-                entry.messages.extend(copies.into_iter().skip(first_new));
-            }
+        if !new.is_empty() {
+            replaced = Some(std::mem::replace(&mut entry.conversation, state_copy));
+            entry.messages.extend(copies.into_iter().skip(first_new));
         }
         // The previous state is freed after the lock is released.
-        drop(state);
+        drop(shard);
         drop(replaced);
         Ok(AppendOutcome {
-            inserted,
+            inserted: new.len(),
             duplicates: first_new,
         })
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        let id = conversation.id();
         let copy = conversation.clone();
-        let mut state = self.write();
-        let stored = state.entry(conversation.id())?.conversation.turn_count();
-        check_update(conversation.id(), conversation.turn_count(), stored)?;
-        let replaced = store_state(&mut state, copy);
-        drop(state);
-        drop(replaced);
+        let mut shard = write(self.inner.shard(id));
+        let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
+        check_update(id, conversation.turn_count(), entry.messages.len() as u64)?;
+        let replaced = std::mem::replace(&mut entry.conversation, copy);
+        drop(shard);
+        if replaced.started_at() != conversation.started_at() {
+            let mut by_start = write(&self.inner.by_start);
+            by_start.remove(&(replaced.started_at(), id));
+            by_start.insert((conversation.started_at(), id));
+        }
         Ok(())
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
-        Ok(self
-            .read()
-            .conversations
+        Ok(read(self.inner.shard(id))
             .get(&id)
             .map(|e| e.conversation.clone()))
     }
@@ -160,8 +220,8 @@ impl ConversationStore for MemoryStore {
         id: ConversationId,
         range: MessageRange,
     ) -> Result<Vec<Message>, StoreError> {
-        let state = self.read();
-        let entry = state.entry(id)?;
+        let shard = read(self.inner.shard(id));
+        let entry = shard.get(&id).ok_or_else(|| not_found(id))?;
         let count = entry.messages.len() as u64;
         let (start, end) = match range {
             MessageRange::All => (0, count),
@@ -171,7 +231,7 @@ impl ConversationStore for MemoryStore {
                 (first.saturating_sub(1).min(count), last.min(count))
             }
         };
-        let (start, end) = (start as usize, end as usize);
+        let (start, end) = (start as usize, end.max(start) as usize);
         Ok(entry
             .messages
             .get(start..end)
@@ -180,26 +240,28 @@ impl ConversationStore for MemoryStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<ConversationPage, StoreError> {
-        let state = self.read();
         let limit = filter.effective_limit();
-        let walk = state.by_start.iter().rev();
+        let by_start = read(&self.inner.by_start);
         let mut conversations = Vec::new();
         let mut more = false;
-        for key in walk {
+        for key in by_start.iter().rev() {
             if filter.after.is_some_and(|c| (c.started_at, c.id) <= *key) {
                 continue;
             }
-            let Some(entry) = state.conversations.get(&key.1) else {
+            let Some(conversation) = read(self.inner.shard(key.1))
+                .get(&key.1)
+                .map(|e| e.conversation.clone())
+            else {
                 continue;
             };
-            if !filter.matches(&entry.conversation) {
+            if !filter.matches(&conversation) {
                 continue;
             }
             if conversations.len() == limit {
                 more = true;
                 break;
             }
-            conversations.push(entry.conversation.clone());
+            conversations.push(conversation);
         }
         let next = if more {
             conversations.last().map(ListCursor::after)
@@ -213,30 +275,31 @@ impl ConversationStore for MemoryStore {
     }
 
     async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
-        let state = self.read();
         let mut out = Analytics::default();
-        let mut modules: BTreeMap<&ModuleName, (u64, u64)> = BTreeMap::new();
-        for entry in state.conversations.values() {
-            let c = &entry.conversation;
-            if !range.contains(c.started_at()) {
-                continue;
-            }
-            out.conversations += 1;
-            out.by_status.add(c.status().kind(), 1);
-            out.total_turns += c.turn_count();
-            let end = c.ended_at().unwrap_or(c.last_activity());
-            out.total_duration_ms +=
-                colloquy_core::duration_millis(end.saturating_duration_since(c.started_at()));
-            for (position, module) in c.participants().iter().enumerate() {
-                let slot = modules.entry(module).or_default();
-                slot.0 += u64::from(position == 0);
-                slot.1 += 1;
+        let mut modules: BTreeMap<ModuleName, (u64, u64)> = BTreeMap::new();
+        for shard in &self.inner.shards {
+            for entry in read(shard).values() {
+                let c = &entry.conversation;
+                if !range.contains(c.started_at()) {
+                    continue;
+                }
+                out.conversations += 1;
+                out.by_status.add(c.status().kind(), 1);
+                out.total_turns += c.turn_count();
+                let end = c.ended_at().unwrap_or(c.last_activity());
+                out.total_duration_ms +=
+                    colloquy_core::duration_millis(end.saturating_duration_since(c.started_at()));
+                for (position, module) in c.participants().iter().enumerate() {
+                    let slot = modules.entry(module.clone()).or_default();
+                    slot.0 += u64::from(position == 0);
+                    slot.1 += 1;
+                }
             }
         }
         out.modules = modules
             .into_iter()
             .map(|(module, (initiated, participated))| ModuleActivity {
-                module: module.clone(),
+                module,
                 initiated,
                 participated,
             })
@@ -245,28 +308,32 @@ impl ConversationStore for MemoryStore {
     }
 
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
-        let mut state = self.write();
-        let doomed: Vec<ConversationId> = state
-            .conversations
-            .values()
-            .filter(|e| e.conversation.ended_at().is_some_and(|t| t < ended_before))
-            .map(|e| e.conversation.id())
-            .collect();
-        for id in &doomed {
-            if let Some(entry) = state.conversations.remove(id) {
-                state
-                    .by_start
-                    .remove(&(entry.conversation.started_at(), *id));
-                for m in &entry.messages {
-                    state.message_ids.remove(&m.id);
+        let mut pruned = Vec::new();
+        for shard in &self.inner.shards {
+            let mut shard = write(shard);
+            let doomed: Vec<ConversationId> = shard
+                .values()
+                .filter(|e| e.conversation.ended_at().is_some_and(|t| t < ended_before))
+                .map(|e| e.conversation.id())
+                .collect();
+            for id in doomed {
+                if let Some(entry) = shard.remove(&id) {
+                    pruned.push(entry);
                 }
             }
         }
-        Ok(doomed.len() as u64)
+        let mut by_start = write(&self.inner.by_start);
+        for entry in &pruned {
+            by_start.remove(&(entry.conversation.started_at(), entry.conversation.id()));
+            for m in &entry.messages {
+                lock(self.inner.ids(m.id)).remove(&m.id);
+            }
+        }
+        Ok(pruned.len() as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        drop(self.read());
+        drop(read(&self.inner.by_start));
         Ok(())
     }
 
@@ -275,7 +342,7 @@ impl ConversationStore for MemoryStore {
         module: &ModuleInfo,
         registered_at: Timestamp,
     ) -> Result<(), StoreError> {
-        self.write().modules.insert(
+        write(&self.inner.modules).insert(
             module.name.clone(),
             ModuleRecord {
                 info: module.clone(),
@@ -286,21 +353,6 @@ impl ConversationStore for MemoryStore {
     }
 
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
-        Ok(self.read().modules.values().cloned().collect())
+        Ok(read(&self.inner.modules).values().cloned().collect())
     }
-}
-
-/// Replaces the stored state; the start time (and so the listing key) never changes, but
-/// it is re-keyed anyway so that a caller-supplied state cannot desynchronise the index.
-/// Returns the replaced state, so the caller can free it outside the lock.
-fn store_state(state: &mut State, conversation: Conversation) -> Option<Conversation> {
-    let id = conversation.id();
-    let new_start = conversation.started_at();
-    let entry = state.conversations.get_mut(&id)?;
-    let old = std::mem::replace(&mut entry.conversation, conversation);
-    if old.started_at() != new_start {
-        state.by_start.remove(&(old.started_at(), id));
-        state.by_start.insert((new_start, id));
-    }
-    Some(old)
 }
