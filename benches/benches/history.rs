@@ -1,0 +1,60 @@
+//! The last 20 messages of a 10,000-turn conversation (what a handler's history window and
+//! `ConversationHandle::history(20)` read).
+#![allow(missing_docs, clippy::expect_used)]
+
+use colloquy_benches::{runtime, scale, Ids};
+use colloquy_core::Timestamp;
+use colloquy_storage::{ConversationStore, MemoryStore, MessageRange, SqliteOptions, SqliteStore};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn last_20(c: &mut Criterion) {
+    let rt = runtime().expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = rt
+        .block_on(SqliteStore::open(
+            dir.path().join("bench.db"),
+            SqliteOptions::new(),
+        ))
+        .expect("store");
+    let memory = MemoryStore::new();
+    let mut ids = Ids::default();
+    let mut conversation = ids.conversation(Timestamp::from_millis(1_700_000_000_000));
+    let turns = scale(10_000, 200);
+    rt.block_on(async {
+        sqlite.create(&conversation).await.expect("create");
+        memory.create(&conversation).await.expect("create");
+        for _ in 0..turns / 100 {
+            let messages = ids.talk(&mut conversation, 100, 200);
+            sqlite
+                .append(&conversation, &messages)
+                .await
+                .expect("append");
+            memory
+                .append(&conversation, &messages)
+                .await
+                .expect("append");
+        }
+    });
+    let id = conversation.id();
+    c.bench_function("history/last_20_of_10000/sqlite", |b| {
+        b.to_async(&rt).iter(|| async {
+            sqlite
+                .messages(id, MessageRange::Last(20))
+                .await
+                .expect("read")
+                .len()
+        })
+    });
+    c.bench_function("history/last_20_of_10000/memory", |b| {
+        b.to_async(&rt).iter(|| async {
+            memory
+                .messages(id, MessageRange::Last(20))
+                .await
+                .expect("read")
+                .len()
+        })
+    });
+}
+
+criterion_group!(benches, last_20);
+criterion_main!(benches);
