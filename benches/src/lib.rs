@@ -95,7 +95,7 @@ impl Ids {
         (0..turns)
             .map(|_| {
                 let t = c.last_activity();
-                let (from, to) = if c.turn_count() % 2 == 0 {
+                let (from, to) = if c.turn_count().is_multiple_of(2) {
                     ("client", "server")
                 } else {
                     ("server", "client")
