@@ -4,9 +4,16 @@ use serde_json::{Map, Value};
 
 use crate::CoreError;
 
-/// The deepest a context patch may nest. Matches serde_json's parser limit, so any patch
-/// that was parsed from text fits.
-pub const MAX_CONTEXT_DEPTH: usize = 128;
+/// The deepest nesting of arrays and objects colloquy accepts in any JSON it stores
+/// (message content, context, patches, metadata).
+///
+/// It stays below serde_json's parser limit (128), so everything stored can be read back,
+/// and it bounds every recursive walk over stored values.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// The deepest a context patch may nest: [`MAX_JSON_DEPTH`]. Merging a patch never makes
+/// the context deeper than the deeper of the two.
+pub const MAX_CONTEXT_DEPTH: usize = MAX_JSON_DEPTH;
 
 /// Merges `patch` into `target` as a JSON merge patch (RFC 7396).
 ///
@@ -59,16 +66,37 @@ fn apply(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
     }
 }
 
-/// True if objects nest more than `limit` levels deep (checked without recursion).
-pub(crate) fn depth_exceeds(root: &Map<String, Value>, limit: usize) -> bool {
-    let mut stack: Vec<(&Value, usize)> = root.values().map(|v| (v, 1)).collect();
-    while let Some((value, depth)) = stack.pop() {
-        if depth > limit {
-            return true;
-        }
+/// True if arrays and objects in `value` nest more than `limit` levels deep (an array or
+/// object is one level more than the deepest of its children; a scalar is no level).
+/// Checked without recursion, so any value, however deep, is safe to check.
+///
+/// ```
+/// use serde_json::json;
+/// assert!(!colloquy_core::json_depth_exceeds(&json!({"a": [1]}), 2));
+/// assert!(colloquy_core::json_depth_exceeds(&json!({"a": [[1]]}), 2));
+/// ```
+pub fn json_depth_exceeds(value: &Value, limit: usize) -> bool {
+    exceeds(std::iter::once((value, 0)), limit)
+}
+
+/// True if the values of `map`, taken as the members of a first-level object, nest more
+/// than `limit` levels deep.
+pub(crate) fn depth_exceeds(map: &Map<String, Value>, limit: usize) -> bool {
+    limit == 0 || exceeds(map.values().map(|v| (v, 1)), limit)
+}
+
+/// `roots` pairs each value with the number of containers around it.
+fn exceeds<'a>(roots: impl Iterator<Item = (&'a Value, usize)>, limit: usize) -> bool {
+    let mut stack: Vec<(&Value, usize)> = roots.collect();
+    while let Some((value, around)) = stack.pop() {
         match value {
-            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
-            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) if around < limit => {
+                stack.extend(map.values().map(|v| (v, around + 1)))
+            }
+            Value::Array(items) if around < limit => {
+                stack.extend(items.iter().map(|v| (v, around + 1)))
+            }
+            Value::Object(_) | Value::Array(_) => return true,
             _ => {}
         }
     }

@@ -27,7 +27,7 @@ mod name;
 mod schema;
 mod time;
 
-pub use context::{merge_patch, MAX_CONTEXT_DEPTH};
+pub use context::{json_depth_exceeds, merge_patch, MAX_CONTEXT_DEPTH, MAX_JSON_DEPTH};
 pub use conversation::{
     Conversation, ConversationParts, HandshakeOutcome, Intent, Phase, Status, StatusKind,
 };

@@ -112,6 +112,13 @@ pub enum RouteError {
         limit: usize,
     },
 
+    /// Message content nests arrays and objects deeper than colloquy stores.
+    #[error("message content nests deeper than {limit} levels of arrays and objects; flatten it")]
+    ContentTooDeep {
+        /// The depth limit ([`MAX_JSON_DEPTH`](colloquy_core::MAX_JSON_DEPTH)).
+        limit: usize,
+    },
+
     /// The conversation refused the operation (turn limit, self-addressed message, phase
     /// regression, ...).
     #[error(transparent)]

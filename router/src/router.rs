@@ -313,7 +313,13 @@ impl Router {
             })
     }
 
+    /// Refuses content too large or too deeply nested to store, before anything happens.
     fn check_size(&self, content: &Value) -> Result<(), RouteError> {
+        if colloquy_core::json_depth_exceeds(content, colloquy_core::MAX_JSON_DEPTH) {
+            return Err(RouteError::ContentTooDeep {
+                limit: colloquy_core::MAX_JSON_DEPTH,
+            });
+        }
         if json_len_exceeds(content, self.config.max_content_bytes) {
             return Err(RouteError::ContentTooLarge {
                 limit: self.config.max_content_bytes,
@@ -330,6 +336,13 @@ impl Router {
         let mut modules = Vec::with_capacity(spec.participants.len());
         for name in &spec.participants {
             modules.push(self.registered(name)?);
+        }
+        for value in spec.context.values().chain(spec.metadata.values()) {
+            if colloquy_core::json_depth_exceeds(value, colloquy_core::MAX_JSON_DEPTH - 1) {
+                return Err(RouteError::Refused(CoreError::ContextTooDeep {
+                    limit: colloquy_core::MAX_JSON_DEPTH,
+                }));
+            }
         }
         let now = self.clock.now();
         let idle_timeout = spec.idle_timeout.unwrap_or(self.config.idle_timeout);

@@ -1,12 +1,53 @@
 //! Checks every backend applies to a write before touching storage, so that all backends
 //! refuse the same inconsistent calls with the same errors.
 
-use colloquy_core::{Conversation, ConversationId, Message, MessageId};
+use colloquy_core::{
+    json_depth_exceeds, Conversation, ConversationId, Message, MessageId, MAX_JSON_DEPTH,
+};
 
 use crate::StoreError;
 
+/// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`]: it could not be read back (the
+/// parser's limit is 128) and would make serialization recurse without bound.
+fn check_depth(what: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+    if json_depth_exceeds(value, MAX_JSON_DEPTH) {
+        return Err(StoreError::InvalidInput {
+            reason: format!(
+                "{what} nests deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the JSON of a conversation's state.
+fn check_state(conversation: &Conversation) -> Result<(), StoreError> {
+    for (what, map) in [
+        ("context", conversation.context()),
+        ("metadata", conversation.metadata()),
+    ] {
+        for value in map.values() {
+            // The map itself is the first level.
+            if json_depth_exceeds(value, MAX_JSON_DEPTH - 1) {
+                return Err(StoreError::InvalidInput {
+                    reason: format!(
+                        "the conversation's {what} nests deeper than {MAX_JSON_DEPTH} levels"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks an `update` call.
+pub(crate) fn check_update_state(conversation: &Conversation) -> Result<(), StoreError> {
+    check_state(conversation)
+}
+
 /// Checks a `create` call: a new conversation has no turns.
 pub(crate) fn check_create(conversation: &Conversation) -> Result<(), StoreError> {
+    check_state(conversation)?;
     if conversation.turn_count() != 0 {
         return Err(StoreError::InvalidInput {
             reason: format!(
@@ -39,6 +80,7 @@ pub(crate) fn check_append(
                 conversation.id()
             ));
         }
+        check_depth("message content", &message.content)?;
         if message.turn == 0 {
             return invalid(format!(
                 "message {} has turn 0; turns start at 1",
@@ -53,6 +95,7 @@ pub(crate) fn check_append(
             ));
         }
     }
+    check_state(conversation)?;
     if last.turn != conversation.turn_count() {
         return invalid(format!(
             "the last message has turn {} but the conversation state has turn count {}",

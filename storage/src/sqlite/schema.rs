@@ -93,6 +93,14 @@ pub(crate) fn open_writer(site: &Site, options: &SqliteOptions) -> Result<Connec
     let err = |e| site.err(e);
     let mut conn = Connection::open_with_flags(path, flags).map_err(err)?;
     configure_common(&conn, options).map_err(err)?;
+    // SQLite silently falls back to read-only when the file cannot be opened for writing;
+    // refuse that here, at open, rather than at some later write.
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+        return Err(StoreError::ReadOnly {
+            path: path.to_owned(),
+            detail: "the file cannot be opened for writing".into(),
+        });
+    }
     // Reading the header first turns "not a database" into a clear error before any write.
     let app_id: i64 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))

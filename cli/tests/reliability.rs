@@ -1,0 +1,315 @@
+//! Crash and contention, with the real binary: `colloquy load` killed with SIGKILL at
+//! several moments loses nothing it acknowledged, and two processes on one file both
+//! finish without "database is locked".
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use colloquy_core::{ConversationId, MessageId, StatusKind};
+use colloquy_runtime::Hub;
+use colloquy_storage::{
+    ConversationStore, ListFilter, MessageRange, SqliteOptions, SqliteStore, TimeRange,
+};
+use colloquy_testkit::modules::Echo;
+use serde_json::Value;
+
+fn load(db: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+    command
+        .args(["load", "--store", "sqlite", "--json", "--db"])
+        .arg(db)
+        .args(args)
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// Acknowledged messages: complete lines of the ack log.
+fn acknowledged(log: &Path) -> Vec<(ConversationId, u64, MessageId)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete
+        .lines()
+        .map(|line| {
+            let mut parts = line.split(' ');
+            let conversation = parts.next().unwrap().parse().unwrap();
+            let turn = parts.next().unwrap().parse().unwrap();
+            let id = parts.next().unwrap().parse().unwrap();
+            (conversation, turn, id)
+        })
+        .collect()
+}
+
+/// Waits (on progress, not on a timer) until the ack log holds `lines` lines, or the
+/// child exits; a generous limit only guards against a hang.
+fn wait_for_acks(child: &mut Child, log: &Path, lines: usize) {
+    let limit = Instant::now() + Duration::from_secs(120);
+    loop {
+        if acknowledged(log).len() >= lines {
+            return;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        assert!(
+            Instant::now() < limit,
+            "no progress: fewer than {lines} acknowledgements after 120 s"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Everything acknowledged is stored; every conversation's turns are 1..=n; every reply's
+/// `in_reply_to` exists. Returns the active conversations with their turn counts.
+async fn verify(
+    db: &Path,
+    acks: &[(ConversationId, u64, MessageId)],
+) -> Vec<(ConversationId, u64)> {
+    let store = SqliteStore::open(db, SqliteOptions::new().existing_only())
+        .await
+        .unwrap();
+    let mut by_conversation: HashMap<ConversationId, Vec<(u64, MessageId)>> = HashMap::new();
+    for (conversation, turn, id) in acks {
+        by_conversation
+            .entry(*conversation)
+            .or_default()
+            .push((*turn, *id));
+    }
+    let mut filter = ListFilter::new().limit(colloquy_storage::MAX_PAGE);
+    let mut all = Vec::new();
+    loop {
+        let page = store.list(&filter).await.unwrap();
+        all.extend(page.conversations);
+        match page.next {
+            Some(cursor) => filter = filter.after(cursor),
+            None => break,
+        }
+    }
+    let stored_ids: HashSet<ConversationId> = all.iter().map(|c| c.id()).collect();
+    for conversation in by_conversation.keys() {
+        assert!(
+            stored_ids.contains(conversation),
+            "acknowledged conversation {conversation} is missing"
+        );
+    }
+    let mut active = Vec::new();
+    for conversation in &all {
+        let messages = store
+            .messages(conversation.id(), MessageRange::All)
+            .await
+            .unwrap();
+        let turns: Vec<u64> = messages.iter().map(|m| m.turn).collect();
+        assert_eq!(
+            turns,
+            (1..=conversation.turn_count()).collect::<Vec<_>>(),
+            "turns of {} are not 1..=n",
+            conversation.id()
+        );
+        let ids: HashMap<MessageId, u64> = messages.iter().map(|m| (m.id, m.turn)).collect();
+        for m in &messages {
+            if let Some(parent) = m.in_reply_to {
+                assert!(
+                    ids.contains_key(&parent),
+                    "reply {} points at a missing message",
+                    m.id
+                );
+            }
+        }
+        for (turn, id) in by_conversation
+            .get(&conversation.id())
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(
+                ids.get(id),
+                Some(turn),
+                "acknowledged message {id} (turn {turn}) is missing"
+            );
+        }
+        if conversation.status().kind() == StatusKind::Active {
+            active.push((conversation.id(), conversation.turn_count()));
+        }
+    }
+    store.close().await.unwrap();
+    active
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_several_moments_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let log = dir.path().join("acks.log");
+    let mut total_acks = 0;
+    // Kill the same database's writer three times, at growing amounts of progress.
+    for (round, kill_after) in [300usize, 1_500, 4_000].into_iter().enumerate() {
+        let mut child = load(
+            &db,
+            &[
+                "--conversations",
+                "200",
+                "--turns",
+                "50",
+                "--parallel",
+                "64",
+                "--ack-log",
+            ],
+        )
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        wait_for_acks(&mut child, &log, total_acks + kill_after);
+        child.kill().unwrap(); // SIGKILL on Unix: no destructor, no flush, no checkpoint.
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("locked") && !stderr.contains("panicked"),
+            "round {round}: {stderr}"
+        );
+        let acks = acknowledged(&log);
+        assert!(
+            acks.len() >= total_acks + kill_after,
+            "round {round}: only {} acknowledgements",
+            acks.len()
+        );
+        total_acks = acks.len();
+        let active = verify(&db, &acks).await;
+        assert!(
+            !active.is_empty(),
+            "round {round}: the kill should leave conversations mid-way"
+        );
+
+        // A new hub continues every active conversation at its next turn.
+        let hub = Hub::builder().sqlite(&db).build().await.unwrap();
+        hub.register(Echo::new("client".parse().unwrap()))
+            .await
+            .unwrap();
+        hub.register(Echo::new("server".parse().unwrap()))
+            .await
+            .unwrap();
+        for (id, turns) in active.iter().take(20) {
+            let conv = hub
+                .conversation(*id, "client".parse().unwrap())
+                .await
+                .unwrap();
+            let exchange = conv.send("after the crash").await.unwrap();
+            assert_eq!(
+                exchange.request.turn,
+                turns + 1,
+                "conversation {id} continues at the next turn"
+            );
+        }
+        hub.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_file_both_finish_and_the_totals_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let spawn = |conversations: &str| {
+        load(
+            &db,
+            &[
+                "--conversations",
+                conversations,
+                "--turns",
+                "10",
+                "--parallel",
+                "32",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let (first, second) = (spawn("150"), spawn("100"));
+    for (child, conversations) in [(first, 150), (second, 100)] {
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "load failed: {stderr}");
+        assert!(
+            !stdout.contains("locked") && !stderr.contains("locked"),
+            "{stdout}{stderr}"
+        );
+        let report: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(report["round_trips"], conversations * 10);
+    }
+    let store = SqliteStore::open(&db, SqliteOptions::new().existing_only())
+        .await
+        .unwrap();
+    let analytics = store.analytics(TimeRange::all()).await.unwrap();
+    assert_eq!(analytics.conversations, 250);
+    assert_eq!(
+        analytics.total_turns,
+        250 * 10 * 2,
+        "every request and reply of both processes is stored"
+    );
+}
+
+/// Marks a file immutable (even root cannot write it) until dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Self {
+        let status = Command::new("chattr").arg("+i").arg(path).status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "this test needs `chattr +i` (e2fsprogs) on an ext4-like filesystem; it got {status:?}"
+        );
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_database_is_refused_at_open_with_a_clear_error() {
+    // On the target directory's filesystem, where `chattr` works (a tmpfs may not).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let db = dir.path().join("frozen.db");
+    // Created by another process, so this one holds no descriptor SQLite could reuse.
+    let created = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .args(["demo", "--conversations", "2", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let _frozen = Immutable::set(&db);
+    let err = SqliteStore::open(&db, SqliteOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, colloquy_storage::StoreError::ReadOnly { .. }),
+        "{err:?}"
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .args(["demo", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("is read-only") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
