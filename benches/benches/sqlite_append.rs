@@ -20,9 +20,9 @@ fn appends(c: &mut Criterion) {
         .expect("store"),
     );
     let t = Timestamp::from_millis(1_700_000_000_000);
+    let mut ids = Ids::default();
     let mut group = c.benchmark_group("sqlite_append/messages_per_append");
     for batch in [1usize, 10, 100] {
-        let mut ids = Ids::default();
         let mut conversation = ids.conversation(t);
         rt.block_on(store.create(&conversation)).expect("create");
         group.throughput(Throughput::Elements(batch as u64));
@@ -38,7 +38,6 @@ fn appends(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("sqlite_append/concurrent_conversations");
     for writers in [1usize, 16, 128] {
-        let mut ids = Ids::default();
         let mut conversations: Vec<_> = (0..writers).map(|_| ids.conversation(t)).collect();
         for conversation in &conversations {
             rt.block_on(store.create(conversation)).expect("create");

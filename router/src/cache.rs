@@ -65,6 +65,8 @@ pub(crate) struct HotCache {
     room: Notify,
     clock: Clock,
     high_water: AtomicUsize,
+    /// Newcomers waiting for room; leases only notify when this is non-zero.
+    waiters: AtomicUsize,
 }
 
 /// A claim on a slot; while it lives the slot cannot be evicted.
@@ -75,17 +77,23 @@ pub(crate) struct Lease<'a> {
     _wake: WakeOnDrop<'a>,
 }
 
-impl Lease<'_> {
-    pub(crate) fn slot(&self) -> &Slot {
-        &self.slot
-    }
-}
-
-struct WakeOnDrop<'a>(&'a Notify);
+/// Wakes newcomers waiting for room, if there are any.
+struct WakeOnDrop<'a>(&'a HotCache);
 
 impl Drop for WakeOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.notify_waiters();
+        // A read-modify-write, not a load: if it comes after a waiter's increment it sees
+        // it (and the waiter registered before incrementing); if it comes before, the
+        // waiter's increment synchronizes with it and the waiter sees the released slot.
+        if self.0.waiters.fetch_add(0, Ordering::AcqRel) > 0 {
+            self.0.room.notify_waiters();
+        }
+    }
+}
+
+impl Lease<'_> {
+    pub(crate) fn slot(&self) -> &Slot {
+        &self.slot
     }
 }
 
@@ -97,6 +105,7 @@ impl HotCache {
             room: Notify::new(),
             clock,
             high_water: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
         }
     }
 
@@ -117,15 +126,20 @@ impl HotCache {
             return lease;
         }
         loop {
-            // Register for wake-ups before looking again, so a lease dropped after the
-            // look cannot be missed.
+            // Register for wake-ups, then announce the wait, then look again: a lease
+            // dropped after the look sees the announcement and wakes this registration.
             let notified = self.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(lease) = self.try_lease(id) {
+            self.waiters.fetch_add(1, Ordering::AcqRel);
+            let found = self.try_lease(id);
+            if found.is_none() {
+                notified.await;
+            }
+            self.waiters.fetch_sub(1, Ordering::AcqRel);
+            if let Some(lease) = found {
                 return lease;
             }
-            notified.await;
         }
     }
 
@@ -134,7 +148,7 @@ impl HotCache {
         let slot = Arc::clone(self.map().get(&id)?);
         Some(Lease {
             slot,
-            _wake: WakeOnDrop(&self.room),
+            _wake: WakeOnDrop(self),
         })
     }
 
@@ -158,7 +172,7 @@ impl HotCache {
         self.touch(&slot);
         Some(Lease {
             slot,
-            _wake: WakeOnDrop(&self.room),
+            _wake: WakeOnDrop(self),
         })
     }
 

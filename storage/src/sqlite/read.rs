@@ -59,10 +59,9 @@ pub(crate) fn messages(
             vec![int(first), int(last)],
         ),
     };
-    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred).map_err(err)?;
     let mut params: Vec<Sql> = vec![Sql::Text(id.to_string())];
     params.extend(bounds.into_iter().map(Sql::Integer));
-    let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+    let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(err)?;
@@ -72,7 +71,8 @@ pub(crate) fn messages(
     }
     drop(rows);
     drop(stmt);
-    if out.is_empty() && !exists(&tx, site, id)? {
+    // Only an empty result needs telling apart from a missing conversation.
+    if out.is_empty() && !exists(conn, site, id)? {
         return Err(StoreError::NotFound { conversation: id });
     }
     Ok(out)
@@ -112,8 +112,10 @@ pub(crate) fn list(
     }
     if let Some(module) = &filter.participant {
         params.push(Sql::Text(module.as_str().into()));
+        // A correlated EXISTS lets SQLite walk the start-time index in order and stop at
+        // the page size, instead of first collecting every conversation of the module.
         sql.push_str(&format!(
-            " AND id IN (SELECT conversation_id FROM participants WHERE module = ?{})",
+            " AND EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = conversations.id AND p.module = ?{})",
             params.len()
         ));
     }
