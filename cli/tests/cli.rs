@@ -329,7 +329,7 @@ fn bad_ids_durations_and_statuses_get_one_line_errors() {
     assert_eq!(status.code, 2);
     fails(
         &status,
-        "expected active, paused, completed, timed_out or failed",
+        "expected one of active, paused, completed, timed_out, failed",
     );
     let help = colloquy(&["--help"]);
     assert_eq!(help.code, 0);

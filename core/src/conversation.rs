@@ -59,116 +59,32 @@ impl fmt::Display for Status {
     }
 }
 
-/// [`Status`] without its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StatusKind {
-    /// See [`Status::Active`].
-    Active,
-    /// See [`Status::Paused`].
-    Paused,
-    /// See [`Status::Completed`].
-    Completed,
-    /// See [`Status::TimedOut`].
-    TimedOut,
-    /// See [`Status::Failed`].
-    Failed,
-}
+named_enum!(
+    /// [`Status`] without its data.
+    StatusKind, "status" {
+        /// See [`Status::Active`].
+        Active = "active",
+        /// See [`Status::Paused`].
+        Paused = "paused",
+        /// See [`Status::Completed`].
+        Completed = "completed",
+        /// See [`Status::TimedOut`].
+        TimedOut = "timed_out",
+        /// See [`Status::Failed`].
+        Failed = "failed",
+    }
+);
 
 impl StatusKind {
-    /// Every status kind.
-    pub const ALL: [StatusKind; 5] = [
-        Self::Active,
-        Self::Paused,
-        Self::Completed,
-        Self::TimedOut,
-        Self::Failed,
-    ];
-
-    /// The stable lowercase name used in storage and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Completed => "completed",
-            Self::TimedOut => "timed_out",
-            Self::Failed => "failed",
-        }
-    }
-
     /// True for the statuses that end a conversation.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::TimedOut | Self::Failed)
     }
 }
 
-impl FromStr for StatusKind {
-    type Err = CoreError;
-    fn from_str(s: &str) -> Result<Self, CoreError> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| CoreError::InvalidState {
-                detail: format!(
-                    "unknown status {s:?}; expected active, paused, completed, timed_out or failed"
-                ),
-            })
-    }
-}
-
-impl fmt::Display for StatusKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-macro_rules! named_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($(#[$vdoc])* $variant),+
-        }
-
-        impl $name {
-            /// Every value, in order.
-            pub const ALL: &'static [$name] = &[$(Self::$variant),+];
-
-            /// The stable lowercase name used in storage and output.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $text),+
-                }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = CoreError;
-            fn from_str(s: &str) -> Result<Self, CoreError> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
-                    CoreError::InvalidState {
-                        detail: format!(
-                            "unknown {} {s:?}; expected one of {}",
-                            stringify!($name).to_lowercase(),
-                            [$($text),+].join(", ")
-                        ),
-                    }
-                })
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
 named_enum!(
     /// The protocol phase. Phases move forward only; `Execution` may repeat.
-    Phase {
+    Phase, "phase" {
         /// Participants are being invited (the target may accept, reject or counter-propose).
         Handshake = "handshake",
         /// Terms (schemas, plans) are being agreed.
@@ -184,7 +100,7 @@ named_enum!(
 
 named_enum!(
     /// Why the initiator opened the conversation.
-    Intent {
+    Intent, "intent" {
         /// Ask for information.
         Query = "query",
         /// Agree on terms, such as a schema.

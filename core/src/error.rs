@@ -166,7 +166,11 @@ fn status_hint(status: &Status) -> &'static str {
     }
 }
 
-fn join_names(names: &[ModuleName]) -> String {
+/// Names as a comma-separated list (`none` when empty), for error messages.
+pub fn join_names(names: &[ModuleName]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
     names
         .iter()
         .map(ModuleName::as_str)

@@ -17,6 +17,52 @@
 //!   provides ([`ConversationId::from_parts`]).
 //! - **No panics.** Every refusal is a [`CoreError`] and leaves state unchanged.
 
+/// Defines a fieldless enum with its stable lowercase names: `ALL`, `as_str`, `FromStr`
+/// (naming the allowed values on error), `Display` and snake_case serde.
+macro_rules! named_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$(Self::$variant),+];
+
+            /// The stable lowercase name used in storage and output.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = CoreError;
+            fn from_str(s: &str) -> Result<Self, CoreError> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    CoreError::InvalidState {
+                        detail: format!(
+                            "unknown {} {s:?}; expected one of {}",
+                            $what,
+                            [$($text),+].join(", ")
+                        ),
+                    }
+                })
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 mod context;
 mod conversation;
 mod error;
@@ -31,7 +77,7 @@ pub use context::{json_depth_exceeds, merge_patch, MAX_CONTEXT_DEPTH, MAX_JSON_D
 pub use conversation::{
     Conversation, ConversationParts, HandshakeOutcome, Intent, Phase, Status, StatusKind,
 };
-pub use error::CoreError;
+pub use error::{join_names, CoreError};
 pub use id::{ConversationId, MessageId};
 pub use message::{Draft, Message, MessageKind};
 pub use module_info::ModuleInfo;

@@ -7,55 +7,20 @@ use serde_json::Value;
 
 use crate::{ConversationId, CoreError, MessageId, ModuleName, Timestamp};
 
-/// What a message is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum MessageKind {
-    /// Asks the target for a reply.
-    Request,
-    /// Answers an earlier message (`in_reply_to` names it).
-    Reply,
-    /// Tells the target something; no reply is expected.
-    Inform,
-    /// A protocol message: handshake, end, transfer, failure notes.
-    Control,
-}
-
-impl MessageKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [MessageKind; 4] = [Self::Request, Self::Reply, Self::Inform, Self::Control];
-
-    /// The stable lowercase name used in storage and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Request => "request",
-            Self::Reply => "reply",
-            Self::Inform => "inform",
-            Self::Control => "control",
-        }
+named_enum!(
+    /// What a message is for.
+    #[non_exhaustive]
+    MessageKind, "message kind" {
+        /// Asks the target for a reply.
+        Request = "request",
+        /// Answers an earlier message (`in_reply_to` names it).
+        Reply = "reply",
+        /// Tells the target something; no reply is expected.
+        Inform = "inform",
+        /// A protocol message: handshake, end, transfer, failure notes.
+        Control = "control",
     }
-}
-
-impl FromStr for MessageKind {
-    type Err = CoreError;
-    fn from_str(s: &str) -> Result<Self, CoreError> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| CoreError::InvalidState {
-                detail: format!(
-                    "unknown message kind {s:?}; expected request, reply, inform or control"
-                ),
-            })
-    }
-}
-
-impl fmt::Display for MessageKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+);
 
 /// A message that a conversation accepted: it has a turn number and will never change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

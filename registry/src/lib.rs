@@ -34,22 +34,11 @@ pub enum RegistryError {
         name: ModuleName,
     },
     /// No module with this name is registered.
-    #[error("no module named {name} is registered (registered: {list})", list = list(registered))]
+    #[error("no module named {name} is registered (registered: {list})", list = colloquy_core::join_names(registered))]
     NotRegistered {
         /// The name.
         name: ModuleName,
         /// The names that are registered.
         registered: Vec<ModuleName>,
     },
-}
-
-fn list(names: &[ModuleName]) -> String {
-    if names.is_empty() {
-        return "none".into();
-    }
-    names
-        .iter()
-        .map(ModuleName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

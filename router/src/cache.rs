@@ -194,6 +194,11 @@ impl HotCache {
     /// Removes `id` (an ended conversation) unless someone else still holds or waits for it;
     /// those holders find it again through the store.
     pub(crate) fn forget(&self, id: ConversationId, lease: Lease<'_>) {
+        self.forget_held(id, &lease);
+    }
+
+    /// [`forget`](Self::forget) while the caller still holds its lease.
+    pub(crate) fn forget_held(&self, id: ConversationId, _lease: &Lease<'_>) {
         let mut map = self.map();
         // The map's reference plus this lease's: nobody else is queued on the slot.
         if map
@@ -202,8 +207,6 @@ impl HotCache {
         {
             map.remove(&id);
         }
-        drop(map);
-        drop(lease);
     }
 
     /// Evicts every idle entry not used for `cold_after`.

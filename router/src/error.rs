@@ -37,7 +37,7 @@ pub enum RouteError {
     },
 
     /// The target is not registered.
-    #[error("no module named {target} is registered (registered: {list}); register it before sending to it", list = join(registered))]
+    #[error("no module named {target} is registered (registered: {list}); register it before sending to it", list = colloquy_core::join_names(registered))]
     UnknownTarget {
         /// The missing module.
         target: ModuleName,
@@ -46,7 +46,7 @@ pub enum RouteError {
     },
 
     /// The sender or target does not take part in the conversation.
-    #[error("{module} is not a participant of conversation {conversation} (participants: {list}); only participants may send or receive", list = join(participants))]
+    #[error("{module} is not a participant of conversation {conversation} (participants: {list}); only participants may send or receive", list = colloquy_core::join_names(participants))]
     NotParticipant {
         /// The conversation.
         conversation: ConversationId,
@@ -164,15 +164,4 @@ impl From<CoreError> for RouteError {
             other => Self::Refused(other),
         }
     }
-}
-
-fn join(names: &[ModuleName]) -> String {
-    if names.is_empty() {
-        return "none".into();
-    }
-    names
-        .iter()
-        .map(ModuleName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

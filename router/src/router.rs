@@ -451,15 +451,10 @@ impl Router {
         options: RouteOptions,
     ) -> Result<Exchange, RouteError> {
         let lease = self.cache.lease(id).await;
-        let mut guard = lease.slot().state.lock().await;
         if *self.state.borrow() == ABORTING {
             return Err(RouteError::ShuttingDown);
         }
-        if let Err(e) = self.load(&mut guard, id).await {
-            drop(guard);
-            self.cache.forget(id, lease);
-            return Err(e);
-        }
+        let mut guard = self.lock_loaded(&lease, id).await?;
         let Some(hot) = guard.as_mut() else {
             return Err(RouteError::UnknownConversation { conversation: id });
         };
@@ -625,12 +620,7 @@ impl Router {
         let span = tracing::debug_span!("change", conversation_id = %id, change = ?change);
         async {
             let lease = self.cache.lease(id).await;
-            let mut guard = lease.slot().state.lock().await;
-            if let Err(e) = self.load(&mut guard, id).await {
-                drop(guard);
-                self.cache.forget(id, lease);
-                return Err(e);
-            }
+            let mut guard = self.lock_loaded(&lease, id).await?;
             let Some(hot) = guard.as_mut() else {
                 return Err(RouteError::UnknownConversation { conversation: id });
             };
@@ -685,6 +675,22 @@ impl Router {
             }
             other => other.into(),
         })
+    }
+
+    /// Takes the slot's turn lock and loads the conversation into it if needed; an unknown
+    /// conversation's empty slot leaves the cache again.
+    async fn lock_loaded<'l>(
+        &self,
+        lease: &'l crate::cache::Lease<'_>,
+        id: ConversationId,
+    ) -> Result<tokio::sync::MutexGuard<'l, Option<Hot>>, RouteError> {
+        let mut guard = lease.slot().state.lock().await;
+        if let Err(e) = self.load(&mut guard, id).await {
+            drop(guard);
+            self.cache.forget_held(id, lease);
+            return Err(e);
+        }
+        Ok(guard)
     }
 
     /// Loads the conversation into the slot if it is not there yet.
