@@ -199,7 +199,8 @@ impl Site {
     }
 }
 
-/// Runs blocking SQLite work off the async worker threads.
+/// Runs blocking SQLite work without stalling the async runtime: on a multi-threaded
+/// runtime in place (`block_in_place`), elsewhere on the blocking pool.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -207,6 +208,11 @@ async fn blocking<T: Send + 'static>(
         backend: "sqlite",
         message: "SqliteStore must be used inside a tokio runtime".into(),
     })?;
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        // The worker hands its other tasks to another thread and runs the query itself:
+        // no thread wake-up on the request's path, and the runtime keeps making progress.
+        return tokio::task::block_in_place(work);
+    }
     handle
         .spawn_blocking(work)
         .await
