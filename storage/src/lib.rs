@@ -19,7 +19,8 @@
 //! - **No caching of conversations.** The runtime holds the hot set; a store always
 //!   answers from its durable state.
 //! - **No SQL built from values.** Every value is a bound parameter.
-//! - **No blocking on async threads.** SQLite work runs on the writer thread or inside
+//! - **No stalled runtime.** SQLite work runs on the writer thread, in `block_in_place`
+//!   (which first hands the worker's other tasks to another thread) or in
 //!   `spawn_blocking`; without the `sqlite` feature the crate pulls in neither tokio nor
 //!   rusqlite, which is how `colloquy-router` stays backend-agnostic.
 

@@ -2,8 +2,9 @@
 //!
 //! One writer thread owns the only write connection and commits everything queued as one
 //! transaction (group commit), acknowledging each write only after that commit. Reads run
-//! on an r2d2 pool of query-only connections inside `spawn_blocking`, never on a tokio
-//! worker thread.
+//! on an r2d2 pool of query-only connections, through `block_in_place` on a multi-threaded
+//! runtime (the worker hands its other tasks to another thread first, so the runtime never
+//! stalls) and `spawn_blocking` elsewhere.
 
 mod checkpointer;
 mod read;
