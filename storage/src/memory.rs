@@ -18,8 +18,8 @@ use colloquy_core::{
 
 use crate::{
     batch::{check_append, check_create, check_update, check_update_state, plan_append, Existing},
-    Analytics, AppendOutcome, ConversationPage, ConversationStore, ListCursor, ListFilter,
-    MessageRange, ModuleActivity, ModuleRecord, StoreError, TimeRange,
+    Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
+    ModuleActivity, ModuleRecord, StoreError, TimeRange,
 };
 
 /// How many locks conversations (and, separately, message ids) are spread over.
@@ -243,36 +243,18 @@ impl ConversationStore for MemoryStore {
     async fn list(&self, filter: &ListFilter) -> Result<ConversationPage, StoreError> {
         let limit = filter.effective_limit();
         let by_start = read(&self.inner.by_start);
-        let mut conversations = Vec::new();
-        let mut more = false;
-        for key in by_start.iter().rev() {
-            if filter.after.is_some_and(|c| (c.started_at, c.id) <= *key) {
-                continue;
-            }
-            let Some(conversation) = read(self.inner.shard(key.1))
-                .get(&key.1)
-                .map(|e| e.conversation.clone())
-            else {
-                continue;
-            };
-            if !filter.matches(&conversation) {
-                continue;
-            }
-            if conversations.len() == limit {
-                more = true;
-                break;
-            }
-            conversations.push(conversation);
-        }
-        let next = if more {
-            conversations.last().map(ListCursor::after)
-        } else {
-            None
-        };
-        Ok(ConversationPage {
-            conversations,
-            next,
-        })
+        let candidates = by_start
+            .iter()
+            .rev()
+            .filter(|key| filter.after.is_none_or(|c| (c.started_at, c.id) > **key))
+            .filter_map(|key| {
+                read(self.inner.shard(key.1))
+                    .get(&key.1)
+                    .map(|e| e.conversation.clone())
+            })
+            .filter(|conversation| filter.matches(conversation))
+            .map(Ok);
+        ConversationPage::from_candidates(limit, candidates)
     }
 
     async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {

@@ -315,6 +315,35 @@ pub struct ConversationPage {
     pub next: Option<ListCursor>,
 }
 
+impl ConversationPage {
+    /// Builds a page from matching conversations in listing order: the first `limit` of
+    /// them, and a cursor if `candidates` had more. For backend authors.
+    pub fn from_candidates(
+        limit: usize,
+        candidates: impl IntoIterator<Item = Result<Conversation, StoreError>>,
+    ) -> Result<Self, StoreError> {
+        let mut conversations = Vec::new();
+        let mut more = false;
+        for candidate in candidates {
+            let conversation = candidate?;
+            if conversations.len() == limit {
+                more = true;
+                break;
+            }
+            conversations.push(conversation);
+        }
+        let next = if more {
+            conversations.last().map(ListCursor::after)
+        } else {
+            None
+        };
+        Ok(Self {
+            conversations,
+            next,
+        })
+    }
+}
+
 /// Counts of conversations by status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StatusCounts {

@@ -10,8 +10,8 @@ use super::{
     Site,
 };
 use crate::{
-    Analytics, ConversationPage, ListCursor, ListFilter, MessageRange, ModuleActivity,
-    ModuleRecord, StoreError, TimeRange,
+    Analytics, ConversationPage, ListFilter, MessageRange, ModuleActivity, ModuleRecord,
+    StoreError, TimeRange,
 };
 
 /// Clamps a count to SQLite's signed integers.
@@ -139,24 +139,12 @@ pub(crate) fn list(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params))
         .map_err(err)?;
-    let mut conversations = Vec::new();
-    let mut more = false;
-    while let Some(row) = rows.next().map_err(err)? {
-        if conversations.len() == limit {
-            more = true;
-            break;
-        }
-        conversations.push(decode_conversation(row)?);
-    }
-    let next = if more {
-        conversations.last().map(ListCursor::after)
-    } else {
-        None
-    };
-    Ok(ConversationPage {
-        conversations,
-        next,
-    })
+    let candidates = std::iter::from_fn(|| match rows.next() {
+        Ok(Some(row)) => Some(decode_conversation(row)),
+        Ok(None) => None,
+        Err(e) => Some(Err(site.err(e))),
+    });
+    ConversationPage::from_candidates(limit, candidates)
 }
 
 pub(crate) fn analytics(
