@@ -3,7 +3,7 @@
 //! Every transition takes the current time as `now`; nothing here reads a clock. A refused
 //! transition returns a [`CoreError`] and leaves the conversation exactly as it was.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -140,8 +140,8 @@ pub enum HandshakeOutcome {
 pub struct ConversationParts {
     /// The id.
     pub id: ConversationId,
-    /// Participants, initiator first.
-    pub participants: Vec<ModuleName>,
+    /// Participants, initiator first (shared: cloning a conversation does not copy them).
+    pub participants: Arc<[ModuleName]>,
     /// Status.
     pub status: Status,
     /// Phase.
@@ -205,7 +205,7 @@ impl Conversation {
         Ok(Self {
             parts: ConversationParts {
                 id,
-                participants,
+                participants: participants.into(),
                 status: Status::Active,
                 phase: Phase::Handshake,
                 intent,
@@ -284,6 +284,11 @@ impl Conversation {
     /// Participants, initiator first.
     pub fn participants(&self) -> &[ModuleName] {
         &self.parts.participants
+    }
+
+    /// Participants as a shared list (a reference-count increment, no copy).
+    pub fn shared_participants(&self) -> Arc<[ModuleName]> {
+        Arc::clone(&self.parts.participants)
     }
 
     /// The module that opened the conversation.
@@ -399,7 +404,7 @@ impl Conversation {
                 return Err(CoreError::NotParticipant {
                     conversation: p.id,
                     module: module.clone(),
-                    participants: p.participants.clone(),
+                    participants: p.participants.to_vec(),
                 });
             }
         }
@@ -485,7 +490,7 @@ impl Conversation {
             return Err(CoreError::NotParticipant {
                 conversation: self.parts.id,
                 module: responder.clone(),
-                participants: self.parts.participants.clone(),
+                participants: self.parts.participants.to_vec(),
             });
         }
         match outcome {
@@ -586,13 +591,15 @@ impl Conversation {
             return Err(CoreError::NotParticipant {
                 conversation: self.parts.id,
                 module: from.clone(),
-                participants: self.parts.participants.clone(),
+                participants: self.parts.participants.to_vec(),
             });
         };
         if self.is_participant(&to) {
             return Err(CoreError::DuplicateParticipant { module: to });
         }
-        self.parts.participants[slot] = to;
+        let mut participants = self.parts.participants.to_vec();
+        participants[slot] = to;
+        self.parts.participants = participants.into();
         self.touch(now);
         Ok(())
     }

@@ -71,7 +71,7 @@ pub struct ConversationView {
     /// The conversation.
     pub id: ConversationId,
     /// Participants, initiator first.
-    pub participants: Vec<ModuleName>,
+    pub participants: Arc<[ModuleName]>,
     /// Its status (Active during a turn).
     pub status: Status,
     /// Its phase.

@@ -130,7 +130,7 @@ pub struct Exchange {
     /// The conversation's status afterwards.
     pub status: Status,
     /// Its participants afterwards (they change on transfer).
-    pub participants: Vec<ModuleName>,
+    pub participants: Arc<[ModuleName]>,
 }
 
 /// A state change applied under the conversation's turn lock.
@@ -606,7 +606,7 @@ impl Router {
             request: Arc::clone(request),
             reply,
             status: hot.conversation.status().clone(),
-            participants: hot.conversation.participants().to_vec(),
+            participants: hot.conversation.shared_participants(),
         })
     }
 
@@ -879,7 +879,7 @@ fn view(hot: &Hot) -> ConversationView {
     let c = &hot.conversation;
     ConversationView {
         id: c.id(),
-        participants: c.participants().to_vec(),
+        participants: c.shared_participants(),
         status: c.status().clone(),
         phase: c.phase(),
         intent: c.intent(),

@@ -22,7 +22,7 @@ pub struct ConversationHandle {
     hub: Hub,
     id: ConversationId,
     speaker: ModuleName,
-    participants: Arc<Mutex<Vec<ModuleName>>>,
+    participants: Arc<Mutex<Arc<[ModuleName]>>>,
     handshake: Arc<HandshakeOutcome>,
 }
 
@@ -47,7 +47,7 @@ impl ConversationHandle {
             hub,
             id,
             speaker,
-            participants: Arc::new(Mutex::new(participants)),
+            participants: Arc::new(Mutex::new(participants.into())),
             handshake: Arc::new(handshake),
         }
     }
@@ -67,7 +67,7 @@ impl ConversationHandle {
         &self.handshake
     }
 
-    fn known_participants(&self) -> Vec<ModuleName> {
+    fn known_participants(&self) -> Arc<[ModuleName]> {
         self.participants
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -78,7 +78,7 @@ impl ConversationHandle {
         *self
             .participants
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = exchange.participants.clone();
+            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&exchange.participants);
     }
 
     /// The same conversation, speaking as `participant`.
@@ -101,7 +101,7 @@ impl ConversationHandle {
             }
             _ => Err(HubError::AmbiguousTarget {
                 conversation: self.id,
-                participants,
+                participants: participants.to_vec(),
             }),
         }
     }
@@ -169,7 +169,7 @@ impl ConversationHandle {
         *self
             .participants
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = conversation.participants().to_vec();
+            .unwrap_or_else(PoisonError::into_inner) = conversation.shared_participants();
         Ok(conversation)
     }
 

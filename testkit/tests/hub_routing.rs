@@ -399,7 +399,7 @@ async fn handlers_can_stay_silent_transfer_and_end() -> Result<()> {
         handed.reply.as_ref().unwrap().content,
         json!("over to deputy")
     );
-    assert_eq!(handed.participants, vec![name("client"), name("deputy")]);
+    assert_eq!(*handed.participants, [name("client"), name("deputy")]);
     let ended = conv.send("finish please").await?;
     assert_eq!(ended.request.target, name("deputy"));
     assert_eq!(ended.status, Status::Completed);

@@ -185,7 +185,7 @@ pub(crate) fn decode_conversation(row: &Row<'_>) -> Result<Conversation, StoreEr
         parse_with(&col::<String>(row, 13, loc)?, "metadata", loc, json)?;
     let parts = ConversationParts {
         id,
-        participants,
+        participants: participants.into(),
         status,
         phase,
         intent,
