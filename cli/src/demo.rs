@@ -264,7 +264,7 @@ async fn report(
     text.push_str("\nanalytics of the whole database:\n");
     text.push_str(&analytics_text(&analytics));
     text.push_str(&format!(
-        "\ndatabase: {}\ninspect it: colloquy conversations --db {0} | colloquy show <id> --db {0} | colloquy analytics --db {0}\n",
+        "\ndatabase: {}\ninspect it: colloquy conversations --db {0}   (from this checkout: cargo run --release -p colloquy-cli -- conversations --db {0})\n",
         path.display()
     ));
     out.text(&text)
