@@ -362,24 +362,20 @@ impl Router {
         let span = tracing::debug_span!("open", conversation_id = %id, initiator = %spec.participants.first().map(ModuleName::as_str).unwrap_or_default());
         async {
             self.db().create(&conversation).await?;
-            let invitation = Arc::new(Invitation {
+            let invitation = Invitation {
                 conversation: id,
                 initiator: conversation.initiator().clone(),
                 participants: spec.participants.clone(),
                 intent: spec.intent,
                 context: spec.context,
                 metadata: spec.metadata,
-            });
+            };
             let mut combined: Option<(ModuleName, HandshakeOutcome)> = None;
             for invited in modules.iter().skip(1) {
                 let name = invited.info.name.clone();
                 let deadline = invited.deadline.unwrap_or(self.config.handler_deadline);
-                let module = Arc::clone(&invited.module);
-                let invitation = Arc::clone(&invitation);
                 let answer = self
-                    .call(id, &name, deadline, async move {
-                        module.on_invite(&invitation).await
-                    })
+                    .call(id, &name, deadline, invited.module.on_invite(&invitation))
                     .await
                     .unwrap_or_else(|e| HandshakeOutcome::Reject {
                         reason: format!("did not answer the invitation: {e}"),
@@ -493,11 +489,8 @@ impl Router {
         hot.remember(Arc::clone(&message), self.config.history_window);
         debug!("request stored, delivering");
         let deadline = turn.deadline;
-        let module = Arc::clone(&target.module);
         let response = self
-            .call(id, &message.target, deadline, async move {
-                module.handle(turn).await
-            })
+            .call(id, &message.target, deadline, target.module.handle(turn))
             .await?
             .map_err(|e| RouteError::HandlerFailed {
                 conversation: id,
@@ -748,10 +741,11 @@ impl Router {
         conversation: ConversationId,
         module: &ModuleName,
         deadline: Duration,
-        work: impl Future<Output = T> + Send,
+        work: std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>,
     ) -> Result<T, RouteError> {
         let mut state = self.state.subscribe();
-        let contained = CatchUnwind(Box::pin(work));
+        // `async_trait` already boxed the module's future; it is polled as it is.
+        let contained = CatchUnwind(work);
         tokio::select! {
             outcome = contained => outcome.map_err(|payload| RouteError::HandlerPanicked {
                 conversation,
@@ -889,9 +883,9 @@ fn view(hot: &Hot) -> ConversationView {
 }
 
 /// Polls a future, turning a panic inside it into an error instead of unwinding further.
-struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+struct CatchUnwind<F>(F);
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
 
     fn poll(
@@ -900,7 +894,9 @@ impl<F: Future> Future for CatchUnwind<F> {
     ) -> std::task::Poll<Self::Output> {
         // The future is dropped right after a panic and never polled again, so no broken
         // invariant of it can be observed: asserting unwind safety is sound.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut self.0).poll(cx)
+        })) {
             Ok(std::task::Poll::Ready(value)) => std::task::Poll::Ready(Ok(value)),
             Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
             Err(payload) => std::task::Poll::Ready(Err(payload)),
