@@ -465,18 +465,17 @@ impl Router {
             return Err(e.into());
         }
         let target = self.registered(&draft.target)?;
-        let message = hot.conversation.accept(draft, self.ids.message(now), now)?;
+        let message = Arc::new(hot.conversation.accept(draft, self.ids.message(now), now)?);
         tracing::Span::current().record("turn", message.turn);
         if let Err(e) = self
-            .store
-            .append(&hot.conversation, std::slice::from_ref(&message))
+            .db()
+            .append_shared(&hot.conversation, std::slice::from_ref(&message))
             .await
         {
             debug!(error = %e, "request not stored");
             *guard = None;
             return Err(e.into());
         }
-        let message = Arc::new(message);
         let turn = Turn {
             message: Arc::clone(&message),
             conversation: view(hot),
@@ -566,7 +565,11 @@ impl Router {
                     .map_err(|e| invalid(e.to_string()))?;
                 patched = true;
             }
-            stored_reply = Some(hot.conversation.accept(draft, self.ids.message(now), now)?);
+            stored_reply = Some(Arc::new(hot.conversation.accept(
+                draft,
+                self.ids.message(now),
+                now,
+            )?));
         }
         if let Some(to) = transfer {
             self.registered(&to).map_err(|e| invalid(e.to_string()))?;
@@ -580,7 +583,7 @@ impl Router {
         match &stored_reply {
             Some(reply) => {
                 self.db()
-                    .append(&hot.conversation, std::slice::from_ref(reply))
+                    .append_shared(&hot.conversation, std::slice::from_ref(reply))
                     .await?;
             }
             None if state_changed => {
@@ -591,7 +594,7 @@ impl Router {
         if patched {
             hot.context = Arc::new(hot.conversation.context().clone());
         }
-        let reply = stored_reply.map(Arc::new);
+        let reply = stored_reply;
         if let Some(reply) = &reply {
             hot.remember(Arc::clone(reply), self.config.history_window);
         }
@@ -694,7 +697,7 @@ impl Router {
     ) -> Result<&'g mut Hot, RouteError> {
         if state.is_none() {
             let conversation = self
-                .store
+                .db()
                 .conversation(id)
                 .await?
                 .ok_or(RouteError::UnknownConversation { conversation: id })?;

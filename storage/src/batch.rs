@@ -61,17 +61,18 @@ pub(crate) fn check_create(conversation: &Conversation) -> Result<(), StoreError
 }
 
 /// Checks an `append` batch against its own conversation state.
-pub(crate) fn check_append(
+pub(crate) fn check_append<M: std::borrow::Borrow<Message>>(
     conversation: &Conversation,
-    messages: &[Message],
+    messages: &[M],
 ) -> Result<(), StoreError> {
     let invalid = |reason: String| Err(StoreError::InvalidInput { reason });
-    let Some(last) = messages.last() else {
+    let Some(last) = messages.last().map(std::borrow::Borrow::borrow) else {
         return invalid(
             "append needs at least one message; use update to store state alone".into(),
         );
     };
-    for (i, message) in messages.iter().enumerate() {
+    let mut previous: Option<u64> = None;
+    for message in messages.iter().map(std::borrow::Borrow::borrow) {
         if message.conversation_id != conversation.id() {
             return invalid(format!(
                 "message {} belongs to conversation {}, not {}",
@@ -87,13 +88,13 @@ pub(crate) fn check_append(
                 message.id
             ));
         }
-        if i > 0 && message.turn != messages[i - 1].turn + 1 {
+        if let Some(previous) = previous.filter(|p| message.turn != p + 1) {
             return invalid(format!(
-                "message turns must be consecutive, got {} after {}",
-                message.turn,
-                messages[i - 1].turn
+                "message turns must be consecutive, got {} after {previous}",
+                message.turn
             ));
         }
+        previous = Some(message.turn);
     }
     check_state(conversation)?;
     if last.turn != conversation.turn_count() {

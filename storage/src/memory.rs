@@ -59,8 +59,8 @@ impl Default for Inner {
 #[derive(Debug)]
 struct Entry {
     conversation: Conversation,
-    /// `messages[i].turn == i + 1`.
-    messages: Vec<Message>,
+    /// `messages[i].turn == i + 1`; shared with the router, which made them.
+    messages: Vec<Arc<Message>>,
 }
 
 // A panic while holding a lock can only come from a bug in this file; the data is still
@@ -97,6 +97,64 @@ impl Inner {
 
     fn stored_id(&self, id: MessageId) -> Option<(ConversationId, u64)> {
         lock(self.ids(id)).get(&id).copied()
+    }
+
+    /// Appends checked messages (see [`ConversationStore::append`]).
+    fn append(
+        &self,
+        conversation: &Conversation,
+        messages: Vec<Arc<Message>>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let id = conversation.id();
+        // Copy outside the lock, so concurrent appends wait only for the bookkeeping.
+        let state_copy = conversation.clone();
+        let mut shard = write(self.shard(id));
+        let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
+        let stored_turns = entry.messages.len() as u64;
+        let key = |m: &Arc<Message>| (m.id, m.turn);
+        let first_new = plan_append(id, &messages, stored_turns, key, |m| {
+            Ok(match self.stored_id(m.id) {
+                Some((conv, turn)) => Existing::SameId {
+                    same_place: conv == id && turn == m.turn,
+                },
+                None if m.turn <= stored_turns => Existing::TurnTaken,
+                None => Existing::New,
+            })
+        })?;
+        let new = &messages[first_new..];
+        // Claim the new ids; one claimed meanwhile by another conversation's append (the
+        // only race left, since this conversation is locked) undoes the claims.
+        for (i, m) in new.iter().enumerate() {
+            let mut ids = lock(self.ids(m.id));
+            if ids.contains_key(&m.id) {
+                drop(ids);
+                for claimed in &new[..i] {
+                    lock(self.ids(claimed.id)).remove(&claimed.id);
+                }
+                return Err(StoreError::Conflict {
+                    conversation: id,
+                    turn: m.turn,
+                    reason: format!(
+                        "message id {} is already stored at another turn or conversation",
+                        m.id
+                    ),
+                });
+            }
+            ids.insert(m.id, (id, m.turn));
+        }
+        let inserted = new.len();
+        let mut replaced = None;
+        if inserted > 0 {
+            replaced = Some(std::mem::replace(&mut entry.conversation, state_copy));
+            entry.messages.extend(messages.into_iter().skip(first_new));
+        }
+        // The previous state is freed after the lock is released.
+        drop(shard);
+        drop(replaced);
+        Ok(AppendOutcome {
+            inserted,
+            duplicates: first_new,
+        })
     }
 }
 
@@ -141,56 +199,17 @@ impl ConversationStore for MemoryStore {
         messages: &[Message],
     ) -> Result<AppendOutcome, StoreError> {
         check_append(conversation, messages)?;
-        let id = conversation.id();
-        // Copy outside the lock, so concurrent appends wait only for the bookkeeping.
-        let state_copy = conversation.clone();
-        let copies = messages.to_vec();
-        let mut shard = write(self.inner.shard(id));
-        let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
-        let stored_turns = entry.messages.len() as u64;
-        let key = |m: &Message| (m.id, m.turn);
-        let first_new = plan_append(id, messages, stored_turns, key, |m| {
-            Ok(match self.inner.stored_id(m.id) {
-                Some((conv, turn)) => Existing::SameId {
-                    same_place: conv == id && turn == m.turn,
-                },
-                None if m.turn <= stored_turns => Existing::TurnTaken,
-                None => Existing::New,
-            })
-        })?;
-        let new = &messages[first_new..];
-        // Claim the new ids; one claimed meanwhile by another conversation's append (the
-        // only race left, since this conversation is locked) undoes the claims.
-        for (i, m) in new.iter().enumerate() {
-            let mut ids = lock(self.inner.ids(m.id));
-            if ids.contains_key(&m.id) {
-                drop(ids);
-                for claimed in &new[..i] {
-                    lock(self.inner.ids(claimed.id)).remove(&claimed.id);
-                }
-                return Err(StoreError::Conflict {
-                    conversation: id,
-                    turn: m.turn,
-                    reason: format!(
-                        "message id {} is already stored at another turn or conversation",
-                        m.id
-                    ),
-                });
-            }
-            ids.insert(m.id, (id, m.turn));
-        }
-        let mut replaced = None;
-        if !new.is_empty() {
-            replaced = Some(std::mem::replace(&mut entry.conversation, state_copy));
-            entry.messages.extend(copies.into_iter().skip(first_new));
-        }
-        // The previous state is freed after the lock is released.
-        drop(shard);
-        drop(replaced);
-        Ok(AppendOutcome {
-            inserted: new.len(),
-            duplicates: first_new,
-        })
+        let shared: Vec<Arc<Message>> = messages.iter().cloned().map(Arc::new).collect();
+        self.inner.append(conversation, shared)
+    }
+
+    async fn append_shared(
+        &self,
+        conversation: &Conversation,
+        messages: &[Arc<Message>],
+    ) -> Result<AppendOutcome, StoreError> {
+        check_append(conversation, messages)?;
+        self.inner.append(conversation, messages.to_vec())
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
@@ -236,7 +255,7 @@ impl ConversationStore for MemoryStore {
         Ok(entry
             .messages
             .get(start..end)
-            .map(<[Message]>::to_vec)
+            .map(|shared| shared.iter().map(|m| Message::clone(m)).collect())
             .unwrap_or_default())
     }
 

@@ -48,6 +48,18 @@ pub trait ConversationStore: Send + Sync + 'static {
         messages: &[Message],
     ) -> Result<AppendOutcome, StoreError>;
 
+    /// [`append`](Self::append) for messages the caller already shares behind `Arc` (the
+    /// router does): same contract, same errors. Backends that keep messages in memory
+    /// override it to keep the `Arc` instead of copying each message; the default copies.
+    async fn append_shared(
+        &self,
+        conversation: &Conversation,
+        messages: &[Arc<Message>],
+    ) -> Result<AppendOutcome, StoreError> {
+        let copies: Vec<Message> = messages.iter().map(|m| (**m).clone()).collect();
+        self.append(conversation, &copies).await
+    }
+
     /// Stores `conversation` as the new state (status, phase, context, participants, ...)
     /// without new turns.
     ///
@@ -454,6 +466,13 @@ impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
         messages: &[Message],
     ) -> Result<AppendOutcome, StoreError> {
         (**self).append(conversation, messages).await
+    }
+    async fn append_shared(
+        &self,
+        conversation: &Conversation,
+        messages: &[Arc<Message>],
+    ) -> Result<AppendOutcome, StoreError> {
+        (**self).append_shared(conversation, messages).await
     }
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
         (**self).update(conversation).await

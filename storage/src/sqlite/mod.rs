@@ -294,6 +294,30 @@ impl SqliteStore {
         .await
     }
 
+    /// Checks, encodes (on the caller's task) and queues one append.
+    async fn append_encoded<M: std::borrow::Borrow<Message>>(
+        &self,
+        conversation: &Conversation,
+        messages: &[M],
+    ) -> Result<AppendOutcome, StoreError> {
+        check_append(conversation, messages)?;
+        let op = WriteOp::Append {
+            conversation: conversation.id(),
+            row: rows::encode_conversation(conversation)?,
+            messages: messages
+                .iter()
+                .map(|m| {
+                    let m = m.borrow();
+                    Ok((m.id, m.turn, rows::encode_message(m)?))
+                })
+                .collect::<Result<_, StoreError>>()?,
+        };
+        match self.inner.writer.submit(op).await? {
+            WriteOutput::Appended(outcome) => Ok(outcome),
+            other => Err(writer::unexpected(other)),
+        }
+    }
+
     /// Runs `query` on a pooled read connection off the async threads.
     async fn read<T: Send + 'static>(
         &self,
@@ -363,19 +387,15 @@ impl ConversationStore for SqliteStore {
         conversation: &Conversation,
         messages: &[Message],
     ) -> Result<AppendOutcome, StoreError> {
-        check_append(conversation, messages)?;
-        let op = WriteOp::Append {
-            conversation: conversation.id(),
-            row: rows::encode_conversation(conversation)?,
-            messages: messages
-                .iter()
-                .map(|m| Ok((m.id, m.turn, rows::encode_message(m)?)))
-                .collect::<Result<_, StoreError>>()?,
-        };
-        match self.inner.writer.submit(op).await? {
-            WriteOutput::Appended(outcome) => Ok(outcome),
-            other => Err(writer::unexpected(other)),
-        }
+        self.append_encoded(conversation, messages).await
+    }
+
+    async fn append_shared(
+        &self,
+        conversation: &Conversation,
+        messages: &[Arc<Message>],
+    ) -> Result<AppendOutcome, StoreError> {
+        self.append_encoded(conversation, messages).await
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {

@@ -1015,3 +1015,45 @@ pub async fn large_batch_append<F: StoreFactory>(f: &F) -> CheckResult {
     );
     Ok(())
 }
+
+/// `append_shared` (messages behind `Arc`, as the router passes them) keeps the contract of
+/// `append`: stored whole, idempotent, conflicts refused.
+pub async fn append_shared_keeps_the_append_contract<F: StoreFactory>(f: &F) -> CheckResult {
+    let store = f.open().await?;
+    let mut c = conversation(&["a", "b"], at(0))?;
+    store.create(&c).await?;
+    let mut rival = c.clone();
+    let messages: Vec<Arc<colloquy_core::Message>> = talk(&mut c, 3, at(1_000))?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    ensure_eq!(
+        store.append_shared(&c, &messages).await?,
+        AppendOutcome {
+            inserted: 3,
+            duplicates: 0
+        },
+        "shared append"
+    );
+    ensure_eq!(
+        store.append_shared(&c, &messages).await?,
+        AppendOutcome {
+            inserted: 0,
+            duplicates: 3
+        },
+        "retried shared append"
+    );
+    let stored = store.messages(c.id(), MessageRange::All).await?;
+    let expected: Vec<colloquy_core::Message> = messages.iter().map(|m| (**m).clone()).collect();
+    ensure_eq!(stored, expected, "stored messages");
+    let loser: Vec<Arc<colloquy_core::Message>> = talk(&mut rival, 1, at(2_000))?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    ensure_err!(
+        store.append_shared(&rival, &loser).await,
+        StoreError::Conflict { turn: 1, .. },
+        "rival turn 1"
+    );
+    Ok(())
+}
