@@ -2,9 +2,8 @@
 //! store: the cost of the hot cache, the turn locks and the scheduler under load.
 #![allow(missing_docs, clippy::expect_used)]
 
-use colloquy_benches::{name, runtime, scale};
+use colloquy_benches::{echo_hub, runtime, scale};
 use colloquy_runtime::ConversationSpec;
-use colloquy_testkit::{modules::Echo, TestHub};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 
@@ -12,13 +11,7 @@ fn thousand_at_once(c: &mut Criterion) {
     let rt = runtime().expect("tokio runtime");
     let conversations = scale(1_000, 50);
     let (hub, handles) = rt.block_on(async {
-        let hub = TestHub::memory().await.expect("hub");
-        hub.register(Echo::new(name("client")))
-            .await
-            .expect("register");
-        hub.register(Echo::new(name("server")))
-            .await
-            .expect("register");
+        let hub = echo_hub(false).await;
         let mut handles = Vec::new();
         for _ in 0..conversations {
             handles.push(

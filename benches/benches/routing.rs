@@ -2,9 +2,8 @@
 //! on the memory store and on SQLite.
 #![allow(missing_docs, clippy::expect_used)]
 
-use colloquy_benches::{name, runtime};
+use colloquy_benches::{echo_hub, runtime};
 use colloquy_runtime::ConversationSpec;
-use colloquy_testkit::{modules::Echo, TestHub};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 
@@ -12,18 +11,7 @@ fn round_trip(c: &mut Criterion) {
     let rt = runtime().expect("tokio runtime");
     for store in ["memory", "sqlite"] {
         let (hub, conv) = rt.block_on(async {
-            let hub = if store == "memory" {
-                TestHub::memory().await
-            } else {
-                TestHub::sqlite().await
-            }
-            .expect("hub");
-            hub.register(Echo::new(name("client")))
-                .await
-                .expect("register");
-            hub.register(Echo::new(name("server")))
-                .await
-                .expect("register");
+            let hub = echo_hub(store == "sqlite").await;
             let conv = hub
                 .start_conversation(ConversationSpec::between("client", "server").expect("names"))
                 .await

@@ -37,6 +37,28 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// A hub (memory, or a temporary SQLite file) with two echo modules, `client` and
+/// `server`, as the routing and concurrency benches use it.
+///
+/// # Panics
+///
+/// If the hub cannot be built (a benchmark cannot run without it).
+#[allow(clippy::expect_used)] // Fixture set-up: failing loudly is the point.
+pub async fn echo_hub(sqlite: bool) -> colloquy_testkit::TestHub {
+    let hub = if sqlite {
+        colloquy_testkit::TestHub::sqlite().await
+    } else {
+        colloquy_testkit::TestHub::memory().await
+    }
+    .expect("hub");
+    for module in ["client", "server"] {
+        hub.register(colloquy_testkit::modules::Echo::new(name(module)))
+            .await
+            .expect("register");
+    }
+    hub
+}
+
 /// A module name from a literal.
 ///
 /// # Panics

@@ -79,15 +79,18 @@ impl AckLog {
 }
 
 pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
-    let temp = tempdir_if_needed(&plan)?;
     let mut builder = Hub::builder().handler_deadline(Duration::from_secs(60));
+    // Without --db, SQLite runs in a temporary directory that is removed afterwards.
+    let mut temp = None;
     let db_path = match plan.store {
         StoreKind::Memory => None,
         StoreKind::Sqlite => {
-            let path = match (&plan.db, &temp) {
-                (Some(path), _) => path.clone(),
-                (None, Some(dir)) => dir.path().join("load.db"),
-                (None, None) => PathBuf::from("colloquy-load.db"),
+            let path = match &plan.db {
+                Some(path) => path.clone(),
+                None => temp
+                    .insert(tempfile::tempdir().context("cannot create a temporary directory")?)
+                    .path()
+                    .join("load.db"),
             };
             let sync = match plan.synchronous {
                 SyncLevel::Normal => Synchronous::Normal,
@@ -212,15 +215,6 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         report["max_us"],
         secs,
     ))
-}
-
-fn tempdir_if_needed(plan: &Plan) -> Result<Option<tempfile::TempDir>> {
-    if plan.store == StoreKind::Sqlite && plan.db.is_none() {
-        return Ok(Some(
-            tempfile::tempdir().context("cannot create a temporary directory")?,
-        ));
-    }
-    Ok(None)
 }
 
 /// The process's peak resident set size (Linux: `VmHWM` in /proc/self/status).

@@ -20,8 +20,8 @@ fn check_depth(what: &str, value: &serde_json::Value) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Checks the JSON of a conversation's state.
-fn check_state(conversation: &Conversation) -> Result<(), StoreError> {
+/// Checks the JSON of a conversation's state (on every write of a state).
+pub(crate) fn check_state(conversation: &Conversation) -> Result<(), StoreError> {
     for (what, map) in [
         ("context", conversation.context()),
         ("metadata", conversation.metadata()),
@@ -38,11 +38,6 @@ fn check_state(conversation: &Conversation) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-/// Checks an `update` call.
-pub(crate) fn check_update_state(conversation: &Conversation) -> Result<(), StoreError> {
-    check_state(conversation)
 }
 
 /// Checks a `create` call: a new conversation has no turns.

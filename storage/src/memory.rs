@@ -17,7 +17,7 @@ use colloquy_core::{
 };
 
 use crate::{
-    batch::{check_append, check_create, check_update, check_update_state, plan_append, Existing},
+    batch::{check_append, check_create, check_state, check_update, plan_append, Existing},
     Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
     ModuleActivity, ModuleRecord, StoreError, TimeRange,
 };
@@ -213,7 +213,7 @@ impl ConversationStore for MemoryStore {
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
-        check_update_state(conversation)?;
+        check_state(conversation)?;
         let id = conversation.id();
         let copy = conversation.clone();
         let mut shard = write(self.inner.shard(id));

@@ -26,7 +26,7 @@ use rusqlite::Connection;
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
-    batch::{check_append, check_create, check_update_state},
+    batch::{check_append, check_create, check_state},
     Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
     ModuleRecord, StoreError, TimeRange,
 };
@@ -399,7 +399,7 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
-        check_update_state(conversation)?;
+        check_state(conversation)?;
         let op = WriteOp::Update {
             conversation: conversation.id(),
             turn_count: conversation.turn_count(),
