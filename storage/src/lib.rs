@@ -5,7 +5,7 @@
 //!   and cursors, analytics computed by the backend, prune, ping, module registrations.
 //! - [`MemoryStore`]: always available; for tests and hubs that need no durability.
 //! - [`SqliteStore`] (feature `sqlite`, on by default): one SQLite file in WAL mode, a
-//!   single group-commit writer thread, an r2d2 pool of read connections, migrations by
+//!   single write connection with group commit, an r2d2 pool of read connections, migrations by
 //!   `PRAGMA user_version`.
 //!
 //! Every backend must pass the conformance suite in `colloquy-testkit`

@@ -21,6 +21,19 @@ async fn sqlite_store_conforms() {
     assert_eq!(report.passed.len(), CHECKS.len());
 }
 
+/// On a current-thread runtime every write goes through the writer thread's queue (the
+/// inline path needs `block_in_place`); on the multi-threaded runtimes above most commit
+/// inline. Both paths must behave the same.
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_store_conforms_on_a_current_thread_runtime() {
+    let report = conformance::run_all(|| async {
+        SqliteFactory::new(SqliteOptions::new()).expect("temp dir")
+    })
+    .await;
+    report.assert_passed();
+    assert_eq!(report.passed.len(), CHECKS.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_with_full_sync_conforms() {
     use colloquy_storage::Synchronous;

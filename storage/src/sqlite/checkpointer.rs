@@ -21,6 +21,9 @@ use crate::StoreError;
 struct State {
     commits: u64,
     stop: bool,
+    /// The checkpointer sleeps on the condition variable: only then is a wake-up needed
+    /// (a notification is a system call; most commits land while it is busy anyway).
+    waiting: bool,
 }
 
 /// Shared between the writer (which signals commits) and the checkpointer thread.
@@ -31,8 +34,12 @@ impl Signal {
     /// Tells the checkpointer that the log grew.
     pub(crate) fn committed(&self) {
         let (lock, cvar) = &*self.0;
-        lock.lock().unwrap_or_else(PoisonError::into_inner).commits += 1;
-        cvar.notify_one();
+        let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        state.commits += 1;
+        if state.waiting {
+            state.waiting = false;
+            cvar.notify_one();
+        }
     }
 
     fn stop(&self) {
@@ -46,8 +53,10 @@ impl Signal {
         let (lock, cvar) = &*self.0;
         let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
         while !state.stop && state.commits == seen {
+            state.waiting = true;
             state = cvar.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
+        state.waiting = false;
         (!state.stop).then_some(state.commits)
     }
 }

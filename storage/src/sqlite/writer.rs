@@ -1,9 +1,22 @@
-//! The single writer: a dedicated thread that owns the write connection and commits every
-//! queued write as one transaction (group commit), acknowledging each only after its
-//! commit.
+//! The single writer: one write connection, used by one writer at a time, that commits
+//! every queued write as one transaction (group commit) and acknowledges each write only
+//! after its commit.
+//!
+//! Two ways in, one connection:
+//! - **inline**: when nothing is queued and nobody is writing, the caller commits its own
+//!   write on its thread (through `block_in_place`, so the tokio worker hands its other
+//!   tasks away first). A strictly sequential writer pays no thread hand-off at all.
+//! - **queued**: otherwise the write joins a bounded queue and the writer thread commits
+//!   everything queued in one transaction. Under load this is group commit.
+//!
+//! The connection's mutex is what makes them one writer: a write runs only while holding
+//! it, so writes never interleave and a transaction always belongs to one commit group.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError, TryLockError,
+    },
     time::Instant,
 };
 
@@ -65,9 +78,46 @@ enum Job {
     Close(oneshot::Sender<()>),
 }
 
-/// The async side's handle on the writer thread.
+/// What the async side and the writer thread share.
+struct Shared {
+    /// The write connection. Whoever holds this lock is the writer.
+    worker: Mutex<Worker>,
+    /// Writes sent to the writer thread that it has not taken yet. While any wait, callers
+    /// queue behind them instead of committing inline (no overtaking, and batches stay
+    /// large under load).
+    queued: AtomicUsize,
+}
+
+impl Shared {
+    fn worker(&self) -> MutexGuard<'_, Worker> {
+        // A panic while writing can only come from a bug; the connection is still usable
+        // (`begin` rolls back a transaction such a panic left open), so poisoning is
+        // ignored instead of spreading the panic.
+        self.worker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts a write as queued until it is in the channel; a send that fails or is cancelled
+/// while waiting for room counts itself down again.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The async side's handle on the writer.
 pub(crate) struct Writer {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
+    shared: Arc<Shared>,
 }
 
 impl Writer {
@@ -78,22 +128,28 @@ impl Writer {
         checkpoints: super::checkpointer::Signal,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let worker = Worker {
-            conn,
-            site,
-            max_batch: options.max_batch.max(1),
-            lock_wait: options.lock_wait,
-            checkpoints,
-        };
+        let shared = Arc::new(Shared {
+            worker: Mutex::new(Worker {
+                conn,
+                site,
+                lock_wait: options.lock_wait,
+                checkpoints,
+                closed: false,
+            }),
+            queued: AtomicUsize::new(0),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let max_batch = options.max_batch.max(1);
         std::thread::Builder::new()
             .name("colloquy-sqlite-writer".into())
-            .spawn(move || worker.run(rx))
+            .spawn(move || run(&thread_shared, rx, max_batch))
             .map_err(|e| StoreError::Backend {
                 backend: "sqlite",
                 message: format!("cannot start the writer thread: {e}"),
             })?;
         Ok(Self {
             queue: Mutex::new(Some(tx)),
+            shared,
         })
     }
 
@@ -104,16 +160,42 @@ impl Writer {
             .clone()
     }
 
-    /// Queues `op` and waits for its commit. Waits for room when the queue is full, which
-    /// is the backpressure that keeps memory bounded under overload.
+    /// Commits `op` and returns its outcome once committed: inline when the writer is
+    /// idle, else through the queue. Waits for room when the queue is full, which is the
+    /// backpressure that keeps memory bounded under overload.
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteOutput, StoreError> {
+        if let Some(mut worker) = self.idle_writer() {
+            if worker.closed {
+                return Err(StoreError::Closed);
+            }
+            return tokio::task::block_in_place(move || worker.commit_one(op));
+        }
         let sender = self.sender().ok_or(StoreError::Closed)?;
         let (reply, done) = oneshot::channel();
+        let queued = Queued::new(&self.shared.queued);
         sender
             .send(Job::Write(op, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
+        // From here on the writer thread counts the job down when it takes it.
+        std::mem::forget(queued);
         done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The write connection, if nothing is queued and nobody is writing, so that the
+    /// caller can commit inline. Only on a multi-threaded runtime, where `block_in_place`
+    /// keeps the runtime going meanwhile.
+    fn idle_writer(&self) -> Option<MutexGuard<'_, Worker>> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_thread || self.shared.queued.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        match self.shared.worker.try_lock() {
+            Ok(worker) => Some(worker),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     pub(crate) async fn close(&self) -> Result<(), StoreError> {
@@ -132,46 +214,68 @@ impl Writer {
     }
 }
 
+/// The writer thread: takes whatever is queued (up to `max_batch`) and commits it as one
+/// group, until the store closes or is dropped.
+fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(job) = rx.blocking_recv() {
+        let mut closing = None;
+        match job {
+            Job::Write(op, reply) => batch.push((op, reply)),
+            Job::Close(reply) => closing = Some(reply),
+        }
+        while closing.is_none() && batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(Job::Write(op, reply)) => batch.push((op, reply)),
+                Ok(Job::Close(reply)) => closing = Some(reply),
+                Err(_) => break,
+            }
+        }
+        let mut worker = shared.worker();
+        // Counted down only once this thread holds the connection: until then inline
+        // writers still see the queue as busy and line up behind it.
+        shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        if !batch.is_empty() {
+            tracing::trace!(target: "colloquy_storage", writes = batch.len(), "group commit");
+            worker.commit_group(std::mem::take(&mut batch));
+        }
+        if let Some(reply) = closing {
+            rx.close();
+            while let Ok(Job::Write(op, reply)) = rx.try_recv() {
+                shared.queued.fetch_sub(1, Ordering::AcqRel);
+                batch.push((op, reply));
+            }
+            if !batch.is_empty() {
+                worker.commit_group(std::mem::take(&mut batch));
+            }
+            worker.closed = true;
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
 struct Worker {
     conn: Connection,
     site: Arc<Site>,
-    max_batch: usize,
     lock_wait: std::time::Duration,
     checkpoints: super::checkpointer::Signal,
+    /// Set once the store is closed: inline writes are refused from then on.
+    closed: bool,
 }
 
 impl Worker {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
-        while let Some(job) = rx.blocking_recv() {
-            let mut closing = None;
-            match job {
-                Job::Write(op, reply) => batch.push((op, reply)),
-                Job::Close(reply) => closing = Some(reply),
-            }
-            while closing.is_none() && batch.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(Job::Write(op, reply)) => batch.push((op, reply)),
-                    Ok(Job::Close(reply)) => closing = Some(reply),
-                    Err(_) => break,
-                }
-            }
-            if !batch.is_empty() {
-                tracing::trace!(target: "colloquy_storage", writes = batch.len(), "group commit");
-                self.commit_group(std::mem::take(&mut batch));
-            }
-            if let Some(reply) = closing {
-                rx.close();
-                while let Ok(Job::Write(op, reply)) = rx.try_recv() {
-                    batch.push((op, reply));
-                }
-                if !batch.is_empty() {
-                    self.commit_group(std::mem::take(&mut batch));
-                }
-                let _ = reply.send(());
-                return;
-            }
-        }
+    /// Commits one write in its own transaction and returns its outcome.
+    fn commit_one(&mut self, op: WriteOp) -> Result<WriteOutput, StoreError> {
+        let (reply, mut done) = oneshot::channel();
+        self.commit_group(vec![(op, reply)]);
+        // commit_group answers every job before returning.
+        done.try_recv().unwrap_or_else(|_| {
+            Err(StoreError::Backend {
+                backend: "sqlite",
+                message: "a write was left unanswered (a colloquy bug)".into(),
+            })
+        })
     }
 
     /// Applies `jobs` in one transaction and commits once, then answers every job.
@@ -238,6 +342,11 @@ impl Worker {
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
+        if !self.conn.is_autocommit() {
+            // Only a panic halfway through an earlier group leaves a transaction open;
+            // none of its writes was acknowledged, so it is undone.
+            let _ = self.exec("ROLLBACK");
+        }
         let started = Instant::now();
         loop {
             // IMMEDIATE takes the write lock now, so no later statement of the group can
