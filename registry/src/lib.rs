@@ -18,7 +18,9 @@ mod module;
 mod registry;
 
 pub use colloquy_core::ModuleInfo;
-pub use module::{ConversationView, Invitation, Module, ModuleError, Reply, Response, Turn};
+pub use module::{
+    ConversationView, History, Invitation, Module, ModuleError, Reply, Response, Turn,
+};
 pub use registry::{ModuleDirectory, Registered, Registration, Registry};
 
 use colloquy_core::ModuleName;

@@ -1,6 +1,6 @@
 //! The [`Module`] trait and what a handler receives and returns.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use colloquy_core::{
@@ -92,9 +92,76 @@ pub struct Turn {
     /// The conversation's state.
     pub conversation: ConversationView,
     /// Recent messages before this one, oldest first (at most the hub's history window).
-    pub history: Vec<Arc<Message>>,
+    pub history: History,
     /// How long the handler has before the turn fails with a timeout.
     pub deadline: Duration,
+}
+
+/// Recent messages of a conversation, oldest first: a snapshot that the hub shares with
+/// every turn instead of copying it, so cloning a `History` (or a [`Turn`]) is cheap.
+///
+/// ```
+/// use std::sync::Arc;
+/// use colloquy_registry::History;
+///
+/// let empty = History::default();
+/// assert!(empty.is_empty());
+/// let none: Vec<Arc<colloquy_core::Message>> = Vec::new();
+/// assert_eq!(History::from(none).len(), 0);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History(Arc<VecDeque<Arc<Message>>>);
+
+impl History {
+    /// A history over `messages` (oldest first), shared rather than copied.
+    pub fn new(messages: Arc<VecDeque<Arc<Message>>>) -> Self {
+        Self(messages)
+    }
+
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The messages, oldest first.
+    pub fn iter(&self) -> std::collections::vec_deque::Iter<'_, Arc<Message>> {
+        self.0.iter()
+    }
+
+    /// The `index`-th message, oldest first.
+    pub fn get(&self, index: usize) -> Option<&Arc<Message>> {
+        self.0.get(index)
+    }
+
+    /// The most recent message.
+    pub fn last(&self) -> Option<&Arc<Message>> {
+        self.0.back()
+    }
+
+    /// The messages as a vector of shared messages (no message is copied).
+    pub fn to_vec(&self) -> Vec<Arc<Message>> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+impl From<Vec<Arc<Message>>> for History {
+    fn from(messages: Vec<Arc<Message>>) -> Self {
+        Self(Arc::new(messages.into()))
+    }
+}
+
+impl<'a> IntoIterator for &'a History {
+    type Item = &'a Arc<Message>;
+    type IntoIter = std::collections::vec_deque::Iter<'a, Arc<Message>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 /// A reply: content for the sender, and optionally a patch merged into the shared context

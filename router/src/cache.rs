@@ -23,8 +23,10 @@ use tokio::sync::Notify;
 #[derive(Debug)]
 pub(crate) struct Hot {
     pub(crate) conversation: Conversation,
-    /// The most recent messages, oldest first, at most the history window.
-    pub(crate) history: VecDeque<Arc<Message>>,
+    /// The most recent messages, oldest first, at most the history window. Shared with
+    /// the turn being handled; by the time it changes that turn is over, so the change
+    /// happens in place (copy-on-write only if a handler kept its turn).
+    pub(crate) history: Arc<VecDeque<Arc<Message>>>,
     /// The context as handlers see it; replaced only when a patch changes it.
     pub(crate) context: Arc<Map<String, Value>>,
 }
@@ -34,7 +36,7 @@ impl Hot {
         let context = Arc::new(conversation.context().clone());
         Self {
             conversation,
-            history,
+            history: Arc::new(history),
             context,
         }
     }
@@ -43,10 +45,11 @@ impl Hot {
         if window == 0 {
             return;
         }
-        while self.history.len() >= window {
-            self.history.pop_front();
+        let history = Arc::make_mut(&mut self.history);
+        while history.len() >= window {
+            history.pop_front();
         }
-        self.history.push_back(message);
+        history.push_back(message);
     }
 }
 

@@ -5,7 +5,7 @@ use std::{
     collections::VecDeque,
     future::Future,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU8, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::Duration,
@@ -16,7 +16,7 @@ use colloquy_core::{
     Phase, Status, Timestamp,
 };
 use colloquy_registry::{
-    ConversationView, Invitation, ModuleDirectory, Registered, Response, Turn,
+    ConversationView, History, Invitation, ModuleDirectory, Registered, Response, Turn,
 };
 use colloquy_storage::{ConversationStore, ListCursor, ListFilter, MessageRange};
 use serde_json::{Map, Value};
@@ -211,7 +211,11 @@ pub struct Router {
     cache: HotCache,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// OPEN, DRAINING or ABORTING, for those who wait for a change (aborted handlers).
     state: watch::Sender<u8>,
+    /// The same value for those who only look, on every turn: a plain load shares the
+    /// cache line between cores instead of taking the channel's lock.
+    phase: AtomicU8,
     reap_cursor: Mutex<Option<ListCursor>>,
 }
 
@@ -255,6 +259,7 @@ impl Router {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             state: watch::Sender::new(OPEN),
+            phase: AtomicU8::new(OPEN),
             reap_cursor: Mutex::new(None),
         }
     }
@@ -296,9 +301,11 @@ impl Router {
     }
 
     fn enter(&self) -> Result<Flight<'_>, RouteError> {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // SeqCst here and in `set_phase`: either shutdown sees this flight, or this sees
+        // the shutdown.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         let flight = Flight(self);
-        if *self.state.borrow() != OPEN {
+        if self.phase.load(Ordering::SeqCst) != OPEN {
             return Err(RouteError::ShuttingDown);
         }
         Ok(flight)
@@ -447,7 +454,7 @@ impl Router {
         options: RouteOptions,
     ) -> Result<Exchange, RouteError> {
         let lease = self.cache.lease(id).await;
-        if *self.state.borrow() == ABORTING {
+        if self.phase.load(Ordering::Acquire) == ABORTING {
             return Err(RouteError::ShuttingDown);
         }
         let mut guard = self.lock_loaded(&lease, id).await?;
@@ -479,23 +486,26 @@ impl Router {
         let turn = Turn {
             message: Arc::clone(&message),
             conversation: view(hot),
-            history: hot.history.iter().cloned().collect(),
+            history: History::new(Arc::clone(&hot.history)),
             deadline: options
                 .deadline
                 .or(target.deadline)
                 .unwrap_or(self.config.handler_deadline),
         };
-        hot.remember(Arc::clone(&message), self.config.history_window);
         debug!("request stored, delivering");
         let deadline = turn.deadline;
-        let response = self
+        let called = self
             .call(id, &message.target, deadline, target.module.handle(turn))
-            .await?
-            .map_err(|e| RouteError::HandlerFailed {
-                conversation: id,
-                module: message.target.clone(),
-                message: e.message().to_owned(),
-            });
+            .await;
+        // The request is stored whatever the handler did. Remembered only now, after the
+        // handler's future (and the turn's share of the history) is gone, so the window
+        // changes in place instead of being copied.
+        hot.remember(Arc::clone(&message), self.config.history_window);
+        let response = called?.map_err(|e| RouteError::HandlerFailed {
+            conversation: id,
+            module: message.target.clone(),
+            message: e.message().to_owned(),
+        });
         let response = match response {
             Ok(response) => response,
             Err(e) => {
@@ -746,10 +756,17 @@ impl Router {
         deadline: Duration,
         work: std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>,
     ) -> Result<T, RouteError> {
-        let mut state = self.state.subscribe();
         // `async_trait` already boxed the module's future; it is polled as it is.
         let contained = CatchUnwind(work);
+        // Lazy: subscribes only if the handler did not answer at its first poll.
+        let aborted = async {
+            let mut state = self.state.subscribe();
+            let _ = state.wait_for(|s| *s == ABORTING).await;
+        };
         tokio::select! {
+            // The handler first: most answer at once, and then the deadline's timer is
+            // never registered.
+            biased;
             outcome = contained => outcome.map_err(|payload| RouteError::HandlerPanicked {
                 conversation,
                 module: module.clone(),
@@ -759,7 +776,7 @@ impl Router {
                 debug!(module = %module, ?deadline, "handler timed out");
                 Err(RouteError::HandlerTimedOut { conversation, module: module.clone(), deadline })
             }
-            _ = state.wait_for(|s| *s == ABORTING) => Err(RouteError::ShuttingDown),
+            () = aborted => Err(RouteError::ShuttingDown),
         }
     }
 
@@ -837,13 +854,13 @@ impl Router {
     /// aborts the handlers still running (their callers get
     /// [`RouteError::ShuttingDown`]) and waits for them to unwind. Nobody is left hanging.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
-        self.state.send_replace(DRAINING);
+        self.set_phase(DRAINING);
         let drained = self.wait_idle(drain).await;
         let aborted = if drained {
             0
         } else {
-            let still = self.in_flight.load(Ordering::Acquire);
-            self.state.send_replace(ABORTING);
+            let still = self.in_flight.load(Ordering::SeqCst);
+            self.set_phase(ABORTING);
             // Aborted handlers return at once; what remains is at most a store write.
             self.wait_idle(Duration::from_secs(30)).await;
             still
@@ -857,7 +874,7 @@ impl Router {
                 let notified = self.idle.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if self.in_flight.load(Ordering::Acquire) == 0 {
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
                     return;
                 }
                 notified.await;
@@ -868,7 +885,12 @@ impl Router {
 
     /// True once [`shutdown`](Self::shutdown) has begun.
     pub fn is_shutting_down(&self) -> bool {
-        *self.state.borrow() != OPEN
+        self.phase.load(Ordering::Acquire) != OPEN
+    }
+
+    fn set_phase(&self, phase: u8) {
+        self.phase.store(phase, Ordering::SeqCst);
+        self.state.send_replace(phase);
     }
 }
 

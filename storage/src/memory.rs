@@ -22,6 +22,11 @@ use crate::{
     ModuleActivity, ModuleRecord, StoreError, TimeRange,
 };
 
+/// The maps' hasher: the standard library's SipHash is built to resist hash flooding by
+/// chosen keys, at several times the cost; keys here are UUIDs and foldhash still seeds
+/// every map at random.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// How many locks conversations (and, separately, message ids) are spread over.
 const SHARDS: usize = 16;
 
@@ -37,9 +42,12 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct Inner {
-    shards: Vec<RwLock<HashMap<ConversationId, Entry>>>,
+    shards: Vec<RwLock<Map<ConversationId, Entry>>>,
     /// Where each message id is stored: (conversation, turn), sharded by message id.
-    message_ids: Vec<Mutex<HashMap<MessageId, (ConversationId, u64)>>>,
+    /// An ordered map, not a hash map: message ids are UUID v7, which grow with time, so
+    /// new ids land at the right edge of the tree, whose path stays in the CPU cache; a
+    /// hash table of every id would miss the cache on nearly every insert.
+    message_ids: Vec<Mutex<BTreeMap<MessageId, (ConversationId, u64)>>>,
     /// Listing order: newest first is a reverse walk.
     by_start: RwLock<BTreeSet<(Timestamp, ConversationId)>>,
     modules: RwLock<BTreeMap<ModuleName, ModuleRecord>>,
@@ -87,11 +95,11 @@ fn shard_of(uuid: &[u8; 16]) -> usize {
 
 impl Inner {
     // `shard_of` is below SHARDS and both vectors hold SHARDS locks, so indexing cannot fail.
-    fn shard(&self, id: ConversationId) -> &RwLock<HashMap<ConversationId, Entry>> {
+    fn shard(&self, id: ConversationId) -> &RwLock<Map<ConversationId, Entry>> {
         &self.shards[shard_of(id.as_uuid().as_bytes())]
     }
 
-    fn ids(&self, id: MessageId) -> &Mutex<HashMap<MessageId, (ConversationId, u64)>> {
+    fn ids(&self, id: MessageId) -> &Mutex<BTreeMap<MessageId, (ConversationId, u64)>> {
         &self.message_ids[shard_of(id.as_uuid().as_bytes())]
     }
 
@@ -99,11 +107,34 @@ impl Inner {
         lock(self.ids(id)).get(&id).copied()
     }
 
+    /// Claims every message's id for `conversation`, one lookup each: the append every
+    /// routed turn makes. If an id is taken, releases the ids claimed so far and returns
+    /// false (the caller's full checks then say why).
+    fn claim_all(&self, conversation: ConversationId, messages: &[Arc<Message>]) -> bool {
+        use std::collections::btree_map::Entry as Claim;
+        for (i, m) in messages.iter().enumerate() {
+            let mut ids = lock(self.ids(m.id));
+            match ids.entry(m.id) {
+                Claim::Vacant(slot) => {
+                    slot.insert((conversation, m.turn));
+                }
+                Claim::Occupied(_) => {
+                    drop(ids);
+                    for claimed in &messages[..i] {
+                        lock(self.ids(claimed.id)).remove(&claimed.id);
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// Appends checked messages (see [`ConversationStore::append`]).
     fn append(
         &self,
         conversation: &Conversation,
-        messages: Vec<Arc<Message>>,
+        messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
         let id = conversation.id();
         // Copy outside the lock, so concurrent appends wait only for the bookkeeping.
@@ -111,8 +142,40 @@ impl Inner {
         let mut shard = write(self.shard(id));
         let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
         let stored_turns = entry.messages.len() as u64;
+        let continues = messages
+            .iter()
+            .zip(stored_turns + 1..)
+            .all(|(m, turn)| m.turn == turn);
+        let first_new = if continues && self.claim_all(id, messages) {
+            0
+        } else {
+            self.plan_and_claim(id, messages, stored_turns)?
+        };
+        let inserted = messages.len() - first_new;
+        let mut replaced = None;
+        if inserted > 0 {
+            replaced = Some(std::mem::replace(&mut entry.conversation, state_copy));
+            entry.messages.extend(messages[first_new..].iter().cloned());
+        }
+        // The previous state is freed after the lock is released.
+        drop(shard);
+        drop(replaced);
+        Ok(AppendOutcome {
+            inserted,
+            duplicates: first_new,
+        })
+    }
+
+    /// The general append check (duplicates, conflicts, gaps) and claim of the new ids.
+    /// Returns the index of the first new message.
+    fn plan_and_claim(
+        &self,
+        id: ConversationId,
+        messages: &[Arc<Message>],
+        stored_turns: u64,
+    ) -> Result<usize, StoreError> {
         let key = |m: &Arc<Message>| (m.id, m.turn);
-        let first_new = plan_append(id, &messages, stored_turns, key, |m| {
+        let first_new = plan_append(id, messages, stored_turns, key, |m| {
             Ok(match self.stored_id(m.id) {
                 Some((conv, turn)) => Existing::SameId {
                     same_place: conv == id && turn == m.turn,
@@ -142,19 +205,7 @@ impl Inner {
             }
             ids.insert(m.id, (id, m.turn));
         }
-        let inserted = new.len();
-        let mut replaced = None;
-        if inserted > 0 {
-            replaced = Some(std::mem::replace(&mut entry.conversation, state_copy));
-            entry.messages.extend(messages.into_iter().skip(first_new));
-        }
-        // The previous state is freed after the lock is released.
-        drop(shard);
-        drop(replaced);
-        Ok(AppendOutcome {
-            inserted,
-            duplicates: first_new,
-        })
+        Ok(first_new)
     }
 }
 
@@ -200,7 +251,7 @@ impl ConversationStore for MemoryStore {
     ) -> Result<AppendOutcome, StoreError> {
         check_append(conversation, messages)?;
         let shared: Vec<Arc<Message>> = messages.iter().cloned().map(Arc::new).collect();
-        self.inner.append(conversation, shared)
+        self.inner.append(conversation, &shared)
     }
 
     async fn append_shared(
@@ -209,7 +260,7 @@ impl ConversationStore for MemoryStore {
         messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
         check_append(conversation, messages)?;
-        self.inner.append(conversation, messages.to_vec())
+        self.inner.append(conversation, messages)
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {

@@ -144,6 +144,17 @@ async fn concurrent_conversations_between_the_same_modules_are_isolated() -> Res
         .find(|t| t.conversation.id == a.id())
         .unwrap();
     assert_eq!(last_a.history.len(), 20);
+    // Every recorded turn kept its own snapshot: later turns did not change it.
+    for turn in turns.iter().filter(|t| t.conversation.id == a.id()) {
+        let before = turn.message.turn - 1;
+        let expected: Vec<u64> = (before.saturating_sub(19).max(1)..=before).collect();
+        assert_eq!(
+            turn.history.iter().map(|m| m.turn).collect::<Vec<_>>(),
+            expected,
+            "history seen at turn {}",
+            turn.message.turn
+        );
+    }
     assert_eq!(a.transcript().await?.len(), 40);
     assert!(a
         .transcript()
@@ -202,6 +213,56 @@ async fn a_new_hub_on_the_same_sqlite_file_continues_at_the_right_turn_with_its_
         (1..=6).collect::<Vec<_>>()
     );
     hub.shutdown().await;
+    Ok(())
+}
+
+/// Fails its first turn, then records the history of every later one.
+struct FailsFirst {
+    calls: std::sync::atomic::AtomicUsize,
+    histories: Arc<std::sync::Mutex<Vec<Vec<u64>>>>,
+}
+
+#[async_trait::async_trait]
+impl Module for FailsFirst {
+    fn info(&self) -> ModuleInfo {
+        ModuleInfo::new(name("flaky"))
+    }
+    async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err(ModuleError::new("first call fails"));
+        }
+        let turns = turn.history.iter().map(|m| m.turn).collect();
+        self.histories.lock().unwrap().push(turns);
+        Ok(Response::reply("ok"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_handler_failed_is_still_in_the_next_turns_history() -> Result<()> {
+    let hub = TestHub::memory().await?;
+    hub.register(Echo::new(name("client"))).await?;
+    let histories = Arc::new(std::sync::Mutex::new(Vec::new()));
+    hub.register(FailsFirst {
+        calls: Default::default(),
+        histories: Arc::clone(&histories),
+    })
+    .await?;
+    let conv = hub
+        .start_conversation(ConversationSpec::between("client", "flaky")?)
+        .await?;
+    let failed = conv.send(json!("first")).await.unwrap_err();
+    assert!(
+        matches!(failed, HubError::Route(RouteError::HandlerFailed { .. })),
+        "{failed:?}"
+    );
+    let exchange = conv.send(json!("second")).await?;
+    assert_eq!(exchange.request.turn, 2, "the failed request kept turn 1");
+    conv.send(json!("third")).await?;
+    assert_eq!(
+        *histories.lock().unwrap(),
+        vec![vec![1], vec![1, 2, 3]],
+        "the failed request is history; the current message is not"
+    );
     Ok(())
 }
 
