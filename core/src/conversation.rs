@@ -160,10 +160,11 @@ pub struct ConversationParts {
     pub idle_timeout_ms: u64,
     /// The most turns it may hold.
     pub max_turns: Option<u64>,
-    /// Shared context, merged from reply patches.
-    pub context: Map<String, Value>,
-    /// Free-form metadata set at opening.
-    pub metadata: Map<String, Value>,
+    /// Shared context, merged from reply patches (shared: cloning a conversation does not
+    /// copy it; a patch copies it once if someone else still holds it).
+    pub context: Arc<Map<String, Value>>,
+    /// Free-form metadata set at opening (shared like the context).
+    pub metadata: Arc<Map<String, Value>>,
 }
 
 /// A conversation between modules: the pure state machine behind every turn.
@@ -215,8 +216,8 @@ impl Conversation {
                 ended_at: None,
                 idle_timeout_ms: crate::time::duration_millis(idle_timeout),
                 max_turns: None,
-                context: Map::new(),
-                metadata: Map::new(),
+                context: Arc::default(),
+                metadata: Arc::default(),
             },
         })
     }
@@ -230,13 +231,13 @@ impl Conversation {
 
     /// Sets the initial shared context.
     pub fn with_context(mut self, context: Map<String, Value>) -> Self {
-        self.parts.context = context;
+        self.parts.context = Arc::new(context);
         self
     }
 
     /// Sets free-form metadata.
     pub fn with_metadata(mut self, metadata: Map<String, Value>) -> Self {
-        self.parts.metadata = metadata;
+        self.parts.metadata = Arc::new(metadata);
         self
     }
 
@@ -352,6 +353,11 @@ impl Conversation {
         &self.parts.context
     }
 
+    /// The shared context as the conversation holds it: cloning it copies nothing.
+    pub fn shared_context(&self) -> Arc<Map<String, Value>> {
+        Arc::clone(&self.parts.context)
+    }
+
     /// The metadata.
     pub fn metadata(&self) -> &Map<String, Value> {
         &self.parts.metadata
@@ -464,7 +470,7 @@ impl Conversation {
         now: Timestamp,
     ) -> Result<(), CoreError> {
         self.refuse_if_terminal("patch the context of")?;
-        merge_patch(&mut self.parts.context, patch)?;
+        merge_patch(Arc::make_mut(&mut self.parts.context), patch)?;
         self.touch(now);
         Ok(())
     }

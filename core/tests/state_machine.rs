@@ -341,3 +341,28 @@ fn errors_name_the_bad_input() {
         long.len()
     );
 }
+
+#[test]
+fn clones_share_the_context_until_one_is_patched() {
+    let original = open(Intent::Collaborate).with_context(
+        json!({"plan": "draft", "notes": ["a"]})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let mut patched = original.clone();
+    assert!(
+        std::sync::Arc::ptr_eq(&original.shared_context(), &patched.shared_context()),
+        "a clone copies no context"
+    );
+    patched
+        .apply_context_patch(json!({"plan": "final"}).as_object().unwrap(), at(1))
+        .unwrap();
+    assert_eq!(
+        original.context()["plan"],
+        "draft",
+        "the other copy is untouched"
+    );
+    assert_eq!(patched.context()["plan"], "final");
+    assert_eq!(patched.context()["notes"], json!(["a"]));
+}

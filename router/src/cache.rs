@@ -16,7 +16,6 @@ use std::{
 use colloquy_core::{Conversation, ConversationId, Message};
 
 use crate::Clock;
-use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 /// A conversation held in memory between turns.
@@ -27,17 +26,13 @@ pub(crate) struct Hot {
     /// the turn being handled; by the time it changes that turn is over, so the change
     /// happens in place (copy-on-write only if a handler kept its turn).
     pub(crate) history: Arc<VecDeque<Arc<Message>>>,
-    /// The context as handlers see it; replaced only when a patch changes it.
-    pub(crate) context: Arc<Map<String, Value>>,
 }
 
 impl Hot {
     pub(crate) fn new(conversation: Conversation, history: VecDeque<Arc<Message>>) -> Self {
-        let context = Arc::new(conversation.context().clone());
         Self {
             conversation,
             history: Arc::new(history),
-            context,
         }
     }
 

@@ -555,7 +555,6 @@ impl Router {
         let now = self.clock.now();
         let state_changed = end || transfer.is_some();
         let mut stored_reply = None;
-        let mut patched = false;
         if let Some(reply) = reply {
             self.check_size(&reply.content)
                 .map_err(|e| invalid(e.to_string()))?;
@@ -573,7 +572,6 @@ impl Router {
                 hot.conversation
                     .apply_context_patch(patch, now)
                     .map_err(|e| invalid(e.to_string()))?;
-                patched = true;
             }
             stored_reply = Some(Arc::new(hot.conversation.accept(
                 draft,
@@ -600,9 +598,6 @@ impl Router {
                 self.db().update(&hot.conversation).await?;
             }
             None => {}
-        }
-        if patched {
-            hot.context = Arc::new(hot.conversation.context().clone());
         }
         let reply = stored_reply;
         if let Some(reply) = &reply {
@@ -646,9 +641,6 @@ impl Router {
             }
             self.db().update(&next).await?;
             debug!(status = %next.status(), "change stored");
-            if next.context() != hot.conversation.context() {
-                hot.context = Arc::new(next.context().clone());
-            }
             hot.conversation = next.clone();
             if next.status().is_terminal() {
                 *guard = None;
@@ -903,7 +895,7 @@ fn view(hot: &Hot) -> ConversationView {
         phase: c.phase(),
         intent: c.intent(),
         turn_count: c.turn_count(),
-        context: Arc::clone(&hot.context),
+        context: c.shared_context(),
     }
 }
 

@@ -199,8 +199,8 @@ pub(crate) fn decode_conversation(row: &Row<'_>) -> Result<Conversation, StoreEr
         max_turns: col::<Option<i64>>(row, 11, loc)?
             .map(|t| nonneg(t, "max turns", loc))
             .transpose()?,
-        context,
-        metadata,
+        context: context.into(),
+        metadata: metadata.into(),
     };
     Conversation::from_parts(parts).map_err(|e| corrupt(here(), e.to_string()))
 }
