@@ -219,6 +219,9 @@ impl Writer {
 fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(job) = rx.blocking_recv() {
+        // Take the connection first (an inline writer may hold it): whatever queues up
+        // meanwhile joins this group.
+        let mut worker = shared.worker();
         let mut closing = None;
         match job {
             Job::Write(op, reply) => batch.push((op, reply)),
@@ -231,7 +234,6 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        let mut worker = shared.worker();
         // Counted down only once this thread holds the connection: until then inline
         // writers still see the queue as busy and line up behind it.
         shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
