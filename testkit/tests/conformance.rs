@@ -1,8 +1,19 @@
 //! Runs the storage conformance suite against both built-in backends.
 #![allow(clippy::expect_used)]
 
-use colloquy_storage::SqliteOptions;
+use colloquy_storage::{SqliteOptions, Synchronous};
 use colloquy_testkit::conformance::{self, MemoryFactory, SqliteFactory, CHECKS};
+
+/// Runs every check on fresh SQLite files opened with `options`.
+async fn assert_sqlite_conforms(options: SqliteOptions) {
+    let report = conformance::run_all(|| {
+        let options = options.clone();
+        async move { SqliteFactory::new(options).expect("temp dir") }
+    })
+    .await;
+    report.assert_passed();
+    assert_eq!(report.passed.len(), CHECKS.len());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
@@ -13,35 +24,20 @@ async fn memory_store_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_conforms() {
-    let report = conformance::run_all(|| async {
-        SqliteFactory::new(SqliteOptions::new()).expect("temp dir")
-    })
-    .await;
-    report.assert_passed();
-    assert_eq!(report.passed.len(), CHECKS.len());
+    assert_sqlite_conforms(SqliteOptions::new()).await;
 }
 
 /// On a current-thread runtime every write goes through the writer thread's queue (the
-/// inline path needs `block_in_place`); on the multi-threaded runtimes above most commit
+/// inline path needs `block_in_place`); on the multi-threaded runtimes here most commit
 /// inline. Both paths must behave the same.
 #[tokio::test(flavor = "current_thread")]
 async fn sqlite_store_conforms_on_a_current_thread_runtime() {
-    let report = conformance::run_all(|| async {
-        SqliteFactory::new(SqliteOptions::new()).expect("temp dir")
-    })
-    .await;
-    report.assert_passed();
-    assert_eq!(report.passed.len(), CHECKS.len());
+    assert_sqlite_conforms(SqliteOptions::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_with_full_sync_conforms() {
-    use colloquy_storage::Synchronous;
-    let report = conformance::run_all(|| async {
-        SqliteFactory::new(SqliteOptions::new().synchronous(Synchronous::Full)).expect("temp dir")
-    })
-    .await;
-    report.assert_passed();
+    assert_sqlite_conforms(SqliteOptions::new().synchronous(Synchronous::Full)).await;
 }
 
 #[test]
