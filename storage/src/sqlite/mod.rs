@@ -1,8 +1,8 @@
 //! [`SqliteStore`]: the durable backend, on one SQLite file in WAL mode.
 //!
 //! One write connection, used by one writer at a time, commits everything queued as one
-//! transaction (group commit), acknowledging each write only after that commit. When the
-//! writer is idle and nothing is queued, the caller commits its own write inline (through
+//! transaction (group commit), acknowledging each write only after that commit. When no
+//! other write is in progress, the caller commits its own write inline (through
 //! `block_in_place`); otherwise the write queues for the writer thread. Reads run
 //! on an r2d2 pool of query-only connections, through `block_in_place` on a multi-threaded
 //! runtime (the worker hands its other tasks to another thread first, so the runtime never

@@ -3,8 +3,8 @@
 //! after its commit.
 //!
 //! Two ways in, one connection:
-//! - **inline**: when nothing is queued and nobody is writing, the caller commits its own
-//!   write on its thread (through `block_in_place`, so the tokio worker hands its other
+//! - **inline**: when no other write to this store is in progress, the caller commits its
+//!   own write on its thread (through `block_in_place`, so the tokio worker hands its other
 //!   tasks away first). A strictly sequential writer pays no thread hand-off at all.
 //! - **queued**: otherwise the write joins a bounded queue and the writer thread commits
 //!   everything queued in one transaction. Under load this is group commit.
@@ -82,10 +82,9 @@ enum Job {
 struct Shared {
     /// The write connection. Whoever holds this lock is the writer.
     worker: Mutex<Worker>,
-    /// Writes sent to the writer thread that it has not taken yet. While any wait, callers
-    /// queue behind them instead of committing inline (no overtaking, and batches stay
-    /// large under load).
-    queued: AtomicUsize,
+    /// Writes submitted and not yet answered. Only a write that is alone commits inline:
+    /// concurrent writes queue, so they share a group commit and none overtakes another.
+    active: AtomicUsize,
 }
 
 impl Shared {
@@ -97,18 +96,17 @@ impl Shared {
     }
 }
 
-/// Counts a write as queued until it is in the channel; a send that fails or is cancelled
-/// while waiting for room counts itself down again.
-struct Queued<'a>(&'a AtomicUsize);
+/// Counts a write as active until it is answered, or dropped (a cancelled submit).
+struct Active<'a>(&'a AtomicUsize);
 
-impl<'a> Queued<'a> {
+impl<'a> Active<'a> {
     fn new(counter: &'a AtomicUsize) -> Self {
         counter.fetch_add(1, Ordering::AcqRel);
         Self(counter)
     }
 }
 
-impl Drop for Queued<'_> {
+impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -136,7 +134,7 @@ impl Writer {
                 checkpoints,
                 closed: false,
             }),
-            queued: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
         });
         let thread_shared = Arc::clone(&shared);
         let max_batch = options.max_batch.max(1);
@@ -160,35 +158,38 @@ impl Writer {
             .clone()
     }
 
-    /// Commits `op` and returns its outcome once committed: inline when the writer is
-    /// idle, else through the queue. Waits for room when the queue is full, which is the
-    /// backpressure that keeps memory bounded under overload.
+    /// Commits `op` and returns its outcome once committed: inline when it is the only
+    /// write in progress, else through the queue. Waits for room when the queue is full,
+    /// which is the backpressure that keeps memory bounded under overload.
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteOutput, StoreError> {
-        if let Some(mut worker) = self.idle_writer() {
-            if worker.closed {
-                return Err(StoreError::Closed);
+        let _active = Active::new(&self.shared.active);
+        // Only on a multi-threaded runtime, where `block_in_place` keeps the runtime going
+        // while the caller writes.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        // (A `yield_now` here, to let simultaneous writes find each other, was measured:
+        // it cost a sequential writer 40% and bought nothing under load.)
+        if multi_thread {
+            if let Some(mut worker) = self.lone_writer() {
+                if worker.closed {
+                    return Err(StoreError::Closed);
+                }
+                return tokio::task::block_in_place(move || worker.commit_one(op));
             }
-            return tokio::task::block_in_place(move || worker.commit_one(op));
         }
         let sender = self.sender().ok_or(StoreError::Closed)?;
         let (reply, done) = oneshot::channel();
-        let queued = Queued::new(&self.shared.queued);
         sender
             .send(Job::Write(op, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
-        // From here on the writer thread counts the job down when it takes it.
-        std::mem::forget(queued);
         done.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// The write connection, if nothing is queued and nobody is writing, so that the
-    /// caller can commit inline. Only on a multi-threaded runtime, where `block_in_place`
-    /// keeps the runtime going meanwhile.
-    fn idle_writer(&self) -> Option<MutexGuard<'_, Worker>> {
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if !multi_thread || self.shared.queued.load(Ordering::Acquire) != 0 {
+    /// The write connection, if this is the only write in progress and nobody holds the
+    /// connection, so that the caller can commit inline.
+    fn lone_writer(&self) -> Option<MutexGuard<'_, Worker>> {
+        if self.shared.active.load(Ordering::Acquire) != 1 {
             return None;
         }
         match self.shared.worker.try_lock() {
@@ -234,9 +235,6 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        // Counted down only once this thread holds the connection: until then inline
-        // writers still see the queue as busy and line up behind it.
-        shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         if !batch.is_empty() {
             tracing::trace!(target: "colloquy_storage", writes = batch.len(), "group commit");
             worker.commit_group(std::mem::take(&mut batch));
@@ -244,7 +242,6 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
         if let Some(reply) = closing {
             rx.close();
             while let Ok(Job::Write(op, reply)) = rx.try_recv() {
-                shared.queued.fetch_sub(1, Ordering::AcqRel);
                 batch.push((op, reply));
             }
             if !batch.is_empty() {
