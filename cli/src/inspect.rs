@@ -1,5 +1,5 @@
 //! The inspection and maintenance commands. They open an existing database only; none of
-//! them creates a file.
+//! them creates a file. Those that only read also work on a file that cannot be written.
 
 use std::{
     io::Write,
@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use colloquy_core::{Conversation, ConversationId, ModuleName, StatusKind, Timestamp};
 use colloquy_storage::{
-    ConversationStore, ListFilter, MessageRange, SqliteOptions, SqliteStore, TimeRange,
+    ConversationStore, ListFilter, MessageRange, SqliteOptions, SqliteStore, StoreError, TimeRange,
 };
 use serde_json::{json, Value};
 
@@ -20,9 +20,21 @@ use crate::{
     Out,
 };
 
-/// Opens an existing database; a missing file is an error, never created.
+/// Opens an existing database for writing; a missing file is an error, never created.
 pub(crate) async fn open_existing(path: &Path) -> Result<SqliteStore> {
     Ok(SqliteStore::open(path, SqliteOptions::new().existing_only()).await?)
+}
+
+/// Opens an existing database for a command that only reads: writable if it can be (so an
+/// older schema is migrated), read-only if the file cannot be written (a read-only mount,
+/// a protected backup).
+pub(crate) async fn open_for_reading(path: &Path) -> Result<SqliteStore> {
+    match SqliteStore::open(path, SqliteOptions::new().existing_only()).await {
+        Err(StoreError::ReadOnly { .. }) => {
+            Ok(SqliteStore::open_read_only(path, SqliteOptions::new()).await?)
+        }
+        opened => Ok(opened?),
+    }
 }
 
 /// The current wall-clock time.

@@ -84,32 +84,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             since,
             limit,
         } => {
-            let store = inspect::open_existing(db).await?;
+            let store = inspect::open_for_reading(db).await?;
             inspect::conversations(&mut out, &store, status, module, since, limit).await?;
         }
         Command::Show { id } => {
-            inspect::show(&mut out, &inspect::open_existing(db).await?, id).await?
+            inspect::show(&mut out, &inspect::open_for_reading(db).await?, id).await?
         }
         Command::Analytics { since } => {
-            inspect::analytics(&mut out, &inspect::open_existing(db).await?, since).await?
+            inspect::analytics(&mut out, &inspect::open_for_reading(db).await?, since).await?
         }
         Command::Health { stale_after } => {
-            if !inspect::health(&mut out, &inspect::open_existing(db).await?, stale_after).await? {
+            if !inspect::health(&mut out, &inspect::open_for_reading(db).await?, stale_after)
+                .await?
+            {
                 code = ExitCode::FAILURE;
             }
         }
-        Command::Modules => inspect::modules(&mut out, &inspect::open_existing(db).await?).await?,
+        Command::Modules => {
+            inspect::modules(&mut out, &inspect::open_for_reading(db).await?).await?
+        }
         Command::Prune {
             older_than,
             dry_run,
         } => {
-            inspect::prune(
-                &mut out,
-                &inspect::open_existing(db).await?,
-                older_than,
-                dry_run,
-            )
-            .await?;
+            let store = if dry_run {
+                inspect::open_for_reading(db).await?
+            } else {
+                inspect::open_existing(db).await?
+            };
+            inspect::prune(&mut out, &store, older_than, dry_run).await?;
         }
         Command::Load {
             store,
@@ -133,7 +136,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             load::run(&mut out, plan).await?;
         }
         Command::Export { id, format } => {
-            inspect::export(&mut out, &inspect::open_existing(db).await?, id, format).await?
+            inspect::export(&mut out, &inspect::open_for_reading(db).await?, id, format).await?
         }
     }
     out.flush()?;

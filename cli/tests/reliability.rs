@@ -278,7 +278,7 @@ impl Drop for Immutable {
 }
 
 #[tokio::test]
-async fn a_read_only_database_is_refused_at_open_with_a_clear_error() {
+async fn a_read_only_database_is_refused_for_writing_and_still_inspected() {
     // On the target directory's filesystem, where `chattr` works (a tmpfs may not).
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let db = dir.path().join("frozen.db");
@@ -308,6 +308,31 @@ async fn a_read_only_database_is_refused_at_open_with_a_clear_error() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
+    assert!(
+        stderr.contains("is read-only") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    // Commands that only read still work on the frozen file.
+    let listed = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .args(["conversations", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
+    // Pruning for real needs to write: refused in one line.
+    let pruned = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .args(["prune", "--older-than", "0s", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&pruned.stderr);
+    assert!(!pruned.status.success());
     assert!(
         stderr.contains("is read-only") && stderr.lines().count() == 1,
         "{stderr}"

@@ -82,6 +82,17 @@ pub enum StoreError {
         supported: i64,
     },
 
+    /// The database has an older schema and was opened read-only, so it cannot be migrated.
+    #[error("database {path} has schema version {found}, older than version {expected} that this colloquy reads; open it once writable (e.g. `colloquy health --db {path}` on a writable copy) to migrate it", path = path.display())]
+    SchemaTooOld {
+        /// The path.
+        path: PathBuf,
+        /// The schema version in the file.
+        found: i64,
+        /// The version this build reads and writes.
+        expected: i64,
+    },
+
     /// The disk (or the configured size limit) is full. Reads keep working.
     #[error("storage is full: {detail}; free disk space or raise the size limit, then retry")]
     Full {

@@ -252,6 +252,91 @@ async fn a_closed_store_refuses_writes_but_still_reads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_store_reads_everything_and_refuses_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup.db");
+    let mut c = conversation(1);
+    let writer = open(&path).await.unwrap();
+    writer.create(&c).await.unwrap();
+    let m = turn(&mut c, 2, json!("kept"));
+    writer.append(&c, std::slice::from_ref(&m)).await.unwrap();
+    // The writer stays open: a read-only store sees its committed writes too.
+    let reader = SqliteStore::open_read_only(&path, SqliteOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(reader.conversation(c.id()).await.unwrap(), Some(c.clone()));
+    assert_eq!(
+        reader.messages(c.id(), MessageRange::All).await.unwrap(),
+        vec![m]
+    );
+    assert_eq!(
+        reader
+            .list(&ListFilter::new())
+            .await
+            .unwrap()
+            .conversations
+            .len(),
+        1
+    );
+    let mut next = c.clone();
+    let refused_message = turn(&mut next, 4, json!("no"));
+    let refused = [
+        reader.create(&conversation(3)).await.unwrap_err(),
+        reader.append(&next, &[refused_message]).await.unwrap_err(),
+        reader.update(&c).await.unwrap_err(),
+        reader.prune(t(0)).await.unwrap_err(),
+    ];
+    for err in refused {
+        assert!(
+            matches!(&err, StoreError::ReadOnly { path: p, .. } if p == &path),
+            "{err:?}"
+        );
+    }
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn read_only_opening_checks_the_file_like_opening_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let ro = |p: std::path::PathBuf| async move {
+        SqliteStore::open_read_only(&p, SqliteOptions::new())
+            .await
+            .unwrap_err()
+    };
+    let missing = dir.path().join("missing.db");
+    assert!(matches!(
+        ro(missing.clone()).await,
+        StoreError::DatabaseMissing { .. }
+    ));
+    assert!(!missing.exists(), "never created");
+
+    let other = dir.path().join("other.db");
+    raw(&other).execute_batch("CREATE TABLE notes (x)").unwrap();
+    assert!(matches!(ro(other).await, StoreError::NotADatabase { .. }));
+
+    let newer = dir.path().join("newer.db");
+    open(&newer).await.unwrap().close().await.unwrap();
+    raw(&newer)
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    assert!(matches!(ro(newer).await, StoreError::SchemaTooNew { .. }));
+
+    let older = dir.path().join("older.db");
+    open(&older).await.unwrap().close().await.unwrap();
+    raw(&older)
+        .pragma_update(None, "user_version", SCHEMA_VERSION - 1)
+        .unwrap();
+    let err = ro(older).await;
+    if SCHEMA_VERSION > 1 {
+        assert!(matches!(err, StoreError::SchemaTooOld { .. }), "{err:?}");
+    } else {
+        // Version 0 is a file colloquy never finished creating.
+        assert!(matches!(err, StoreError::NotADatabase { .. }), "{err:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_opening_a_new_file_at_once_both_migrate_safely() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");

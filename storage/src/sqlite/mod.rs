@@ -142,10 +142,11 @@ pub struct SqliteStore {
 struct Inner {
     site: Arc<Site>,
     pool: r2d2::Pool<SqliteConnectionManager>,
-    writer: Writer,
+    /// `None` when opened read-only.
+    writer: Option<Writer>,
     options: SqliteOptions,
     // Dropped last: it only stops after the writer has had its chance to finish.
-    _checkpointer: checkpointer::Checkpointer,
+    _checkpointer: Option<checkpointer::Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -247,7 +248,7 @@ impl SqliteStore {
             busy_timeout: options.busy_timeout,
         });
         let conn = schema::open_writer(&site, &options)?;
-        let pool = read_pool(&site, &options)?;
+        let pool = read_pool(&site, &options, false)?;
         let signal = checkpointer::Signal::default();
         let checkpointer = checkpointer::Checkpointer::spawn(&site, &options, signal.clone())?;
         let writer = Writer::spawn(conn, Arc::clone(&site), &options, signal)?;
@@ -255,11 +256,72 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 site,
                 pool,
-                writer,
+                writer: Some(writer),
                 options,
-                _checkpointer: checkpointer,
+                _checkpointer: Some(checkpointer),
             }),
         })
+    }
+
+    /// Opens an existing database for reading only: no write connection, no migration, no
+    /// background checkpoints, so it works on a file that cannot be written (a read-only
+    /// mount, a backup copy, a file another process is using). Every write returns
+    /// [`StoreError::ReadOnly`]. The file's schema must be the one this build writes; open
+    /// an older file writable once to migrate it.
+    ///
+    /// Errors: [`StoreError::DatabaseMissing`], [`StoreError::NotADatabase`],
+    /// [`StoreError::SchemaTooNew`], [`StoreError::SchemaTooOld`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use colloquy_storage::{ConversationStore, SqliteStore, SqliteOptions, StoreError};
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("conversations.db");
+    /// SqliteStore::open(&path, SqliteOptions::new()).await?.close().await?;
+    /// let reader = SqliteStore::open_read_only(&path, SqliteOptions::new()).await?;
+    /// assert!(reader.list(&Default::default()).await?.conversations.is_empty());
+    /// assert!(matches!(reader.prune(colloquy_core::Timestamp::from_millis(0)).await, Err(StoreError::ReadOnly { .. })));
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_read_only(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_owned();
+        blocking(move || Self::open_read_only_blocking(path, options)).await
+    }
+
+    /// [`open_read_only`](Self::open_read_only) for callers outside async code.
+    pub fn open_read_only_blocking(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let site = Arc::new(Site {
+            path: path.as_ref().to_owned(),
+            busy_timeout: options.busy_timeout,
+        });
+        schema::check_readable(&site, &options)?;
+        let pool = read_pool(&site, &options, true)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                site,
+                pool,
+                writer: None,
+                options,
+                _checkpointer: None,
+            }),
+        })
+    }
+
+    /// The writer, or [`StoreError::ReadOnly`] for a store opened read-only.
+    fn writer(&self) -> Result<&Writer, StoreError> {
+        self.inner
+            .writer
+            .as_ref()
+            .ok_or_else(|| StoreError::ReadOnly {
+                path: self.inner.site.path.clone(),
+                detail: "the store was opened with open_read_only".into(),
+            })
     }
 
     /// The database file.
@@ -276,7 +338,10 @@ impl SqliteStore {
     /// [`StoreError::Closed`]. Reads keep working. Dropping the last clone does the same
     /// without waiting.
     pub async fn close(&self) -> Result<(), StoreError> {
-        self.inner.writer.close().await
+        match &self.inner.writer {
+            Some(writer) => writer.close().await,
+            None => Ok(()),
+        }
     }
 
     /// Runs SQLite's `PRAGMA quick_check` and returns the problems it reports (empty when
@@ -314,7 +379,7 @@ impl SqliteStore {
                 })
                 .collect::<Result<_, StoreError>>()?,
         };
-        match self.inner.writer.submit(op).await? {
+        match self.writer()?.submit(op).await? {
             WriteOutput::Appended(outcome) => Ok(outcome),
             other => Err(writer::unexpected(other)),
         }
@@ -340,11 +405,19 @@ impl SqliteStore {
 fn read_pool(
     site: &Arc<Site>,
     options: &SqliteOptions,
+    read_only_file: bool,
 ) -> Result<r2d2::Pool<SqliteConnectionManager>, StoreError> {
     use rusqlite::OpenFlags;
     let init_options = options.clone();
+    // Readers of a writable store open the file read-write like the writer (`query_only`
+    // below keeps them from writing); a store opened read-only never asks for write access.
+    let access = if read_only_file {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    };
     let manager = SqliteConnectionManager::file(&site.path)
-        .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_flags(access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .with_init(move |conn| {
             schema::configure_common(conn, &init_options)?;
             // Read connections never write, even by mistake: every write goes through the
@@ -377,11 +450,7 @@ impl ConversationStore for SqliteStore {
     async fn create(&self, conversation: &Conversation) -> Result<(), StoreError> {
         check_create(conversation)?;
         let row = rows::encode_conversation(conversation)?;
-        self.inner
-            .writer
-            .submit(WriteOp::Create(row))
-            .await
-            .map(drop)
+        self.writer()?.submit(WriteOp::Create(row)).await.map(drop)
     }
 
     async fn append(
@@ -407,7 +476,7 @@ impl ConversationStore for SqliteStore {
             turn_count: conversation.turn_count(),
             row: rows::encode_conversation(conversation)?,
         };
-        self.inner.writer.submit(op).await.map(drop)
+        self.writer()?.submit(op).await.map(drop)
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
@@ -437,8 +506,7 @@ impl ConversationStore for SqliteStore {
 
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
         match self
-            .inner
-            .writer
+            .writer()?
             .submit(WriteOp::Prune {
                 ended_before: ended_before.as_millis_i64(),
             })
@@ -463,8 +531,7 @@ impl ConversationStore for SqliteStore {
         registered_at: Timestamp,
     ) -> Result<(), StoreError> {
         let row = rows::encode_module(module, registered_at)?;
-        self.inner
-            .writer
+        self.writer()?
             .submit(WriteOp::RecordModule(row))
             .await
             .map(drop)

@@ -162,6 +162,53 @@ pub(crate) fn open_writer(site: &Site, options: &SqliteOptions) -> Result<Connec
     Ok(conn)
 }
 
+/// Checks, with a read-only connection, that `site` holds a colloquy database of exactly
+/// this build's schema (for [`SqliteStore::open_read_only`](super::SqliteStore::open_read_only),
+/// which cannot migrate).
+pub(crate) fn check_readable(site: &Site, options: &SqliteOptions) -> Result<(), StoreError> {
+    use rusqlite::OpenFlags;
+    let path = site.path.as_path();
+    if !path.exists() {
+        return Err(StoreError::DatabaseMissing {
+            path: path.to_owned(),
+        });
+    }
+    let err = |e| site.err(e);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    configure_common(&conn, options).map_err(err)?;
+    let app_id: i64 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(err)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if app_id != APPLICATION_ID || version == 0 {
+        return Err(StoreError::NotADatabase {
+            path: path.to_owned(),
+            detail: format!(
+                "application_id {app_id:#x} and schema version {version} are not colloquy's"
+            ),
+        });
+    }
+    match version.cmp(&SCHEMA_VERSION) {
+        std::cmp::Ordering::Greater => Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        }),
+        std::cmp::Ordering::Less => Err(StoreError::SchemaTooOld {
+            path: path.to_owned(),
+            found: version,
+            expected: SCHEMA_VERSION,
+        }),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
 /// Brings the schema to [`SCHEMA_VERSION`] in one IMMEDIATE transaction (so two processes
 /// opening a new file at once cannot both migrate), refusing newer schemas.
 fn migrate(conn: &mut Connection, site: &Site) -> Result<(), StoreError> {
