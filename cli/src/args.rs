@@ -90,6 +90,10 @@ pub(crate) enum Command {
         /// Size of each message's payload.
         #[arg(long, default_value_t = 200, value_name = "B")]
         payload_bytes: usize,
+        /// Size of each conversation's shared context (a string under the key "notes"),
+        /// which every turn carries along unchanged.
+        #[arg(long, default_value_t = 0, value_name = "B")]
+        context_bytes: usize,
         /// SQLite sync level.
         #[arg(long, value_enum, default_value_t = SyncLevel::Normal)]
         synchronous: SyncLevel,

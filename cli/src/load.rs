@@ -31,6 +31,7 @@ pub(crate) struct Plan {
     pub(crate) conversations: usize,
     pub(crate) turns: usize,
     pub(crate) payload_bytes: usize,
+    pub(crate) context_bytes: usize,
     pub(crate) synchronous: SyncLevel,
     pub(crate) parallel: usize,
     pub(crate) ack_log: Option<PathBuf>,
@@ -125,23 +126,33 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         bar
     };
     let payload = Value::String("x".repeat(plan.payload_bytes));
+    let mut context = serde_json::Map::new();
+    if plan.context_bytes > 0 {
+        context.insert(
+            "notes".into(),
+            Value::String("c".repeat(plan.context_bytes)),
+        );
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..plan.parallel {
-        let (hub, next, bar, payload, ack_log) = (
+        let (hub, next, bar, payload, ack_log, context) = (
             hub.clone(),
             Arc::clone(&next),
             bar.clone(),
             payload.clone(),
             ack_log.clone(),
+            context.clone(),
         );
         let (conversations, turns) = (plan.conversations, plan.turns);
         workers.spawn(async move {
             let mut latencies = Vec::with_capacity(turns * conversations.div_ceil(plan.parallel));
             while next.fetch_add(1, Ordering::Relaxed) < conversations {
                 let conv = hub
-                    .start_conversation(ConversationSpec::between("client", "server")?)
+                    .start_conversation(
+                        ConversationSpec::between("client", "server")?.context(context.clone()),
+                    )
                     .await?;
                 for _ in 0..turns {
                     let sent = Instant::now();
@@ -182,6 +193,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         "conversations": plan.conversations,
         "turns": plan.turns,
         "payload_bytes": plan.payload_bytes,
+        "context_bytes": plan.context_bytes,
         "parallel": plan.parallel,
         "elapsed_ms": elapsed.as_millis() as u64,
         "round_trips": round_trips,

@@ -337,6 +337,42 @@ async fn read_only_opening_checks_the_file_like_opening_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_context_is_kept_and_a_patched_one_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("context.db");
+    let store = open(&path).await.unwrap();
+    let plan = |v: &str| json!({ "plan": v }).as_object().unwrap().clone();
+    let mut c = conversation(1).with_context(plan("a"));
+    store.create(&c).await.unwrap();
+    let stored_context = |path: &Path| -> String {
+        raw(path)
+            .query_row("SELECT context FROM conversations", [], |r| r.get(0))
+            .unwrap()
+    };
+    // Same context as committed: appends leave it as it is.
+    let m = turn(&mut c, 2, json!(1));
+    store.append(&c, &[m]).await.unwrap();
+    assert_eq!(stored_context(&path), r#"{"plan":"a"}"#);
+    // A patch gives the conversation a new context: the next append writes it.
+    c.apply_context_patch(&plan("b"), t(2_500)).unwrap();
+    let m = turn(&mut c, 3, json!(2));
+    store.append(&c, &[m]).await.unwrap();
+    assert_eq!(stored_context(&path), r#"{"plan":"b"}"#);
+    let m = turn(&mut c, 4, json!(3));
+    store.append(&c, &[m]).await.unwrap();
+    // An equal context in another allocation (a state read back, say) is written too.
+    let mut copy = store.conversation(c.id()).await.unwrap().unwrap();
+    let m = turn(&mut copy, 5, json!(4));
+    store.append(&copy, &[m]).await.unwrap();
+    store.close().await.unwrap();
+    let reopened = open(&path).await.unwrap();
+    let back = reopened.conversation(c.id()).await.unwrap().unwrap();
+    assert_eq!(back.context()["plan"], "b");
+    assert_eq!(back.turn_count(), 4);
+    assert_eq!(back, copy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_opening_a_new_file_at_once_both_migrate_safely() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");

@@ -15,8 +15,9 @@ mod schema;
 mod writer;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -145,9 +146,20 @@ struct Inner {
     /// `None` when opened read-only.
     writer: Option<Writer>,
     options: SqliteOptions,
+    /// The context last committed for each recently written conversation. Contexts are
+    /// shared (`Arc`) and copied on write, so the same pointer means the same content:
+    /// an append whose context is the one committed skips serializing and rewriting it.
+    /// Holding the `Arc` keeps the pointer from being reused.
+    contexts: Mutex<HashMap<ConversationId, Arc<JsonMap>>>,
     // Dropped last: it only stops after the writer has had its chance to finish.
     _checkpointer: Option<checkpointer::Checkpointer>,
 }
+
+type JsonMap = serde_json::Map<String, serde_json::Value>;
+
+/// How many conversations' committed contexts are remembered; past it the memory starts
+/// over (the next append of each conversation writes its context once more).
+const REMEMBERED_CONTEXTS: usize = 4_096;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -258,6 +270,7 @@ impl SqliteStore {
                 pool,
                 writer: Some(writer),
                 options,
+                contexts: Mutex::default(),
                 _checkpointer: Some(checkpointer),
             }),
         })
@@ -308,6 +321,7 @@ impl SqliteStore {
                 pool,
                 writer: None,
                 options,
+                contexts: Mutex::default(),
                 _checkpointer: None,
             }),
         })
@@ -361,6 +375,35 @@ impl SqliteStore {
         .await
     }
 
+    fn contexts(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Arc<JsonMap>>> {
+        // Map operations cannot leave it inconsistent; a poisoned lock is still usable.
+        self.inner
+            .contexts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `context` is the one last committed for `id`.
+    fn context_committed(&self, id: ConversationId, context: &Arc<JsonMap>) -> bool {
+        self.contexts()
+            .get(&id)
+            .is_some_and(|committed| Arc::ptr_eq(committed, context))
+    }
+
+    /// Records the outcome of a write that carried `conversation`'s state: its context is
+    /// the stored one after a commit; after a failure nothing is assumed.
+    fn note_context<T>(&self, conversation: &Conversation, written: &Result<T, StoreError>) {
+        let mut contexts = self.contexts();
+        if written.is_ok() {
+            if contexts.len() >= REMEMBERED_CONTEXTS {
+                contexts.clear();
+            }
+            contexts.insert(conversation.id(), conversation.shared_context());
+        } else {
+            contexts.remove(&conversation.id());
+        }
+    }
+
     /// Checks, encodes (on the caller's task) and queues one append.
     async fn append_encoded<M: std::borrow::Borrow<Message>>(
         &self,
@@ -368,9 +411,10 @@ impl SqliteStore {
         messages: &[M],
     ) -> Result<AppendOutcome, StoreError> {
         check_append(conversation, messages)?;
+        let unchanged = self.context_committed(conversation.id(), &conversation.shared_context());
         let op = WriteOp::Append {
             conversation: conversation.id(),
-            row: rows::encode_conversation(conversation)?,
+            row: rows::encode_state(conversation, !unchanged)?,
             messages: messages
                 .iter()
                 .map(|m| {
@@ -379,10 +423,17 @@ impl SqliteStore {
                 })
                 .collect::<Result<_, StoreError>>()?,
         };
-        match self.writer()?.submit(op).await? {
-            WriteOutput::Appended(outcome) => Ok(outcome),
-            other => Err(writer::unexpected(other)),
+        let written = match self.writer()?.submit(op).await {
+            Ok(WriteOutput::Appended(outcome)) => Ok(outcome),
+            Ok(other) => Err(writer::unexpected(other)),
+            Err(e) => Err(e),
+        };
+        // A duplicate-only append (nothing inserted) wrote no state, so it proves nothing.
+        match &written {
+            Ok(outcome) if outcome.inserted == 0 => {}
+            _ => self.note_context(conversation, &written),
         }
+        written
     }
 
     /// Runs `query` on a pooled read connection off the async threads.
@@ -450,7 +501,9 @@ impl ConversationStore for SqliteStore {
     async fn create(&self, conversation: &Conversation) -> Result<(), StoreError> {
         check_create(conversation)?;
         let row = rows::encode_conversation(conversation)?;
-        self.writer()?.submit(WriteOp::Create(row)).await.map(drop)
+        let written = self.writer()?.submit(WriteOp::Create(row)).await.map(drop);
+        self.note_context(conversation, &written);
+        written
     }
 
     async fn append(
@@ -476,7 +529,9 @@ impl ConversationStore for SqliteStore {
             turn_count: conversation.turn_count(),
             row: rows::encode_conversation(conversation)?,
         };
-        self.writer()?.submit(op).await.map(drop)
+        let written = self.writer()?.submit(op).await.map(drop);
+        self.note_context(conversation, &written);
+        written
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {

@@ -26,7 +26,8 @@ pub(crate) struct ConvRow {
     pub ended_at: Option<i64>,
     pub idle_timeout_ms: i64,
     pub max_turns: Option<i64>,
-    pub context: String,
+    /// `None`: the stored context is already this conversation's (writes keep it).
+    pub context: Option<String>,
     pub metadata: String,
 }
 
@@ -64,6 +65,12 @@ fn json_text(what: &str, value: &impl serde::Serialize) -> Result<String, StoreE
 }
 
 pub(crate) fn encode_conversation(c: &Conversation) -> Result<ConvRow, StoreError> {
+    encode_state(c, true)
+}
+
+/// Encodes `c`; without `with_context` the context is left out (not even serialized), and
+/// writes of the row keep the stored one.
+pub(crate) fn encode_state(c: &Conversation, with_context: bool) -> Result<ConvRow, StoreError> {
     let p = c.parts();
     let failure_reason = match &p.status {
         Status::Failed { reason } => Some(reason.clone()),
@@ -87,7 +94,11 @@ pub(crate) fn encode_conversation(c: &Conversation) -> Result<ConvRow, StoreErro
         ended_at: p.ended_at.map(Timestamp::as_millis_i64),
         idle_timeout_ms: to_i64("idle timeout", p.idle_timeout_ms)?,
         max_turns: p.max_turns.map(|m| to_i64("max turns", m)).transpose()?,
-        context: json_text("context", &p.context)?,
+        context: if with_context {
+            Some(json_text("context", &p.context)?)
+        } else {
+            None
+        },
         metadata: json_text("metadata", &p.metadata)?,
     })
 }

@@ -543,7 +543,7 @@ fn append_fast(
             // Only columns no index covers are set, so no index is touched; everything else
             // must be unchanged for the fast path to apply.
             "UPDATE conversations SET phase = ?4, turn_count = ?7, last_activity = ?9, \
-             idle_timeout_ms = ?11, max_turns = ?12, context = ?13 \
+             idle_timeout_ms = ?11, max_turns = ?12, context = COALESCE(?13, context) \
              WHERE id = ?1 AND turn_count = ?15 AND participants = ?6 AND status = ?2 \
              AND failure_reason IS ?3 AND intent = ?5 AND started_at = ?8 AND ended_at IS ?10 \
              AND metadata = ?14",
@@ -643,7 +643,7 @@ fn update_conversation(conn: &Connection, r: &ConvRow) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE conversations SET status = ?2, failure_reason = ?3, phase = ?4, intent = ?5, participants = ?6, \
          turn_count = ?7, started_at = ?8, last_activity = ?9, ended_at = ?10, idle_timeout_ms = ?11, \
-         max_turns = ?12, context = ?13, metadata = ?14 WHERE id = ?1",
+         max_turns = ?12, context = COALESCE(?13, context), metadata = ?14 WHERE id = ?1",
     )?
     .execute(params![
         r.id, r.status, r.failure_reason, r.phase, r.intent, r.participants, r.turn_count,
