@@ -17,7 +17,7 @@ mod writer;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
@@ -147,18 +147,19 @@ struct Inner {
     writer: Option<Writer>,
     options: SqliteOptions,
     /// The context last committed for each recently written conversation. Contexts are
-    /// shared (`Arc`) and copied on write, so the same pointer means the same content:
-    /// an append whose context is the one committed skips serializing and rewriting it.
-    /// Holding the `Arc` keeps the pointer from being reused.
-    contexts: Mutex<HashMap<ConversationId, Arc<JsonMap>>>,
+    /// shared (`Arc`) and copied on write (`Arc::make_mut` moves a value that weak
+    /// references point at), so the same allocation means the same content: an append
+    /// whose context is the one committed skips serializing and rewriting it. A `Weak`
+    /// keeps the allocation's address from being reused without keeping the context.
+    contexts: Mutex<HashMap<ConversationId, Weak<JsonMap>>>,
     // Dropped last: it only stops after the writer has had its chance to finish.
     _checkpointer: Option<checkpointer::Checkpointer>,
 }
 
 type JsonMap = serde_json::Map<String, serde_json::Value>;
 
-/// How many conversations' committed contexts are remembered; past it the memory starts
-/// over (the next append of each conversation writes its context once more).
+/// How many conversations' committed contexts are remembered (a few dozen bytes each);
+/// past it the memory starts over and the next append of each writes its context again.
 const REMEMBERED_CONTEXTS: usize = 4_096;
 
 impl std::fmt::Debug for SqliteStore {
@@ -375,7 +376,7 @@ impl SqliteStore {
         .await
     }
 
-    fn contexts(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Arc<JsonMap>>> {
+    fn contexts(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Weak<JsonMap>>> {
         // Map operations cannot leave it inconsistent; a poisoned lock is still usable.
         self.inner
             .contexts
@@ -387,7 +388,7 @@ impl SqliteStore {
     fn context_committed(&self, id: ConversationId, context: &Arc<JsonMap>) -> bool {
         self.contexts()
             .get(&id)
-            .is_some_and(|committed| Arc::ptr_eq(committed, context))
+            .is_some_and(|committed| std::ptr::eq(committed.as_ptr(), Arc::as_ptr(context)))
     }
 
     /// Records the outcome of a write that carried `conversation`'s state: its context is
@@ -398,7 +399,10 @@ impl SqliteStore {
             if contexts.len() >= REMEMBERED_CONTEXTS {
                 contexts.clear();
             }
-            contexts.insert(conversation.id(), conversation.shared_context());
+            contexts.insert(
+                conversation.id(),
+                Arc::downgrade(&conversation.shared_context()),
+            );
         } else {
             contexts.remove(&conversation.id());
         }
