@@ -301,23 +301,25 @@ async fn a_read_only_database_is_refused_for_writing_and_still_inspected() {
         matches!(err, colloquy_storage::StoreError::ReadOnly { .. }),
         "{err:?}"
     );
-    let run = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["demo", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success());
-    assert!(
-        stderr.contains("is read-only") && stderr.lines().count() == 1,
-        "{stderr}"
-    );
+    let colloquy = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_colloquy"))
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let refused_in_one_line = |run: std::process::Output| {
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success());
+        assert!(
+            stderr.contains("is read-only") && stderr.lines().count() == 1,
+            "{stderr}"
+        );
+    };
+    refused_in_one_line(colloquy(&["demo"]));
     // Commands that only read still work on the frozen file.
-    let listed = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["conversations", "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let listed = colloquy(&["conversations", "--json"]);
     assert!(
         listed.status.success(),
         "{}",
@@ -326,15 +328,5 @@ async fn a_read_only_database_is_refused_for_writing_and_still_inspected() {
     let rows: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
     // Pruning for real needs to write: refused in one line.
-    let pruned = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["prune", "--older-than", "0s", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&pruned.stderr);
-    assert!(!pruned.status.success());
-    assert!(
-        stderr.contains("is read-only") && stderr.lines().count() == 1,
-        "{stderr}"
-    );
+    refused_in_one_line(colloquy(&["prune", "--older-than", "0s"]));
 }

@@ -179,6 +179,13 @@ pub(crate) struct Site {
 }
 
 impl Site {
+    fn new(path: &Path, options: &SqliteOptions) -> Arc<Self> {
+        Arc::new(Self {
+            path: path.to_owned(),
+            busy_timeout: options.busy_timeout,
+        })
+    }
+
     /// Maps a rusqlite error into the backend-neutral [`StoreError`].
     pub(crate) fn err(&self, e: rusqlite::Error) -> StoreError {
         use rusqlite::ErrorCode as Code;
@@ -256,25 +263,37 @@ impl SqliteStore {
         path: impl AsRef<Path>,
         options: SqliteOptions,
     ) -> Result<Self, StoreError> {
-        let site = Arc::new(Site {
-            path: path.as_ref().to_owned(),
-            busy_timeout: options.busy_timeout,
-        });
+        let site = Site::new(path.as_ref(), &options);
         let conn = schema::open_writer(&site, &options)?;
         let pool = read_pool(&site, &options, false)?;
         let signal = checkpointer::Signal::default();
         let checkpointer = checkpointer::Checkpointer::spawn(&site, &options, signal.clone())?;
         let writer = Writer::spawn(conn, Arc::clone(&site), &options, signal)?;
-        Ok(Self {
+        Ok(Self::assemble(
+            site,
+            pool,
+            options,
+            Some((writer, checkpointer)),
+        ))
+    }
+
+    fn assemble(
+        site: Arc<Site>,
+        pool: r2d2::Pool<SqliteConnectionManager>,
+        options: SqliteOptions,
+        writing: Option<(Writer, checkpointer::Checkpointer)>,
+    ) -> Self {
+        let (writer, checkpointer) = writing.unzip();
+        Self {
             inner: Arc::new(Inner {
                 site,
                 pool,
-                writer: Some(writer),
+                writer,
                 options,
                 contexts: Mutex::default(),
-                _checkpointer: Some(checkpointer),
+                _checkpointer: checkpointer,
             }),
-        })
+        }
     }
 
     /// Opens an existing database for reading only: no write connection, no migration, no
@@ -310,22 +329,10 @@ impl SqliteStore {
         path: impl AsRef<Path>,
         options: SqliteOptions,
     ) -> Result<Self, StoreError> {
-        let site = Arc::new(Site {
-            path: path.as_ref().to_owned(),
-            busy_timeout: options.busy_timeout,
-        });
+        let site = Site::new(path.as_ref(), &options);
         schema::check_readable(&site, &options)?;
         let pool = read_pool(&site, &options, true)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                site,
-                pool,
-                writer: None,
-                options,
-                contexts: Mutex::default(),
-                _checkpointer: None,
-            }),
-        })
+        Ok(Self::assemble(site, pool, options, None))
     }
 
     /// The writer, or [`StoreError::ReadOnly`] for a store opened read-only.
