@@ -1,5 +1,5 @@
 //! The storage conformance suite: the executable contract of
-//! [`ConversationStore`](colloquy_storage::ConversationStore).
+//! [`ConversationStore`].
 //!
 //! Every backend runs the same plain `async fn` checks (as `object_store`'s backends share
 //! one suite). A downstream author of a backend implements [`StoreFactory`] for it and
