@@ -213,11 +213,12 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         |b| format!("{:.1} MB", b as f64 / 1e6),
     );
     out.text(&format!(
-        "{} conversations x {} round trips, {}-byte payloads, {} store{}\n\
+        "{} conversations x {} round trips, {}-byte payloads{}, {} store{}\n\
          round trips/s       {}\nmessages stored/s   {}\nlatency p50         {} µs\nlatency p99         {} µs\nlatency max         {} µs\npeak RSS            {rss}\nelapsed             {:.2} s\n",
         plan.conversations,
         plan.turns,
         plan.payload_bytes,
+        if plan.context_bytes > 0 { format!(", {}-byte contexts", plan.context_bytes) } else { String::new() },
         report["store"].as_str().unwrap_or_default(),
         if plan.store == StoreKind::Sqlite { format!(" (synchronous={})", report["synchronous"].as_str().unwrap_or_default()) } else { String::new() },
         report["round_trips_per_sec"],

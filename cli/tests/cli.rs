@@ -335,3 +335,35 @@ fn bad_ids_durations_and_statuses_get_one_line_errors() {
     assert_eq!(help.code, 0);
     assert!(help.stdout.contains("demo") && help.stdout.contains("export"));
 }
+
+#[test]
+fn load_reports_its_workload_and_gives_every_conversation_its_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("load.db");
+    let report = json(
+        &db,
+        &[
+            "load",
+            "--store",
+            "sqlite",
+            "--conversations",
+            "3",
+            "--turns",
+            "2",
+            "--payload-bytes",
+            "10",
+            "--context-bytes",
+            "40",
+        ],
+    );
+    assert_eq!(report["round_trips"], 6);
+    assert_eq!(report["context_bytes"], 40);
+    assert_eq!(report["payload_bytes"], 10);
+    let conversations = json(&db, &["conversations"]);
+    let conversations = conversations.as_array().unwrap();
+    assert_eq!(conversations.len(), 3);
+    for c in conversations {
+        assert_eq!(c["turn_count"], 4, "{c}");
+        assert_eq!(c["context"]["notes"], "c".repeat(40), "{c}");
+    }
+}
