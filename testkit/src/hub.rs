@@ -2,7 +2,8 @@
 
 use std::{ops::Deref, path::PathBuf};
 
-use colloquy_runtime::{Hub, HubBuilder, HubError};
+use colloquy_registry::Module;
+use colloquy_runtime::{ConversationHandle, ConversationSpec, Hub, HubBuilder, HubError};
 
 /// A [`Hub`] for tests. Derefs to the hub; a SQLite file lives in a temporary directory
 /// that is removed when the `TestHub` is dropped, so tests never share or leave files.
@@ -48,6 +49,30 @@ impl TestHub {
             hub,
             dir: Some(dir),
         })
+    }
+
+    /// Registers `initiator` and `other` and opens a conversation between them, the
+    /// set-up most tests start from.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use colloquy_testkit::{modules::Echo, TestHub};
+    /// let hub = TestHub::memory().await?;
+    /// let conv = hub
+    ///     .converse(Echo::new("a".parse()?), Echo::new("b".parse()?))
+    ///     .await?;
+    /// assert_eq!(conv.send("hi").await?.request.turn, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn converse(
+        &self,
+        initiator: impl Module,
+        other: impl Module,
+    ) -> Result<ConversationHandle, HubError> {
+        let spec = ConversationSpec::new(initiator.info().name, [other.info().name]);
+        self.hub.register(initiator).await?;
+        self.hub.register(other).await?;
+        self.hub.start_conversation(spec).await
     }
 
     /// The database file, for a SQLite hub.

@@ -27,10 +27,8 @@ async fn idle_timeout_default_and_override_on_paused_time() -> Result<()> {
             .reaper_interval(Duration::from_secs(1))
     })
     .await?;
-    hub.register(Echo::new(name("a"))).await?;
-    hub.register(Echo::new(name("b"))).await?;
     let default = hub
-        .start_conversation(ConversationSpec::between("a", "b")?)
+        .converse(Echo::new(name("a")), Echo::new(name("b")))
         .await?;
     let short = hub
         .start_conversation(
@@ -121,10 +119,8 @@ async fn a_message_after_expiry_is_refused_even_before_the_reaper_runs() -> Resu
 #[tokio::test(start_paused = true)]
 async fn paused_conversations_do_not_time_out_and_resume_restarts_the_clock() -> Result<()> {
     let hub = TestHub::memory_with(|b| b.idle_timeout(Duration::from_secs(10))).await?;
-    hub.register(Echo::new(name("a"))).await?;
-    hub.register(Echo::new(name("b"))).await?;
     let conv = hub
-        .start_conversation(ConversationSpec::between("a", "b")?)
+        .converse(Echo::new(name("a")), Echo::new(name("b")))
         .await?;
     conv.pause().await?;
     let err = conv.send("while paused").await.unwrap_err();
@@ -377,10 +373,8 @@ async fn broadcast_reaches_every_module_with_the_capability() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_analytics_report_what_happened() -> Result<()> {
     let hub = TestHub::sqlite().await?;
-    hub.register(Echo::new(name("a"))).await?;
-    hub.register(Echo::new(name("b"))).await?;
     let one = hub
-        .start_conversation(ConversationSpec::between("a", "b")?)
+        .converse(Echo::new(name("a")), Echo::new(name("b")))
         .await?;
     one.send(1).await?;
     one.end().await?;
@@ -459,10 +453,8 @@ async fn shutdown_aborts_what_does_not_drain_and_leaves_nobody_hanging() -> Resu
             .handler_deadline(Duration::from_secs(3_600))
     })
     .await?;
-    hub.register(Echo::new(name("a"))).await?;
-    hub.register(Silent::new(name("mute"))).await?;
     let conv = hub
-        .start_conversation(ConversationSpec::between("a", "mute")?)
+        .converse(Echo::new(name("a")), Silent::new(name("mute")))
         .await?;
     let pending = tokio::spawn({
         let conv = conv.clone();
@@ -494,10 +486,8 @@ async fn the_reaper_evicts_cold_conversations_and_they_come_back() -> Result<()>
             .idle_timeout(Duration::from_secs(3_600))
     })
     .await?;
-    hub.register(Echo::new(name("a"))).await?;
-    hub.register(Echo::new(name("b"))).await?;
     let conv = hub
-        .start_conversation(ConversationSpec::between("a", "b")?)
+        .converse(Echo::new(name("a")), Echo::new(name("b")))
         .await?;
     conv.send("warm").await?;
     assert_eq!(hub.stats().hot, 1);

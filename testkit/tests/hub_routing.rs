@@ -22,11 +22,9 @@ fn object(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()
 }
 
-async fn thousand_senders(hub: &Hub) -> Result<()> {
-    hub.register(Echo::new(name("client"))).await?;
-    hub.register(Echo::new(name("server"))).await?;
+async fn thousand_senders(hub: &TestHub) -> Result<()> {
     let conv = hub
-        .start_conversation(ConversationSpec::between("client", "server")?)
+        .converse(Echo::new(name("client")), Echo::new(name("server")))
         .await?;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1_000u64 {
@@ -408,10 +406,8 @@ async fn a_panicking_module_is_contained_and_a_failing_one_reported() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_content_is_refused_before_anything_is_stored() -> Result<()> {
     let hub = TestHub::memory_with(|b| b.max_content_bytes(1_000)).await?;
-    hub.register(Echo::new(name("a"))).await?;
-    hub.register(Echo::new(name("b"))).await?;
     let conv = hub
-        .start_conversation(ConversationSpec::between("a", "b")?)
+        .converse(Echo::new(name("a")), Echo::new(name("b")))
         .await?;
     let err = conv.send("x".repeat(2_000)).await.unwrap_err();
     assert_eq!(
@@ -484,10 +480,8 @@ async fn handlers_can_stay_silent_transfer_and_end() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_reads_come_from_the_store_in_order() -> Result<()> {
     let hub = TestHub::sqlite().await?;
-    hub.register(Echo::new(name("a"))).await?;
-    hub.register(Echo::new(name("b"))).await?;
     let conv = hub
-        .start_conversation(ConversationSpec::between("a", "b")?)
+        .converse(Echo::new(name("a")), Echo::new(name("b")))
         .await?;
     for i in 0..5 {
         conv.send(json!(i)).await?;
