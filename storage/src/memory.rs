@@ -107,10 +107,13 @@ impl Inner {
         lock(self.ids(id)).get(&id).copied()
     }
 
-    /// Claims every message's id for `conversation`, one lookup each: the append every
-    /// routed turn makes. If an id is taken, releases the ids claimed so far and returns
-    /// false (the caller's full checks then say why).
-    fn claim_all(&self, conversation: ConversationId, messages: &[Arc<Message>]) -> bool {
+    /// Claims every message's id for `conversation`, one lookup each. If an id is taken,
+    /// releases the ids claimed so far and returns the message whose id was taken.
+    fn claim_all<'m>(
+        &self,
+        conversation: ConversationId,
+        messages: &'m [Arc<Message>],
+    ) -> Result<(), &'m Message> {
         use std::collections::btree_map::Entry as Claim;
         for (i, m) in messages.iter().enumerate() {
             let mut ids = lock(self.ids(m.id));
@@ -123,11 +126,11 @@ impl Inner {
                     for claimed in &messages[..i] {
                         lock(self.ids(claimed.id)).remove(&claimed.id);
                     }
-                    return false;
+                    return Err(m);
                 }
             }
         }
-        true
+        Ok(())
     }
 
     /// Appends checked messages (see [`ConversationStore::append`]).
@@ -146,7 +149,9 @@ impl Inner {
             .iter()
             .zip(stored_turns + 1..)
             .all(|(m, turn)| m.turn == turn);
-        let first_new = if continues && self.claim_all(id, messages) {
+        // The append every routed turn makes (new ids continuing the stored turns) needs
+        // one lookup per message; anything else gets the full checks, which say why.
+        let first_new = if continues && self.claim_all(id, messages).is_ok() {
             0
         } else {
             self.plan_and_claim(id, messages, stored_turns)?
@@ -184,27 +189,17 @@ impl Inner {
                 None => Existing::New,
             })
         })?;
-        let new = &messages[first_new..];
         // Claim the new ids; one claimed meanwhile by another conversation's append (the
         // only race left, since this conversation is locked) undoes the claims.
-        for (i, m) in new.iter().enumerate() {
-            let mut ids = lock(self.ids(m.id));
-            if ids.contains_key(&m.id) {
-                drop(ids);
-                for claimed in &new[..i] {
-                    lock(self.ids(claimed.id)).remove(&claimed.id);
-                }
-                return Err(StoreError::Conflict {
-                    conversation: id,
-                    turn: m.turn,
-                    reason: format!(
-                        "message id {} is already stored at another turn or conversation",
-                        m.id
-                    ),
-                });
-            }
-            ids.insert(m.id, (id, m.turn));
-        }
+        self.claim_all(id, &messages[first_new..])
+            .map_err(|taken| StoreError::Conflict {
+                conversation: id,
+                turn: taken.turn,
+                reason: format!(
+                    "message id {} is already stored at another turn or conversation",
+                    taken.id
+                ),
+            })?;
         Ok(first_new)
     }
 }
