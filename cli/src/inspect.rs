@@ -229,28 +229,17 @@ pub(crate) async fn health(
         Err(e) => problems.push(format!("integrity check could not run: {e}")),
     }
     let now = now();
-    let active = all(store, ListFilter::new().status(StatusKind::Active)).await;
-    let (active_count, stale): (usize, Vec<Conversation>) = match active {
-        Ok(active) => {
-            let count = active.len();
-            let stale = active
-                .into_iter()
-                .filter(|c| match stale_after {
-                    Some(after) => now.saturating_duration_since(c.last_activity()) > after,
-                    None => c.expired(now),
-                })
-                .collect();
-            (count, stale)
-        }
-        Err(e) => {
-            problems.push(format!("cannot read active conversations: {e}"));
-            (0, Vec::new())
-        }
-    };
+    let (active_count, stale_count, stale): (u64, u64, Vec<Conversation>) =
+        match colloquy_runtime::find_stale(store, now, stale_after, usize::MAX).await {
+            Ok(scan) => (scan.active, scan.stale_count, scan.stale),
+            Err(e) => {
+                problems.push(format!("cannot read active conversations: {e}"));
+                (0, 0, Vec::new())
+            }
+        };
     if !stale.is_empty() {
         problems.push(format!(
-            "{} active conversation(s) idle past {}; no running hub is timing them out",
-            stale.len(),
+            "{stale_count} active conversation(s) idle past {}; no running hub is timing them out",
             stale_after.map_or_else(|| "their idle timeout".to_owned(), |d| format!("{d:?}")),
         ));
     }
@@ -287,7 +276,7 @@ pub(crate) async fn health(
                 vec![
                     c.id().to_string(),
                     time(c.last_activity()),
-                    duration(now.saturating_duration_since(c.last_activity())),
+                    duration(c.idle_for(now).unwrap_or_default()),
                 ]
             })
             .collect();

@@ -165,6 +165,17 @@ pub struct ConversationParts {
     pub context: Arc<Map<String, Value>>,
     /// Free-form metadata set at opening (shared like the context).
     pub metadata: Arc<Map<String, Value>>,
+    /// How many times the conversation has been written to its store, counting this state
+    /// if it is about to be written. Stores compare and set it: a write must carry the
+    /// stored version plus one (see [`Conversation::bump_version`]), so a writer working
+    /// from a stale copy is refused instead of undoing someone else's change.
+    #[serde(default)]
+    pub version: u64,
+    /// While a turn is in progress (a request was delivered and its reply is awaited), the
+    /// latest time the reply can arrive: the handler's deadline. Time up to it is not
+    /// idleness (see [`Conversation::idle_since`]).
+    #[serde(default)]
+    pub busy_until: Option<Timestamp>,
 }
 
 /// A conversation between modules: the pure state machine behind every turn.
@@ -218,6 +229,8 @@ impl Conversation {
                 max_turns: None,
                 context: Arc::default(),
                 metadata: Arc::default(),
+                version: 0,
+                busy_until: None,
             },
         })
     }
@@ -257,6 +270,12 @@ impl Conversation {
                     parts.turn_count
                 ));
             }
+        }
+        if parts.status.is_terminal() && parts.busy_until.is_some() {
+            return invalid(format!(
+                "status {} but a turn is marked in progress",
+                parts.status
+            ));
         }
         if parts.status.is_terminal() != parts.ended_at.is_some() {
             return invalid(format!(
@@ -363,12 +382,65 @@ impl Conversation {
         &self.parts.metadata
     }
 
+    /// How many times the conversation has been written to its store (see
+    /// [`ConversationParts::version`]).
+    pub fn version(&self) -> u64 {
+        self.parts.version
+    }
+
+    /// Makes this state the next write of the conversation: its version becomes the one it
+    /// was read at plus one. Call it exactly once before each `append` or `update` of a
+    /// state read from (or last written to) a store; a store refuses a write whose version
+    /// is not the stored one plus one, so a stale writer gets a conflict, never a silent
+    /// overwrite.
+    pub fn bump_version(&mut self) {
+        self.parts.version = self.parts.version.saturating_add(1);
+    }
+
+    /// While a turn is in progress, the latest time its reply can arrive.
+    pub fn busy_until(&self) -> Option<Timestamp> {
+        self.parts.busy_until
+    }
+
+    /// Since when an Active conversation has been idle: the end of its last activity, or,
+    /// while a turn is in progress, the time its reply is due (time spent inside a turn is
+    /// not idleness). `None` unless Active.
+    ///
+    /// This is the one definition of idleness: turn acceptance ([`check_draft`]),
+    /// expiry ([`expired`]), the reaper and health reports all use it.
+    ///
+    /// [`check_draft`]: Self::check_draft
+    /// [`expired`]: Self::expired
+    pub fn idle_since(&self) -> Option<Timestamp> {
+        (self.parts.status == Status::Active).then(|| match self.parts.busy_until {
+            Some(busy_until) => busy_until.max(self.parts.last_activity),
+            None => self.parts.last_activity,
+        })
+    }
+
+    /// How long an Active conversation has been idle at `now` (zero while a turn is in
+    /// progress); `None` unless Active.
+    pub fn idle_for(&self, now: Timestamp) -> Option<Duration> {
+        self.idle_since()
+            .map(|since| now.saturating_duration_since(since))
+    }
+
+    /// True if the conversation is Active and idle at `now` for at least `stale_after`, or,
+    /// without a threshold, past its own idle timeout ([`expired`](Self::expired)). The one
+    /// definition of "stale" behind `Hub::health` and `colloquy health`.
+    pub fn is_stale(&self, now: Timestamp, stale_after: Option<Duration>) -> bool {
+        match stale_after {
+            Some(after) => self.idle_for(now).is_some_and(|idle| idle >= after),
+            None => self.expired(now),
+        }
+    }
+
     /// When an active conversation expires if nothing happens; `None` unless Active.
     ///
     /// The runtime sleeps until the earliest deadline instead of polling.
     pub fn deadline(&self) -> Option<Timestamp> {
-        (self.parts.status == Status::Active)
-            .then(|| self.parts.last_activity.saturating_add(self.idle_timeout()))
+        self.idle_since()
+            .map(|since| since.saturating_add(self.idle_timeout()))
     }
 
     /// True if the conversation is Active and has been idle for its idle timeout at `now`.
@@ -383,7 +455,26 @@ impl Conversation {
         if idle_timeout.is_zero() {
             return Err(CoreError::ZeroIdleTimeout);
         }
+        self.refuse_if_terminal("change the idle timeout of")?;
         self.parts.idle_timeout_ms = crate::time::duration_millis(idle_timeout);
+        Ok(())
+    }
+
+    /// Changes the turn limit (`None` removes it). A limit below the turns already taken
+    /// is refused with [`CoreError::MaxTurnsBelowTurnCount`].
+    pub fn set_max_turns(&mut self, max_turns: Option<u64>) -> Result<(), CoreError> {
+        self.refuse_if_terminal("change the turn limit of")?;
+        let max_turns = max_turns.map(|m| m.min(i64::MAX as u64));
+        if let Some(max) = max_turns {
+            if max < self.parts.turn_count {
+                return Err(CoreError::MaxTurnsBelowTurnCount {
+                    conversation: self.parts.id,
+                    max_turns: max,
+                    turn_count: self.parts.turn_count,
+                });
+            }
+        }
+        self.parts.max_turns = max_turns;
         Ok(())
     }
 
@@ -401,7 +492,7 @@ impl Conversation {
         if self.expired(now) {
             return Err(CoreError::Expired {
                 conversation: p.id,
-                idle_for: now.saturating_duration_since(p.last_activity),
+                idle_for: self.idle_for(now).unwrap_or_default(),
                 idle_timeout: self.idle_timeout(),
             });
         }
@@ -438,7 +529,8 @@ impl Conversation {
 
     /// Accepts `draft` as the next turn, giving it `id` and the time `now`.
     ///
-    /// On success the turn count grows by exactly one; on error nothing changes.
+    /// Ends the turn in progress, if any (a reply is accepted this way). On success the
+    /// turn count grows by exactly one; on error nothing changes.
     pub fn accept(
         &mut self,
         draft: Draft,
@@ -447,6 +539,7 @@ impl Conversation {
     ) -> Result<Message, CoreError> {
         let turn = self.check_draft(&draft, now)?;
         self.parts.turn_count = turn;
+        self.parts.busy_until = None;
         self.touch(now);
         Ok(Message {
             id,
@@ -459,6 +552,33 @@ impl Conversation {
             in_reply_to: draft.in_reply_to,
             sent_at: now,
         })
+    }
+
+    /// Accepts `draft` as a request that is about to be delivered, whose reply is due by
+    /// `reply_by` (the handler's deadline): until then the conversation is busy, not idle,
+    /// however long the handler works. The turn ends with the reply ([`accept`]) or with
+    /// [`end_turn`].
+    ///
+    /// [`accept`]: Self::accept
+    /// [`end_turn`]: Self::end_turn
+    pub fn begin_turn(
+        &mut self,
+        draft: Draft,
+        id: MessageId,
+        now: Timestamp,
+        reply_by: Timestamp,
+    ) -> Result<Message, CoreError> {
+        let message = self.accept(draft, id, now)?;
+        self.parts.busy_until = Some(reply_by.max(now));
+        Ok(message)
+    }
+
+    /// Ends the turn in progress without a reply (the handler answered nothing, failed or
+    /// ran out of time): idleness counts from `now`. Does nothing if no turn is in progress.
+    pub fn end_turn(&mut self, now: Timestamp) {
+        if self.parts.busy_until.take().is_some() {
+            self.touch(now);
+        }
     }
 
     /// Merges `patch` into the context (JSON merge patch, RFC 7396: `null` removes a key).
@@ -539,6 +659,7 @@ impl Conversation {
     pub fn pause(&mut self, now: Timestamp) -> Result<(), CoreError> {
         self.require(Status::Active, "pause")?;
         self.parts.status = Status::Paused;
+        self.parts.busy_until = None;
         self.touch(now);
         Ok(())
     }
@@ -580,6 +701,7 @@ impl Conversation {
         }
         // A timed-out conversation's last activity stays the last real activity.
         self.parts.status = Status::TimedOut;
+        self.parts.busy_until = None;
         self.parts.phase = Phase::Termination;
         self.parts.ended_at = Some(now.max(self.parts.last_activity));
         Ok(())
@@ -619,6 +741,7 @@ impl Conversation {
         self.refuse_if_terminal(action)?;
         self.parts.status = status;
         self.parts.phase = Phase::Termination;
+        self.parts.busy_until = None;
         self.touch(now);
         self.parts.ended_at = Some(self.parts.last_activity);
         Ok(())

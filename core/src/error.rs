@@ -81,6 +81,17 @@ pub enum CoreError {
         max_turns: u64,
     },
 
+    /// A turn limit below the turns a conversation already holds.
+    #[error("conversation {conversation} already holds {turn_count} turns, more than the limit {max_turns} asked for; choose a limit of at least {turn_count}")]
+    MaxTurnsBelowTurnCount {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The limit asked for.
+        max_turns: u64,
+        /// The turns already taken.
+        turn_count: u64,
+    },
+
     /// A status transition that the state machine does not allow.
     #[error("cannot {action} conversation {conversation} while it is {from}")]
     InvalidTransition {

@@ -21,7 +21,7 @@ pub use colloquy_core::ModuleInfo;
 pub use module::{
     ConversationView, History, Invitation, Module, ModuleError, Reply, Response, Turn,
 };
-pub use registry::{ModuleDirectory, Registered, Registration, Registry};
+pub use registry::{Delivery, ModuleDirectory, Registered, Registration, Registry};
 
 use colloquy_core::ModuleName;
 

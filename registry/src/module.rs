@@ -201,6 +201,13 @@ pub enum Response {
     Reply(Reply),
     /// Nothing to say back.
     NoReply,
+    /// Nothing to say back, but merge this patch into the shared context (JSON merge
+    /// patch: `null` removes a key). Stored in the one write that ends the turn, so it
+    /// costs no extra turn.
+    Patch {
+        /// Changes to the shared context.
+        context_patch: Map<String, Value>,
+    },
     /// End the conversation (Completed), after an optional last reply.
     End {
         /// A last reply, if any.
@@ -225,6 +232,13 @@ impl Response {
     /// A reply that also patches the shared context.
     pub fn reply_with_patch(content: impl Into<Value>, patch: Map<String, Value>) -> Self {
         Self::Reply(Reply::new(content).with_context_patch(patch))
+    }
+
+    /// No reply; patch the shared context with `patch`.
+    pub fn patch(patch: Map<String, Value>) -> Self {
+        Self::Patch {
+            context_patch: patch,
+        }
     }
 
     /// End the conversation without a last reply.

@@ -16,9 +16,9 @@ use colloquy_core::{
     Phase, Status, Timestamp,
 };
 use colloquy_registry::{
-    ConversationView, History, Invitation, ModuleDirectory, Registered, Response, Turn,
+    ConversationView, Delivery, History, Invitation, ModuleDirectory, Registered, Response, Turn,
 };
-use colloquy_storage::{ConversationStore, ListCursor, ListFilter, MessageRange};
+use colloquy_storage::{ConversationStore, ListCursor, ListFilter, MessageRange, StoreError};
 use serde_json::{Map, Value};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, field, Instrument};
@@ -156,6 +156,10 @@ pub enum Change {
     Phase(Phase),
     /// Merge a patch into the shared context.
     Patch(Map<String, Value>),
+    /// Change the idle timeout (must be positive).
+    IdleTimeout(Duration),
+    /// Change the turn limit (`None` removes it; not below the turns already taken).
+    MaxTurns(Option<u64>),
 }
 
 /// What one reaper pass did.
@@ -381,8 +385,16 @@ impl Router {
             for invited in modules.iter().skip(1) {
                 let name = invited.info.name.clone();
                 let deadline = invited.deadline.unwrap_or(self.config.handler_deadline);
+                let work = match invited.delivery {
+                    Delivery::Inline => Work::Inline(invited.module.on_invite(&invitation)),
+                    _ => {
+                        let module = Arc::clone(&invited.module);
+                        let invitation = invitation.clone();
+                        Work::Task(Box::pin(async move { module.on_invite(&invitation).await }))
+                    }
+                };
                 let answer = self
-                    .call(id, &name, deadline, invited.module.on_invite(&invitation))
+                    .call(id, &name, deadline, work)
                     .await
                     .unwrap_or_else(|e| HandshakeOutcome::Reject {
                         reason: format!("did not answer the invitation: {e}"),
@@ -405,6 +417,7 @@ impl Router {
                 None => (conversation.initiator().clone(), HandshakeOutcome::Accept),
             };
             conversation.conclude_handshake(&responder, &outcome, self.clock.now())?;
+            conversation.bump_version();
             self.db().update(&conversation).await?;
             if conversation.status() == &Status::Active {
                 let lease = self.cache.lease(id).await;
@@ -458,58 +471,103 @@ impl Router {
             return Err(RouteError::ShuttingDown);
         }
         let mut guard = self.lock_loaded(&lease, id).await?;
+        let mut draft = draft;
+        let mut retried = false;
+        // Accept the request and store it, conditional on the state it was accepted from.
+        // If another writer (another hub on the same database) changed the conversation
+        // meanwhile, the store refuses with a conflict: the truth is reloaded and the draft
+        // decided again, once, before anything was delivered.
+        let (message, target, deadline) = loop {
+            let Some(hot) = guard.as_mut() else {
+                return Err(RouteError::UnknownConversation { conversation: id });
+            };
+            let now = self.clock.now();
+            if let Err(e) = hot.conversation.check_draft(&draft, now) {
+                debug!(error = %e, "draft refused");
+                if matches!(e, CoreError::Expired { .. }) {
+                    self.expire(&mut guard, now).await;
+                    drop(guard);
+                    self.cache.forget(id, lease);
+                }
+                return Err(e.into());
+            }
+            let target = self.registered(&draft.target)?;
+            let deadline = options
+                .deadline
+                .or(target.deadline)
+                .unwrap_or(self.config.handler_deadline);
+            let message = Arc::new(hot.conversation.begin_turn(
+                draft,
+                self.ids.message(now),
+                now,
+                now.saturating_add(deadline),
+            )?);
+            hot.conversation.bump_version();
+            tracing::Span::current().record("turn", message.turn);
+            match self
+                .db()
+                .append_shared(&hot.conversation, std::slice::from_ref(&message))
+                .await
+            {
+                Ok(_) => break (message, target, deadline),
+                Err(StoreError::Conflict { .. }) if !retried => {
+                    debug!("request conflicts with the stored conversation, reloading");
+                    retried = true;
+                    draft = redraft(message);
+                    *guard = None;
+                    if let Err(e) = self.load(&mut guard, id).await {
+                        drop(guard);
+                        self.cache.forget_held(id, &lease);
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "request not stored");
+                    *guard = None;
+                    return Err(e.into());
+                }
+            }
+        };
         let Some(hot) = guard.as_mut() else {
             return Err(RouteError::UnknownConversation { conversation: id });
         };
-        let now = self.clock.now();
-        if let Err(e) = hot.conversation.check_draft(&draft, now) {
-            debug!(error = %e, "draft refused");
-            if matches!(e, CoreError::Expired { .. }) {
-                self.expire(&mut guard, now).await;
-                drop(guard);
-                self.cache.forget(id, lease);
-            }
-            return Err(e.into());
-        }
-        let target = self.registered(&draft.target)?;
-        let message = Arc::new(hot.conversation.accept(draft, self.ids.message(now), now)?);
-        tracing::Span::current().record("turn", message.turn);
-        if let Err(e) = self
-            .db()
-            .append_shared(&hot.conversation, std::slice::from_ref(&message))
-            .await
-        {
-            debug!(error = %e, "request not stored");
-            *guard = None;
-            return Err(e.into());
-        }
         let turn = Turn {
             message: Arc::clone(&message),
             conversation: view(hot),
             history: History::new(Arc::clone(&hot.history)),
-            deadline: options
-                .deadline
-                .or(target.deadline)
-                .unwrap_or(self.config.handler_deadline),
+            deadline,
         };
         debug!("request stored, delivering");
-        let deadline = turn.deadline;
-        let called = self
-            .call(id, &message.target, deadline, target.module.handle(turn))
-            .await;
+        let work = match target.delivery {
+            Delivery::Inline => Work::Inline(target.module.handle(turn)),
+            _ => {
+                let module = Arc::clone(&target.module);
+                Work::Task(Box::pin(async move { module.handle(turn).await }))
+            }
+        };
+        let called = self.call(id, &message.target, deadline, work).await;
         // The request is stored whatever the handler did. Remembered only now, after the
         // handler's future (and the turn's share of the history) is gone, so the window
         // changes in place instead of being copied.
         hot.remember(Arc::clone(&message), self.config.history_window);
-        let response = called?.map_err(|e| RouteError::HandlerFailed {
-            conversation: id,
-            module: message.target.clone(),
-            message: e.message().to_owned(),
+        let response = called.and_then(|answer| {
+            answer.map_err(|e| RouteError::HandlerFailed {
+                conversation: id,
+                module: message.target.clone(),
+                message: e.message().to_owned(),
+            })
         });
         let response = match response {
             Ok(response) => response,
             Err(e) => {
-                debug!(error = %e, "handler failed");
+                debug!(error = %e, "no answer from the handler");
+                // The turn is over: idleness counts from now, in the store too.
+                hot.conversation.end_turn(self.clock.now());
+                hot.conversation.bump_version();
+                if let Err(store) = self.db().update(&hot.conversation).await {
+                    debug!(error = %store, "end of turn not stored");
+                    *guard = None;
+                }
                 return Err(e);
             }
         };
@@ -545,16 +603,21 @@ impl Router {
             module: module.clone(),
             reason,
         };
-        let (reply, end, transfer) = match response {
-            Response::Reply(reply) => (Some(reply), false, None),
-            Response::NoReply => (None, false, None),
-            Response::End { reply } => (reply, true, None),
-            Response::Transfer { to, reply } => (reply, false, Some(to)),
-            _ => (None, false, None),
+        let (reply, end, transfer, patch) = match response {
+            Response::Reply(reply) => (Some(reply), false, None, None),
+            Response::NoReply => (None, false, None, None),
+            Response::Patch { context_patch } => (None, false, None, Some(context_patch)),
+            Response::End { reply } => (reply, true, None, None),
+            Response::Transfer { to, reply } => (reply, false, Some(to), None),
+            _ => (None, false, None, None),
         };
         let now = self.clock.now();
-        let state_changed = end || transfer.is_some();
         let mut stored_reply = None;
+        if let Some(patch) = &patch {
+            hot.conversation
+                .apply_context_patch(patch, now)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
         if let Some(reply) = reply {
             self.check_size(&reply.content)
                 .map_err(|e| invalid(e.to_string()))?;
@@ -579,6 +642,8 @@ impl Router {
                 now,
             )?));
         }
+        // Without a reply the turn ends here; a reply ended it already.
+        hot.conversation.end_turn(now);
         if let Some(to) = transfer {
             self.registered(&to).map_err(|e| invalid(e.to_string()))?;
             hot.conversation
@@ -588,16 +653,15 @@ impl Router {
         if end {
             hot.conversation.complete(now)?;
         }
+        // One write ends the turn: the reply with the new state, or the new state alone.
+        hot.conversation.bump_version();
         match &stored_reply {
             Some(reply) => {
                 self.db()
                     .append_shared(&hot.conversation, std::slice::from_ref(reply))
                     .await?;
             }
-            None if state_changed => {
-                self.db().update(&hot.conversation).await?;
-            }
-            None => {}
+            None => self.db().update(&hot.conversation).await?,
         }
         let reply = stored_reply;
         if let Some(reply) = &reply {
@@ -622,32 +686,57 @@ impl Router {
         async {
             let lease = self.cache.lease(id).await;
             let mut guard = self.lock_loaded(&lease, id).await?;
-            let Some(hot) = guard.as_mut() else {
-                return Err(RouteError::UnknownConversation { conversation: id });
-            };
-            let now = self.clock.now();
-            let mut next = hot.conversation.clone();
-            match change {
-                Change::Pause => next.pause(now)?,
-                Change::Resume => next.resume(now)?,
-                Change::Complete => next.complete(now)?,
-                Change::Fail(reason) => next.fail(reason, now)?,
-                Change::Transfer { from, to } => {
-                    self.registered(&to)?;
-                    next.transfer(&from, to, now)?;
+            let mut retried = false;
+            loop {
+                let Some(hot) = guard.as_mut() else {
+                    return Err(RouteError::UnknownConversation { conversation: id });
+                };
+                let now = self.clock.now();
+                let mut next = hot.conversation.clone();
+                match &change {
+                    Change::Pause => next.pause(now)?,
+                    Change::Resume => next.resume(now)?,
+                    Change::Complete => next.complete(now)?,
+                    Change::Fail(reason) => next.fail(reason.clone(), now)?,
+                    Change::Transfer { from, to } => {
+                        self.registered(to)?;
+                        next.transfer(from, to.clone(), now)?;
+                    }
+                    Change::Phase(phase) => next.advance_phase(*phase, now)?,
+                    Change::Patch(patch) => next.apply_context_patch(patch, now)?,
+                    Change::IdleTimeout(timeout) => next.set_idle_timeout(*timeout)?,
+                    Change::MaxTurns(max_turns) => next.set_max_turns(*max_turns)?,
                 }
-                Change::Phase(phase) => next.advance_phase(phase, now)?,
-                Change::Patch(patch) => next.apply_context_patch(&patch, now)?,
+                next.bump_version();
+                match self.db().update(&next).await {
+                    Ok(()) => {}
+                    // Another writer changed the conversation: decide again on the truth,
+                    // once (nothing was delivered, so deciding again is safe).
+                    Err(StoreError::Conflict { .. }) if !retried => {
+                        debug!("change conflicts with the stored conversation, reloading");
+                        retried = true;
+                        *guard = None;
+                        if let Err(e) = self.load(&mut guard, id).await {
+                            drop(guard);
+                            self.cache.forget_held(id, &lease);
+                            return Err(e);
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        *guard = None;
+                        return Err(e.into());
+                    }
+                }
+                debug!(status = %next.status(), "change stored");
+                hot.conversation = next.clone();
+                if next.status().is_terminal() {
+                    *guard = None;
+                    drop(guard);
+                    self.cache.forget(id, lease);
+                }
+                return Ok(next);
             }
-            self.db().update(&next).await?;
-            debug!(status = %next.status(), "change stored");
-            hot.conversation = next.clone();
-            if next.status().is_terminal() {
-                *guard = None;
-                drop(guard);
-                self.cache.forget(id, lease);
-            }
-            Ok(next)
         }
         .instrument(span)
         .await
@@ -730,7 +819,10 @@ impl Router {
             return false;
         };
         let mut next = hot.conversation.clone();
-        let done = next.time_out(now).is_ok() && self.db().update(&next).await.is_ok();
+        let done = next.time_out(now).is_ok() && {
+            next.bump_version();
+            self.db().update(&next).await.is_ok()
+        };
         if done {
             debug!(conversation_id = %next.id(), "conversation timed out");
         }
@@ -738,38 +830,73 @@ impl Router {
         done
     }
 
-    /// Runs a module call with its deadline, containing a panic (the future is dropped
-    /// and the panic becomes [`RouteError::HandlerPanicked`]) and giving up when shutdown
-    /// aborts. The call is polled on the caller's task: no task spawn per turn.
-    async fn call<T>(
+    /// Runs a module call with its deadline, containing a panic (it becomes
+    /// [`RouteError::HandlerPanicked`]) and giving up when shutdown aborts.
+    ///
+    /// [`Work::Task`] runs the call as its own task, so a handler that blocks its thread
+    /// cannot hold the caller past the deadline (on a multi-threaded runtime); the task is
+    /// aborted when the caller stops waiting. Whatever the mode, a result that arrives after
+    /// the deadline is refused as a timeout: a late result is never stored.
+    async fn call<T: Send + 'static>(
         &self,
         conversation: ConversationId,
         module: &ModuleName,
         deadline: Duration,
-        work: std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>,
+        work: Work<'_, T>,
     ) -> Result<T, RouteError> {
-        // `async_trait` already boxed the module's future; it is polled as it is.
-        let contained = CatchUnwind(work);
+        let started = tokio::time::Instant::now();
+        let due = started
+            .checked_add(deadline)
+            .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365 * 30));
+        let timed_out = || RouteError::HandlerTimedOut {
+            conversation,
+            module: module.clone(),
+            deadline,
+        };
+        let panicked = |payload| RouteError::HandlerPanicked {
+            conversation,
+            module: module.clone(),
+            message: panic_message(payload),
+        };
         // Lazy: subscribes only if the handler did not answer at its first poll.
         let aborted = async {
             let mut state = self.state.subscribe();
             let _ = state.wait_for(|s| *s == ABORTING).await;
         };
-        tokio::select! {
-            // The handler first: most answer at once, and then the deadline's timer is
-            // never registered.
-            biased;
-            outcome = contained => outcome.map_err(|payload| RouteError::HandlerPanicked {
-                conversation,
-                module: module.clone(),
-                message: panic_message(payload),
-            }),
-            () = tokio::time::sleep(deadline) => {
-                debug!(module = %module, ?deadline, "handler timed out");
-                Err(RouteError::HandlerTimedOut { conversation, module: module.clone(), deadline })
+        let outcome = match work {
+            Work::Inline(future) => {
+                tokio::select! {
+                    // The handler first: most answer at once, and then the deadline's timer
+                    // is never registered.
+                    biased;
+                    outcome = CatchUnwind(future) => outcome.map_err(panicked),
+                    () = tokio::time::sleep_until(due) => Err(timed_out()),
+                    () = aborted => Err(RouteError::ShuttingDown),
+                }
             }
-            () = aborted => Err(RouteError::ShuttingDown),
+            Work::Task(future) => {
+                let mut task = AbortOnDrop(tokio::spawn(future));
+                tokio::select! {
+                    biased;
+                    joined = &mut task.0 => joined.map_err(|e| match e.try_into_panic() {
+                        Ok(payload) => panicked(payload),
+                        // Cancelled: only the runtime shutting down cancels it.
+                        Err(_) => RouteError::ShuttingDown,
+                    }),
+                    () = tokio::time::sleep_until(due) => Err(timed_out()),
+                    () = aborted => Err(RouteError::ShuttingDown),
+                }
+            }
+        };
+        if outcome.is_ok() && tokio::time::Instant::now() > due {
+            // The handler held its thread past the deadline: its result is refused.
+            debug!(module = %module, ?deadline, "handler answered after its deadline");
+            return Err(timed_out());
         }
+        if matches!(outcome, Err(RouteError::HandlerTimedOut { .. })) {
+            debug!(module = %module, ?deadline, "handler timed out");
+        }
+        outcome
     }
 
     /// One reaper pass: times out expired conversations (hot ones, and a batch of stored
@@ -883,6 +1010,36 @@ impl Router {
     fn set_phase(&self, phase: u8) {
         self.phase.store(phase, Ordering::SeqCst);
         self.state.send_replace(phase);
+    }
+}
+
+/// A module call, as [`Router::call`] runs it.
+enum Work<'a, T> {
+    /// Polled in place on the caller's task ([`Delivery::Inline`]).
+    Inline(std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+    /// Run as its own task ([`Delivery::Task`]).
+    Task(std::pin::Pin<Box<dyn Future<Output = T> + Send + 'static>>),
+}
+
+/// Aborts a handler's task when its caller stops waiting for it (deadline, shutdown, or
+/// the caller's own future dropped).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The draft a refused request was accepted from, to decide it again after a reload.
+fn redraft(message: Arc<Message>) -> Draft {
+    let message = Arc::try_unwrap(message).unwrap_or_else(|shared| (*shared).clone());
+    Draft {
+        source: message.source,
+        target: message.target,
+        kind: message.kind,
+        content: message.content,
+        in_reply_to: message.in_reply_to,
     }
 }
 

@@ -1,6 +1,9 @@
 //! [`ConversationHandle`]: one participant's grip on one conversation.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use colloquy_core::{
     Conversation, ConversationId, Draft, HandshakeOutcome, Message, MessageKind, ModuleName, Phase,
@@ -208,6 +211,19 @@ impl ConversationHandle {
     }
 
     /// Merges `patch` into the shared context.
+    /// Changes the conversation's idle timeout (stored: it holds after a restart and for
+    /// every hub on the same database).
+    pub async fn set_idle_timeout(&self, idle_timeout: Duration) -> Result<Conversation, HubError> {
+        self.change(Change::IdleTimeout(idle_timeout)).await
+    }
+
+    /// Changes the conversation's turn limit (`None` removes it); stored like the idle
+    /// timeout. A limit below the turns already taken is refused.
+    pub async fn set_max_turns(&self, max_turns: Option<u64>) -> Result<Conversation, HubError> {
+        self.change(Change::MaxTurns(max_turns)).await
+    }
+
+    /// Merges `patch` into the shared context (JSON merge patch).
     pub async fn patch_context(&self, patch: Map<String, Value>) -> Result<Conversation, HubError> {
         self.change(Change::Patch(patch)).await
     }

@@ -8,14 +8,15 @@ use std::{
 };
 
 use colloquy_core::{
-    Capability, ConversationId, HandshakeOutcome, Intent, Message, ModuleName, Timestamp,
+    Capability, Conversation, ConversationId, HandshakeOutcome, Intent, Message, ModuleName,
+    Timestamp,
 };
 use colloquy_registry::{Module, ModuleDirectory, Registration, Registry};
 use colloquy_router::{
     Clock, OpenSpec, ReapReport, RouteOptions, Router, RouterConfig, RouterStats, ShutdownReport,
 };
 use colloquy_storage::{
-    Analytics, ConversationStore, ListFilter, MemoryStore, SqliteOptions, SqliteStore, TimeRange,
+    Analytics, ConversationStore, MemoryStore, SqliteOptions, SqliteStore, TimeRange,
 };
 use serde_json::Value;
 use tokio::{sync::Notify, task::JoinHandle};
@@ -40,7 +41,7 @@ enum StoreChoice {
 ///     .handler_deadline(Duration::from_secs(5))
 ///     .build()
 ///     .await?;
-/// assert!(hub.health().await.healthy);
+/// assert!(hub.health(None).await.healthy);
 /// hub.shutdown().await;
 /// # Ok(()) }
 /// ```
@@ -246,8 +247,8 @@ pub struct Health {
     pub problems: Vec<String>,
     /// How long a store ping took, if it answered.
     pub store_latency: Option<Duration>,
-    /// Active conversations idle past their timeout that the reaper has not reached yet
-    /// (at most 100 listed).
+    /// Active conversations stale by the threshold asked for (idle past their own timeout
+    /// by default: the reaper has not reached them yet); at most 100 listed.
     pub stale_conversations: Vec<ConversationId>,
     /// Operations in progress and memory use of the hot set.
     pub router: RouterStats,
@@ -470,8 +471,10 @@ impl Hub {
         self.router().stats()
     }
 
-    /// Checks the store, the reaper and the hot set.
-    pub async fn health(&self) -> Health {
+    /// Checks the store, the reaper and the hot set. Active conversations idle for
+    /// `stale_after` (each one's own idle timeout when `None`) are listed as stale, by the
+    /// same rule as `colloquy health --stale-after` ([`find_stale`](crate::find_stale)).
+    pub async fn health(&self, stale_after: Option<Duration>) -> Health {
         let router = self.router();
         let mut problems = Vec::new();
         let started = tokio::time::Instant::now();
@@ -484,22 +487,8 @@ impl Hub {
         };
         let now = router.clock().now();
         let mut stale_conversations = Vec::new();
-        match router
-            .store()
-            .list(
-                &ListFilter::new()
-                    .status(colloquy_core::StatusKind::Active)
-                    .limit(1_000),
-            )
-            .await
-        {
-            Ok(page) => stale_conversations.extend(
-                page.conversations
-                    .iter()
-                    .filter(|c| c.expired(now))
-                    .take(100)
-                    .map(|c| c.id()),
-            ),
+        match crate::find_stale(router.store().as_ref(), now, stale_after, 100).await {
+            Ok(scan) => stale_conversations.extend(scan.stale.iter().map(Conversation::id)),
             Err(e) => problems.push(format!("cannot list active conversations: {e}")),
         }
         let reaper_last_run = *self

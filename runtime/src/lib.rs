@@ -51,6 +51,7 @@ mod error;
 mod handle;
 mod hub;
 mod spec;
+mod stale;
 
 pub use colloquy_router::{
     Clock, Exchange, ReapReport, RouteError, RouteOptions, RouterStats, ShutdownReport,
@@ -59,3 +60,4 @@ pub use error::HubError;
 pub use handle::ConversationHandle;
 pub use hub::{BroadcastReply, Health, Hub, HubBuilder};
 pub use spec::ConversationSpec;
+pub use stale::{find_stale, StaleScan};

@@ -2,7 +2,8 @@
 //! refuse the same inconsistent calls with the same errors.
 
 use colloquy_core::{
-    json_depth_exceeds, Conversation, ConversationId, Message, MessageId, MAX_JSON_DEPTH,
+    json_depth_exceeds, Conversation, ConversationId, Message, MessageId, StatusKind,
+    MAX_JSON_DEPTH,
 };
 
 use crate::StoreError;
@@ -181,6 +182,51 @@ pub(crate) fn check_update(
                 "the given state has turn count {given_turns} but {stored_turns} turns are stored; update cannot add or drop turns"
             ),
         });
+    }
+    Ok(())
+}
+
+/// What a backend read of the stored conversation before a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoredState {
+    /// The stored version.
+    pub version: u64,
+    /// The stored status.
+    pub status: StatusKind,
+    /// The stored turn count.
+    pub turns: u64,
+}
+
+/// The compare half of every conversation write's compare-and-set: the given state must
+/// have been computed from the stored one (its version is the stored version plus one),
+/// and an ended conversation is never written again, by anyone.
+pub(crate) fn check_write(
+    conversation: ConversationId,
+    given_version: u64,
+    stored: StoredState,
+) -> Result<(), StoreError> {
+    let conflict = |reason: String| StoreError::Conflict {
+        conversation,
+        turn: stored.turns,
+        reason,
+    };
+    if stored.status.is_terminal() {
+        return Err(conflict(format!(
+            "the conversation has ended ({}) and can no longer be changed or appended to",
+            stored.status
+        )));
+    }
+    let expected = stored.version.saturating_add(1);
+    if given_version != expected {
+        let how = if given_version < expected {
+            "stale: it was computed from an older state that another writer has replaced"
+        } else {
+            "ahead of the store: it skips writes the store never saw"
+        };
+        return Err(conflict(format!(
+            "the given state has version {given_version} but the stored one is version {} (a write must carry the stored version plus one); the given state is {how}",
+            stored.version
+        )));
     }
     Ok(())
 }

@@ -17,7 +17,10 @@ use colloquy_core::{
 };
 
 use crate::{
-    batch::{check_append, check_create, check_state, check_update, plan_append, Existing},
+    batch::{
+        check_append, check_create, check_state, check_update, check_write, plan_append, Existing,
+        StoredState,
+    },
     Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
     ModuleActivity, ModuleRecord, StoreError, TimeRange,
 };
@@ -51,6 +54,8 @@ struct Inner {
     /// Listing order: newest first is a reverse walk.
     by_start: RwLock<BTreeSet<(Timestamp, ConversationId)>>,
     modules: RwLock<BTreeMap<ModuleName, ModuleRecord>>,
+    /// Set by `close`: writes are refused from then on.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Inner {
@@ -60,6 +65,7 @@ impl Default for Inner {
             message_ids: (0..SHARDS).map(|_| Mutex::default()).collect(),
             by_start: RwLock::default(),
             modules: RwLock::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -69,6 +75,16 @@ struct Entry {
     conversation: Conversation,
     /// `messages[i].turn == i + 1`; shared with the router, which made them.
     messages: Vec<Arc<Message>>,
+}
+
+impl Entry {
+    fn stored(&self) -> StoredState {
+        StoredState {
+            version: self.conversation.version(),
+            status: self.conversation.status().kind(),
+            turns: self.messages.len() as u64,
+        }
+    }
 }
 
 // A panic while holding a lock can only come from a bug in this file; the data is still
@@ -151,10 +167,15 @@ impl Inner {
             .all(|(m, turn)| m.turn == turn);
         // The append every routed turn makes (new ids continuing the stored turns) needs
         // one lookup per message; anything else gets the full checks, which say why.
-        let first_new = if continues && self.claim_all(id, messages).is_ok() {
-            0
+        let first_new = if continues {
+            check_write(id, conversation.version(), entry.stored())?;
+            if self.claim_all(id, messages).is_ok() {
+                0
+            } else {
+                self.plan_and_claim(id, messages, entry.stored(), conversation)?
+            }
         } else {
-            self.plan_and_claim(id, messages, stored_turns)?
+            self.plan_and_claim(id, messages, entry.stored(), conversation)?
         };
         let inserted = messages.len() - first_new;
         let mut replaced = None;
@@ -171,24 +192,31 @@ impl Inner {
         })
     }
 
-    /// The general append check (duplicates, conflicts, gaps) and claim of the new ids.
-    /// Returns the index of the first new message.
+    /// The general append check (duplicates, conflicts, gaps, then the conditional write
+    /// if anything is new) and claim of the new ids. Returns the index of the first new
+    /// message.
     fn plan_and_claim(
         &self,
         id: ConversationId,
         messages: &[Arc<Message>],
-        stored_turns: u64,
+        stored: StoredState,
+        conversation: &Conversation,
     ) -> Result<usize, StoreError> {
         let key = |m: &Arc<Message>| (m.id, m.turn);
-        let first_new = plan_append(id, messages, stored_turns, key, |m| {
+        let first_new = plan_append(id, messages, stored.turns, key, |m| {
             Ok(match self.stored_id(m.id) {
                 Some((conv, turn)) => Existing::SameId {
                     same_place: conv == id && turn == m.turn,
                 },
-                None if m.turn <= stored_turns => Existing::TurnTaken,
+                None if m.turn <= stored.turns => Existing::TurnTaken,
                 None => Existing::New,
             })
         })?;
+        if first_new == messages.len() {
+            // A retried append that is stored already: nothing to write, nothing to compare.
+            return Ok(first_new);
+        }
+        check_write(id, conversation.version(), stored)?;
         // Claim the new ids; one claimed meanwhile by another conversation's append (the
         // only race left, since this conversation is locked) undoes the claims.
         self.claim_all(id, &messages[first_new..])
@@ -201,6 +229,14 @@ impl Inner {
                 ),
             })?;
         Ok(first_new)
+    }
+
+    fn refuse_if_closed(&self) -> Result<(), StoreError> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -222,6 +258,7 @@ impl ConversationStore for MemoryStore {
     }
 
     async fn create(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        self.inner.refuse_if_closed()?;
         check_create(conversation)?;
         let id = conversation.id();
         let entry = Entry {
@@ -244,6 +281,7 @@ impl ConversationStore for MemoryStore {
         conversation: &Conversation,
         messages: &[Message],
     ) -> Result<AppendOutcome, StoreError> {
+        self.inner.refuse_if_closed()?;
         check_append(conversation, messages)?;
         let shared: Vec<Arc<Message>> = messages.iter().cloned().map(Arc::new).collect();
         self.inner.append(conversation, &shared)
@@ -254,17 +292,20 @@ impl ConversationStore for MemoryStore {
         conversation: &Conversation,
         messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
+        self.inner.refuse_if_closed()?;
         check_append(conversation, messages)?;
         self.inner.append(conversation, messages)
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        self.inner.refuse_if_closed()?;
         check_state(conversation)?;
         let id = conversation.id();
         let copy = conversation.clone();
         let mut shard = write(self.inner.shard(id));
         let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
         check_update(id, conversation.turn_count(), entry.messages.len() as u64)?;
+        check_write(id, conversation.version(), entry.stored())?;
         let replaced = std::mem::replace(&mut entry.conversation, copy);
         drop(shard);
         if replaced.started_at() != conversation.started_at() {
@@ -356,6 +397,7 @@ impl ConversationStore for MemoryStore {
     }
 
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
+        self.inner.refuse_if_closed()?;
         let mut pruned = Vec::new();
         for shard in &self.inner.shards {
             let mut shard = write(shard);
@@ -390,6 +432,7 @@ impl ConversationStore for MemoryStore {
         module: &ModuleInfo,
         registered_at: Timestamp,
     ) -> Result<(), StoreError> {
+        self.inner.refuse_if_closed()?;
         write(&self.inner.modules).insert(
             module.name.clone(),
             ModuleRecord {
@@ -402,5 +445,13 @@ impl ConversationStore for MemoryStore {
 
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         Ok(read(&self.inner.modules).values().cloned().collect())
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // Nothing to flush; every later write (from any clone) is refused.
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 }

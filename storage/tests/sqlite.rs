@@ -25,6 +25,7 @@ fn conversation(seed: u8) -> Conversation {
     c
 }
 
+/// Accepts one more turn into `c` and makes `c` the next write (one append per turn).
 fn turn(c: &mut Conversation, seed: u8, content: serde_json::Value) -> Message {
     let (from, to) = if c.turn_count().is_multiple_of(2) {
         ("a", "b")
@@ -32,12 +33,15 @@ fn turn(c: &mut Conversation, seed: u8, content: serde_json::Value) -> Message {
         ("b", "a")
     };
     let now = t(1_000 * (c.turn_count() + 1));
-    c.accept(
-        Draft::request(from.parse().unwrap(), to.parse().unwrap(), content),
-        MessageId::from_parts(now, [seed; 10]),
-        now,
-    )
-    .unwrap()
+    let message = c
+        .accept(
+            Draft::request(from.parse().unwrap(), to.parse().unwrap(), content),
+            MessageId::from_parts(now, [seed; 10]),
+            now,
+        )
+        .unwrap();
+    c.bump_version();
+    message
 }
 
 async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -133,8 +137,9 @@ async fn corrupt_rows_give_errors_naming_the_row() {
     let mut c = conversation(1);
     store.create(&c).await.unwrap();
     let m1 = turn(&mut c, 2, json!({"ok": true}));
+    store.append(&c, &[m1]).await.unwrap();
     let m2 = turn(&mut c, 3, json!({"ok": true}));
-    store.append(&c, &[m1, m2.clone()]).await.unwrap();
+    store.append(&c, std::slice::from_ref(&m2)).await.unwrap();
     let other = conversation(4);
     store.create(&other).await.unwrap();
 

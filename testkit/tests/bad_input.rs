@@ -170,8 +170,10 @@ async fn sql_looking_strings_are_only_ever_data() {
             t,
         )
         .unwrap();
+    c.bump_version();
     store.append(&c, std::slice::from_ref(&m)).await.unwrap();
     c.fail(evil, t).unwrap();
+    c.bump_version();
     store.update(&c).await.unwrap();
     store
         .record_module(
@@ -242,7 +244,7 @@ async fn a_full_disk_refuses_turns_with_a_typed_error_and_keeps_reading() {
         ),
         "{err:?}"
     );
-    let health = hub.health().await;
+    let health = hub.health(None).await;
     assert!(
         health.store_latency.is_some(),
         "the store still answers reads: {:?}",

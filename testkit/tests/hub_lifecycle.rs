@@ -196,7 +196,7 @@ async fn evicted_conversations_are_rehydrated_from_the_store() -> Result<()> {
         conv.send(json!(i)).await?;
         convs.push(conv);
     }
-    assert!(hub.health().await.router.hot <= 2);
+    assert!(hub.health(None).await.router.hot <= 2);
     for conv in &convs {
         let exchange = conv.send("again").await?;
         assert_eq!(
@@ -383,7 +383,7 @@ async fn health_and_analytics_report_what_happened() -> Result<()> {
         .await?;
     two.send(2).await?;
     two.send(3).await?;
-    let health = hub.health().await;
+    let health = hub.health(None).await;
     assert!(health.healthy, "{:?}", health.problems);
     assert!(health.store_latency.is_some());
     assert_eq!(health.modules, vec![name("a"), name("b")]);
@@ -423,7 +423,7 @@ async fn shutdown_drains_turns_in_flight() -> Result<()> {
     // Let every send reach its handler.
     assert!(
         eventually(
-            || async { hub.health().await.router.in_flight == 5 },
+            || async { hub.health(None).await.router.in_flight == 5 },
             Duration::from_secs(1)
         )
         .await
@@ -442,7 +442,7 @@ async fn shutdown_drains_turns_in_flight() -> Result<()> {
         .await
         .unwrap_err();
     assert_eq!(err, HubError::Route(RouteError::ShuttingDown));
-    assert!(!hub.health().await.healthy);
+    assert!(!hub.health(None).await.healthy);
     Ok(())
 }
 
@@ -462,7 +462,7 @@ async fn shutdown_aborts_what_does_not_drain_and_leaves_nobody_hanging() -> Resu
     });
     assert!(
         eventually(
-            || async { hub.health().await.router.in_flight == 1 },
+            || async { hub.health(None).await.router.in_flight == 1 },
             Duration::from_secs(1)
         )
         .await
@@ -498,7 +498,11 @@ async fn the_reaper_evicts_cold_conversations_and_they_come_back() -> Result<()>
     );
     assert_eq!(conv.send("back again").await?.request.turn, 3);
     assert_eq!(hub.stats().hot, 1);
-    let last = hub.health().await.reaper_last_run.expect("the reaper ran");
+    let last = hub
+        .health(None)
+        .await
+        .reaper_last_run
+        .expect("the reaper ran");
     assert!(last.1.evicted <= 1);
     Ok(())
 }

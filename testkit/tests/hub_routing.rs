@@ -399,7 +399,7 @@ async fn a_panicking_module_is_contained_and_a_failing_one_reported() -> Result<
     let exchange = conv.send_to(name("helper"), "still there?").await?;
     assert_eq!(exchange.request.turn, 3);
     assert_eq!(exchange.reply.unwrap().content, json!("still there?"));
-    assert!(hub.health().await.healthy);
+    assert!(hub.health(None).await.healthy);
     Ok(())
 }
 

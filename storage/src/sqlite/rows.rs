@@ -29,6 +29,8 @@ pub(crate) struct ConvRow {
     /// `None`: the stored context is already this conversation's (writes keep it).
     pub context: Option<String>,
     pub metadata: String,
+    pub version: i64,
+    pub busy_until: Option<i64>,
 }
 
 /// A message ready to be written.
@@ -100,6 +102,8 @@ pub(crate) fn encode_state(c: &Conversation, with_context: bool) -> Result<ConvR
             None
         },
         metadata: json_text("metadata", &p.metadata)?,
+        version: to_i64("version", p.version)?,
+        busy_until: p.busy_until.map(Timestamp::as_millis_i64),
     })
 }
 
@@ -130,7 +134,8 @@ pub(crate) fn encode_module(
 /// The columns `decode_conversation` reads, in order.
 pub(crate) const CONVERSATION_COLUMNS: &str =
     "id, status, failure_reason, phase, intent, participants, turn_count, \
-     started_at, last_activity, ended_at, idle_timeout_ms, max_turns, context, metadata";
+     started_at, last_activity, ended_at, idle_timeout_ms, max_turns, context, metadata, \
+     version, busy_until";
 
 /// The columns `decode_message` reads, in order.
 pub(crate) const MESSAGE_COLUMNS: &str =
@@ -212,6 +217,10 @@ pub(crate) fn decode_conversation(row: &Row<'_>) -> Result<Conversation, StoreEr
             .transpose()?,
         context: context.into(),
         metadata: metadata.into(),
+        version: nonneg(col(row, 14, loc)?, "version", loc)?,
+        busy_until: col::<Option<i64>>(row, 15, loc)?
+            .map(|t| nonneg(t, "busy-until time", loc).map(Timestamp::from_millis))
+            .transpose()?,
     };
     Conversation::from_parts(parts).map_err(|e| corrupt(here(), e.to_string()))
 }

@@ -62,6 +62,13 @@ const MIGRATIONS: &[&str] = &[
         registered_at  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // Version 2: every conversation write is compared and set on `version` (a writer
+    // working from a stale copy is refused), and `busy_until` records a turn in progress
+    // (its reply's deadline), so that no process counts a turn's work as idleness.
+    r#"
+    ALTER TABLE conversations ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN busy_until INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -29,7 +29,7 @@ use super::{
     Site, SqliteOptions,
 };
 use crate::{
-    batch::{check_update, plan_append, Existing},
+    batch::{check_update, check_write, plan_append, Existing, StoredState},
     AppendOutcome, StoreError,
 };
 
@@ -431,7 +431,8 @@ fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, Fa
             if let Some(outcome) = append_fast(conn, &mut find_id, row, messages, &dirty)? {
                 return Ok(outcome);
             }
-            let (stored_turns, stored_participants) = stored(conn, site, *conversation)?;
+            let (stored_state, stored_participants) = stored(conn, site, *conversation)?;
+            let stored_turns = stored_state.turns;
             let mut find_turn = conn
                 .prepare_cached("SELECT 1 FROM messages WHERE conversation_id = ?1 AND turn = ?2")
                 .map_err(err)?;
@@ -464,6 +465,7 @@ fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, Fa
             )?;
             let new = &messages[first_new..];
             if !new.is_empty() {
+                check_write(*conversation, version_of(row)?, stored_state)?;
                 insert_messages(conn, &row.id, new).map_err(dirty)?;
                 update_conversation(conn, row).map_err(dirty)?;
                 if stored_participants != row.participants {
@@ -480,8 +482,9 @@ fn apply(conn: &Connection, site: &Site, op: &WriteOp) -> Result<WriteOutput, Fa
             turn_count,
             row,
         } => {
-            let (stored_turns, stored_participants) = stored(conn, site, *conversation)?;
-            check_update(*conversation, *turn_count, stored_turns)?;
+            let (stored_state, stored_participants) = stored(conn, site, *conversation)?;
+            check_update(*conversation, *turn_count, stored_state.turns)?;
+            check_write(*conversation, version_of(row)?, stored_state)?;
             update_conversation(conn, row).map_err(dirty)?;
             if stored_participants != row.participants {
                 write_participants(conn, row).map_err(dirty)?;
@@ -542,9 +545,13 @@ fn append_fast(
         .prepare_cached(
             // Only columns no index covers are set, so no index is touched; everything else
             // must be unchanged for the fast path to apply.
+            // `version = ?16 - 1` is the compare-and-set: the state was computed from the
+            // stored one; `ended_at IS NULL` keeps an ended conversation closed for good.
             "UPDATE conversations SET phase = ?4, turn_count = ?7, last_activity = ?9, \
-             idle_timeout_ms = ?11, max_turns = ?12, context = COALESCE(?13, context) \
-             WHERE id = ?1 AND turn_count = ?15 AND participants = ?6 AND status = ?2 \
+             idle_timeout_ms = ?11, max_turns = ?12, context = COALESCE(?13, context), \
+             version = ?16, busy_until = ?17 \
+             WHERE id = ?1 AND turn_count = ?15 AND version = ?16 - 1 AND ended_at IS NULL \
+             AND participants = ?6 AND status = ?2 \
              AND failure_reason IS ?3 AND intent = ?5 AND started_at = ?8 AND ended_at IS ?10 \
              AND metadata = ?14",
         )
@@ -564,7 +571,9 @@ fn append_fast(
                 row.max_turns,
                 row.context,
                 row.metadata,
-                previous
+                previous,
+                row.version,
+                row.busy_until
             ])
         })
         .map_err(dirty)?;
@@ -609,32 +618,63 @@ fn invalid_id(text: &str) -> StoreError {
     }
 }
 
-/// The stored turn count and participants text of a conversation.
-fn stored(conn: &Connection, site: &Site, id: ConversationId) -> Result<(u64, String), StoreError> {
-    let found: Option<(i64, String)> = conn
-        .prepare_cached("SELECT turn_count, participants FROM conversations WHERE id = ?1")
+/// The version a conversation row is written as.
+fn version_of(row: &ConvRow) -> Result<u64, StoreError> {
+    u64::try_from(row.version).map_err(|_| StoreError::InvalidInput {
+        reason: format!("negative version {}", row.version),
+    })
+}
+
+/// What the compare-and-set needs of a stored conversation, and its participants text.
+fn stored(
+    conn: &Connection,
+    site: &Site,
+    id: ConversationId,
+) -> Result<(StoredState, String), StoreError> {
+    let found: Option<(i64, String, i64, String)> = conn
+        .prepare_cached(
+            "SELECT turn_count, participants, version, status FROM conversations WHERE id = ?1",
+        )
         .and_then(|mut s| {
-            s.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
+            s.query_row([id.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
         })
         .map_err(|e| site.err(e))?;
-    let (turns, participants) = found.ok_or(StoreError::NotFound { conversation: id })?;
-    let turns = u64::try_from(turns).map_err(|_| StoreError::Corrupt {
+    let (turns, participants, version, status) =
+        found.ok_or(StoreError::NotFound { conversation: id })?;
+    let corrupt = |detail: String| StoreError::Corrupt {
         location: format!("conversation {id}"),
-        detail: format!("negative turn count {turns}"),
-    })?;
-    Ok((turns, participants))
+        detail,
+    };
+    let turns =
+        u64::try_from(turns).map_err(|_| corrupt(format!("negative turn count {turns}")))?;
+    let version =
+        u64::try_from(version).map_err(|_| corrupt(format!("negative version {version}")))?;
+    let status = status
+        .parse()
+        .map_err(|e| corrupt(format!("bad status {status:?}: {e}")))?;
+    Ok((
+        StoredState {
+            version,
+            status,
+            turns,
+        },
+        participants,
+    ))
 }
 
 fn insert_conversation(conn: &Connection, r: &ConvRow) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO conversations (id, status, failure_reason, phase, intent, participants, turn_count, \
-         started_at, last_activity, ended_at, idle_timeout_ms, max_turns, context, metadata) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         started_at, last_activity, ended_at, idle_timeout_ms, max_turns, context, metadata, version, busy_until) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         r.id, r.status, r.failure_reason, r.phase, r.intent, r.participants, r.turn_count,
-        r.started_at, r.last_activity, r.ended_at, r.idle_timeout_ms, r.max_turns, r.context, r.metadata
+        r.started_at, r.last_activity, r.ended_at, r.idle_timeout_ms, r.max_turns, r.context, r.metadata,
+        r.version, r.busy_until
     ])
     .map(drop)
 }
@@ -643,11 +683,13 @@ fn update_conversation(conn: &Connection, r: &ConvRow) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE conversations SET status = ?2, failure_reason = ?3, phase = ?4, intent = ?5, participants = ?6, \
          turn_count = ?7, started_at = ?8, last_activity = ?9, ended_at = ?10, idle_timeout_ms = ?11, \
-         max_turns = ?12, context = COALESCE(?13, context), metadata = ?14 WHERE id = ?1",
+         max_turns = ?12, context = COALESCE(?13, context), metadata = ?14, version = ?15, \
+         busy_until = ?16 WHERE id = ?1",
     )?
     .execute(params![
         r.id, r.status, r.failure_reason, r.phase, r.intent, r.participants, r.turn_count,
-        r.started_at, r.last_activity, r.ended_at, r.idle_timeout_ms, r.max_turns, r.context, r.metadata
+        r.started_at, r.last_activity, r.ended_at, r.idle_timeout_ms, r.max_turns, r.context, r.metadata,
+        r.version, r.busy_until
     ])
     .map(drop)
 }

@@ -378,6 +378,7 @@ pub async fn content_round_trips_exactly<F: StoreFactory>(f: &F) -> CheckResult 
         draft.in_reply_to = messages.last().map(|m: &colloquy_core::Message| m.id);
         messages.push(c.accept(draft, message_id(now), now)?);
     }
+    c.bump_version();
     store.append(&c, &messages).await?;
     ensure_eq!(
         store.messages(c.id(), MessageRange::All).await?,
@@ -394,6 +395,7 @@ pub async fn update_stores_state<F: StoreFactory>(f: &F) -> CheckResult {
     c.apply_context_patch(&object(json!({"schema": {"name": "string"}})), at(3_000))?;
     c.advance_phase(Phase::Confirmation, at(3_000))?;
     c.pause(at(4_000))?;
+    c.bump_version();
     store.update(&c).await?;
     ensure_eq!(
         store.conversation(c.id()).await?,
@@ -402,6 +404,7 @@ pub async fn update_stores_state<F: StoreFactory>(f: &F) -> CheckResult {
     );
     c.resume(at(5_000))?;
     c.complete(at(6_000))?;
+    c.bump_version();
     store.update(&c).await?;
     let stored = store
         .conversation(c.id())
@@ -452,6 +455,7 @@ pub async fn failure_reason_round_trips<F: StoreFactory>(f: &F) -> CheckResult {
     let store = f.open().await?;
     let (mut c, _) = stored_with_turns(&store, &["a", "b"], at(0), 1).await?;
     c.fail("validator rejected field 'age': not an integer", at(9_000))?;
+    c.bump_version();
     store.update(&c).await?;
     let stored = store
         .conversation(c.id())
@@ -472,6 +476,7 @@ pub async fn transfer_updates_participant_filter<F: StoreFactory>(f: &F) -> Chec
     let store = f.open().await?;
     let (mut c, _) = stored_with_turns(&store, &["a", "b"], at(0), 2).await?;
     c.transfer(&name("b")?, name("c")?, at(5_000))?;
+    c.bump_version();
     store.update(&c).await?;
     let by = |m: &str| Ok::<_, Failure>(ListFilter::new().participant(name(m)?));
     ensure_eq!(
@@ -519,6 +524,7 @@ async fn population(
             Some(StatusKind::Active) | None => {}
         }
         if end.is_some() {
+            c.bump_version();
             store.update(&c).await?;
         }
         out.push(c);

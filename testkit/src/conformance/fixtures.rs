@@ -59,7 +59,9 @@ pub(crate) fn conversation(
 }
 
 /// Accepts `turns` more messages, alternating between the first two participants, one
-/// second apart from `start`; replies point at the message before.
+/// second apart from `start`; replies point at the message before. The state becomes the
+/// next write of the conversation (its version goes up by one), ready to be appended with
+/// the returned messages in one batch.
 pub(crate) fn talk(
     c: &mut Conversation,
     turns: u64,
@@ -87,6 +89,9 @@ pub(crate) fn talk(
             draft.in_reply_to = Some(prev.id);
         }
         out.push(c.accept(draft, message_id(now), now)?);
+    }
+    if turns > 0 {
+        c.bump_version();
     }
     Ok(out)
 }
