@@ -179,11 +179,25 @@ impl Writer {
         }
         let sender = self.sender().ok_or(StoreError::Closed)?;
         let (reply, done) = oneshot::channel();
-        sender
-            .send(Job::Write(op, reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        if multi_thread {
+            sender
+                .send(Job::Write(op, reply))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            return done.await.map_err(|_| StoreError::Closed)?;
+        }
+        // Elsewhere (a current-thread runtime) the write is queued and awaited from a
+        // blocking task. An idle current-thread runtime whose clock is paused jumps to its
+        // next timer; a blocking task in progress keeps it from doing so (tokio inhibits
+        // auto-advance while one runs), so waiting for the writer never moves a paused
+        // clock, and tests on paused time stay exact.
+        wait_blocking(move || {
+            sender
+                .blocking_send(Job::Write(op, reply))
+                .map_err(|_| StoreError::Closed)?;
+            done.blocking_recv().map_err(|_| StoreError::Closed)?
+        })
+        .await
     }
 
     /// The write connection, if this is the only write in progress and nobody holds the
@@ -207,12 +221,28 @@ impl Writer {
             .take();
         let Some(sender) = sender else { return Ok(()) };
         let (reply, done) = oneshot::channel();
-        if sender.send(Job::Close(reply)).await.is_ok() {
-            // The writer answers after committing everything queued before the close.
-            let _ = done.await;
-        }
-        Ok(())
+        // The writer answers after committing everything queued before the close. Waited
+        // for from a blocking task, like every write, so a paused clock stays put.
+        wait_blocking(move || {
+            if sender.blocking_send(Job::Close(reply)).is_ok() {
+                let _ = done.blocking_recv();
+            }
+            Ok(())
+        })
+        .await
     }
+}
+
+/// Runs `wait` (a blocking wait for the writer thread) on tokio's blocking pool.
+async fn wait_blocking<T: Send + 'static>(
+    wait: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(wait)
+        .await
+        .map_err(|e| StoreError::Backend {
+            backend: "sqlite",
+            message: format!("a blocking write task failed: {e}"),
+        })?
 }
 
 /// The writer thread: takes whatever is queued (up to `max_batch`) and commits it as one
