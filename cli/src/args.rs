@@ -104,6 +104,10 @@ pub(crate) enum Command {
         /// before that conversation's next turn starts (for crash tests).
         #[arg(long, value_name = "FILE")]
         ack_log: Option<PathBuf>,
+        /// Poll the modules' handlers in place (`Delivery::Inline`, the fast path for
+        /// handlers that never block) instead of running each as its own task.
+        #[arg(long)]
+        inline: bool,
     },
     /// Export messages as JSON, one object per message (readable back as colloquy messages).
     Export {

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use colloquy_core::ModuleInfo;
-use colloquy_registry::{Module, ModuleError, Response, Turn};
+use colloquy_registry::{Module, ModuleError, Registration, Response, Turn};
 use colloquy_runtime::{ConversationSpec, Hub};
 use colloquy_storage::{SqliteOptions, Synchronous};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -35,6 +35,7 @@ pub(crate) struct Plan {
     pub(crate) synchronous: SyncLevel,
     pub(crate) parallel: usize,
     pub(crate) ack_log: Option<PathBuf>,
+    pub(crate) inline: bool,
 }
 
 /// Replies with a payload of the same size as the request's.
@@ -102,8 +103,13 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         }
     };
     let hub = builder.build().await?;
-    hub.register(Client).await?;
-    hub.register(Server).await?;
+    let registration = if plan.inline {
+        Registration::new().inline()
+    } else {
+        Registration::new()
+    };
+    hub.register_with(Arc::new(Client), registration).await?;
+    hub.register_with(Arc::new(Server), registration).await?;
     let ack_log = match &plan.ack_log {
         Some(path) => Some(Arc::new(AckLog(Mutex::new(
             std::fs::OpenOptions::new()
@@ -195,6 +201,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         "payload_bytes": plan.payload_bytes,
         "context_bytes": plan.context_bytes,
         "parallel": plan.parallel,
+        "delivery": if plan.inline { "inline" } else { "task" },
         "elapsed_ms": elapsed.as_millis() as u64,
         "round_trips": round_trips,
         "round_trips_per_sec": (round_trips as f64 / secs).round(),
@@ -213,7 +220,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         |b| format!("{:.1} MB", b as f64 / 1e6),
     );
     out.text(&format!(
-        "{} conversations x {} round trips, {}-byte payloads{}, {} store{}\n\
+        "{} conversations x {} round trips, {}-byte payloads{}, {} store{}, handlers {}\n\
          round trips/s       {}\nmessages stored/s   {}\nlatency p50         {} µs\nlatency p99         {} µs\nlatency max         {} µs\npeak RSS            {rss}\nelapsed             {:.2} s\n",
         plan.conversations,
         plan.turns,
@@ -221,6 +228,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         if plan.context_bytes > 0 { format!(", {}-byte contexts", plan.context_bytes) } else { String::new() },
         report["store"].as_str().unwrap_or_default(),
         if plan.store == StoreKind::Sqlite { format!(" (synchronous={})", report["synchronous"].as_str().unwrap_or_default()) } else { String::new() },
+        if plan.inline { "inline" } else { "as tasks" },
         report["round_trips_per_sec"],
         report["messages_per_sec"],
         report["p50_us"],

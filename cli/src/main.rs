@@ -123,6 +123,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             synchronous,
             parallel,
             ack_log,
+            inline,
         } => {
             let plan = load::Plan {
                 store,
@@ -134,6 +135,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 synchronous,
                 parallel: parallel.unwrap_or(conversations.min(64)).max(1),
                 ack_log,
+                inline,
             };
             load::run(&mut out, plan).await?;
         }

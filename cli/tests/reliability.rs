@@ -12,9 +12,7 @@ use std::{
 
 use colloquy_core::{ConversationId, MessageId, StatusKind};
 use colloquy_runtime::Hub;
-use colloquy_storage::{
-    ConversationStore, ListFilter, MessageRange, SqliteOptions, SqliteStore, TimeRange,
-};
+use colloquy_storage::{ConversationStore, ListFilter, MessageRange, SqliteOptions, SqliteStore};
 use colloquy_testkit::modules::Echo;
 use serde_json::Value;
 
@@ -167,8 +165,21 @@ async fn sigkill_at_several_moments_loses_nothing_acknowledged() {
         .spawn()
         .unwrap();
         wait_for_acks(&mut child, &log, total_acks + kill_after);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: the load finished before the kill; nothing was tested"
+        );
         child.kill().unwrap(); // SIGKILL on Unix: no destructor, no flush, no checkpoint.
         let output = child.wait_with_output().unwrap();
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                output.status.signal(),
+                Some(9),
+                "round {round}: the process was not killed mid-run: {:?}",
+                output.status
+            );
+        }
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !stderr.contains("locked") && !stderr.contains("panicked"),
@@ -182,9 +193,10 @@ async fn sigkill_at_several_moments_loses_nothing_acknowledged() {
         );
         total_acks = acks.len();
         let active = verify(&db, &acks).await;
+        // 50 exchanges are 100 turns: a conversation with fewer was cut off by the kill.
         assert!(
-            !active.is_empty(),
-            "round {round}: the kill should leave conversations mid-way"
+            active.iter().any(|(_, turns)| *turns < 100),
+            "round {round}: the kill left no conversation mid-way"
         );
 
         // A new hub continues every active conversation at its next turn.
@@ -211,50 +223,110 @@ async fn sigkill_at_several_moments_loses_nothing_acknowledged() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_on_one_file_both_finish_and_the_totals_add_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("shared.db");
-    let spawn = |conversations: &str| {
-        load(
-            &db,
-            &[
-                "--conversations",
-                conversations,
-                "--turns",
-                "10",
-                "--parallel",
-                "32",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-    };
-    let (first, second) = (spawn("150"), spawn("100"));
-    for (child, conversations) in [(first, 150), (second, 100)] {
-        let output = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "load failed: {stderr}");
-        assert!(
-            !stdout.contains("locked") && !stderr.contains("locked"),
-            "{stdout}{stderr}"
-        );
-        let report: Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(report["round_trips"], conversations * 10);
+/// Keeps `threads` threads spinning until dropped: "while the cores are busy".
+struct CpuHog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuHog {
+    fn start(threads: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
     }
-    let store = SqliteStore::open(&db, SqliteOptions::new().existing_only())
-        .await
-        .unwrap();
-    let analytics = store.analytics(TimeRange::all()).await.unwrap();
-    assert_eq!(analytics.conversations, 250);
-    assert_eq!(
-        analytics.total_turns,
-        250 * 10 * 2,
-        "every request and reply of both processes is stored"
-    );
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Two `colloquy load` processes started together on one new file, 100 conversations of
+/// 50 exchanges each, three times (the last while every core is busy): both finish, both
+/// make progress while the other loads (no starvation), and every acknowledged message of
+/// both is stored with contiguous turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_file_take_turns_and_lose_nothing() {
+    for round in 0..3 {
+        let _hog = (round == 2).then(|| CpuHog::start(2));
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("shared.db");
+        let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
+        let spawn = |log: &Path| {
+            load(
+                &db,
+                &["--conversations", "100", "--turns", "50", "--ack-log"],
+            )
+            .arg(log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        };
+        let mut children = [spawn(&logs[0]), spawn(&logs[1])];
+        // Overlap: each has 300 acknowledged round trips while the other still runs. A
+        // starved process would still be waiting when the other one finished.
+        let limit = Instant::now() + Duration::from_secs(120);
+        loop {
+            let progress = [acknowledged(&logs[0]).len(), acknowledged(&logs[1]).len()];
+            if progress.iter().all(|&n| n >= 300) {
+                break;
+            }
+            for (i, child) in children.iter_mut().enumerate() {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "round {round}: process {i} exited ({status}) before both made progress together: {progress:?}"
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < limit,
+                "round {round}: no progress: {progress:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut acks = Vec::new();
+        for (child, log) in children.into_iter().zip(&logs) {
+            let output = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                output.status.success(),
+                "round {round}: load failed: {stderr}"
+            );
+            assert!(
+                !stdout.contains("locked") && !stderr.contains("locked"),
+                "{stdout}{stderr}"
+            );
+            let report: Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(report["round_trips"], 100 * 50);
+            acks.extend(acknowledged(log));
+        }
+        assert_eq!(
+            acks.len(),
+            2 * 100 * 50 * 2,
+            "every request and reply acknowledged"
+        );
+        // Every acknowledged message is stored at its turn; turns are 1..=n everywhere.
+        let active = verify(&db, &acks).await;
+        assert_eq!(active.len(), 200);
+        assert!(active.iter().all(|(_, turns)| *turns == 100), "{active:?}");
+    }
 }
 
 /// Marks a file immutable (even root cannot write it) until dropped.

@@ -379,13 +379,34 @@ async fn an_unchanged_context_is_kept_and_a_patched_one_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_opening_a_new_file_at_once_both_migrate_safely() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.db");
-    let (a, b) = tokio::join!(open(&path), open(&path));
-    let (a, b) = (a.unwrap(), b.unwrap());
-    let c = conversation(1);
-    a.create(&c).await.unwrap();
-    assert_eq!(b.conversation(c.id()).await.unwrap(), Some(c));
+    // Several rounds, each on a new file: two threads released together by a barrier
+    // open it at the same moment (an open migrates synchronously, so two opens in one
+    // task would simply run one after the other).
+    for round in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let opener = |path: std::path::PathBuf, barrier: std::sync::Arc<std::sync::Barrier>| {
+            std::thread::spawn(move || {
+                barrier.wait();
+                SqliteStore::open_blocking(&path, SqliteOptions::new())
+            })
+        };
+        let first = opener(path.clone(), barrier.clone());
+        let second = opener(path.clone(), barrier);
+        let (a, b) = (first.join().unwrap(), second.join().unwrap());
+        let (a, b) = (
+            a.unwrap_or_else(|e| panic!("round {round}: {e}")),
+            b.unwrap_or_else(|e| panic!("round {round}: {e}")),
+        );
+        let version: i64 = raw(&path)
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let c = conversation(1);
+        a.create(&c).await.unwrap();
+        assert_eq!(b.conversation(c.id()).await.unwrap(), Some(c));
+    }
 }
 
 #[test]
@@ -415,4 +436,106 @@ fn block_on_without_runtime<F: std::future::Future>(f: F) -> F::Output {
             return v;
         }
     }
+}
+
+/// Holds a lock on `path` from another connection (as another process would) until the
+/// returned thread releases it, after `hold`; the thread returns the instant of release.
+fn hold_lock(
+    path: &Path,
+    setup: &'static str,
+    hold: Duration,
+) -> std::thread::JoinHandle<std::time::Instant> {
+    let conn = raw(path);
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(setup).unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        let released = std::time::Instant::now();
+        drop(conn); // Rolls back and releases every lock.
+        released
+    })
+}
+
+/// Options whose one SQLite wait (busy_timeout) is far shorter than the lock is held, and
+/// whose lock_wait is far longer.
+fn patient() -> SqliteOptions {
+    SqliteOptions::new()
+        .busy_timeout(Duration::from_millis(10))
+        .lock_wait(Duration::from_secs(30))
+}
+
+/// Opening (pragmas and migration) meets a lock held longer than busy_timeout: it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_waits_for_a_lock_held_longer_than_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let holder = hold_lock(&path, "BEGIN EXCLUSIVE;", Duration::from_millis(300));
+    let store = SqliteStore::open(&path, patient()).await.unwrap();
+    let opened = std::time::Instant::now();
+    assert!(
+        opened >= holder.join().unwrap(),
+        "opened before the lock was released"
+    );
+    store.create(&conversation(1)).await.unwrap();
+}
+
+/// A write meets a write lock held longer than busy_timeout: it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_waits_for_a_lock_held_longer_than_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let store = SqliteStore::open(&path, patient()).await.unwrap();
+    let holder = hold_lock(&path, "BEGIN IMMEDIATE;", Duration::from_millis(300));
+    store.create(&conversation(1)).await.unwrap();
+    assert!(std::time::Instant::now() >= holder.join().unwrap());
+    assert!(store
+        .conversation(conversation(1).id())
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// Opening read-only (and its first reads) meets a connection holding the database
+/// exclusively (`locking_mode=EXCLUSIVE`, which keeps even WAL readers out): it waits. (An
+/// open store's readers cannot be locked out this way: exclusive mode needs every other
+/// connection closed, and WAL readers never wait for writers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_waits_for_a_lock_held_longer_than_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let store = SqliteStore::open(&path, patient()).await.unwrap();
+    let c = conversation(1);
+    store.create(&c).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let exclusive = "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; \
+                     UPDATE conversations SET status = status;";
+    let holder = hold_lock(&path, exclusive, Duration::from_millis(300));
+    let reader = SqliteStore::open_read_only(&path, patient()).await.unwrap();
+    assert!(std::time::Instant::now() >= holder.join().unwrap());
+    assert_eq!(reader.conversation(c.id()).await.unwrap(), Some(c));
+}
+
+/// Past lock_wait the answer is a typed `Busy` naming the time waited, never "database is
+/// locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_lock_wait_is_a_typed_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let store = SqliteStore::open(
+        &path,
+        SqliteOptions::new()
+            .busy_timeout(Duration::from_millis(10))
+            .lock_wait(Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    let holder = hold_lock(&path, "BEGIN IMMEDIATE;", Duration::from_millis(1_000));
+    let err = store.create(&conversation(1)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Busy { waited } if waited >= Duration::from_millis(100)),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("database is locked"), "{err}");
+    holder.join().unwrap();
 }

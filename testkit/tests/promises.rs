@@ -103,7 +103,10 @@ async fn another_hub_does_not_time_out_a_turn_in_progress() {
         async move { conv.send("work").await }
     });
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let busy = second.conversation(conv.id(), name("client")).await.unwrap();
+    let busy = second
+        .conversation(conv.id(), name("client"))
+        .await
+        .unwrap();
     assert!(busy.state().await.unwrap().busy_until().is_some());
     assert_eq!(second.reap().await.timed_out, 0, "the turn is not idle");
     let health = second.health(Some(Duration::from_secs(5))).await;
@@ -138,7 +141,10 @@ async fn two_hubs_on_one_file_never_undo_each_others_changes() {
     let exchange = conv.send("two").await.unwrap();
     assert_eq!(exchange.request.turn, 3);
     let last_turn = seen.turns().pop().unwrap();
-    assert_eq!(last_turn.conversation.context.get("from_b"), Some(&json!(1)));
+    assert_eq!(
+        last_turn.conversation.context.get("from_b"),
+        Some(&json!(1))
+    );
     assert_eq!(
         from_b.state().await.unwrap().context().get("from_b"),
         Some(&json!(1))
@@ -316,7 +322,11 @@ async fn instant_exchanges_leave_the_clock(hub: &TestHub) {
     }
     conv.history(10).await.unwrap();
     hub.health(None).await;
-    assert_eq!(Instant::now(), before, "a store operation moved the paused clock");
+    assert_eq!(
+        Instant::now(),
+        before,
+        "a store operation moved the paused clock"
+    );
 }
 
 fn short_idle_with_reaper(b: HubBuilder) -> HubBuilder {

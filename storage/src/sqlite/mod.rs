@@ -12,6 +12,7 @@ mod checkpointer;
 mod read;
 mod rows;
 mod schema;
+mod turnstile;
 mod writer;
 
 use std::{
@@ -113,9 +114,17 @@ impl SqliteOptions {
         self
     }
 
-    /// Sets how long the writer waits for another process's write lock.
+    /// Sets how long any operation (open, write, read) waits for a lock held by another
+    /// process before it fails with [`StoreError::Busy`].
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
+        self
+    }
+
+    /// Sets how long SQLite itself waits inside one attempt before the store retries (up
+    /// to [`lock_wait`](Self::lock_wait) in all).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
         self
     }
 }
@@ -176,6 +185,7 @@ impl std::fmt::Debug for SqliteStore {
 pub(crate) struct Site {
     pub(crate) path: PathBuf,
     pub(crate) busy_timeout: Duration,
+    pub(crate) lock_wait: Duration,
 }
 
 impl Site {
@@ -183,7 +193,34 @@ impl Site {
         Arc::new(Self {
             path: path.to_owned(),
             busy_timeout: options.busy_timeout,
+            lock_wait: options.lock_wait,
         })
+    }
+
+    /// Runs `op` again while it fails with [`StoreError::Busy`] (SQLite already waited
+    /// `busy_timeout` inside each try), until `lock_wait` has passed: every path that can
+    /// meet a lock held by another process (opening, migrating, reading) waits as long as
+    /// a write does, instead of failing after one `busy_timeout`.
+    pub(crate) fn retry_busy<T>(
+        &self,
+        mut op: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        loop {
+            match op() {
+                Err(StoreError::Busy { .. }) if started.elapsed() < self.lock_wait => {
+                    tracing::debug!(target: "colloquy_storage", path = %self.path.display(), "database busy, waiting");
+                    // busy_timeout may be tiny; never spin.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(StoreError::Busy { .. }) => {
+                    return Err(StoreError::Busy {
+                        waited: started.elapsed(),
+                    })
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Maps a rusqlite error into the backend-neutral [`StoreError`].
@@ -264,11 +301,12 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> Result<Self, StoreError> {
         let site = Site::new(path.as_ref(), &options);
-        let conn = schema::open_writer(&site, &options)?;
+        let turnstile = turnstile::Turnstile::open(&site.path)?;
+        let conn = site.retry_busy(|| schema::open_writer(&site, &options, &turnstile))?;
         let pool = read_pool(&site, &options, false)?;
         let signal = checkpointer::Signal::default();
         let checkpointer = checkpointer::Checkpointer::spawn(&site, &options, signal.clone())?;
-        let writer = Writer::spawn(conn, Arc::clone(&site), &options, signal)?;
+        let writer = Writer::spawn(conn, turnstile, Arc::clone(&site), &options, signal)?;
         Ok(Self::assemble(
             site,
             pool,
@@ -330,7 +368,7 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> Result<Self, StoreError> {
         let site = Site::new(path.as_ref(), &options);
-        schema::check_readable(&site, &options)?;
+        site.retry_busy(|| schema::check_readable(&site, &options))?;
         let pool = read_pool(&site, &options, true)?;
         Ok(Self::assemble(site, pool, options, None))
     }
@@ -450,7 +488,7 @@ impl SqliteStore {
     /// Runs `query` on a pooled read connection off the async threads.
     async fn read<T: Send + 'static>(
         &self,
-        query: impl FnOnce(&Connection, &Site) -> Result<T, StoreError> + Send + 'static,
+        query: impl Fn(&Connection, &Site) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
@@ -458,7 +496,7 @@ impl SqliteStore {
                 backend: "sqlite",
                 message: format!("no read connection to {}: {e}", inner.site.path.display()),
             })?;
-            query(&conn, &inner.site)
+            inner.site.retry_busy(|| query(&conn, &inner.site))
         })
         .await
     }

@@ -86,7 +86,11 @@ pub(crate) fn configure_common(conn: &Connection, options: &SqliteOptions) -> ru
 
 /// Opens and prepares the writer connection: WAL, synchronous level, foreign keys, size
 /// limit, then migrations.
-pub(crate) fn open_writer(site: &Site, options: &SqliteOptions) -> Result<Connection, StoreError> {
+pub(crate) fn open_writer(
+    site: &Site,
+    options: &SqliteOptions,
+    turnstile: &super::turnstile::Turnstile,
+) -> Result<Connection, StoreError> {
     use rusqlite::OpenFlags;
     let path = site.path.as_path();
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -165,7 +169,7 @@ pub(crate) fn open_writer(site: &Site, options: &SqliteOptions) -> Result<Connec
         )
         .map_err(err)?;
     }
-    migrate(&mut conn, site)?;
+    migrate(&mut conn, site, turnstile)?;
     Ok(conn)
 }
 
@@ -218,12 +222,20 @@ pub(crate) fn check_readable(site: &Site, options: &SqliteOptions) -> Result<(),
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one IMMEDIATE transaction (so two processes
 /// opening a new file at once cannot both migrate), refusing newer schemas.
-fn migrate(conn: &mut Connection, site: &Site) -> Result<(), StoreError> {
+fn migrate(
+    conn: &mut Connection,
+    site: &Site,
+    turnstile: &super::turnstile::Turnstile,
+) -> Result<(), StoreError> {
     let path = site.path.as_path();
     let err = |e| site.err(e);
+    // Through the writers' turnstile, like every write: another process loading the file
+    // cannot keep the migration from the write lock.
+    let passing = turnstile.enter(std::time::Instant::now(), site.lock_wait)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;
+    drop(passing);
     let version: i64 = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;

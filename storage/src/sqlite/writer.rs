@@ -121,6 +121,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn spawn(
         conn: Connection,
+        turnstile: super::turnstile::Turnstile,
         site: Arc<Site>,
         options: &SqliteOptions,
         checkpoints: super::checkpointer::Signal,
@@ -129,6 +130,7 @@ impl Writer {
         let shared = Arc::new(Shared {
             worker: Mutex::new(Worker {
                 conn,
+                turnstile,
                 site,
                 lock_wait: options.lock_wait,
                 checkpoints,
@@ -286,6 +288,8 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
 
 struct Worker {
     conn: Connection,
+    /// Taken on the way to the write lock, so that other processes get their turn.
+    turnstile: super::turnstile::Turnstile,
     site: Arc<Site>,
     lock_wait: std::time::Duration,
     checkpoints: super::checkpointer::Signal,
@@ -377,6 +381,9 @@ impl Worker {
             let _ = self.exec("ROLLBACK");
         }
         let started = Instant::now();
+        // Held until the write lock is ours: another process waiting for it stands in the
+        // turnstile and gets the lock before this one can take it again.
+        let _passing = self.turnstile.enter(started, self.lock_wait)?;
         loop {
             // IMMEDIATE takes the write lock now, so no later statement of the group can
             // fail with SQLITE_BUSY halfway; busy_timeout already waits inside SQLite.
