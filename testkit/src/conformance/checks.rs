@@ -428,7 +428,8 @@ pub async fn update_unknown_is_not_found<F: StoreFactory>(f: &F) -> CheckResult 
     Ok(())
 }
 
-/// An update whose turn count differs from the stored one is a `Conflict`.
+/// An update whose turn count differs from the stored one is a `Conflict`, whether the
+/// given state is behind the store or ahead of it.
 pub async fn stale_update_is_conflict<F: StoreFactory>(f: &F) -> CheckResult {
     let store = f.open().await?;
     let mut c = conversation(&["a", "b"], at(0))?;
@@ -437,15 +438,160 @@ pub async fn stale_update_is_conflict<F: StoreFactory>(f: &F) -> CheckResult {
     let messages = talk(&mut c, 2, at(1_000))?;
     store.append(&c, &messages).await?;
     stale.pause(at(5_000))?;
+    stale.bump_version();
     ensure_err!(
         store.update(&stale).await,
         StoreError::Conflict { turn: 2, .. },
         "update from a state without the last 2 turns"
     );
+    // Ahead: a state with a turn the store never saw.
+    let mut ahead = c.clone();
+    let unsent = talk(&mut ahead, 1, at(3_000))?;
+    ensure_eq!(unsent.len(), 1, "one turn accepted locally");
+    ensure_err!(
+        store.update(&ahead).await,
+        StoreError::Conflict { turn: 2, .. },
+        "update from a state with a turn the store does not hold"
+    );
     ensure_eq!(
         store.conversation(c.id()).await?,
         Some(c),
         "stored state unchanged"
+    );
+    Ok(())
+}
+
+/// Two writers read the same state; the first write wins and the second, computed from
+/// what is now stale, is a `Conflict` (compare-and-set on the version), whether it is an
+/// update or an append. Nothing of the loser is stored.
+pub async fn write_from_a_stale_read_is_conflict<F: StoreFactory>(f: &F) -> CheckResult {
+    let store = f.open().await?;
+    let (c, _) = stored_with_turns(&store, &["a", "b"], at(0), 2).await?;
+    let (mut first, mut second) = (c.clone(), c.clone());
+    first.apply_context_patch(&object(json!({"by": "first"})), at(3_000))?;
+    first.bump_version();
+    store.update(&first).await?;
+    second.apply_context_patch(&object(json!({"by": "second"})), at(3_500))?;
+    second.bump_version();
+    ensure_err!(
+        store.update(&second).await,
+        StoreError::Conflict { .. },
+        "update computed from a stale state"
+    );
+    let mut third = c.clone();
+    let batch = talk(&mut third, 1, at(4_000))?;
+    ensure_err!(
+        store.append(&third, &batch).await,
+        StoreError::Conflict { .. },
+        "append computed from a stale state"
+    );
+    // A state whose version skips writes the store never saw is refused too.
+    let mut skipping = first.clone();
+    skipping.bump_version();
+    skipping.bump_version();
+    ensure_err!(
+        store.update(&skipping).await,
+        StoreError::Conflict { .. },
+        "update with a version ahead of the store"
+    );
+    ensure_eq!(
+        store.conversation(c.id()).await?,
+        Some(first.clone()),
+        "the first write stands"
+    );
+    ensure_eq!(
+        store.messages(c.id(), MessageRange::All).await?.len(),
+        2,
+        "no message of the stale append"
+    );
+    Ok(())
+}
+
+/// After a conflict, the writer reloads the stored state, applies its change again and
+/// succeeds: "reload and retry" is always enough.
+pub async fn conflict_then_reload_succeeds<F: StoreFactory>(f: &F) -> CheckResult {
+    let store = f.open().await?;
+    let (c, _) = stored_with_turns(&store, &["a", "b"], at(0), 2).await?;
+    let mut other = c.clone();
+    other.apply_context_patch(&object(json!({"other": 1})), at(3_000))?;
+    other.bump_version();
+    store.update(&other).await?;
+    let mut mine = c.clone();
+    let batch = talk(&mut mine, 1, at(4_000))?;
+    ensure_err!(
+        store.append(&mine, &batch).await,
+        StoreError::Conflict { .. },
+        "append from the state before the other writer's"
+    );
+    let mut reloaded = store
+        .conversation(c.id())
+        .await?
+        .ok_or_else(|| Failure("conversation vanished".into()))?;
+    let batch = talk(&mut reloaded, 1, at(4_000))?;
+    store.append(&reloaded, &batch).await?;
+    let stored = store
+        .conversation(c.id())
+        .await?
+        .ok_or_else(|| Failure("conversation vanished".into()))?;
+    ensure_eq!(stored.turn_count(), 3, "the retried turn is stored");
+    ensure_eq!(
+        stored.context().get("other"),
+        Some(&json!(1)),
+        "the other writer's patch is kept"
+    );
+    ensure_eq!(stored, reloaded, "stored state is the retried one");
+    Ok(())
+}
+
+/// An ended conversation is final: no writer, however current its version, can append
+/// to it or write it back to an active state.
+pub async fn an_ended_conversation_is_final<F: StoreFactory>(f: &F) -> CheckResult {
+    let store = f.open().await?;
+    let (mut c, _) = stored_with_turns(&store, &["a", "b"], at(0), 2).await?;
+    let before_end = c.clone();
+    c.complete(at(5_000))?;
+    c.bump_version();
+    store.update(&c).await?;
+    // An append computed from the active state before the end, at the stored version + 1.
+    let mut late = before_end.clone();
+    let batch = talk(&mut late, 1, at(6_000))?;
+    let mut late = Conversation::from_parts(colloquy_core::ConversationParts {
+        version: c.version() + 1,
+        ..late.into_parts()
+    })?;
+    ensure_err!(
+        store.append(&late, &batch).await,
+        StoreError::Conflict { .. },
+        "append to an ended conversation"
+    );
+    // The same, as a state change: reopening it.
+    late = Conversation::from_parts(colloquy_core::ConversationParts {
+        version: c.version() + 1,
+        ..before_end.into_parts()
+    })?;
+    ensure_err!(
+        store.update(&late).await,
+        StoreError::Conflict { .. },
+        "update that reopens an ended conversation"
+    );
+    // Even a terminal state at the right version cannot be written again.
+    let mut again = c.clone();
+    again.bump_version();
+    ensure_err!(
+        store.update(&again).await,
+        StoreError::Conflict { .. },
+        "second write of an ended conversation"
+    );
+    let stored = store
+        .conversation(c.id())
+        .await?
+        .ok_or_else(|| Failure("conversation vanished".into()))?;
+    ensure_eq!(stored, c, "the ended state stands");
+    ensure_eq!(stored.ended_at(), Some(at(5_000)), "end time kept");
+    ensure_eq!(
+        store.messages(c.id(), MessageRange::All).await?.len(),
+        2,
+        "no turn after the end"
     );
     Ok(())
 }
@@ -937,16 +1083,34 @@ pub async fn two_handles_append_concurrently<F: StoreFactory>(f: &F) -> CheckRes
             tasks.spawn(async move {
                 let mut c = conversation(&["a", "b"], at(h as u64 * 1_000 + i))?;
                 store.create(&c).await?;
+                let mut sent = Vec::new();
                 for t in 0..10 {
                     let batch = talk(&mut c, 1, at(10_000 + t))?;
                     store.append(&c, &batch).await?;
+                    sent.extend(batch);
                 }
-                Ok::<_, Failure>(())
+                Ok::<_, Failure>((c.id(), sent))
             });
         }
     }
+    let mut sent = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        joined.map_err(|e| Failure(format!("task failed: {e}")))??;
+        sent.push(joined.map_err(|e| Failure(format!("task failed: {e}")))??);
+    }
+    // Every conversation holds exactly its own messages at turns 1..=10, whichever
+    // handle wrote them.
+    let reader = f.open().await?;
+    for (id, messages) in &sent {
+        ensure_eq!(
+            &reader.messages(*id, MessageRange::All).await?,
+            messages,
+            "messages of {id}"
+        );
+        ensure_eq!(
+            turns_of(messages),
+            (1..=10).collect::<Vec<_>>(),
+            "turns of {id}"
+        );
     }
     let third = f.open().await?;
     let all = third.list(&ListFilter::new().limit(1_000)).await?;
@@ -1060,6 +1224,80 @@ pub async fn append_shared_keeps_the_append_contract<F: StoreFactory>(f: &F) -> 
         store.append_shared(&rival, &loser).await,
         StoreError::Conflict { turn: 1, .. },
         "rival turn 1"
+    );
+    Ok(())
+}
+
+/// A batch that mixes stored messages (skipped) with new ones (inserted) stores the new
+/// ones and the state, as the contract says.
+pub async fn mixed_batch_inserts_only_the_new_messages<F: StoreFactory>(f: &F) -> CheckResult {
+    let store = f.open().await?;
+    let mut c = conversation(&["a", "b"], at(0))?;
+    store.create(&c).await?;
+    let first = talk(&mut c, 2, at(1_000))?;
+    store.append(&c, &first).await?;
+    let second = talk(&mut c, 2, at(3_000))?;
+    let mixed: Vec<_> = first.iter().chain(&second).cloned().collect();
+    ensure_eq!(
+        store.append(&c, &mixed).await?,
+        AppendOutcome {
+            inserted: 2,
+            duplicates: 2
+        },
+        "mixed batch"
+    );
+    ensure_eq!(
+        store.messages(c.id(), MessageRange::All).await?,
+        mixed,
+        "every message once, in order"
+    );
+    ensure_eq!(
+        store.conversation(c.id()).await?,
+        Some(c),
+        "state of the mixed batch"
+    );
+    Ok(())
+}
+
+/// After `close`, every write fails with `Closed` and nothing is written; reads work.
+pub async fn writes_after_close_are_closed<F: StoreFactory>(f: &F) -> CheckResult {
+    let store = f.open().await?;
+    let (mut c, _) = stored_with_turns(&store, &["a", "b"], at(0), 1).await?;
+    store.close().await?;
+    let batch = talk(&mut c, 1, at(2_000))?;
+    ensure_err!(
+        store.append(&c, &batch).await,
+        StoreError::Closed,
+        "append after close"
+    );
+    ensure_err!(
+        store.create(&conversation(&["a", "b"], at(5))?).await,
+        StoreError::Closed,
+        "create after close"
+    );
+    let mut paused = c.clone();
+    paused.pause(at(3_000))?;
+    ensure_err!(
+        store.update(&paused).await,
+        StoreError::Closed,
+        "update after close"
+    );
+    ensure_err!(
+        store.prune(at(1_000_000)).await,
+        StoreError::Closed,
+        "prune after close"
+    );
+    ensure_err!(
+        store
+            .record_module(&ModuleInfo::new(name("a")?), at(0))
+            .await,
+        StoreError::Closed,
+        "record_module after close"
+    );
+    ensure_eq!(
+        store.messages(c.id(), MessageRange::All).await?.len(),
+        1,
+        "reads still work, nothing new was written"
     );
     Ok(())
 }
