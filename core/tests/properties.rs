@@ -61,53 +61,154 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Operations for the turn-numbering property: mostly drafts between the participants
+/// (`a`, `b`, `c`) sent within the idle timeout (1.5 s), so that long conversations are
+/// the rule; now and then a refused draft (an outsider, a self-addressed one, a late one)
+/// and the state changes that pause or end a conversation.
+fn turn_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        90 => (0..3usize, 1..3usize, 0..1_000u64).prop_map(|(from, step, advance_ms)| Op::Send { from, to: (from + step) % 3, advance_ms }),
+        2 => (0..5usize, 3..5usize, 0..1_000u64).prop_map(|(from, to, advance_ms)| Op::Send { from, to, advance_ms }),
+        1 => (0..3usize, 0..1_000u64).prop_map(|(from, advance_ms)| Op::Send { from, to: from, advance_ms }),
+        1 => (0..3usize, 0..3usize, 1_500..3_000u64).prop_map(|(from, to, advance_ms)| Op::Send { from, to, advance_ms }),
+        2 => Just(Op::Pause),
+        3 => Just(Op::Resume),
+        1 => (0..5usize).prop_map(Op::Phase),
+        2 => ("[a-c]", any::<i64>()).prop_map(|(k, v)| Op::Patch(k, v)),
+        1 => Just(Op::Complete),
+    ]
+}
+
+/// Runs `ops` on one conversation, checking after each that accepted drafts got turns 1,
+/// 2, 3, ... and that a refused operation changed nothing. Returns the turns accepted.
+fn run_turn_ops(ops: Vec<Op>) -> Result<u64, TestCaseError> {
+    let mut c = conv(&["a", "b", "c"], 1_500, 10_000);
+    let mut now = 10_000u64;
+    let mut turns = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        let before = c.clone();
+        let t = Timestamp::from_millis(now);
+        let result = match op {
+            Op::Send {
+                from,
+                to,
+                advance_ms,
+            } => {
+                now += advance_ms;
+                let draft = Draft::request(name(MODULES[from]), name(MODULES[to]), json!(i));
+                let id = MessageId::from_parts(Timestamp::from_millis(now), [i as u8; 10]);
+                c.accept(draft, id, Timestamp::from_millis(now)).map(|m| {
+                    prop_assert_eq!(m.turn, c.turn_count());
+                    prop_assert_eq!(m.conversation_id, c.id());
+                    turns.push(m.turn);
+                    Ok(())
+                })
+            }
+            Op::Pause => c.pause(t).map(|()| Ok(())),
+            Op::Resume => c.resume(t).map(|()| Ok(())),
+            Op::Complete => c.complete(t).map(|()| Ok(())),
+            Op::Fail => c.fail("boom", t).map(|()| Ok(())),
+            Op::TimeOut { advance_ms } => {
+                now += advance_ms;
+                c.time_out(Timestamp::from_millis(now)).map(|()| Ok(()))
+            }
+            Op::Phase(p) => c.advance_phase(Phase::ALL[p], t).map(|()| Ok(())),
+            Op::Patch(k, v) => {
+                let patch = json!({ k: v });
+                c.apply_context_patch(patch.as_object().unwrap(), t)
+                    .map(|()| Ok(()))
+            }
+            Op::Transfer { from, to } => c
+                .transfer(&name(MODULES[from]), name(MODULES[to]), t)
+                .map(|()| Ok(())),
+        };
+        match result {
+            Ok(inner) => inner?,
+            Err(_) => prop_assert_eq!(&c, &before, "a refused operation changed the conversation"),
+        }
+    }
+    let expected: Vec<u64> = (1..=turns.len() as u64).collect();
+    prop_assert_eq!(&turns, &expected);
+    Ok(turns.len() as u64)
+}
+
+/// The reference algorithm of RFC 7396, section 2, written out independently of
+/// `merge_patch`.
+fn rfc7396(target: &Value, patch: &Value) -> Value {
+    let Value::Object(patch) = patch else {
+        return patch.clone();
+    };
+    let mut result = match target {
+        Value::Object(target) => target.clone(),
+        _ => serde_json::Map::new(),
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            result.remove(key);
+        } else {
+            let current = result.get(key).cloned().unwrap_or(Value::Null);
+            result.insert(key.clone(), rfc7396(&current, value));
+        }
+    }
+    Value::Object(result)
+}
+
 const MODULES: [&str; 6] = ["a", "b", "c", "outsider", "other", "newcomer"];
 
 proptest! {
     /// Accepted drafts get turns 1, 2, 3, ... with no gap and no repeat, whatever was
     /// rejected in between; a rejected draft changes nothing.
     #[test]
-    fn turns_stay_contiguous_and_unique(ops in proptest::collection::vec(op(), 0..200)) {
-        let mut c = conv(&["a", "b", "c"], 1_500, 10_000);
-        let mut now = 10_000u64;
-        let mut turns = Vec::new();
-        for (i, op) in ops.into_iter().enumerate() {
-            let before = c.clone();
-            let t = Timestamp::from_millis(now);
-            let result = match op {
-                Op::Send { from, to, advance_ms } => {
-                    now += advance_ms;
-                    let draft = Draft::request(name(MODULES[from]), name(MODULES[to]), json!(i));
-                    let id = MessageId::from_parts(Timestamp::from_millis(now), [i as u8; 10]);
-                    c.accept(draft, id, Timestamp::from_millis(now)).map(|m| {
-                        prop_assert_eq!(m.turn, c.turn_count());
-                        prop_assert_eq!(m.conversation_id, c.id());
-                        turns.push(m.turn);
-                        Ok(())
-                    })
-                }
-                Op::Pause => c.pause(t).map(|()| Ok(())),
-                Op::Resume => c.resume(t).map(|()| Ok(())),
-                Op::Complete => c.complete(t).map(|()| Ok(())),
-                Op::Fail => c.fail("boom", t).map(|()| Ok(())),
-                Op::TimeOut { advance_ms } => {
-                    now += advance_ms;
-                    c.time_out(Timestamp::from_millis(now)).map(|()| Ok(()))
-                }
-                Op::Phase(p) => c.advance_phase(Phase::ALL[p], t).map(|()| Ok(())),
-                Op::Patch(k, v) => {
-                    let patch = json!({ k: v });
-                    c.apply_context_patch(patch.as_object().unwrap(), t).map(|()| Ok(()))
-                }
-                Op::Transfer { from, to } => c.transfer(&name(MODULES[from]), name(MODULES[to]), t).map(|()| Ok(())),
-            };
-            match result {
-                Ok(inner) => inner?,
-                Err(_) => prop_assert_eq!(&c, &before, "a refused operation changed the conversation"),
-            }
+    fn turns_stay_contiguous_and_unique(ops in proptest::collection::vec(turn_op(), 0..200)) {
+        run_turn_ops(ops)?;
+    }
+
+    /// Time inside a turn is not idleness: a reply arriving any time before the request's
+    /// deadline is accepted, however long that is past the idle timeout; idleness then
+    /// counts from the reply, and a turn ended without a reply counts from its end.
+    #[test]
+    fn time_inside_a_turn_is_not_idleness(
+        idle_ms in 1..10_000u64,
+        deadline_ms in 0..100_000u64,
+        work_ms in 0..100_000u64,
+        replies in any::<bool>(),
+    ) {
+        let work_ms = work_ms.min(deadline_ms);
+        let mut c = conv(&["a", "b"], idle_ms, 1_000);
+        let t0 = Timestamp::from_millis(1_000);
+        c.conclude_handshake(&name("b"), &HandshakeOutcome::Accept, t0).unwrap();
+        let request = c
+            .begin_turn(Draft::request(name("a"), name("b"), json!("q")), MessageId::from_parts(t0, [1; 10]), t0, t0.saturating_add(Duration::from_millis(deadline_ms)))
+            .unwrap();
+        let t1 = t0.saturating_add(Duration::from_millis(work_ms));
+        prop_assert_eq!(c.idle_for(t1), Some(Duration::ZERO));
+        prop_assert!(!c.expired(t1));
+        if replies {
+            let mut reply = Draft::request(name("b"), name("a"), json!("r"));
+            reply.in_reply_to = Some(request.id);
+            prop_assert_eq!(c.accept(reply, MessageId::from_parts(t1, [2; 10]), t1).unwrap().turn, 2);
+        } else {
+            c.end_turn(t1);
         }
-        let expected: Vec<u64> = (1..=turns.len() as u64).collect();
-        prop_assert_eq!(turns, expected);
+        prop_assert_eq!(c.busy_until(), None);
+        prop_assert_eq!(c.idle_since(), Some(t1));
+        prop_assert!(!c.expired(t1.saturating_add(Duration::from_millis(idle_ms - 1))));
+        prop_assert!(c.expired(t1.saturating_add(Duration::from_millis(idle_ms))));
+        prop_assert!(c.is_stale(t1.saturating_add(Duration::from_millis(idle_ms)), None));
+    }
+
+    /// A turn in progress never outlives its deadline as busy time: if the hub that drove
+    /// it is gone, the conversation expires at the deadline plus the idle timeout.
+    #[test]
+    fn an_abandoned_turn_expires_after_its_deadline(idle_ms in 1..10_000u64, deadline_ms in 0..100_000u64) {
+        let mut c = conv(&["a", "b"], idle_ms, 1_000);
+        let t0 = Timestamp::from_millis(1_000);
+        c.begin_turn(Draft::request(name("a"), name("b"), json!("q")), MessageId::from_parts(t0, [1; 10]), t0, t0.saturating_add(Duration::from_millis(deadline_ms))).unwrap();
+        let due = t0.saturating_add(Duration::from_millis(deadline_ms + idle_ms));
+        prop_assert_eq!(c.deadline(), Some(due));
+        prop_assert!(!c.expired(due.saturating_sub(Duration::from_millis(1))));
+        c.time_out(due).unwrap();
+        prop_assert_eq!(c.busy_until(), None);
     }
 
     /// Once Completed, TimedOut or Failed, every operation is refused.
@@ -191,11 +292,28 @@ proptest! {
         prop_assert_eq!(id.to_string().parse::<MessageId>().unwrap(), id);
     }
 
-    /// Merge patches never panic, and a patch applied twice equals it applied once.
+    /// Merge patches follow RFC 7396 exactly: the result is the RFC's reference
+    /// algorithm's (patched keys take the patch's value, `null` removes a key, objects
+    /// merge recursively, keys the patch does not name stay), and applying a patch twice
+    /// equals applying it once.
     #[test]
-    fn merge_patch_is_idempotent(target in json_object(), patch in json_object()) {
+    fn merge_patch_follows_rfc_7396(target in json_object(), patch in json_object()) {
         let mut once = target.clone();
         merge_patch(&mut once, &patch).unwrap();
+        let expected = rfc7396(&Value::Object(target.clone()), &Value::Object(patch.clone()));
+        prop_assert_eq!(&Value::Object(once.clone()), &expected);
+        for (key, value) in &patch {
+            match value {
+                Value::Null => prop_assert!(!once.contains_key(key)),
+                Value::Object(_) => prop_assert!(once[key].is_object()),
+                other => prop_assert_eq!(&once[key], other),
+            }
+        }
+        for (key, value) in &target {
+            if !patch.contains_key(key) {
+                prop_assert_eq!(&once[key], value);
+            }
+        }
         let mut twice = once.clone();
         merge_patch(&mut twice, &patch).unwrap();
         prop_assert_eq!(once, twice);
@@ -249,4 +367,23 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn json_object() -> impl Strategy<Value = serde_json::Map<String, Value>> {
     proptest::collection::btree_map("[a-d]", json_value(), 0..4)
         .prop_map(|m| m.into_iter().collect())
+}
+
+/// The turn-numbering property is not vacuous: over the cases it runs, conversations grow
+/// long (the generator keeps senders among the participants and time within the idle
+/// timeout).
+#[test]
+fn the_turn_generator_reaches_long_conversations() {
+    use proptest::{strategy::ValueTree, test_runner::TestRunner};
+    let mut runner = TestRunner::deterministic();
+    let strategy = proptest::collection::vec(turn_op(), 0..200);
+    let mut lengths = Vec::new();
+    for _ in 0..64 {
+        let ops = strategy.new_tree(&mut runner).unwrap().current();
+        lengths.push(run_turn_ops(ops).unwrap());
+    }
+    lengths.sort_unstable();
+    let long = lengths.iter().filter(|&&n| n >= 20).count();
+    assert!(long >= 16, "too few long conversations: {lengths:?}");
+    assert!(lengths[lengths.len() - 1] >= 50, "{lengths:?}");
 }
