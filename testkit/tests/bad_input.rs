@@ -244,6 +244,11 @@ async fn a_full_disk_refuses_turns_with_a_typed_error_and_keeps_reading() {
         ),
         "{err:?}"
     );
+    // The limit was met mid-conversation, after real work, not at the first write.
+    assert!(
+        acknowledged >= 4,
+        "only {acknowledged} turns fit before the disk filled; the test proves nothing"
+    );
     let health = hub.health(None).await;
     assert!(
         health.store_latency.is_some(),

@@ -503,6 +503,38 @@ async fn the_reaper_evicts_cold_conversations_and_they_come_back() -> Result<()>
         .await
         .reaper_last_run
         .expect("the reaper ran");
-    assert!(last.1.evicted <= 1);
+    assert_eq!(last.1.timed_out, 0, "nothing was idle for an hour");
+    Ok(())
+}
+
+/// One reaper pass, run by hand on a hub whose background reaper never wakes: it reports
+/// exactly what it did (evicted, then timed out), and the store agrees.
+#[tokio::test(start_paused = true)]
+async fn a_reaper_pass_reports_what_it_evicted_and_timed_out() -> Result<()> {
+    let hub = TestHub::sqlite_with(|b| {
+        b.cold_after(Duration::from_secs(60))
+            .idle_timeout(Duration::from_secs(600))
+            .reaper_interval(Duration::from_secs(86_400))
+    })
+    .await?;
+    let conv = hub
+        .converse(Echo::new(name("a")), Echo::new(name("b")))
+        .await?;
+    conv.send("warm").await?;
+    let other = hub
+        .start_conversation(ConversationSpec::between("b", "a")?)
+        .await?;
+    other.send("also warm").await?;
+    assert_eq!(hub.stats().hot, 2);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let first = hub.reap().await;
+    assert_eq!((first.evicted, first.timed_out), (2, 0), "{first:?}");
+    assert_eq!(hub.stats().hot, 0);
+    conv.send("back").await?;
+    tokio::time::advance(Duration::from_secs(600)).await;
+    let second = hub.reap().await;
+    assert_eq!(second.timed_out, 2, "{second:?}");
+    assert_eq!(conv.state().await?.status(), &Status::TimedOut);
+    assert_eq!(other.state().await?.status(), &Status::TimedOut);
     Ok(())
 }
