@@ -28,6 +28,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Paused time is exact
+//!
+//! Under `#[tokio::test(start_paused = true)]` tokio's clock moves only when the test
+//! advances it or when the runtime has nothing to do but wait for a timer. colloquy keeps
+//! the second from happening behind your back: the router reads time only from tokio's
+//! clock, handlers run as tasks on the same runtime, and every SQLite read and every wait
+//! for the SQLite writer runs as a blocking task, during which tokio does not auto-advance a
+//! paused clock. So no store operation moves the clock: N instant exchanges leave
+//! `tokio::time::Instant::now()` where it was, on memory and on SQLite, with the reaper on
+//! (`testkit/tests/promises.rs`). Only your own timers (a [`Slow`](modules::Slow) module,
+//! an idle timeout that really elapses) move it.
+//!
 //! # What this crate deliberately does not do
 //!
 //! - **No sleeps standing in for work and no wall-clock assertions.** Timeouts scale up on
