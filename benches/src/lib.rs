@@ -106,7 +106,8 @@ impl Ids {
         c
     }
 
-    /// Accepts `turns` more messages with `payload`-byte contents into `c`.
+    /// Accepts `turns` more messages with `payload`-byte contents into `c`, and makes `c`
+    /// the next write of the conversation (one batch, one append).
     ///
     /// # Panics
     ///
@@ -114,7 +115,7 @@ impl Ids {
     #[allow(clippy::expect_used)] // Participants are valid and the conversation never expires.
     pub fn talk(&mut self, c: &mut Conversation, turns: usize, payload: usize) -> Vec<Message> {
         let text = "x".repeat(payload);
-        (0..turns)
+        let messages: Vec<Message> = (0..turns)
             .map(|_| {
                 let t = c.last_activity();
                 let (from, to) = if c.turn_count().is_multiple_of(2) {
@@ -129,6 +130,11 @@ impl Ids {
                 )
                 .expect("fixture turn")
             })
-            .collect()
+            .collect();
+        if !messages.is_empty() {
+            // One batch is one write of the conversation.
+            c.bump_version();
+        }
+        messages
     }
 }
