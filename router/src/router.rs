@@ -542,7 +542,11 @@ impl Router {
             Delivery::Inline => Work::Inline(target.module.handle(turn)),
             _ => {
                 let module = Arc::clone(&target.module);
-                Work::Task(Box::pin(async move { module.handle(turn).await }))
+                // The task keeps the turn's span, so the handler's own events carry the
+                // conversation, turn, source and target.
+                Work::Task(Box::pin(
+                    async move { module.handle(turn).await }.instrument(tracing::Span::current()),
+                ))
             }
         };
         let called = self.call(id, &message.target, deadline, work).await;
