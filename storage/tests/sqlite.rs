@@ -539,3 +539,46 @@ async fn a_lock_held_past_lock_wait_is_a_typed_busy() {
     assert!(!err.to_string().contains("database is locked"), "{err}");
     holder.join().unwrap();
 }
+
+/// A database written by the previous schema (version 1: no `version` or `busy_until`
+/// columns) is migrated in place when opened: its rows read back, at version 0, and take
+/// versioned writes from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let mut c = conversation(1);
+    {
+        let store = open(&path).await.unwrap();
+        store.create(&c).await.unwrap();
+        let m = turn(&mut c, 2, json!("before the upgrade"));
+        store.append(&c, &[m]).await.unwrap();
+        store.close().await.unwrap();
+    }
+    // Take the file back to schema version 1, as the previous release left it.
+    raw(&path)
+        .execute_batch(
+            "ALTER TABLE conversations DROP COLUMN version; \
+             ALTER TABLE conversations DROP COLUMN busy_until; \
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    let store = open(&path).await.unwrap();
+    let version: i64 = raw(&path)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let mut back = store.conversation(c.id()).await.unwrap().unwrap();
+    assert_eq!(back.version(), 0, "rows of version 1 start at version 0");
+    assert_eq!(back.turn_count(), 1);
+    let m = turn(&mut back, 3, json!("after"));
+    store.append(&back, &[m]).await.unwrap();
+    assert_eq!(
+        store
+            .messages(c.id(), MessageRange::All)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
