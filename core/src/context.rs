@@ -11,10 +11,6 @@ use crate::CoreError;
 /// and it bounds every recursive walk over stored values.
 pub const MAX_JSON_DEPTH: usize = 100;
 
-/// The deepest a context patch may nest: [`MAX_JSON_DEPTH`]. Merging a patch never makes
-/// the context deeper than the deeper of the two.
-pub const MAX_CONTEXT_DEPTH: usize = MAX_JSON_DEPTH;
-
 /// Merges `patch` into `target` as a JSON merge patch (RFC 7396).
 ///
 /// A `null` member removes the key, an object member merges recursively, anything else
@@ -32,11 +28,7 @@ pub fn merge_patch(
     target: &mut Map<String, Value>,
     patch: &Map<String, Value>,
 ) -> Result<(), CoreError> {
-    if depth_exceeds(patch, MAX_CONTEXT_DEPTH) {
-        return Err(CoreError::ContextTooDeep {
-            limit: MAX_CONTEXT_DEPTH,
-        });
-    }
+    crate::check_object("context patch", patch)?;
     apply(target, patch);
     Ok(())
 }

@@ -382,6 +382,13 @@ impl Conversation {
         &self.parts.metadata
     }
 
+    /// Checks that the context and metadata keep the JSON rule every store keeps
+    /// ([`check_object`](crate::check_object)).
+    pub fn check_json(&self) -> Result<(), CoreError> {
+        crate::check_object("context", &self.parts.context)?;
+        crate::check_object("metadata", &self.parts.metadata)
+    }
+
     /// How many times the conversation has been written to its store (see
     /// [`ConversationParts::version`]).
     pub fn version(&self) -> u64 {

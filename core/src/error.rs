@@ -152,10 +152,28 @@ pub enum CoreError {
     #[error("idle timeout must be greater than zero; omit it to use the hub's default")]
     ZeroIdleTimeout,
 
-    /// A context patch nests deeper than [`MAX_CONTEXT_DEPTH`](crate::MAX_CONTEXT_DEPTH).
-    #[error("context patch nests deeper than {limit} levels; flatten it")]
+    /// A conversation's context or metadata, or a context patch, nests deeper than
+    /// [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH) levels.
+    #[error("the {what} nests deeper than {limit} levels of arrays and objects; flatten it")]
     ContextTooDeep {
+        /// Which object ("context", "metadata", "context patch").
+        what: &'static str,
         /// The depth limit.
+        limit: usize,
+    },
+
+    /// Message content nests arrays and objects deeper than
+    /// [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH) levels.
+    #[error("message content nests deeper than {limit} levels of arrays and objects; flatten it")]
+    ContentTooDeep {
+        /// The depth limit.
+        limit: usize,
+    },
+
+    /// Message content is larger than the configured limit.
+    #[error("message content is larger than the limit of {limit} bytes of JSON; send a reference to the data instead, or raise the limit")]
+    ContentTooLarge {
+        /// The limit in bytes.
         limit: usize,
     },
 
@@ -178,7 +196,7 @@ fn status_hint(status: &Status) -> &'static str {
 }
 
 /// Names as a comma-separated list (`none` when empty), for error messages.
-pub fn join_names(names: &[ModuleName]) -> String {
+pub(crate) fn join_names(names: &[ModuleName]) -> String {
     if names.is_empty() {
         return "none".into();
     }

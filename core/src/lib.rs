@@ -63,6 +63,7 @@ macro_rules! named_enum {
     };
 }
 
+mod content;
 mod context;
 mod conversation;
 mod error;
@@ -72,18 +73,21 @@ mod module_info;
 mod name;
 mod schema;
 mod time;
+mod turn;
 
-pub use context::{json_depth_exceeds, merge_patch, MAX_CONTEXT_DEPTH, MAX_JSON_DEPTH};
+pub use content::{check_content, check_object};
+pub use context::{json_depth_exceeds, merge_patch, MAX_JSON_DEPTH};
 pub use conversation::{
     Conversation, ConversationParts, HandshakeOutcome, Intent, Phase, Status, StatusKind,
 };
-pub use error::{join_names, CoreError};
+pub use error::CoreError;
 pub use id::{ConversationId, MessageId};
 pub use message::{Draft, Message, MessageKind};
 pub use module_info::ModuleInfo;
 pub use name::{is_name_char, Capability, ModuleName, MAX_NAME_LEN};
 pub use schema::merge_schemas;
 pub use time::{duration_millis, Timestamp};
+pub use turn::TurnOutcome;
 
 /// JSON values and objects, re-exported so users need not name serde_json's version.
 pub use serde_json::{Map as JsonMap, Value as JsonValue};

@@ -253,6 +253,92 @@ proptest! {
         prop_assert_eq!(c.expired(t1), t1.as_millis() >= start + idle);
     }
 
+    /// The invitees' answers combine into the first rejection, else the first
+    /// counter-proposal, else acceptance.
+    #[test]
+    fn handshake_answers_combine_by_precedence(kinds in proptest::collection::vec(0..3u8, 0..6)) {
+        let answers: Vec<(ModuleName, HandshakeOutcome)> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let outcome = match k {
+                    0 => HandshakeOutcome::Accept,
+                    1 => HandshakeOutcome::Counter { proposal: json!(i) },
+                    _ => HandshakeOutcome::Reject { reason: format!("no {i}") },
+                };
+                (name(&format!("m{i}")), outcome)
+            })
+            .collect();
+        let expected = answers
+            .iter()
+            .find(|(_, o)| matches!(o, HandshakeOutcome::Reject { .. }))
+            .or_else(|| answers.iter().find(|(_, o)| matches!(o, HandshakeOutcome::Counter { .. })))
+            .or_else(|| answers.first())
+            .cloned();
+        prop_assert_eq!(HandshakeOutcome::combine(answers), expected);
+    }
+
+    /// Concluding a turn is all or nothing: on refusal the conversation is exactly as it
+    /// was; on success the turn is over, a reply is the next turn pointing at the request,
+    /// the patch is merged, a transfer replaces the answering participant and an end
+    /// completes the conversation.
+    #[test]
+    fn concluding_a_turn_is_all_or_nothing(
+        reply in proptest::option::of(0..3u8),
+        deep_patch in any::<bool>(),
+        patch in proptest::option::of(json_object()),
+        transfer in proptest::option::of(0..3usize),
+        end in any::<bool>(),
+        late_ms in 0..120_000u64,
+    ) {
+        let mut c = conv(&["a", "b"], 1_000, 0);
+        let t0 = Timestamp::from_millis(0);
+        let request = c
+            .begin_turn(Draft::request(name("a"), name("b"), json!("q")), MessageId::from_parts(t0, [1; 10]), t0, Timestamp::from_millis(60_000))
+            .unwrap();
+        let before = c.clone();
+        let mut outcome = TurnOutcome::nothing();
+        outcome.reply = reply.map(|size| {
+            (MessageKind::Reply, json!("r".repeat(match size { 0 => 1, 1 => 50, _ => 500 })))
+        });
+        outcome.context_patch = if deep_patch {
+            let mut deep = json!(1);
+            for _ in 0..(MAX_JSON_DEPTH + 1) {
+                deep = json!([deep]);
+            }
+            Some(json!({ "deep": deep }).as_object().cloned().unwrap())
+        } else {
+            patch.clone()
+        };
+        outcome.transfer_to = transfer.map(|i| name(["a", "b", "c"][i]));
+        outcome.end = end;
+        let now = Timestamp::from_millis(late_ms);
+        match c.conclude_turn(&request, outcome.clone(), MessageId::from_parts(now, [2; 10]), now, Some(100)) {
+            Err(_) => prop_assert_eq!(&c, &before, "a refused outcome changed the conversation"),
+            Ok(stored) => {
+                prop_assert!(!deep_patch && reply != Some(2));
+                prop_assert!(transfer != Some(0) && transfer != Some(1), "transfer to a participant accepted");
+                prop_assert_eq!(c.busy_until(), None);
+                prop_assert_eq!(stored.is_some(), reply.is_some());
+                if let Some(m) = &stored {
+                    prop_assert_eq!(m.turn, 2);
+                    prop_assert_eq!(m.in_reply_to, Some(request.id));
+                    prop_assert_eq!((&m.source, &m.target), (&request.target, &request.source));
+                }
+                prop_assert_eq!(c.turn_count(), 1 + u64::from(stored.is_some()));
+                if let Some(patch) = &outcome.context_patch {
+                    for key in patch.keys() {
+                        prop_assert!(patch[key].is_null() != c.context().contains_key(key));
+                    }
+                }
+                if outcome.transfer_to.is_some() {
+                    prop_assert!(c.is_participant(&name("c")) && !c.is_participant(&name("b")));
+                }
+                prop_assert_eq!(c.status() == &Status::Completed, end);
+            }
+        }
+    }
+
     /// Schema merge is commutative and idempotent.
     #[test]
     fn schema_merge_is_commutative_and_idempotent(a in schema(), b in schema()) {

@@ -273,7 +273,8 @@ fn context_patches_merge_and_deep_patches_are_refused() {
         c.apply_context_patch(deep.as_object().unwrap(), at(3))
             .unwrap_err(),
         CoreError::ContextTooDeep {
-            limit: MAX_CONTEXT_DEPTH
+            what: "context patch",
+            limit: MAX_JSON_DEPTH
         }
     );
     assert_eq!(c, before);

@@ -259,6 +259,37 @@ impl Response {
     }
 }
 
+impl From<Response> for colloquy_core::TurnOutcome {
+    /// The answer in the model's terms. Exhaustive on purpose: a new `Response` variant
+    /// does not compile until it says what it does to the conversation.
+    fn from(response: Response) -> Self {
+        let mut outcome = Self::nothing();
+        let reply = match response {
+            Response::Reply(reply) => Some(reply),
+            Response::NoReply => None,
+            Response::Patch { context_patch } => {
+                outcome.context_patch = Some(context_patch);
+                None
+            }
+            Response::End { reply } => {
+                outcome.end = true;
+                reply
+            }
+            Response::Transfer { to, reply } => {
+                outcome.transfer_to = Some(to);
+                reply
+            }
+        };
+        if let Some(reply) = reply {
+            outcome.reply = Some((reply.kind, reply.content));
+            if reply.context_patch.is_some() {
+                outcome.context_patch = reply.context_patch;
+            }
+        }
+        outcome
+    }
+}
+
 /// A handler's failure. The router reports it to the sender as a typed error, with this
 /// message, and the conversation stays usable.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use colloquy_core::{ConversationId, CoreError, ModuleName, Status};
+use colloquy_core::{ConversationId, CoreError, ModuleName};
 use colloquy_storage::StoreError;
 
 /// Why a message, an opening or a state change was not carried out.
@@ -16,44 +16,13 @@ pub enum RouteError {
         conversation: ConversationId,
     },
 
-    /// The conversation does not accept turns in its current status.
-    #[error("conversation {conversation} is {status} and accepts no turns; {hint}", hint = if matches!(status, Status::Paused) { "resume it first" } else { "start a new conversation" })]
-    NotActive {
-        /// The conversation.
-        conversation: ConversationId,
-        /// Its status.
-        status: Status,
-    },
-
-    /// The conversation was idle for its idle timeout; it is now TimedOut.
-    #[error("conversation {conversation} timed out after {idle_for:?} idle (its idle timeout is {idle_timeout:?}); start a new one, or give long conversations a larger idle timeout")]
-    Expired {
-        /// The conversation.
-        conversation: ConversationId,
-        /// How long it had been idle.
-        idle_for: Duration,
-        /// Its idle timeout.
-        idle_timeout: Duration,
-    },
-
     /// The target is not registered.
-    #[error("no module named {target} is registered (registered: {list}); register it before sending to it", list = colloquy_core::join_names(registered))]
+    #[error("no module named {target} is registered (registered: {list}); register it before sending to it", list = join_names(registered))]
     UnknownTarget {
         /// The missing module.
         target: ModuleName,
         /// Every registered module.
         registered: Vec<ModuleName>,
-    },
-
-    /// The sender or target does not take part in the conversation.
-    #[error("{module} is not a participant of conversation {conversation} (participants: {list}); only participants may send or receive", list = colloquy_core::join_names(participants))]
-    NotParticipant {
-        /// The conversation.
-        conversation: ConversationId,
-        /// The outsider.
-        module: ModuleName,
-        /// The participants.
-        participants: Vec<ModuleName>,
     },
 
     /// The target's handler did not answer within its deadline. The request is stored and
@@ -91,38 +60,27 @@ pub enum RouteError {
         message: String,
     },
 
-    /// The handler's response cannot be applied (a reply too large or refused, a transfer
-    /// to an unknown module, a context patch too deep). Nothing of it was stored.
+    /// The handler's response cannot be applied: the conversation refused it (a reply too
+    /// large or too deep, a patch too deep, a transfer to a participant). Nothing of it was
+    /// stored. (A transfer to an unregistered module is [`UnknownTarget`](Self::UnknownTarget).)
     #[error(
-        "{module} gave a response that cannot be applied in conversation {conversation}: {reason}"
+        "{module} gave a response that cannot be applied in conversation {conversation}: {refusal}"
     )]
     InvalidResponse {
         /// The conversation.
         conversation: ConversationId,
         /// The module.
         module: ModuleName,
-        /// What is wrong.
-        reason: String,
+        /// Why the conversation refused it.
+        #[source]
+        refusal: CoreError,
     },
 
-    /// Message content is larger than the configured limit.
-    #[error("message content is larger than the limit of {limit} bytes of JSON; send a reference to the data instead, or raise the limit")]
-    ContentTooLarge {
-        /// The limit in bytes.
-        limit: usize,
-    },
-
-    /// Message content nests arrays and objects deeper than colloquy stores.
-    #[error("message content nests deeper than {limit} levels of arrays and objects; flatten it")]
-    ContentTooDeep {
-        /// The depth limit ([`MAX_JSON_DEPTH`](colloquy_core::MAX_JSON_DEPTH)).
-        limit: usize,
-    },
-
-    /// The conversation refused the operation (turn limit, self-addressed message, phase
-    /// regression, ...).
+    /// The conversation model refused the operation: not active, expired, not a
+    /// participant, turn limit, self-addressed message, content too large or too deep,
+    /// phase regression, ... ([`CoreError`] owns these causes; the router only wraps them).
     #[error(transparent)]
-    Refused(CoreError),
+    Refused(#[from] CoreError),
 
     /// The store failed; nothing of this operation was acknowledged.
     #[error("storage failed: {0}")]
@@ -133,35 +91,14 @@ pub enum RouteError {
     ShuttingDown,
 }
 
-impl From<CoreError> for RouteError {
-    fn from(e: CoreError) -> Self {
-        match e {
-            CoreError::NotActive {
-                conversation,
-                status,
-            } => Self::NotActive {
-                conversation,
-                status,
-            },
-            CoreError::Expired {
-                conversation,
-                idle_for,
-                idle_timeout,
-            } => Self::Expired {
-                conversation,
-                idle_for,
-                idle_timeout,
-            },
-            CoreError::NotParticipant {
-                conversation,
-                module,
-                participants,
-            } => Self::NotParticipant {
-                conversation,
-                module,
-                participants,
-            },
-            other => Self::Refused(other),
-        }
+/// Names as a comma-separated list (`none` when empty), for error messages.
+fn join_names(names: &[ModuleName]) -> String {
+    if names.is_empty() {
+        return "none".into();
     }
+    names
+        .iter()
+        .map(ModuleName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -13,7 +13,7 @@ use std::{
 
 use colloquy_core::{
     Conversation, ConversationId, CoreError, Draft, HandshakeOutcome, Intent, Message, ModuleName,
-    Phase, Status, Timestamp,
+    Phase, Status, Timestamp, TurnOutcome,
 };
 use colloquy_registry::{
     ConversationView, Delivery, History, Invitation, ModuleDirectory, Registered, Response, Turn,
@@ -324,21 +324,6 @@ impl Router {
             })
     }
 
-    /// Refuses content too large or too deeply nested to store, before anything happens.
-    fn check_size(&self, content: &Value) -> Result<(), RouteError> {
-        if colloquy_core::json_depth_exceeds(content, colloquy_core::MAX_JSON_DEPTH) {
-            return Err(RouteError::ContentTooDeep {
-                limit: colloquy_core::MAX_JSON_DEPTH,
-            });
-        }
-        if json_len_exceeds(content, self.config.max_content_bytes) {
-            return Err(RouteError::ContentTooLarge {
-                limit: self.config.max_content_bytes,
-            });
-        }
-        Ok(())
-    }
-
     /// Opens a conversation and runs the handshake: every invited participant's
     /// `on_invite` is asked in turn (within its deadline). A rejection fails the
     /// conversation; a counter-proposal moves it to Negotiation.
@@ -347,13 +332,6 @@ impl Router {
         let mut modules = Vec::with_capacity(spec.participants.len());
         for name in &spec.participants {
             modules.push(self.registered(name)?);
-        }
-        for value in spec.context.values().chain(spec.metadata.values()) {
-            if colloquy_core::json_depth_exceeds(value, colloquy_core::MAX_JSON_DEPTH - 1) {
-                return Err(RouteError::Refused(CoreError::ContextTooDeep {
-                    limit: colloquy_core::MAX_JSON_DEPTH,
-                }));
-            }
         }
         let now = self.clock.now();
         let idle_timeout = spec.idle_timeout.unwrap_or(self.config.idle_timeout);
@@ -369,6 +347,7 @@ impl Router {
         if let Some(max) = spec.max_turns {
             conversation = conversation.with_max_turns(max);
         }
+        conversation.check_json()?;
         let id = conversation.id();
         let span = tracing::debug_span!("open", conversation_id = %id, initiator = %spec.participants.first().map(ModuleName::as_str).unwrap_or_default());
         async {
@@ -381,7 +360,7 @@ impl Router {
                 context: spec.context,
                 metadata: spec.metadata,
             };
-            let mut combined: Option<(ModuleName, HandshakeOutcome)> = None;
+            let mut answers = Vec::with_capacity(modules.len().saturating_sub(1));
             for invited in modules.iter().skip(1) {
                 let name = invited.info.name.clone();
                 let deadline = invited.deadline.unwrap_or(self.config.handler_deadline);
@@ -390,7 +369,10 @@ impl Router {
                     _ => {
                         let module = Arc::clone(&invited.module);
                         let invitation = invitation.clone();
-                        Work::Task(Box::pin(async move { module.on_invite(&invitation).await }))
+                        Work::Task(Box::pin(
+                            async move { module.on_invite(&invitation).await }
+                                .instrument(tracing::Span::current()),
+                        ))
                     }
                 };
                 let answer = self
@@ -400,18 +382,9 @@ impl Router {
                         reason: format!("did not answer the invitation: {e}"),
                     });
                 debug!(module = %name, outcome = ?answer, "invitation answered");
-                let replace = match (&combined, &answer) {
-                    (None, _) => true,
-                    (Some((_, HandshakeOutcome::Reject { .. })), _) => false,
-                    (Some(_), HandshakeOutcome::Reject { .. }) => true,
-                    (Some((_, HandshakeOutcome::Accept)), HandshakeOutcome::Counter { .. }) => true,
-                    _ => false,
-                };
-                if replace {
-                    combined = Some((name, answer));
-                }
+                answers.push((name, answer));
             }
-            let (responder, outcome) = match combined {
+            let (responder, outcome) = match HandshakeOutcome::combine(answers) {
                 Some(found) => found,
                 // check_participants guarantees an invitee, so this is never reached.
                 None => (conversation.initiator().clone(), HandshakeOutcome::Accept),
@@ -449,7 +422,8 @@ impl Router {
         options: RouteOptions,
     ) -> Result<Exchange, RouteError> {
         let _flight = self.enter()?;
-        self.check_size(&draft.content)?;
+        // Content too large or too deep is refused before anything happens.
+        colloquy_core::check_content(&draft.content, Some(self.config.max_content_bytes))?;
         let span = tracing::debug_span!(
             "route",
             conversation_id = %id,
@@ -482,26 +456,38 @@ impl Router {
                 return Err(RouteError::UnknownConversation { conversation: id });
             };
             let now = self.clock.now();
-            if let Err(e) = hot.conversation.check_draft(&draft, now) {
-                debug!(error = %e, "draft refused");
-                if matches!(e, CoreError::Expired { .. }) {
-                    self.expire(&mut guard, now).await;
-                    drop(guard);
-                    self.cache.forget(id, lease);
-                }
-                return Err(e.into());
-            }
-            let target = self.registered(&draft.target)?;
-            let deadline = options
-                .deadline
-                .or(target.deadline)
+            let target = self.registered(&draft.target);
+            let deadline = target
+                .as_ref()
+                .ok()
+                .and_then(|t| options.deadline.or(t.deadline))
                 .unwrap_or(self.config.handler_deadline);
-            let message = Arc::new(hot.conversation.begin_turn(
+            let accepted = hot.conversation.begin_turn(
                 draft,
                 self.ids.message(now),
                 now,
                 now.saturating_add(deadline),
-            )?);
+            );
+            let message = match accepted {
+                Ok(message) => Arc::new(message),
+                Err(e) => {
+                    debug!(error = %e, "draft refused");
+                    if matches!(e, CoreError::Expired { .. }) {
+                        self.expire(&mut guard, now).await;
+                        drop(guard);
+                        self.cache.forget(id, lease);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let target = match target {
+                Ok(target) => target,
+                Err(e) => {
+                    // Accepted only in memory: undo by reloading the truth next time.
+                    *guard = None;
+                    return Err(e);
+                }
+            };
             hot.conversation.bump_version();
             tracing::Span::current().record("turn", message.turn);
             match self
@@ -592,74 +578,38 @@ impl Router {
         Ok(exchange)
     }
 
-    /// Applies the handler's response to the hot state and stores it in one write. On error
-    /// the caller drops the hot state, so a half-applied response is never kept.
+    /// Concludes the turn with the handler's response (core decides, all or nothing) and
+    /// stores it in one write. On error the caller drops the hot state, so a half-applied
+    /// response is never kept.
     async fn apply_response(
         &self,
         hot: &mut Hot,
         request: &Arc<Message>,
         response: Response,
     ) -> Result<Exchange, RouteError> {
-        let id = hot.conversation.id();
-        let module = request.target.clone();
-        let invalid = |reason: String| RouteError::InvalidResponse {
-            conversation: id,
-            module: module.clone(),
-            reason,
-        };
-        let (reply, end, transfer, patch) = match response {
-            Response::Reply(reply) => (Some(reply), false, None, None),
-            Response::NoReply => (None, false, None, None),
-            Response::Patch { context_patch } => (None, false, None, Some(context_patch)),
-            Response::End { reply } => (reply, true, None, None),
-            Response::Transfer { to, reply } => (reply, false, Some(to), None),
-            _ => (None, false, None, None),
-        };
-        let now = self.clock.now();
-        let mut stored_reply = None;
-        if let Some(patch) = &patch {
-            hot.conversation
-                .apply_context_patch(patch, now)
-                .map_err(|e| invalid(e.to_string()))?;
+        let outcome = TurnOutcome::from(response);
+        if let Some(to) = &outcome.transfer_to {
+            self.registered(to)?;
         }
-        if let Some(reply) = reply {
-            self.check_size(&reply.content)
-                .map_err(|e| invalid(e.to_string()))?;
-            let draft = Draft {
-                source: request.target.clone(),
-                target: request.source.clone(),
-                kind: reply.kind,
-                content: reply.content,
-                in_reply_to: Some(request.id),
-            };
-            hot.conversation
-                .check_draft(&draft, now)
-                .map_err(|e| invalid(format!("reply refused: {e}")))?;
-            if let Some(patch) = &reply.context_patch {
-                hot.conversation
-                    .apply_context_patch(patch, now)
-                    .map_err(|e| invalid(e.to_string()))?;
-            }
-            stored_reply = Some(Arc::new(hot.conversation.accept(
-                draft,
+        let now = self.clock.now();
+        let reply = hot
+            .conversation
+            .conclude_turn(
+                request,
+                outcome,
                 self.ids.message(now),
                 now,
-            )?));
-        }
-        // Without a reply the turn ends here; a reply ended it already.
-        hot.conversation.end_turn(now);
-        if let Some(to) = transfer {
-            self.registered(&to).map_err(|e| invalid(e.to_string()))?;
-            hot.conversation
-                .transfer(&request.target, to, now)
-                .map_err(|e| invalid(e.to_string()))?;
-        }
-        if end {
-            hot.conversation.complete(now)?;
-        }
+                Some(self.config.max_content_bytes),
+            )
+            .map_err(|refusal| RouteError::InvalidResponse {
+                conversation: hot.conversation.id(),
+                module: request.target.clone(),
+                refusal,
+            })?
+            .map(Arc::new);
         // One write ends the turn: the reply with the new state, or the new state alone.
         hot.conversation.bump_version();
-        match &stored_reply {
+        match &reply {
             Some(reply) => {
                 self.db()
                     .append_shared(&hot.conversation, std::slice::from_ref(reply))
@@ -667,7 +617,6 @@ impl Router {
             }
             None => self.db().update(&hot.conversation).await?,
         }
-        let reply = stored_reply;
         if let Some(reply) = &reply {
             hot.remember(Arc::clone(reply), self.config.history_window);
         }
@@ -1090,64 +1039,4 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
             Err(_) => "a panic without a message".into(),
         },
     }
-}
-
-/// True if `value` serializes to more than `limit` bytes. A cheap upper bound (every string
-/// byte escaped as `\\u00XX`) settles almost every message without serializing; only
-/// content near the limit is measured exactly, stopping at the limit.
-fn json_len_exceeds(value: &Value, limit: usize) -> bool {
-    if json_len_bound(value, limit) <= limit {
-        return false;
-    }
-    json_len_exact_exceeds(value, limit)
-}
-
-/// An upper bound of the serialized length, saturating just above `limit`.
-fn json_len_bound(value: &Value, limit: usize) -> usize {
-    let mut total = 0usize;
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        total = total.saturating_add(match v {
-            Value::Null | Value::Bool(_) => 5,
-            Value::Number(_) => 32,
-            Value::String(s) => s.len().saturating_mul(6).saturating_add(2),
-            Value::Array(items) => {
-                stack.extend(items.iter());
-                items.len().saturating_add(2)
-            }
-            Value::Object(map) => {
-                for (key, item) in map {
-                    total = total.saturating_add(key.len().saturating_mul(6).saturating_add(4));
-                    stack.push(item);
-                }
-                2
-            }
-        });
-        if total > limit {
-            return total;
-        }
-    }
-    total
-}
-
-/// True if `value` serializes to more than `limit` bytes; stops counting at the limit.
-fn json_len_exact_exceeds(value: &Value, limit: usize) -> bool {
-    struct Counter {
-        left: usize,
-    }
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            if buf.len() > self.left {
-                self.left = 0;
-                return Err(std::io::Error::other("limit reached"));
-            }
-            self.left -= buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter { left: limit };
-    serde_json::to_writer(&mut counter, value).is_err()
 }

@@ -9,22 +9,26 @@ use colloquy_storage::StoreError;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HubError {
-    /// Routing failed (unknown conversation or target, not active, handler timed out,
-    /// failed or panicked, storage, shutdown, ...).
+    /// Routing failed: unknown conversation or target, a handler that timed out, failed,
+    /// panicked or answered something that cannot be applied, shutdown. (A route error
+    /// that wraps a store failure or a refusal of the model arrives as
+    /// [`Store`](Self::Store) or [`Refused`](Self::Refused) instead: one arm per cause.)
     #[error(transparent)]
-    Route(#[from] RouteError),
+    Route(RouteError),
 
     /// Registering or unregistering a module failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
 
-    /// The store failed.
+    /// The store failed; nothing of the operation was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
 
-    /// A name, id or conversation setting was invalid.
+    /// The conversation model refused: a turn not accepted (not active, expired, not a
+    /// participant, turn limit, content too large or too deep), an invalid name, id or
+    /// setting.
     #[error(transparent)]
-    Invalid(#[from] CoreError),
+    Refused(#[from] CoreError),
 
     /// An invited module rejected the conversation; it is stored as Failed.
     #[error("{module} rejected conversation {conversation}: {reason}")]
@@ -52,4 +56,15 @@ pub enum HubError {
         /// The capability.
         capability: String,
     },
+}
+
+impl From<RouteError> for HubError {
+    /// Unwraps the causes other layers own, so that each cause has one arm.
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::Storage(e) => Self::Store(e),
+            RouteError::Refused(e) => Self::Refused(e),
+            other => Self::Route(other),
+        }
+    }
 }

@@ -371,7 +371,7 @@ impl Hub {
     ) -> Result<ConversationHandle, HubError> {
         let conversation = self.router().conversation(id).await?;
         if !conversation.is_participant(&speaker) {
-            return Err(colloquy_router::RouteError::NotParticipant {
+            return Err(colloquy_core::CoreError::NotParticipant {
                 conversation: id,
                 module: speaker,
                 participants: conversation.participants().to_vec(),
@@ -407,7 +407,7 @@ impl Hub {
         };
         match ended {
             // The body may have ended the conversation itself.
-            Ok(_) | Err(HubError::Route(colloquy_router::RouteError::Refused(_))) => {}
+            Ok(_) | Err(HubError::Refused(_)) => {}
             Err(e) if result.is_ok() => return Err(e),
             Err(e) => warn!(error = %e, "could not fail the scoped conversation"),
         }

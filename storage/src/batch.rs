@@ -1,44 +1,25 @@
 //! Checks every backend applies to a write before touching storage, so that all backends
 //! refuse the same inconsistent calls with the same errors.
 
-use colloquy_core::{
-    json_depth_exceeds, Conversation, ConversationId, Message, MessageId, StatusKind,
-    MAX_JSON_DEPTH,
-};
+#[cfg(doc)]
+use colloquy_core::MAX_JSON_DEPTH;
+use colloquy_core::{Conversation, ConversationId, CoreError, Message, MessageId, StatusKind};
 
 use crate::StoreError;
 
-/// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`]: it could not be read back (the
-/// parser's limit is 128) and would make serialization recurse without bound.
-fn check_depth(what: &str, value: &serde_json::Value) -> Result<(), StoreError> {
-    if json_depth_exceeds(value, MAX_JSON_DEPTH) {
-        return Err(StoreError::InvalidInput {
-            reason: format!(
-                "{what} nests deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
-            ),
-        });
+/// Refuses what core's JSON rule refuses ([`colloquy_core::check_content`],
+/// [`Conversation::check_json`]): JSON nested deeper than [`MAX_JSON_DEPTH`] could not be
+/// read back (the parser's limit is 128) and would make serialization recurse without
+/// bound.
+fn refused(e: CoreError) -> StoreError {
+    StoreError::InvalidInput {
+        reason: e.to_string(),
     }
-    Ok(())
 }
 
 /// Checks the JSON of a conversation's state (on every write of a state).
 pub(crate) fn check_state(conversation: &Conversation) -> Result<(), StoreError> {
-    for (what, map) in [
-        ("context", conversation.context()),
-        ("metadata", conversation.metadata()),
-    ] {
-        for value in map.values() {
-            // The map itself is the first level.
-            if json_depth_exceeds(value, MAX_JSON_DEPTH - 1) {
-                return Err(StoreError::InvalidInput {
-                    reason: format!(
-                        "the conversation's {what} nests deeper than {MAX_JSON_DEPTH} levels"
-                    ),
-                });
-            }
-        }
-    }
-    Ok(())
+    conversation.check_json().map_err(refused)
 }
 
 /// Checks a `create` call: a new conversation has no turns.
@@ -77,7 +58,7 @@ pub(crate) fn check_append<M: std::borrow::Borrow<Message>>(
                 conversation.id()
             ));
         }
-        check_depth("message content", &message.content)?;
+        colloquy_core::check_content(&message.content, None).map_err(refused)?;
         if message.turn == 0 {
             return invalid(format!(
                 "message {} has turn 0; turns start at 1",

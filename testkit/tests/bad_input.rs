@@ -71,11 +71,11 @@ proptest! {
                     prop_assert_eq!(&exchange.reply.unwrap().content, &content);
                     prop_assert_eq!(conv.transcript().await.unwrap().len(), 2);
                 }
-                Err(HubError::Route(RouteError::ContentTooDeep { .. })) => {
+                Err(HubError::Refused(CoreError::ContentTooDeep { .. })) => {
                     prop_assert!(deep);
                     prop_assert_eq!(conv.transcript().await.unwrap().len(), 0);
                 }
-                Err(HubError::Route(RouteError::ContentTooLarge { .. })) => {
+                Err(HubError::Refused(CoreError::ContentTooLarge { .. })) => {
                     prop_assert!(large && !deep);
                     prop_assert_eq!(conv.transcript().await.unwrap().len(), 0);
                 }
@@ -238,10 +238,7 @@ async fn a_full_disk_refuses_turns_with_a_typed_error_and_keeps_reading() {
         assert!(acknowledged < 2_000, "the size limit never applied");
     };
     assert!(
-        matches!(
-            err,
-            HubError::Route(RouteError::Storage(StoreError::Full { .. }))
-        ),
+        matches!(err, HubError::Store(StoreError::Full { .. })),
         "{err:?}"
     );
     // The limit was met mid-conversation, after real work, not at the first write.

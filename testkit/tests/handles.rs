@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use colloquy_core::{CoreError, ModuleName, Status};
 use colloquy_registry::Response;
-use colloquy_runtime::{Hub, HubError, RouteError};
+use colloquy_runtime::{Hub, HubError};
 use colloquy_storage::MessageRange;
 use colloquy_testkit::{
     modules::{Echo, Scripted},
@@ -38,11 +38,11 @@ async fn idle_timeout_and_max_turns_change_on_a_running_conversation_and_survive
     assert!(
         matches!(
             refused,
-            HubError::Route(RouteError::Refused(CoreError::MaxTurnsBelowTurnCount {
+            HubError::Refused(CoreError::MaxTurnsBelowTurnCount {
                 max_turns: 1,
                 turn_count: 2,
                 ..
-            }))
+            })
         ),
         "{refused:?}"
     );
@@ -69,10 +69,7 @@ async fn idle_timeout_and_max_turns_change_on_a_running_conversation_and_survive
     assert!(
         matches!(
             over,
-            HubError::Route(RouteError::Refused(CoreError::MaxTurnsReached {
-                max_turns: 4,
-                ..
-            }))
+            HubError::Refused(CoreError::MaxTurnsReached { max_turns: 4, .. })
         ),
         "{over:?}"
     );

@@ -60,7 +60,7 @@ async fn idle_timeout_default_and_override_on_paused_time() -> Result<()> {
     assert!(
         matches!(
             err,
-            HubError::Route(RouteError::NotActive {
+            HubError::Refused(CoreError::NotActive {
                 status: Status::TimedOut,
                 ..
             })
@@ -80,7 +80,7 @@ async fn idle_timeout_default_and_override_on_paused_time() -> Result<()> {
     assert!(
         matches!(
             err,
-            HubError::Route(RouteError::NotActive {
+            HubError::Refused(CoreError::NotActive {
                 status: Status::TimedOut,
                 ..
             })
@@ -105,7 +105,7 @@ async fn a_message_after_expiry_is_refused_even_before_the_reaper_runs() -> Resu
     tokio::time::advance(Duration::from_secs(31)).await;
     let err = conv.send("late").await.unwrap_err();
     assert!(
-        matches!(err, HubError::Route(RouteError::Expired { idle_timeout, .. }) if idle_timeout == Duration::from_secs(30)),
+        matches!(err, HubError::Refused(CoreError::Expired { idle_timeout, .. }) if idle_timeout == Duration::from_secs(30)),
         "{err:?}"
     );
     assert_eq!(
@@ -127,7 +127,7 @@ async fn paused_conversations_do_not_time_out_and_resume_restarts_the_clock() ->
     assert!(
         matches!(
             err,
-            HubError::Route(RouteError::NotActive {
+            HubError::Refused(CoreError::NotActive {
                 status: Status::Paused,
                 ..
             })

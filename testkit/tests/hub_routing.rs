@@ -310,12 +310,12 @@ async fn outsiders_cannot_send_or_obtain_a_handle() -> Result<()> {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, HubError::Route(RouteError::NotParticipant { ref module, .. }) if *module == name("mallory")),
+        matches!(err, HubError::Refused(CoreError::NotParticipant { ref module, .. }) if *module == name("mallory")),
         "{err:?}"
     );
     let err = conv.send_to(name("mallory"), "psst").await.unwrap_err();
     assert!(
-        matches!(err, HubError::Route(RouteError::NotParticipant { .. })),
+        matches!(err, HubError::Refused(CoreError::NotParticipant { .. })),
         "{err:?}"
     );
     assert_eq!(conv.transcript().await?.len(), 0);
@@ -412,7 +412,7 @@ async fn oversized_content_is_refused_before_anything_is_stored() -> Result<()> 
     let err = conv.send("x".repeat(2_000)).await.unwrap_err();
     assert_eq!(
         err,
-        HubError::Route(RouteError::ContentTooLarge { limit: 1_000 })
+        HubError::Refused(CoreError::ContentTooLarge { limit: 1_000 })
     );
     assert_eq!(conv.transcript().await?.len(), 0);
     conv.send("small").await?;
@@ -467,7 +467,7 @@ async fn handlers_can_stay_silent_transfer_and_end() -> Result<()> {
     assert!(
         matches!(
             err,
-            HubError::Route(RouteError::NotActive {
+            HubError::Refused(CoreError::NotActive {
                 status: Status::Completed,
                 ..
             })

@@ -10,7 +10,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use colloquy_core::{ModuleInfo, ModuleName, Status};
+use colloquy_core::{CoreError, ModuleInfo, ModuleName, Status};
 use colloquy_registry::{Module, ModuleError, Registration, Response, Turn};
 use colloquy_runtime::{ConversationSpec, Hub, HubBuilder, HubError, RouteError};
 use colloquy_storage::MessageRange;
@@ -166,7 +166,7 @@ async fn two_hubs_on_one_file_never_undo_each_others_changes() {
     assert!(
         matches!(
             refused,
-            HubError::Route(RouteError::NotActive {
+            HubError::Refused(CoreError::NotActive {
                 status: Status::Completed,
                 ..
             })
