@@ -25,10 +25,12 @@ mod cache;
 mod clock;
 mod error;
 mod router;
+mod types;
 
 pub use clock::{Clock, IdMinter};
 pub use error::RouteError;
-pub use router::{
-    Change, Exchange, OpenSpec, Opened, ReapReport, RouteOptions, Router, RouterConfig,
-    RouterStats, ShutdownReport,
+pub use router::Router;
+pub use types::{
+    Change, Exchange, OpenSpec, Opened, ReapReport, RouteOptions, RouterConfig, RouterStats,
+    ShutdownReport,
 };

@@ -1,204 +1,37 @@
-//! [`Router`]: opens conversations, routes messages, applies state changes, reaps idle
-//! conversations and drains on shutdown.
+//! [`Router`]: opens conversations, routes messages and applies state changes. Reaping
+//! (`reap.rs`), module calls (`call.rs`) and the lifecycle with shutdown (`lifecycle.rs`)
+//! are its submodules.
+
+mod call;
+mod lifecycle;
+mod reap;
 
 use std::{
     collections::VecDeque,
-    future::Future,
     sync::{
         atomic::{AtomicU8, AtomicUsize, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc, Mutex,
     },
-    time::Duration,
 };
 
 use colloquy_core::{
-    Conversation, ConversationId, CoreError, Draft, HandshakeOutcome, Intent, Message, ModuleName,
-    Phase, Status, Timestamp, TurnOutcome,
+    Conversation, ConversationId, CoreError, Draft, HandshakeOutcome, Message, ModuleName, Status,
+    TurnOutcome,
 };
 use colloquy_registry::{
     ConversationView, Delivery, History, Invitation, ModuleDirectory, Registered, Response, Turn,
 };
-use colloquy_storage::{ConversationStore, ListCursor, ListFilter, MessageRange, StoreError};
-use serde_json::{Map, Value};
+use colloquy_storage::{ConversationStore, ListCursor, MessageRange, StoreError};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, field, Instrument};
 
 use crate::{
     cache::{Hot, HotCache},
-    Clock, IdMinter, RouteError,
+    Change, Clock, Exchange, IdMinter, OpenSpec, Opened, RouteError, RouteOptions, RouterConfig,
+    RouterStats,
 };
-
-/// Settings of a [`Router`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct RouterConfig {
-    /// Idle timeout of conversations that do not set their own. Default 300 s.
-    pub idle_timeout: Duration,
-    /// Handler deadline of modules that do not set their own. Default 30 s.
-    pub handler_deadline: Duration,
-    /// Recent messages handed to handlers with each turn. Default 20.
-    pub history_window: usize,
-    /// Most conversations held in memory at once. Default 1,000.
-    pub hot_capacity: usize,
-    /// Largest message content accepted, in bytes of JSON. Default 1 MiB.
-    pub max_content_bytes: usize,
-    /// Active conversations the reaper checks in the store per pass. Default 500.
-    pub reap_batch: usize,
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        Self {
-            idle_timeout: Duration::from_secs(300),
-            handler_deadline: Duration::from_secs(30),
-            history_window: 20,
-            hot_capacity: 1_000,
-            max_content_bytes: 1 << 20,
-            reap_batch: 500,
-        }
-    }
-}
-
-/// What to open.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct OpenSpec {
-    /// Participants, initiator first (at least two, all registered).
-    pub participants: Vec<ModuleName>,
-    /// Why.
-    pub intent: Intent,
-    /// Overrides the default idle timeout.
-    pub idle_timeout: Option<Duration>,
-    /// Limits the number of turns.
-    pub max_turns: Option<u64>,
-    /// Initial shared context.
-    pub context: Map<String, Value>,
-    /// Free-form metadata.
-    pub metadata: Map<String, Value>,
-}
-
-impl OpenSpec {
-    /// A conversation between `participants` (initiator first) with `intent`.
-    pub fn new(participants: Vec<ModuleName>, intent: Intent) -> Self {
-        Self {
-            participants,
-            intent,
-            idle_timeout: None,
-            max_turns: None,
-            context: Map::new(),
-            metadata: Map::new(),
-        }
-    }
-}
-
-/// The result of [`Router::open`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Opened {
-    /// The conversation as stored after the handshake.
-    pub conversation: Conversation,
-    /// The combined answer: the first rejection, else the first counter-proposal, else
-    /// acceptance.
-    pub outcome: HandshakeOutcome,
-    /// Who gave that answer.
-    pub responder: ModuleName,
-}
-
-/// Per-call options of [`Router::route`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RouteOptions {
-    /// Overrides the target's handler deadline for this call.
-    pub deadline: Option<Duration>,
-}
-
-impl RouteOptions {
-    /// With a handler deadline for this call.
-    pub fn deadline(deadline: Duration) -> Self {
-        Self {
-            deadline: Some(deadline),
-        }
-    }
-}
-
-/// A routed message and what came of it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Exchange {
-    /// The request as stored.
-    pub request: Arc<Message>,
-    /// The reply as stored, if the handler replied.
-    pub reply: Option<Arc<Message>>,
-    /// The conversation's status afterwards.
-    pub status: Status,
-    /// Its participants afterwards (they change on transfer).
-    pub participants: Arc<[ModuleName]>,
-}
-
-/// A state change applied under the conversation's turn lock.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Change {
-    /// Active -> Paused.
-    Pause,
-    /// Paused -> Active.
-    Resume,
-    /// -> Completed.
-    Complete,
-    /// -> Failed with a reason.
-    Fail(String),
-    /// Replace participant `from` with the registered module `to`.
-    Transfer {
-        /// The leaving participant.
-        from: ModuleName,
-        /// The arriving module.
-        to: ModuleName,
-    },
-    /// Move to a later phase.
-    Phase(Phase),
-    /// Merge a patch into the shared context.
-    Patch(Map<String, Value>),
-    /// Change the idle timeout (must be positive).
-    IdleTimeout(Duration),
-    /// Change the turn limit (`None` removes it; not below the turns already taken).
-    MaxTurns(Option<u64>),
-}
-
-/// What one reaper pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReapReport {
-    /// Conversations marked TimedOut.
-    pub timed_out: usize,
-    /// Cold conversations evicted from memory.
-    pub evicted: usize,
-    /// Stored active conversations checked.
-    pub scanned: usize,
-}
-
-/// Counters for health reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouterStats {
-    /// Conversations in memory (each with its turn lock).
-    pub hot: usize,
-    /// The most ever held at once.
-    pub hot_high_water: usize,
-    /// The configured limit.
-    pub hot_capacity: usize,
-    /// Operations in progress.
-    pub in_flight: usize,
-}
-
-/// How [`Router::shutdown`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// True if every in-flight operation finished by itself within the drain deadline.
-    pub drained: bool,
-    /// Operations still running at the deadline; their handlers were aborted and their
-    /// callers got [`RouteError::ShuttingDown`].
-    pub aborted: usize,
-}
-
-const OPEN: u8 = 0;
-const DRAINING: u8 = 1;
-const ABORTING: u8 = 2;
+use call::Work;
+use lifecycle::Lifecycle;
 
 /// Routes messages between modules through a store, one conversation turn at a time.
 ///
@@ -215,11 +48,11 @@ pub struct Router {
     cache: HotCache,
     in_flight: AtomicUsize,
     idle: Notify,
-    /// OPEN, DRAINING or ABORTING, for those who wait for a change (aborted handlers).
-    state: watch::Sender<u8>,
+    /// The lifecycle, for those who wait for a change (aborted handlers).
+    state: watch::Sender<Lifecycle>,
     /// The same value for those who only look, on every turn: a plain load shares the
     /// cache line between cores instead of taking the channel's lock.
-    phase: AtomicU8,
+    lifecycle: AtomicU8,
     reap_cursor: Mutex<Option<ListCursor>>,
 }
 
@@ -230,17 +63,6 @@ impl std::fmt::Debug for Router {
             .field("config", &self.config)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
-    }
-}
-
-/// Counts an operation as in flight until dropped.
-struct Flight<'a>(&'a Router);
-
-impl Drop for Flight<'_> {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
     }
 }
 
@@ -262,8 +84,8 @@ impl Router {
             cache,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
-            state: watch::Sender::new(OPEN),
-            phase: AtomicU8::new(OPEN),
+            state: watch::Sender::new(Lifecycle::Open),
+            lifecycle: AtomicU8::new(Lifecycle::Open as u8),
             reap_cursor: Mutex::new(None),
         }
     }
@@ -302,17 +124,6 @@ impl Router {
             hot_capacity: self.cache.capacity(),
             in_flight: self.in_flight.load(Ordering::Acquire),
         }
-    }
-
-    fn enter(&self) -> Result<Flight<'_>, RouteError> {
-        // SeqCst here and in `set_phase`: either shutdown sees this flight, or this sees
-        // the shutdown.
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let flight = Flight(self);
-        if self.phase.load(Ordering::SeqCst) != OPEN {
-            return Err(RouteError::ShuttingDown);
-        }
-        Ok(flight)
     }
 
     fn registered(&self, name: &ModuleName) -> Result<Registered, RouteError> {
@@ -441,7 +252,7 @@ impl Router {
         options: RouteOptions,
     ) -> Result<Exchange, RouteError> {
         let lease = self.cache.lease(id).await;
-        if self.phase.load(Ordering::Acquire) == ABORTING {
+        if Lifecycle::load(&self.lifecycle, Ordering::Acquire) == Lifecycle::Aborting {
             return Err(RouteError::ShuttingDown);
         }
         let mut guard = self.lock_loaded(&lease, id).await?;
@@ -764,224 +575,6 @@ impl Router {
             None => Err(RouteError::UnknownConversation { conversation: id }),
         }
     }
-
-    /// Marks the slot's conversation TimedOut and stores it; on any failure the hot state is
-    /// dropped so the store stays the truth.
-    async fn expire(&self, state: &mut Option<Hot>, now: Timestamp) -> bool {
-        let Some(hot) = state.as_mut() else {
-            return false;
-        };
-        let mut next = hot.conversation.clone();
-        let done = next.time_out(now).is_ok() && {
-            next.bump_version();
-            self.db().update(&next).await.is_ok()
-        };
-        if done {
-            debug!(conversation_id = %next.id(), "conversation timed out");
-        }
-        *state = None;
-        done
-    }
-
-    /// Runs a module call with its deadline, containing a panic (it becomes
-    /// [`RouteError::HandlerPanicked`]) and giving up when shutdown aborts.
-    ///
-    /// [`Work::Task`] runs the call as its own task, so a handler that blocks its thread
-    /// cannot hold the caller past the deadline (on a multi-threaded runtime); the task is
-    /// aborted when the caller stops waiting. Whatever the mode, a result that arrives after
-    /// the deadline is refused as a timeout: a late result is never stored.
-    async fn call<T: Send + 'static>(
-        &self,
-        conversation: ConversationId,
-        module: &ModuleName,
-        deadline: Duration,
-        work: Work<'_, T>,
-    ) -> Result<T, RouteError> {
-        let started = tokio::time::Instant::now();
-        let due = started
-            .checked_add(deadline)
-            .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365 * 30));
-        let timed_out = || RouteError::HandlerTimedOut {
-            conversation,
-            module: module.clone(),
-            deadline,
-        };
-        let panicked = |payload| RouteError::HandlerPanicked {
-            conversation,
-            module: module.clone(),
-            message: panic_message(payload),
-        };
-        // Lazy: subscribes only if the handler did not answer at its first poll.
-        let aborted = async {
-            let mut state = self.state.subscribe();
-            let _ = state.wait_for(|s| *s == ABORTING).await;
-        };
-        let outcome = match work {
-            Work::Inline(future) => {
-                tokio::select! {
-                    // The handler first: most answer at once, and then the deadline's timer
-                    // is never registered.
-                    biased;
-                    outcome = CatchUnwind(future) => outcome.map_err(panicked),
-                    () = tokio::time::sleep_until(due) => Err(timed_out()),
-                    () = aborted => Err(RouteError::ShuttingDown),
-                }
-            }
-            Work::Task(future) => {
-                let mut task = AbortOnDrop(tokio::spawn(future));
-                tokio::select! {
-                    biased;
-                    joined = &mut task.0 => joined.map_err(|e| match e.try_into_panic() {
-                        Ok(payload) => panicked(payload),
-                        // Cancelled: only the runtime shutting down cancels it.
-                        Err(_) => RouteError::ShuttingDown,
-                    }),
-                    () = tokio::time::sleep_until(due) => Err(timed_out()),
-                    () = aborted => Err(RouteError::ShuttingDown),
-                }
-            }
-        };
-        if outcome.is_ok() && tokio::time::Instant::now() > due {
-            // The handler held its thread past the deadline: its result is refused.
-            debug!(module = %module, ?deadline, "handler answered after its deadline");
-            return Err(timed_out());
-        }
-        if matches!(outcome, Err(RouteError::HandlerTimedOut { .. })) {
-            debug!(module = %module, ?deadline, "handler timed out");
-        }
-        outcome
-    }
-
-    /// One reaper pass: times out expired conversations (hot ones, and a batch of stored
-    /// active ones, continuing where the last pass stopped) and evicts hot conversations
-    /// not used for `cold_after`.
-    pub async fn reap(&self, cold_after: Duration) -> ReapReport {
-        let mut report = ReapReport::default();
-        let now = self.clock.now();
-        for id in self.cache.ids() {
-            report.timed_out += usize::from(self.reap_one(id, now, true).await);
-        }
-        let cursor = *self
-            .reap_cursor
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut filter = ListFilter::new()
-            .status(colloquy_core::StatusKind::Active)
-            .limit(self.config.reap_batch);
-        if let Some(cursor) = cursor {
-            filter = filter.after(cursor);
-        }
-        match self.db().list(&filter).await {
-            Ok(page) => {
-                report.scanned = page.conversations.len();
-                for conversation in page.conversations.iter().filter(|c| c.expired(now)) {
-                    report.timed_out +=
-                        usize::from(self.reap_one(conversation.id(), now, false).await);
-                }
-                *self
-                    .reap_cursor
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = page.next;
-            }
-            Err(e) => debug!(error = %e, "reaper could not list active conversations"),
-        }
-        report.evicted = self.cache.evict_cold(cold_after);
-        if report.timed_out > 0 || report.evicted > 0 {
-            debug!(?report, "reaper pass");
-        }
-        report
-    }
-
-    /// Times out one conversation if it is expired, under its turn lock. A conversation
-    /// loaded only for this check (or found expired) leaves memory again.
-    async fn reap_one(&self, id: ConversationId, now: Timestamp, only_if_hot: bool) -> bool {
-        let lease = if only_if_hot {
-            match self.cache.peek(id) {
-                Some(lease) => lease,
-                None => return false,
-            }
-        } else {
-            self.cache.lease(id).await
-        };
-        let Ok(mut guard) = lease.slot().state.try_lock() else {
-            // A turn is in progress: the conversation is not idle.
-            return false;
-        };
-        let was_hot = guard.is_some();
-        let expired = if was_hot || !only_if_hot {
-            matches!(self.load(&mut guard, id).await, Ok(hot) if hot.conversation.expired(now))
-        } else {
-            false
-        };
-        let timed_out = expired && self.expire(&mut guard, now).await;
-        if expired || !was_hot {
-            *guard = None;
-            drop(guard);
-            self.cache.forget(id, lease);
-        }
-        timed_out
-    }
-
-    /// Stops taking new work, lets in-flight operations finish for up to `drain`, then
-    /// aborts the handlers still running (their callers get
-    /// [`RouteError::ShuttingDown`]) and waits for them to unwind. Nobody is left hanging.
-    pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
-        self.set_phase(DRAINING);
-        let drained = self.wait_idle(drain).await;
-        let aborted = if drained {
-            0
-        } else {
-            let still = self.in_flight.load(Ordering::SeqCst);
-            self.set_phase(ABORTING);
-            // Aborted handlers return at once; what remains is at most a store write.
-            self.wait_idle(Duration::from_secs(30)).await;
-            still
-        };
-        ShutdownReport { drained, aborted }
-    }
-
-    async fn wait_idle(&self, limit: Duration) -> bool {
-        let wait = async {
-            loop {
-                let notified = self.idle.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if self.in_flight.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(limit, wait).await.is_ok()
-    }
-
-    /// True once [`shutdown`](Self::shutdown) has begun.
-    pub fn is_shutting_down(&self) -> bool {
-        self.phase.load(Ordering::Acquire) != OPEN
-    }
-
-    fn set_phase(&self, phase: u8) {
-        self.phase.store(phase, Ordering::SeqCst);
-        self.state.send_replace(phase);
-    }
-}
-
-/// A module call, as [`Router::call`] runs it.
-enum Work<'a, T> {
-    /// Polled in place on the caller's task ([`Delivery::Inline`]).
-    Inline(std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>),
-    /// Run as its own task ([`Delivery::Task`]).
-    Task(std::pin::Pin<Box<dyn Future<Output = T> + Send + 'static>>),
-}
-
-/// Aborts a handler's task when its caller stops waiting for it (deadline, shutdown, or
-/// the caller's own future dropped).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The draft a refused request was accepted from, to decide it again after a reload.
@@ -1006,37 +599,5 @@ fn view(hot: &Hot) -> ConversationView {
         intent: c.intent(),
         turn_count: c.turn_count(),
         context: c.shared_context(),
-    }
-}
-
-/// Polls a future, turning a panic inside it into an error instead of unwinding further.
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        // The future is dropped right after a panic and never polled again, so no broken
-        // invariant of it can be observed: asserting unwind safety is sound.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            std::pin::Pin::new(&mut self.0).poll(cx)
-        })) {
-            Ok(std::task::Poll::Ready(value)) => std::task::Poll::Ready(Ok(value)),
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Err(payload) => std::task::Poll::Ready(Err(payload)),
-        }
-    }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(s) => (*s).to_owned(),
-            Err(_) => "a panic without a message".into(),
-        },
     }
 }

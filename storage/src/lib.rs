@@ -7,6 +7,8 @@
 //! - [`SqliteStore`] (feature `sqlite`, on by default): one SQLite file in WAL mode, a
 //!   single write connection with group commit, an r2d2 pool of read connections, migrations by
 //!   `PRAGMA user_version`.
+//! - `FaultyStore` (feature `faults`): wraps any store and fails, delays or disconnects it
+//!   on command, to test what sits above a store.
 //!
 //! Every backend must pass the conformance suite in `colloquy-testkit`
 //! (`colloquy_testkit::conformance`); that suite, not this crate's examples, is the
@@ -26,12 +28,16 @@
 
 mod batch;
 mod error;
+#[cfg(feature = "faults")]
+mod faults;
 mod memory;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
 
 pub use error::StoreError;
+#[cfg(feature = "faults")]
+pub use faults::{Faults, FaultyStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};

@@ -1,0 +1,178 @@
+//! The router's public types: settings, what to open, per-call options, what a routed
+//! message or a state change gives back, and the counters and reports.
+
+use std::{sync::Arc, time::Duration};
+
+use colloquy_core::{Conversation, HandshakeOutcome, Intent, Message, ModuleName, Phase, Status};
+use serde_json::{Map, Value};
+
+#[cfg(doc)]
+use crate::{RouteError, Router};
+
+/// Settings of a [`Router`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RouterConfig {
+    /// Idle timeout of conversations that do not set their own. Default 300 s.
+    pub idle_timeout: Duration,
+    /// Handler deadline of modules that do not set their own. Default 30 s.
+    pub handler_deadline: Duration,
+    /// Recent messages handed to handlers with each turn. Default 20.
+    pub history_window: usize,
+    /// Most conversations held in memory at once. Default 1,000.
+    pub hot_capacity: usize,
+    /// Largest message content accepted, in bytes of JSON. Default 1 MiB.
+    pub max_content_bytes: usize,
+    /// Active conversations the reaper checks in the store per pass. Default 500.
+    pub reap_batch: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(300),
+            handler_deadline: Duration::from_secs(30),
+            history_window: 20,
+            hot_capacity: 1_000,
+            max_content_bytes: 1 << 20,
+            reap_batch: 500,
+        }
+    }
+}
+
+/// What to open.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OpenSpec {
+    /// Participants, initiator first (at least two, all registered).
+    pub participants: Vec<ModuleName>,
+    /// Why.
+    pub intent: Intent,
+    /// Overrides the default idle timeout.
+    pub idle_timeout: Option<Duration>,
+    /// Limits the number of turns.
+    pub max_turns: Option<u64>,
+    /// Initial shared context.
+    pub context: Map<String, Value>,
+    /// Free-form metadata.
+    pub metadata: Map<String, Value>,
+}
+
+impl OpenSpec {
+    /// A conversation between `participants` (initiator first) with `intent`.
+    pub fn new(participants: Vec<ModuleName>, intent: Intent) -> Self {
+        Self {
+            participants,
+            intent,
+            idle_timeout: None,
+            max_turns: None,
+            context: Map::new(),
+            metadata: Map::new(),
+        }
+    }
+}
+
+/// The result of [`Router::open`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    /// The conversation as stored after the handshake.
+    pub conversation: Conversation,
+    /// The combined answer: the first rejection, else the first counter-proposal, else
+    /// acceptance.
+    pub outcome: HandshakeOutcome,
+    /// Who gave that answer.
+    pub responder: ModuleName,
+}
+
+/// Per-call options of [`Router::route`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouteOptions {
+    /// Overrides the target's handler deadline for this call.
+    pub deadline: Option<Duration>,
+}
+
+impl RouteOptions {
+    /// With a handler deadline for this call.
+    pub fn deadline(deadline: Duration) -> Self {
+        Self {
+            deadline: Some(deadline),
+        }
+    }
+}
+
+/// A routed message and what came of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// The request as stored.
+    pub request: Arc<Message>,
+    /// The reply as stored, if the handler replied.
+    pub reply: Option<Arc<Message>>,
+    /// The conversation's status afterwards.
+    pub status: Status,
+    /// Its participants afterwards (they change on transfer).
+    pub participants: Arc<[ModuleName]>,
+}
+
+/// A state change applied under the conversation's turn lock.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Change {
+    /// Active -> Paused.
+    Pause,
+    /// Paused -> Active.
+    Resume,
+    /// -> Completed.
+    Complete,
+    /// -> Failed with a reason.
+    Fail(String),
+    /// Replace participant `from` with the registered module `to`.
+    Transfer {
+        /// The leaving participant.
+        from: ModuleName,
+        /// The arriving module.
+        to: ModuleName,
+    },
+    /// Move to a later phase.
+    Phase(Phase),
+    /// Merge a patch into the shared context.
+    Patch(Map<String, Value>),
+    /// Change the idle timeout (must be positive).
+    IdleTimeout(Duration),
+    /// Change the turn limit (`None` removes it; not below the turns already taken).
+    MaxTurns(Option<u64>),
+}
+
+/// What one reaper pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Conversations marked TimedOut.
+    pub timed_out: usize,
+    /// Cold conversations evicted from memory.
+    pub evicted: usize,
+    /// Stored active conversations checked.
+    pub scanned: usize,
+}
+
+/// Counters for health reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Conversations in memory (each with its turn lock).
+    pub hot: usize,
+    /// The most ever held at once.
+    pub hot_high_water: usize,
+    /// The configured limit.
+    pub hot_capacity: usize,
+    /// Operations in progress.
+    pub in_flight: usize,
+}
+
+/// How [`Router::shutdown`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// True if every in-flight operation finished by itself within the drain deadline.
+    pub drained: bool,
+    /// Operations still running at the deadline; their handlers were aborted and their
+    /// callers got [`RouteError::ShuttingDown`].
+    pub aborted: usize,
+}

@@ -1,0 +1,299 @@
+//! The router on its own, over a fault-injecting memory store: every failed write drops the
+//! hot copy and the next operation continues from the store's truth; a conflict with
+//! another writer is reloaded and decided again; shutdown drains a slow write.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use colloquy_core::{CoreError, Draft, Intent, ModuleInfo, ModuleName, Status, Timestamp};
+use colloquy_registry::{Module, ModuleError, Registration, Registry, Response, Turn};
+use colloquy_router::{Change, Clock, OpenSpec, RouteError, RouteOptions, Router, RouterConfig};
+use colloquy_storage::{
+    ConversationStore, Faults, FaultyStore, MemoryStore, MessageRange, StoreError,
+};
+use serde_json::json;
+
+fn name(s: &str) -> ModuleName {
+    s.parse().unwrap()
+}
+
+/// Echoes; or fails, when the content says "fail".
+struct Echo(&'static str);
+
+#[async_trait]
+impl Module for Echo {
+    fn info(&self) -> ModuleInfo {
+        ModuleInfo::new(name(self.0))
+    }
+
+    async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
+        if turn.message.content == json!("fail") {
+            return Err(ModuleError::new("asked to fail"));
+        }
+        Ok(Response::reply(turn.message.content.clone()))
+    }
+}
+
+struct Setup {
+    router: Router,
+    store: Arc<FaultyStore<MemoryStore>>,
+    faults: Faults,
+}
+
+fn setup() -> Setup {
+    let (store, faults) = FaultyStore::new(MemoryStore::new());
+    let store = Arc::new(store);
+    let registry = Registry::new();
+    registry
+        .register(Arc::new(Echo("a")), Registration::new())
+        .unwrap();
+    registry
+        .register(Arc::new(Echo("b")), Registration::new())
+        .unwrap();
+    let router = Router::new(
+        store.clone(),
+        Arc::new(registry),
+        RouterConfig::default(),
+        Clock::starting_at(Timestamp::from_millis(1_700_000_000_000)),
+    );
+    Setup {
+        router,
+        store,
+        faults,
+    }
+}
+
+fn full() -> StoreError {
+    StoreError::Full {
+        detail: "injected".into(),
+    }
+}
+
+async fn open(router: &Router) -> colloquy_core::ConversationId {
+    router
+        .open(OpenSpec::new(vec![name("a"), name("b")], Intent::Query))
+        .await
+        .unwrap()
+        .conversation
+        .id()
+}
+
+fn hello(content: &str) -> Draft {
+    Draft::request(name("a"), name("b"), json!(content))
+}
+
+async fn turns(s: &Setup, id: colloquy_core::ConversationId) -> Vec<u64> {
+    s.store
+        .inner()
+        .messages(id, MessageRange::All)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.turn)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_request_write_stores_nothing_and_the_next_turn_continues() {
+    let s = setup();
+    let id = open(&s.router).await;
+    s.faults.fail_next_writes(1, full());
+    let err = s
+        .router
+        .route(id, hello("lost"), RouteOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err, RouteError::Storage(full()));
+    assert_eq!(turns(&s, id).await, Vec::<u64>::new());
+    let exchange = s
+        .router
+        .route(id, hello("kept"), RouteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(exchange.request.turn, 1);
+    assert_eq!(turns(&s, id).await, vec![1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_reply_write_keeps_the_request_and_the_next_turn_follows_it() {
+    let s = setup();
+    let id = open(&s.router).await;
+    // The request's write goes through, the reply's fails.
+    s.faults.fail_writes_after(1, 1, full());
+    let err = s
+        .router
+        .route(id, hello("one"), RouteOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err, RouteError::Storage(full()));
+    assert_eq!(s.faults.writes_failed(), 1);
+    assert_eq!(turns(&s, id).await, vec![1], "the request is stored");
+    // The hot copy was dropped: the next turn reloads and follows the stored request.
+    let next = s
+        .router
+        .route(id, hello("two"), RouteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(next.request.turn, 2);
+    assert_eq!(turns(&s, id).await, vec![1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_writers_change_is_reloaded_and_the_turn_decided_again() {
+    let s = setup();
+    let id = open(&s.router).await;
+    s.router
+        .route(id, hello("one"), RouteOptions::default())
+        .await
+        .unwrap();
+    // Another writer (another hub) patches the conversation behind the router's back.
+    let mut stored = s.store.inner().conversation(id).await.unwrap().unwrap();
+    stored
+        .apply_context_patch(
+            json!({"by": "other"}).as_object().unwrap(),
+            Timestamp::from_millis(1_700_000_000_500),
+        )
+        .unwrap();
+    stored.bump_version();
+    s.store.inner().update(&stored).await.unwrap();
+    let exchange = s
+        .router
+        .route(id, hello("two"), RouteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(exchange.request.turn, 3);
+    let after = s.router.conversation(id).await.unwrap();
+    assert_eq!(after.context().get("by"), Some(&json!("other")));
+    // The other writer ends it: the router refuses with the stored status.
+    let mut stored = s.store.inner().conversation(id).await.unwrap().unwrap();
+    stored
+        .complete(Timestamp::from_millis(1_700_000_000_900))
+        .unwrap();
+    stored.bump_version();
+    s.store.inner().update(&stored).await.unwrap();
+    let err = s
+        .router
+        .route(id, hello("three"), RouteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RouteError::Refused(CoreError::NotActive {
+                status: Status::Completed,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(turns(&s, id).await, vec![1, 2, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_state_change_leaves_the_store_and_the_next_change_applies() {
+    let s = setup();
+    let id = open(&s.router).await;
+    s.faults.fail_next_writes(1, full());
+    assert_eq!(
+        s.router.apply(id, Change::Pause).await.unwrap_err(),
+        RouteError::Storage(full())
+    );
+    assert_eq!(
+        s.router.conversation(id).await.unwrap().status(),
+        &Status::Active
+    );
+    let paused = s.router.apply(id, Change::Pause).await.unwrap();
+    assert_eq!(paused.status(), &Status::Paused);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_failure_whose_end_of_turn_write_fails_reloads_and_goes_on() {
+    let s = setup();
+    let id = open(&s.router).await;
+    // The request is written, then the handler fails, then the end-of-turn write fails.
+    s.faults.fail_writes_after(1, 1, full());
+    let err = s
+        .router
+        .route(id, hello("fail"), RouteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RouteError::HandlerFailed { .. }), "{err:?}");
+    // The store still says busy (the end of the turn was not stored); the hot copy was
+    // dropped, so the router reloads it and the conversation goes on.
+    assert!(s
+        .store
+        .inner()
+        .conversation(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .busy_until()
+        .is_some());
+    let next = s
+        .router
+        .route(id, hello("again"), RouteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(next.request.turn, 2);
+    assert_eq!(
+        s.store
+            .inner()
+            .conversation(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .busy_until(),
+        None
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reaper_survives_a_disconnected_store_and_times_out_after_reconnect() {
+    let s = setup();
+    let mut spec = OpenSpec::new(vec![name("a"), name("b")], Intent::Query);
+    spec.idle_timeout = Some(Duration::from_secs(10));
+    let id = s.router.open(spec).await.unwrap().conversation.id();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    s.faults.disconnect();
+    let report = s.router.reap(Duration::from_secs(3_600)).await;
+    assert_eq!(report.timed_out, 0);
+    s.faults.reconnect();
+    let report = s.router.reap(Duration::from_secs(3_600)).await;
+    assert_eq!(report.timed_out, 1);
+    assert_eq!(
+        s.router.conversation(id).await.unwrap().status(),
+        &Status::TimedOut
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_a_slow_write() {
+    let s = setup();
+    let id = open(&s.router).await;
+    s.faults.delay(Some(Duration::from_secs(2)));
+    let router = Arc::new(s.router);
+    let sending = {
+        let router = router.clone();
+        tokio::spawn(async move {
+            router
+                .route(id, hello("slow"), RouteOptions::default())
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let report = router.shutdown(Duration::from_secs(30)).await;
+    assert!(report.drained);
+    assert_eq!(report.aborted, 0);
+    assert_eq!(
+        sending.await.unwrap().unwrap().reply.map(|r| r.turn),
+        Some(2)
+    );
+    assert_eq!(
+        router
+            .route(id, hello("late"), RouteOptions::default())
+            .await
+            .unwrap_err(),
+        RouteError::ShuttingDown
+    );
+}
