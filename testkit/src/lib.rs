@@ -8,7 +8,15 @@
 //!   [`Slow`](modules::Slow), [`Failing`](modules::Failing),
 //!   [`Panicking`](modules::Panicking), [`Silent`](modules::Silent) and
 //!   [`Recorder`](modules::Recorder).
+//! - [`mock`]: a module whose turns the test receives and answers by hand
+//!   ([`MockHandle`], tower-test style), failing the test if a turn is left unexamined.
+//! - [`FaultyStore`]: wraps any store and fails, delays or disconnects it on command.
 //! - [`timeout_scale`], [`scaled`] and [`eventually`]: CI-aware timeouts and polling.
+//!
+//! Features: `hub` (default) brings everything above; without it
+//! (`default-features = false`) the crate is the conformance suite alone, for backend
+//! authors: no hub, no router, no SQLite, no multi-threaded runtime. `sqlite` adds
+//! [`conformance::SqliteFactory`].
 //!
 //! A downstream test of your own module:
 //!
@@ -49,10 +57,19 @@
 //! - **No production use.** Nothing here is needed to run a hub.
 
 pub mod conformance;
+#[cfg(feature = "hub")]
 mod hub;
+#[cfg(feature = "hub")]
+mod mock;
+#[cfg(feature = "hub")]
 pub mod modules;
 
+#[cfg(feature = "hub")]
+pub use colloquy_storage::{Faults, FaultyStore};
+#[cfg(feature = "hub")]
 pub use hub::TestHub;
+#[cfg(feature = "hub")]
+pub use mock::{mock, MockHandle, MockModule, PendingTurn};
 
 use std::time::Duration;
 

@@ -29,17 +29,27 @@
 //! Each check gets a new factory, so checks never see each other's data. Checks return a
 //! [`Failure`] instead of panicking, and [`run_all`] runs every check before reporting, so
 //! one run lists everything a backend gets wrong.
+//!
+//! A backend author needs nothing else of this crate: depend on it with
+//! `default-features = false` and it compiles the suite alone (no hub, no router, no
+//! SQLite, no multi-threaded runtime).
+//!
+//! **Not yet semver-stable.** Checks are added as the contract is sharpened (issue by
+//! issue), and a check's name or fixtures may change between minor versions; pin the exact
+//! version in a backend's dev-dependencies.
 
 mod checks;
 mod fixtures;
 
-use std::{fmt, future::Future, path::PathBuf, time::Duration};
+#[cfg(feature = "sqlite")]
+use std::path::PathBuf;
+use std::{fmt, future::Future, time::Duration};
 
 use async_trait::async_trait;
 use colloquy_core::CoreError;
-use colloquy_storage::{ConversationStore, MemoryStore, SqliteOptions, SqliteStore, StoreError};
-
-pub use checks::*;
+use colloquy_storage::{ConversationStore, MemoryStore, StoreError};
+#[cfg(feature = "sqlite")]
+use colloquy_storage::{SqliteOptions, SqliteStore};
 
 /// Opens handles on one backing store (a database, a directory, a memory region).
 ///
@@ -156,8 +166,14 @@ impl Report {
 /// [`crate::timeout_scale`]).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The one place a check is registered: it is exported, listed in [`CHECKS`] and run by
+/// [`run_all`] from here, and `checks.rs` keeps its functions private to this module, so a
+/// check written but not listed is dead code (a lint error) and a unit test compares the
+/// list with the functions.
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
+        pub use checks::{$($name),+};
+
         /// The name of every check, in the order [`run_all`] runs them.
         pub const CHECKS: &[&str] = &[$(stringify!($name)),+];
 
@@ -251,6 +267,7 @@ impl StoreFactory for MemoryFactory {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// A [`StoreFactory`] for [`SqliteStore`]: every handle is a separate `SqliteStore` (its
 /// own writer thread and read pool) on one file in a temporary directory, as two processes
 /// would be. The directory is removed when the factory is dropped.
@@ -260,6 +277,7 @@ pub struct SqliteFactory {
     options: SqliteOptions,
 }
 
+#[cfg(feature = "sqlite")]
 impl SqliteFactory {
     /// A factory over a new database file with the given options.
     pub fn new(options: SqliteOptions) -> std::io::Result<Self> {
@@ -275,10 +293,30 @@ impl SqliteFactory {
     }
 }
 
+#[cfg(feature = "sqlite")]
 #[async_trait]
 impl StoreFactory for SqliteFactory {
     type Store = SqliteStore;
     async fn open(&self) -> Result<SqliteStore, StoreError> {
         SqliteStore::open(self.path(), self.options.clone()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every public check in `checks.rs` is registered in the suite, and every registered
+    /// check exists: a check written but left out of [`super::CHECKS`] fails here.
+    #[test]
+    fn every_check_is_registered_once() {
+        let source = include_str!("checks.rs");
+        let mut defined: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub async fn "))
+            .filter_map(|rest| rest.split(['<', '(']).next())
+            .collect();
+        let mut registered = super::CHECKS.to_vec();
+        defined.sort_unstable();
+        registered.sort_unstable();
+        assert_eq!(defined, registered);
     }
 }
