@@ -232,7 +232,7 @@ async fn report(
         .find(|r| r.kind == Kind::Negotiation)
         .or_else(|| reports.first());
     let transcript = match shown {
-        Some(r) => hub.store().messages(r.id, MessageRange::All).await?,
+        Some(r) => hub.reader().messages(r.id, MessageRange::All).await?,
         None => Vec::new(),
     };
     let analytics = hub.analytics(TimeRange::all()).await?;

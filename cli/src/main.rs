@@ -192,10 +192,27 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes, never a backtrace.
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            // One line: the error and its causes, never a backtrace; plus what to type, for
+            // the errors this binary can fix itself.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}{}", hint(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The command that fixes `e`, where this binary has one (the library's errors name no
+/// commands of this binary).
+fn hint(e: &anyhow::Error) -> String {
+    use colloquy_storage::StoreError;
+    match e.downcast_ref::<StoreError>() {
+        Some(StoreError::DatabaseMissing { path }) => {
+            format!(" (create one with `colloquy demo --db {}`)", path.display())
+        }
+        Some(StoreError::SchemaTooOld { path, .. }) => format!(
+            " (on a writable copy, `colloquy health --db {}` migrates it)",
+            path.display()
+        ),
+        _ => String::new(),
     }
 }
 

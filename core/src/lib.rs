@@ -84,7 +84,7 @@ pub use error::CoreError;
 pub use id::{ConversationId, MessageId};
 pub use message::{Draft, Message, MessageKind};
 pub use module_info::ModuleInfo;
-pub use name::{is_name_char, Capability, ModuleName, MAX_NAME_LEN};
+pub use name::{Capability, ModuleName, MAX_NAME_LEN};
 pub use schema::merge_schemas;
 pub use time::{duration_millis, Timestamp};
 pub use turn::TurnOutcome;

@@ -8,7 +8,7 @@ use crate::error::{shorten, CoreError};
 pub const MAX_NAME_LEN: usize = 128;
 
 /// True for the characters a name may contain: `[A-Za-z0-9_.-]`.
-pub fn is_name_char(c: char) -> bool {
+pub(crate) fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
 }
 

@@ -61,6 +61,17 @@ pub enum Delivery {
     Inline,
 }
 
+impl Delivery {
+    /// True for [`Delivery::Inline`]. Exhaustive here, in the crate that defines the
+    /// variants, so a new way of delivery cannot silently fall into another's branch.
+    pub fn is_inline(self) -> bool {
+        match self {
+            Self::Task => false,
+            Self::Inline => true,
+        }
+    }
+}
+
 /// How to register a module.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -31,6 +31,6 @@ pub use clock::{Clock, IdMinter};
 pub use error::RouteError;
 pub use router::Router;
 pub use types::{
-    Change, Exchange, OpenSpec, Opened, ReapReport, RouteOptions, RouterConfig, RouterStats,
-    ShutdownReport,
+    Change, ConversationSpec, Exchange, Opened, ReapReport, RouteOptions, RouterConfig,
+    RouterStats, ShutdownReport,
 };

@@ -19,7 +19,7 @@ use colloquy_core::{
     TurnOutcome,
 };
 use colloquy_registry::{
-    ConversationView, Delivery, History, Invitation, ModuleDirectory, Registered, Response, Turn,
+    ConversationView, History, Invitation, ModuleDirectory, Registered, Response, Turn,
 };
 use colloquy_storage::{ConversationStore, ListCursor, MessageRange, StoreError};
 use tokio::sync::{watch, Notify};
@@ -27,8 +27,8 @@ use tracing::{debug, field, Instrument};
 
 use crate::{
     cache::{Hot, HotCache},
-    Change, Clock, Exchange, IdMinter, OpenSpec, Opened, RouteError, RouteOptions, RouterConfig,
-    RouterStats,
+    Change, Clock, ConversationSpec, Exchange, IdMinter, Opened, RouteError, RouteOptions,
+    RouterConfig, RouterStats,
 };
 use call::Work;
 use lifecycle::Lifecycle;
@@ -138,7 +138,7 @@ impl Router {
     /// Opens a conversation and runs the handshake: every invited participant's
     /// `on_invite` is asked in turn (within its deadline). A rejection fails the
     /// conversation; a counter-proposal moves it to Negotiation.
-    pub async fn open(&self, spec: OpenSpec) -> Result<Opened, RouteError> {
+    pub async fn open(&self, spec: ConversationSpec) -> Result<Opened, RouteError> {
         let _flight = self.enter()?;
         let mut modules = Vec::with_capacity(spec.participants.len());
         for name in &spec.participants {
@@ -175,16 +175,15 @@ impl Router {
             for invited in modules.iter().skip(1) {
                 let name = invited.info.name.clone();
                 let deadline = invited.deadline.unwrap_or(self.config.handler_deadline);
-                let work = match invited.delivery {
-                    Delivery::Inline => Work::Inline(invited.module.on_invite(&invitation)),
-                    _ => {
-                        let module = Arc::clone(&invited.module);
-                        let invitation = invitation.clone();
-                        Work::Task(Box::pin(
-                            async move { module.on_invite(&invitation).await }
-                                .instrument(tracing::Span::current()),
-                        ))
-                    }
+                let work = if invited.delivery.is_inline() {
+                    Work::Inline(invited.module.on_invite(&invitation))
+                } else {
+                    let module = Arc::clone(&invited.module);
+                    let invitation = invitation.clone();
+                    Work::Task(Box::pin(
+                        async move { module.on_invite(&invitation).await }
+                            .instrument(tracing::Span::current()),
+                    ))
                 };
                 let answer = self
                     .call(id, &name, deadline, work)
@@ -335,16 +334,15 @@ impl Router {
             deadline,
         };
         debug!("request stored, delivering");
-        let work = match target.delivery {
-            Delivery::Inline => Work::Inline(target.module.handle(turn)),
-            _ => {
-                let module = Arc::clone(&target.module);
-                // The task keeps the turn's span, so the handler's own events carry the
-                // conversation, turn, source and target.
-                Work::Task(Box::pin(
-                    async move { module.handle(turn).await }.instrument(tracing::Span::current()),
-                ))
-            }
+        let work = if target.delivery.is_inline() {
+            Work::Inline(target.module.handle(turn))
+        } else {
+            let module = Arc::clone(&target.module);
+            // The task keeps the turn's span, so the handler's own events carry the
+            // conversation, turn, source and target.
+            Work::Task(Box::pin(
+                async move { module.handle(turn).await }.instrument(tracing::Span::current()),
+            ))
         };
         let called = self.call(id, &message.target, deadline, work).await;
         // The request is stored whatever the handler did. Remembered only now, after the

@@ -3,7 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use colloquy_core::{Conversation, HandshakeOutcome, Intent, Message, ModuleName, Phase, Status};
+use colloquy_core::{
+    Conversation, CoreError, HandshakeOutcome, Intent, Message, ModuleName, Phase, Status,
+};
 use serde_json::{Map, Value};
 
 #[cfg(doc)]
@@ -40,13 +42,25 @@ impl Default for RouterConfig {
     }
 }
 
-/// What to open.
+/// What to open: participants (initiator first), intent, and the conversation's own
+/// settings. The one spec type: the hub's `start_conversation` and [`Router::open`] both
+/// take it.
+///
+/// ```
+/// use colloquy_router::ConversationSpec;
+/// use colloquy_core::Intent;
+/// let spec = ConversationSpec::between("extractor", "validator")?
+///     .intent(Intent::Negotiate)
+///     .max_turns(12);
+/// assert_eq!(spec.participants.len(), 2);
+/// # Ok::<(), colloquy_core::CoreError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct OpenSpec {
+pub struct ConversationSpec {
     /// Participants, initiator first (at least two, all registered).
     pub participants: Vec<ModuleName>,
-    /// Why.
+    /// Why (default Collaborate).
     pub intent: Intent,
     /// Overrides the default idle timeout.
     pub idle_timeout: Option<Duration>,
@@ -58,17 +72,59 @@ pub struct OpenSpec {
     pub metadata: Map<String, Value>,
 }
 
-impl OpenSpec {
-    /// A conversation between `participants` (initiator first) with `intent`.
-    pub fn new(participants: Vec<ModuleName>, intent: Intent) -> Self {
+impl ConversationSpec {
+    /// A conversation opened by `initiator` with `others`.
+    pub fn new(initiator: ModuleName, others: impl IntoIterator<Item = ModuleName>) -> Self {
+        let mut participants = vec![initiator];
+        participants.extend(others);
         Self {
             participants,
-            intent,
+            intent: Intent::Collaborate,
             idle_timeout: None,
             max_turns: None,
             context: Map::new(),
             metadata: Map::new(),
         }
+    }
+
+    /// A two-party conversation, parsing both names.
+    pub fn between(initiator: &str, other: &str) -> Result<Self, CoreError> {
+        Ok(Self::new(initiator.parse()?, [other.parse()?]))
+    }
+
+    /// Sets the intent (default Collaborate).
+    pub fn intent(mut self, intent: Intent) -> Self {
+        self.intent = intent;
+        self
+    }
+
+    /// Overrides the default idle timeout for this conversation.
+    pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = Some(idle_timeout);
+        self
+    }
+
+    /// Limits the number of turns.
+    pub fn max_turns(mut self, max_turns: u64) -> Self {
+        self.max_turns = Some(max_turns);
+        self
+    }
+
+    /// Sets the initial shared context.
+    pub fn context(mut self, context: Map<String, Value>) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Sets metadata.
+    pub fn metadata(mut self, metadata: Map<String, Value>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Participants, initiator first.
+    pub fn participants(&self) -> &[ModuleName] {
+        &self.participants
     }
 }
 

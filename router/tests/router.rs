@@ -8,7 +8,9 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use colloquy_core::{CoreError, Draft, Intent, ModuleInfo, ModuleName, Status, Timestamp};
 use colloquy_registry::{Module, ModuleError, Registration, Registry, Response, Turn};
-use colloquy_router::{Change, Clock, OpenSpec, RouteError, RouteOptions, Router, RouterConfig};
+use colloquy_router::{
+    Change, Clock, ConversationSpec, RouteError, RouteOptions, Router, RouterConfig,
+};
 use colloquy_storage::{
     ConversationStore, Faults, FaultyStore, MemoryStore, MessageRange, StoreError,
 };
@@ -72,7 +74,7 @@ fn full() -> StoreError {
 
 async fn open(router: &Router) -> colloquy_core::ConversationId {
     router
-        .open(OpenSpec::new(vec![name("a"), name("b")], Intent::Query))
+        .open(ConversationSpec::new(name("a"), [name("b")]).intent(Intent::Query))
         .await
         .unwrap()
         .conversation
@@ -251,7 +253,7 @@ async fn a_handler_failure_whose_end_of_turn_write_fails_reloads_and_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn the_reaper_survives_a_disconnected_store_and_times_out_after_reconnect() {
     let s = setup();
-    let mut spec = OpenSpec::new(vec![name("a"), name("b")], Intent::Query);
+    let mut spec = ConversationSpec::new(name("a"), [name("b")]).intent(Intent::Query);
     spec.idle_timeout = Some(Duration::from_secs(10));
     let id = s.router.open(spec).await.unwrap().conversation.id();
     tokio::time::advance(Duration::from_secs(11)).await;

@@ -26,7 +26,7 @@ pub struct ConversationHandle {
     id: ConversationId,
     speaker: ModuleName,
     participants: Arc<Mutex<Arc<[ModuleName]>>>,
-    handshake: Arc<HandshakeOutcome>,
+    handshake: Option<Arc<HandshakeOutcome>>,
 }
 
 impl std::fmt::Debug for ConversationHandle {
@@ -44,14 +44,14 @@ impl ConversationHandle {
         id: ConversationId,
         speaker: ModuleName,
         participants: Vec<ModuleName>,
-        handshake: HandshakeOutcome,
+        handshake: Option<HandshakeOutcome>,
     ) -> Self {
         Self {
             hub,
             id,
             speaker,
             participants: Arc::new(Mutex::new(participants.into())),
-            handshake: Arc::new(handshake),
+            handshake: handshake.map(Arc::new),
         }
     }
 
@@ -65,9 +65,11 @@ impl ConversationHandle {
         &self.speaker
     }
 
-    /// How the invited participants answered: Accept, or a Counter proposal to consider.
-    pub fn handshake(&self) -> &HandshakeOutcome {
-        &self.handshake
+    /// How the invited participants answered (Accept, or a Counter proposal to consider),
+    /// for the handle that opened the conversation. `None` for a handle re-attached with
+    /// [`Hub::conversation`]: the answer is not stored, and a made-up one would mislead.
+    pub fn handshake(&self) -> Option<&HandshakeOutcome> {
+        self.handshake.as_deref()
     }
 
     fn known_participants(&self) -> Arc<[ModuleName]> {

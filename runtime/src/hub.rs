@@ -8,12 +8,13 @@ use std::{
 };
 
 use colloquy_core::{
-    Capability, Conversation, ConversationId, HandshakeOutcome, Intent, Message, ModuleName,
-    Timestamp,
+    Capability, Conversation, ConversationId, HandshakeOutcome, Intent, Message, ModuleInfo,
+    ModuleName, Timestamp,
 };
 use colloquy_registry::{Module, ModuleDirectory, Registration, Registry};
 use colloquy_router::{
-    Clock, OpenSpec, ReapReport, RouteOptions, Router, RouterConfig, RouterStats, ShutdownReport,
+    Clock, ConversationSpec, ReapReport, RouteOptions, Router, RouterConfig, RouterStats,
+    ShutdownReport,
 };
 use colloquy_storage::{
     Analytics, ConversationStore, MemoryStore, SqliteOptions, SqliteStore, TimeRange,
@@ -22,7 +23,7 @@ use serde_json::Value;
 use tokio::{sync::Notify, task::JoinHandle};
 use tracing::{debug, warn};
 
-use crate::{ConversationHandle, ConversationSpec, HubError};
+use crate::{ConversationHandle, HubError};
 
 enum StoreChoice {
     Memory,
@@ -314,13 +315,24 @@ impl Hub {
         Ok(())
     }
 
-    /// The module registry.
-    pub fn registry(&self) -> &Registry {
-        &self.inner.registry
+    /// What every registered module declared, sorted by name. (Registering goes through
+    /// [`register`](Self::register), which also records the module in the store.)
+    pub fn modules(&self) -> Vec<Arc<ModuleInfo>> {
+        self.inner.registry.list()
     }
 
-    /// The store behind the hub.
-    pub fn store(&self) -> &Arc<dyn ConversationStore> {
+    /// The registered modules that declare `capability`.
+    pub fn modules_with(&self, capability: &Capability) -> Vec<Arc<ModuleInfo>> {
+        self.inner.registry.find_by_capability(capability)
+    }
+
+    /// The store, for reading only: every write goes through the router, under the
+    /// conversation's turn lock.
+    pub fn reader(&self) -> crate::StoreReader {
+        crate::StoreReader::new(Arc::clone(self.router().store()))
+    }
+
+    fn store(&self) -> &Arc<dyn ConversationStore> {
         self.router().store()
     }
 
@@ -336,12 +348,7 @@ impl Hub {
         &self,
         spec: ConversationSpec,
     ) -> Result<ConversationHandle, HubError> {
-        let mut open = OpenSpec::new(spec.participants, spec.intent);
-        open.idle_timeout = spec.idle_timeout;
-        open.max_turns = spec.max_turns;
-        open.context = spec.context;
-        open.metadata = spec.metadata;
-        let opened = self.router().open(open).await?;
+        let opened = self.router().open(spec).await?;
         if let HandshakeOutcome::Reject { .. } = opened.outcome {
             let reason = match opened.conversation.status() {
                 colloquy_core::Status::Failed { reason } => reason.clone(),
@@ -358,7 +365,7 @@ impl Hub {
             opened.conversation.id(),
             opened.conversation.initiator().clone(),
             opened.conversation.participants().to_vec(),
-            opened.outcome,
+            Some(opened.outcome),
         ))
     }
 
@@ -383,7 +390,7 @@ impl Hub {
             id,
             speaker,
             conversation.participants().to_vec(),
-            HandshakeOutcome::Accept,
+            None,
         ))
     }
 

@@ -6,12 +6,13 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use colloquy_runtime::{Hub, ConversationSpec};
-//! use colloquy_registry::{Module, ModuleError, Response, Turn};
-//! use colloquy_core::ModuleInfo;
+//! // One crate is enough for a first application.
+//! use colloquy_runtime::{
+//!     async_trait, ConversationSpec, Hub, Module, ModuleError, ModuleInfo, Response, Turn,
+//! };
 //!
 //! struct Greeter;
-//! #[async_trait::async_trait]
+//! #[async_trait]
 //! impl Module for Greeter {
 //!     fn info(&self) -> ModuleInfo { ModuleInfo::new("greeter".parse().unwrap()) }
 //!     async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
@@ -19,7 +20,7 @@
 //!     }
 //! }
 //! struct Visitor;
-//! #[async_trait::async_trait]
+//! #[async_trait]
 //! impl Module for Visitor {
 //!     fn info(&self) -> ModuleInfo { ModuleInfo::new("visitor".parse().unwrap()) }
 //!     async fn handle(&self, _turn: Turn) -> Result<Response, ModuleError> { Ok(Response::NoReply) }
@@ -50,14 +51,32 @@
 mod error;
 mod handle;
 mod hub;
-mod spec;
+mod reader;
 mod stale;
 
 pub use colloquy_router::{
-    Clock, Exchange, ReapReport, RouteError, RouteOptions, RouterStats, ShutdownReport,
+    Clock, ConversationSpec, Exchange, ReapReport, RouteError, RouteOptions, RouterStats,
+    ShutdownReport,
+};
+
+// One crate for a first application: everything a module, a conversation and its errors
+// need, so that `colloquy-runtime` is the only dependency (with `async-trait`, re-exported
+// too, for `#[async_trait]` on `Module` impls).
+pub use async_trait::async_trait;
+pub use colloquy_core::{
+    Capability, Conversation, ConversationId, CoreError, HandshakeOutcome, Intent, Message,
+    MessageId, MessageKind, ModuleInfo, ModuleName, Phase, Status, StatusKind, Timestamp,
+};
+pub use colloquy_registry::{
+    ConversationView, Delivery, History, Invitation, Module, ModuleError, Registration,
+    RegistryError, Reply, Response, Turn,
+};
+pub use colloquy_storage::{
+    Analytics, ConversationPage, ListCursor, ListFilter, MessageRange, ModuleRecord, SqliteOptions,
+    StoreError, Synchronous, TimeRange,
 };
 pub use error::HubError;
 pub use handle::ConversationHandle;
 pub use hub::{BroadcastReply, Health, Hub, HubBuilder};
-pub use spec::ConversationSpec;
+pub use reader::StoreReader;
 pub use stale::{find_stale, StaleScan};

@@ -56,7 +56,7 @@ pub enum StoreError {
     },
 
     /// The database file does not exist and the store was asked not to create one.
-    #[error("database {path} does not exist; check the path, or create one (e.g. with `colloquy demo --db {path}`)", path = path.display())]
+    #[error("database {path} does not exist; check the path, or let the store create it (open it without `existing_only`)", path = path.display())]
     DatabaseMissing {
         /// The path.
         path: PathBuf,
@@ -83,7 +83,7 @@ pub enum StoreError {
     },
 
     /// The database has an older schema and was opened read-only, so it cannot be migrated.
-    #[error("database {path} has schema version {found}, older than version {expected} that this colloquy reads; open it once writable (e.g. `colloquy health --db {path}` on a writable copy) to migrate it", path = path.display())]
+    #[error("database {path} has schema version {found}, older than version {expected} that this colloquy reads; open it once for writing (a writable copy will do) to migrate it", path = path.display())]
     SchemaTooOld {
         /// The path.
         path: PathBuf,

@@ -108,7 +108,7 @@ async fn a_handler_patches_the_context_without_replying_in_the_same_write() -> R
         assert!(!state.context().contains_key("plan"), "null removes a key");
         assert_eq!(state.busy_until(), None, "the turn ended with the patch");
         assert_eq!(
-            hub.store()
+            hub.reader()
                 .messages(conv.id(), MessageRange::All)
                 .await?
                 .len(),

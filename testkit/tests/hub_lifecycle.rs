@@ -239,7 +239,7 @@ async fn handshake_rejection_and_counter_proposal() -> Result<()> {
     };
     assert_eq!(module, name("busy"));
     assert!(reason.contains("at capacity"), "{reason}");
-    let stored = hub.store().conversation(conversation).await?.unwrap();
+    let stored = hub.reader().conversation(conversation).await?.unwrap();
     assert!(
         matches!(stored.status(), Status::Failed { .. }),
         "a rejected conversation is stored as failed"
@@ -250,9 +250,15 @@ async fn handshake_rejection_and_counter_proposal() -> Result<()> {
         .await?;
     assert_eq!(
         conv.handshake(),
-        &HandshakeOutcome::Counter {
+        Some(&HandshakeOutcome::Counter {
             proposal: json!({ "fields": ["name"] })
-        }
+        })
+    );
+    let reattached = hub.conversation(conv.id(), name("asker")).await?;
+    assert_eq!(
+        reattached.handshake(),
+        None,
+        "the answer is not stored, so not made up"
     );
     assert_eq!(conv.state().await?.phase(), Phase::Negotiation);
     assert_eq!(
@@ -275,7 +281,7 @@ async fn scoped_conversations_always_end() -> Result<()> {
         .await?;
     assert_eq!(answer, json!("inside"));
     assert_eq!(
-        hub.store().conversation(id).await?.unwrap().status(),
+        hub.reader().conversation(id).await?.unwrap().status(),
         &Status::Completed
     );
 
@@ -293,7 +299,7 @@ async fn scoped_conversations_always_end() -> Result<()> {
         .await
         .unwrap_err();
     assert!(matches!(err, HubError::NoModuleWithCapability { .. }));
-    let failed = hub.store().conversation(seen.unwrap()).await?.unwrap();
+    let failed = hub.reader().conversation(seen.unwrap()).await?.unwrap();
     assert!(
         matches!(failed.status(), Status::Failed { reason } if reason.contains("capability x")),
         "{:?}",
@@ -350,7 +356,7 @@ async fn broadcast_reaches_every_module_with_the_capability() -> Result<()> {
         .unwrap_err();
     assert!(matches!(err, HubError::NoModuleWithCapability { .. }));
     let completed = hub
-        .store()
+        .reader()
         .list(&ListFilter::new().status(StatusKind::Completed))
         .await?;
     assert_eq!(
@@ -359,7 +365,7 @@ async fn broadcast_reaches_every_module_with_the_capability() -> Result<()> {
         "each answered broadcast conversation completed"
     );
     let failed = hub
-        .store()
+        .reader()
         .list(&ListFilter::new().status(StatusKind::Failed))
         .await?;
     assert_eq!(
@@ -402,7 +408,7 @@ async fn health_and_analytics_report_what_happened() -> Result<()> {
             .collect::<Vec<_>>(),
         vec![("a".into(), 1), ("b".into(), 1)]
     );
-    let modules = hub.store().modules().await?;
+    let modules = hub.reader().modules().await?;
     assert_eq!(modules.len(), 2, "registrations are recorded in the store");
     Ok(())
 }

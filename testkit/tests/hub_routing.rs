@@ -491,7 +491,7 @@ async fn history_reads_come_from_the_store_in_order() -> Result<()> {
         last.iter().map(|m| m.turn).collect::<Vec<_>>(),
         vec![8, 9, 10]
     );
-    let all = hub.store().messages(conv.id(), MessageRange::All).await?;
+    let all = hub.reader().messages(conv.id(), MessageRange::All).await?;
     assert_eq!(all.len(), 10);
     Ok(())
 }

@@ -179,7 +179,7 @@ async fn two_hubs_on_one_file_never_undo_each_others_changes() {
     assert_eq!(stored.ended_at(), ended.ended_at());
     assert_eq!(stored.turn_count(), 4);
     let messages = b
-        .store()
+        .reader()
         .messages(conv.id(), MessageRange::All)
         .await
         .unwrap();
@@ -257,7 +257,7 @@ async fn a_handler_that_blocks_its_thread_is_held_to_its_deadline() {
     assert_eq!(exchange.request.turn, 2);
     assert_eq!(exchange.reply.as_ref().map(|r| r.turn), Some(3));
     let stored = hub
-        .store()
+        .reader()
         .messages(conv.id(), MessageRange::All)
         .await
         .unwrap();

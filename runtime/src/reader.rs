@@ -1,0 +1,72 @@
+//! [`StoreReader`]: the hub's store, for reading only. Every write goes through the router
+//! (under the conversation's turn lock, through the hot cache, versioned), so the hub hands
+//! out no way to write past it.
+
+use std::sync::Arc;
+
+use colloquy_core::{Conversation, ConversationId, Message};
+use colloquy_storage::{
+    Analytics, ConversationPage, ConversationStore, ListFilter, MessageRange, ModuleRecord,
+    StoreError, TimeRange,
+};
+
+/// Read-only access to a hub's store: conversations, messages, listings, analytics and
+/// module records, exactly as stored.
+#[derive(Clone)]
+pub struct StoreReader(Arc<dyn ConversationStore>);
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StoreReader")
+            .field(&self.0.backend())
+            .finish()
+    }
+}
+
+impl StoreReader {
+    pub(crate) fn new(store: Arc<dyn ConversationStore>) -> Self {
+        Self(store)
+    }
+
+    /// The backend's name ("memory", "sqlite", ...).
+    pub fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+
+    /// The stored state of a conversation, or `None`.
+    pub async fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.0.conversation(id).await
+    }
+
+    /// Messages of a conversation in ascending turn order.
+    pub async fn messages(
+        &self,
+        id: ConversationId,
+        range: MessageRange,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.0.messages(id, range).await
+    }
+
+    /// Conversations matching `filter`, newest first, one page at a time.
+    pub async fn list(&self, filter: &ListFilter) -> Result<ConversationPage, StoreError> {
+        self.0.list(filter).await
+    }
+
+    /// Aggregates over the conversations started within `range`.
+    pub async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
+        self.0.analytics(range).await
+    }
+
+    /// Every recorded module registration, sorted by name.
+    pub async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+        self.0.modules().await
+    }
+
+    /// Checks that the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
+    }
+}
