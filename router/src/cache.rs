@@ -13,7 +13,7 @@ use std::{
     },
 };
 
-use colloquy_core::{Conversation, ConversationId, Message};
+use colloquy_core::{Conversation, ConversationId, Message, Timestamp};
 
 use crate::Clock;
 use tokio::sync::Notify;
@@ -54,6 +54,18 @@ impl Hot {
 pub(crate) struct Slot {
     pub(crate) state: tokio::sync::Mutex<Option<Hot>>,
     last_used: AtomicU64,
+    /// When the conversation held here expires if nothing happens (ms; 0 = none or not
+    /// known), published after each change so the reaper can sleep until the earliest one
+    /// without taking any turn lock.
+    deadline: AtomicU64,
+}
+
+impl Slot {
+    /// Publishes the deadline of the conversation now held here.
+    pub(crate) fn publish(&self, conversation: &Conversation) {
+        let deadline = conversation.deadline().map_or(0, |t| t.as_millis());
+        self.deadline.store(deadline, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -216,6 +228,23 @@ impl HotCache {
             Arc::strong_count(slot) > 1 || slot.last_used.load(Ordering::Relaxed) >= cutoff
         });
         before - map.len()
+    }
+
+    /// The earliest moment a held conversation needs the reaper: its idle deadline, or the
+    /// moment it turns cold (`cold_after` unused). `None` when nothing is held.
+    pub(crate) fn earliest(&self, cold_after: std::time::Duration) -> Option<Timestamp> {
+        let cold = colloquy_core::duration_millis(cold_after);
+        self.map()
+            .values()
+            .map(|slot| {
+                let cold_at = slot.last_used.load(Ordering::Relaxed).saturating_add(cold);
+                match slot.deadline.load(Ordering::Relaxed) {
+                    0 => cold_at,
+                    deadline => deadline.min(cold_at),
+                }
+            })
+            .min()
+            .map(Timestamp::from_millis)
     }
 
     /// The ids currently held.

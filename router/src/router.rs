@@ -54,6 +54,10 @@ pub struct Router {
     /// cache line between cores instead of taking the channel's lock.
     lifecycle: AtomicU8,
     reap_cursor: Mutex<Option<ListCursor>>,
+    /// When the reaper plans to wake next (ms; `u64::MAX` when it has no plan).
+    reaper_wake: std::sync::atomic::AtomicU64,
+    /// Wakes the reaper when a conversation's deadline comes before its plan.
+    earlier_deadline: Notify,
 }
 
 impl std::fmt::Debug for Router {
@@ -87,6 +91,8 @@ impl Router {
             state: watch::Sender::new(Lifecycle::Open),
             lifecycle: AtomicU8::new(Lifecycle::Open as u8),
             reap_cursor: Mutex::new(None),
+            reaper_wake: std::sync::atomic::AtomicU64::new(u64::MAX),
+            earlier_deadline: Notify::new(),
         }
     }
 
@@ -109,6 +115,17 @@ impl Router {
     /// the `Arc` forwarding impl and box every future twice.
     fn db(&self) -> &dyn ConversationStore {
         &*self.store
+    }
+
+    /// Publishes the deadline of a conversation that came into memory or changed outside a
+    /// turn, and wakes the reaper if it is earlier than the reaper's planned wake-up.
+    fn publish(&self, slot: &crate::cache::Slot, conversation: &Conversation) {
+        slot.publish(conversation);
+        if let Some(deadline) = conversation.deadline() {
+            if deadline.as_millis() < self.reaper_wake.load(Ordering::Acquire) {
+                self.earlier_deadline.notify_one();
+            }
+        }
     }
 
     /// The module directory.
@@ -207,6 +224,7 @@ impl Router {
                 let mut state = lease.slot().state.lock().await;
                 if state.is_none() {
                     *state = Some(Hot::new(conversation.clone(), VecDeque::new()));
+                    self.publish(lease.slot(), &conversation);
                 }
             }
             debug!(outcome = ?outcome, "conversation opened");
@@ -334,6 +352,8 @@ impl Router {
             deadline,
         };
         debug!("request stored, delivering");
+        // Busy until the reply is due: the reaper need not look before then.
+        lease.slot().publish(&hot.conversation);
         let work = if target.delivery.is_inline() {
             Work::Inline(target.module.handle(turn))
         } else {
@@ -379,6 +399,9 @@ impl Router {
             }
         };
         debug!(reply = exchange.reply.as_ref().map(|r| r.turn), status = %exchange.status, "turn complete");
+        // The turn is over: the deadline counts from now, usually earlier than the busy one
+        // published with the request (the reaper is woken only if that is before its plan).
+        self.publish(lease.slot(), &hot.conversation);
         if exchange.status.is_terminal() {
             *guard = None;
             drop(guard);
@@ -492,6 +515,8 @@ impl Router {
                 }
                 debug!(status = %next.status(), "change stored");
                 hot.conversation = next.clone();
+                // A shorter idle timeout may bring the deadline forward.
+                self.publish(lease.slot(), &next);
                 if next.status().is_terminal() {
                     *guard = None;
                     drop(guard);
@@ -534,10 +559,15 @@ impl Router {
         id: ConversationId,
     ) -> Result<tokio::sync::MutexGuard<'l, Option<Hot>>, RouteError> {
         let mut guard = lease.slot().state.lock().await;
-        if let Err(e) = self.load(&mut guard, id).await {
-            drop(guard);
-            self.cache.forget_held(id, lease);
-            return Err(e);
+        let cold = guard.is_none();
+        match self.load(&mut guard, id).await {
+            Ok(hot) if cold => self.publish(lease.slot(), &hot.conversation),
+            Ok(_) => {}
+            Err(e) => {
+                drop(guard);
+                self.cache.forget_held(id, lease);
+                return Err(e);
+            }
         }
         Ok(guard)
     }

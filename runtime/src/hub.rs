@@ -68,7 +68,7 @@ impl Default for HubBuilder {
         Self {
             store: StoreChoice::Memory,
             config: RouterConfig::default(),
-            reaper_interval: Duration::from_secs(1),
+            reaper_interval: Duration::from_secs(10),
             cold_after: Duration::from_secs(60),
             drain: Duration::from_secs(10),
             clock: None,
@@ -130,7 +130,10 @@ impl HubBuilder {
         self
     }
 
-    /// How often the reaper runs (default 1 s).
+    /// How often the reaper scans the store for active conversations no hub holds in memory
+    /// (left by a hub that stopped, or by another process), a bounded batch each time
+    /// (default 10 s). Conversations in memory need no scan: the reaper sleeps until the
+    /// earliest of their deadlines and times them out then.
     pub fn reaper_interval(mut self, interval: Duration) -> Self {
         self.reaper_interval = interval;
         self
@@ -176,6 +179,7 @@ impl HubBuilder {
             reaper: Mutex::new(None),
             reaper_stop: Notify::new(),
             last_reap: Mutex::new(None),
+            reaper_due: Mutex::new(None),
             reaper_interval: self.reaper_interval,
             started: clock.now(),
             cold_after: self.cold_after,
@@ -193,34 +197,77 @@ pub(crate) struct HubInner {
     reaper: Mutex<Option<JoinHandle<()>>>,
     reaper_stop: Notify,
     last_reap: Mutex<Option<(Timestamp, ReapReport)>>,
+    /// When the reaper plans to wake next, for health's "has it stopped?".
+    reaper_due: Mutex<Option<Timestamp>>,
     reaper_interval: Duration,
     started: Timestamp,
     cold_after: Duration,
     drain: Duration,
 }
 
-/// The background reaper: times out idle conversations and evicts cold ones every
-/// interval. It holds the hub only weakly, so a dropped hub stops it.
+/// The background reaper. It sleeps until the earliest moment a conversation in memory
+/// needs it (an idle deadline, or turning cold) or the next catch-up scan of the store,
+/// whichever comes first, and wakes early when a new deadline comes before that. Holds the
+/// hub weakly, and stops at shutdown.
 async fn reaper(hub: Weak<HubInner>) {
+    let mut next_scan = tokio::time::Instant::now();
     loop {
-        let (interval, stop) = match hub.upgrade() {
-            Some(inner) => (inner.reaper_interval, inner),
-            None => return,
+        let Some(inner) = hub.upgrade() else {
+            return;
         };
-        let stopped = tokio::select! {
-            () = tokio::time::sleep(interval) => false,
-            () = stop.reaper_stop.notified() => true,
+        let router = &inner.router;
+        let now = router.clock().now();
+        let started = tokio::time::Instant::now();
+        let scan_at = next_scan.max(started);
+        // A deadline that has passed but could not be acted on (its conversation is in a
+        // turn, or still leased) is looked at again after a short pause, never in a spin.
+        let soonest = started + REAPER_PAUSE;
+        let wake = match router.next_reap(inner.cold_after) {
+            Some(due) => (started + due.saturating_duration_since(now))
+                .max(soonest)
+                .min(scan_at.max(soonest)),
+            None => scan_at,
         };
-        if stopped || stop.router.is_shutting_down() {
+        let due = now.saturating_add(wake.saturating_duration_since(started));
+        router.plan_reap(Some(due));
+        *inner
+            .reaper_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(due);
+        let woke = tokio::select! {
+            () = tokio::time::sleep_until(wake) => Wake::Due,
+            () = router.earlier_deadline() => Wake::Earlier,
+            () = inner.reaper_stop.notified() => Wake::Stop,
+        };
+        if woke == Wake::Stop || router.is_shutting_down() {
             return;
         }
-        let report = stop.router.reap(stop.cold_after).await;
-        let now = stop.router.clock().now();
-        *stop
+        if woke == Wake::Earlier {
+            continue;
+        }
+        let report = if tokio::time::Instant::now() >= next_scan {
+            next_scan = tokio::time::Instant::now() + inner.reaper_interval;
+            router.reap(inner.cold_after).await
+        } else {
+            router.reap_hot(inner.cold_after).await
+        };
+        let now = router.clock().now();
+        *inner
             .last_reap
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some((now, report));
     }
+}
+
+/// The shortest the reaper sleeps when something is already due but could not be handled.
+const REAPER_PAUSE: Duration = Duration::from_millis(50);
+
+/// Why the reaper woke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Due,
+    Earlier,
+    Stop,
 }
 
 /// The entry point: modules register with it and converse through it.
@@ -503,10 +550,15 @@ impl Hub {
             .last_reap
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let overdue_after = self.inner.reaper_interval.saturating_mul(3) + Duration::from_secs(1);
-        let last_sign_of_life = reaper_last_run.map_or(self.inner.started, |(at, _)| at);
-        let reaper_overdue =
-            self.reaper_finished() || router.clock().since(last_sign_of_life) > overdue_after;
+        // The reaper sleeps until it is due; it has stopped if it is well past that.
+        let due = self
+            .inner
+            .reaper_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or(self.inner.started);
+        let grace = self.inner.reaper_interval + Duration::from_secs(1);
+        let reaper_overdue = self.reaper_finished() || router.clock().since(due) > grace;
         if reaper_overdue && !router.is_shutting_down() {
             problems
                 .push("the reaper has stopped: idle conversations are not being timed out".into());
@@ -539,7 +591,9 @@ impl Hub {
         Ok(self.store().as_ref().analytics(range).await?)
     }
 
-    /// Runs one reaper pass now (the background reaper does this every interval).
+    /// Runs one full reaper pass now: the conversations in memory, then a catch-up batch of
+    /// stored ones (the background reaper does the first at their deadlines and the second
+    /// every `reaper_interval`).
     pub async fn reap(&self) -> ReapReport {
         let report = self.router().reap(self.inner.cold_after).await;
         *self

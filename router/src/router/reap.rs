@@ -1,7 +1,10 @@
 //! Reaping: idle conversations are timed out (hot ones, and a batch of stored active ones
 //! per pass) and cold ones leave memory.
 
-use std::{sync::PoisonError, time::Duration};
+use std::{
+    sync::{atomic::Ordering, PoisonError},
+    time::Duration,
+};
 
 use colloquy_core::{ConversationId, Timestamp};
 use colloquy_storage::ListFilter;
@@ -11,15 +14,13 @@ use super::Router;
 use crate::{cache::Hot, ReapReport};
 
 impl Router {
-    /// One reaper pass: times out expired conversations (hot ones, and a batch of stored
-    /// active ones, continuing where the last pass stopped) and evicts hot conversations
-    /// not used for `cold_after`.
+    /// One full reaper pass: [`reap_hot`](Self::reap_hot), then the catch-up scan of a
+    /// batch of stored active conversations (continuing where the last scan stopped), for
+    /// conversations no hub holds in memory (left by a hub that stopped, or by another
+    /// process).
     pub async fn reap(&self, cold_after: Duration) -> ReapReport {
-        let mut report = ReapReport::default();
+        let mut report = self.reap_hot(cold_after).await;
         let now = self.clock.now();
-        for id in self.cache.ids() {
-            report.timed_out += usize::from(self.reap_one(id, now, true).await);
-        }
         let cursor = *self
             .reap_cursor
             .lock()
@@ -44,11 +45,42 @@ impl Router {
             }
             Err(e) => debug!(error = %e, "reaper could not list active conversations"),
         }
-        report.evicted = self.cache.evict_cold(cold_after);
         if report.timed_out > 0 || report.evicted > 0 {
             debug!(?report, "reaper pass");
         }
         report
+    }
+
+    /// Times out the expired conversations held in memory and evicts those not used for
+    /// `cold_after`. Reads no stored conversation it does not hold.
+    pub async fn reap_hot(&self, cold_after: Duration) -> ReapReport {
+        let mut report = ReapReport::default();
+        let now = self.clock.now();
+        for id in self.cache.ids() {
+            report.timed_out += usize::from(self.reap_one(id, now, true).await);
+        }
+        report.evicted = self.cache.evict_cold(cold_after);
+        report
+    }
+
+    /// When the reaper is next needed for the conversations in memory: the earliest idle
+    /// deadline, or the moment one turns cold. `None` when none is held. (A deadline that
+    /// comes before the planned wake-up, of a new conversation, a finished turn or a
+    /// shorter idle timeout, is signalled by [`earlier_deadline`](Self::earlier_deadline).)
+    pub fn next_reap(&self, cold_after: Duration) -> Option<Timestamp> {
+        self.cache.earliest(cold_after)
+    }
+
+    /// Records when the reaper plans to wake (`None`: no plan), so that an earlier deadline
+    /// wakes it through [`earlier_deadline`](Self::earlier_deadline).
+    pub fn plan_reap(&self, at: Option<Timestamp>) {
+        self.reaper_wake
+            .store(at.map_or(u64::MAX, Timestamp::as_millis), Ordering::Release);
+    }
+
+    /// Completes when a conversation's deadline comes before the planned wake-up.
+    pub async fn earlier_deadline(&self) {
+        self.earlier_deadline.notified().await;
     }
 
     /// Times out one conversation if it is expired, under its turn lock. A conversation
