@@ -76,6 +76,27 @@ impl Conversation {
         now: Timestamp,
         max_reply_bytes: Option<usize>,
     ) -> Result<Option<Message>, CoreError> {
+        let reply_draft = |kind, content| Draft {
+            source: request.target.clone(),
+            target: request.source.clone(),
+            kind,
+            content,
+            in_reply_to: Some(request.id),
+        };
+        // The common answer, a plain reply (or nothing), is one step that is all or nothing
+        // by itself: no copy of the conversation is needed.
+        if outcome.context_patch.is_none() && outcome.transfer_to.is_none() && !outcome.end {
+            return match outcome.reply {
+                Some((kind, content)) => {
+                    check_content(&content, max_reply_bytes)?;
+                    Ok(Some(self.accept(reply_draft(kind, content), id, now)?))
+                }
+                None => {
+                    self.end_turn(now);
+                    Ok(None)
+                }
+            };
+        }
         let mut next = self.clone();
         if let Some(patch) = &outcome.context_patch {
             next.apply_context_patch(patch, now)?;
@@ -83,14 +104,7 @@ impl Conversation {
         let reply = match outcome.reply {
             Some((kind, content)) => {
                 check_content(&content, max_reply_bytes)?;
-                let draft = Draft {
-                    source: request.target.clone(),
-                    target: request.source.clone(),
-                    kind,
-                    content,
-                    in_reply_to: Some(request.id),
-                };
-                Some(next.accept(draft, id, now)?)
+                Some(next.accept(reply_draft(kind, content), id, now)?)
             }
             None => {
                 next.end_turn(now);
