@@ -9,10 +9,12 @@
 //! stalls) and `spawn_blocking` elsewhere.
 
 mod checkpointer;
+mod group;
 mod read;
 mod rows;
 mod schema;
 mod turnstile;
+mod write;
 mod writer;
 
 use std::{
@@ -34,7 +36,7 @@ use crate::{
     Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
     ModuleRecord, StoreError, TimeRange,
 };
-use writer::{WriteOp, WriteOutput, Writer};
+use writer::Writer;
 
 /// How hard SQLite syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -461,7 +463,7 @@ impl SqliteStore {
     ) -> Result<AppendOutcome, StoreError> {
         check_append(conversation, messages)?;
         let unchanged = self.context_committed(conversation.id(), &conversation.shared_context());
-        let op = WriteOp::Append {
+        let op = write::Append {
             conversation: conversation.id(),
             row: rows::encode_state(conversation, !unchanged)?,
             messages: messages
@@ -472,11 +474,7 @@ impl SqliteStore {
                 })
                 .collect::<Result<_, StoreError>>()?,
         };
-        let written = match self.writer()?.submit(op).await {
-            Ok(WriteOutput::Appended(outcome)) => Ok(outcome),
-            Ok(other) => Err(writer::unexpected(other)),
-            Err(e) => Err(e),
-        };
+        let written = self.writer()?.submit(op).await;
         // A duplicate-only append (nothing inserted) wrote no state, so it proves nothing.
         match &written {
             Ok(outcome) if outcome.inserted == 0 => {}
@@ -550,7 +548,7 @@ impl ConversationStore for SqliteStore {
     async fn create(&self, conversation: &Conversation) -> Result<(), StoreError> {
         check_create(conversation)?;
         let row = rows::encode_conversation(conversation)?;
-        let written = self.writer()?.submit(WriteOp::Create(row)).await.map(drop);
+        let written = self.writer()?.submit(write::Create(row)).await;
         self.note_context(conversation, &written);
         written
     }
@@ -573,12 +571,12 @@ impl ConversationStore for SqliteStore {
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
         check_state(conversation)?;
-        let op = WriteOp::Update {
+        let op = write::Update {
             conversation: conversation.id(),
             turn_count: conversation.turn_count(),
             row: rows::encode_conversation(conversation)?,
         };
-        let written = self.writer()?.submit(op).await.map(drop);
+        let written = self.writer()?.submit(op).await;
         self.note_context(conversation, &written);
         written
     }
@@ -609,16 +607,11 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
-        match self
-            .writer()?
-            .submit(WriteOp::Prune {
+        self.writer()?
+            .submit(write::Prune {
                 ended_before: ended_before.as_millis_i64(),
             })
-            .await?
-        {
-            WriteOutput::Pruned(n) => Ok(n),
-            other => Err(writer::unexpected(other)),
-        }
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -635,10 +628,7 @@ impl ConversationStore for SqliteStore {
         registered_at: Timestamp,
     ) -> Result<(), StoreError> {
         let row = rows::encode_module(module, registered_at)?;
-        self.writer()?
-            .submit(WriteOp::RecordModule(row))
-            .await
-            .map(drop)
+        self.writer()?.submit(write::RecordModule(row)).await
     }
 
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
