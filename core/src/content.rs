@@ -63,7 +63,10 @@ fn json_len_bound(value: &Value, limit: usize) -> usize {
     let mut total = 0usize;
     let mut stack = vec![value];
     while let Some(v) = stack.pop() {
-        total = total.saturating_add(match v {
+        // Each value's own bytes, computed before they are added: an object's keys count
+        // as part of the object (adding them to `total` inside the expression that adds to
+        // `total` would lose them).
+        let own = match v {
             Value::Null | Value::Bool(_) => 5,
             Value::Number(_) => 32,
             Value::String(s) => s.len().saturating_mul(6).saturating_add(2),
@@ -72,13 +75,15 @@ fn json_len_bound(value: &Value, limit: usize) -> usize {
                 items.len().saturating_add(2)
             }
             Value::Object(map) => {
+                let mut keys = 2usize;
                 for (key, item) in map {
-                    total = total.saturating_add(key.len().saturating_mul(6).saturating_add(4));
+                    keys = keys.saturating_add(key.len().saturating_mul(6).saturating_add(4));
                     stack.push(item);
                 }
-                2
+                keys
             }
-        });
+        };
+        total = total.saturating_add(own);
         if total > limit {
             return total;
         }

@@ -253,6 +253,25 @@ proptest! {
         prop_assert_eq!(c.expired(t1), t1.as_millis() >= start + idle);
     }
 
+    /// The content rule refuses exactly what serializes to more than the limit (the cheap
+    /// upper bound never decides wrongly) or nests too deep.
+    #[test]
+    fn content_is_refused_exactly_when_too_large_or_too_deep(value in json_value(), limit in 0..200usize, depth in 0..3usize) {
+        let mut value = value;
+        for _ in 0..depth * 50 {
+            value = json!([value]);
+        }
+        let len = serde_json::to_vec(&value).unwrap().len();
+        let too_deep = json_depth_exceeds(&value, MAX_JSON_DEPTH);
+        let verdict = check_content(&value, Some(limit));
+        match verdict {
+            Ok(()) => prop_assert!(!too_deep && len <= limit),
+            Err(CoreError::ContentTooDeep { .. }) => prop_assert!(too_deep),
+            Err(CoreError::ContentTooLarge { limit: l }) => prop_assert!(!too_deep && len > l && l == limit),
+            Err(other) => prop_assert!(false, "unexpected {other}"),
+        }
+    }
+
     /// The invitees' answers combine into the first rejection, else the first
     /// counter-proposal, else acceptance.
     #[test]
