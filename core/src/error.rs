@@ -53,7 +53,7 @@ pub enum CoreError {
     },
 
     /// A module tried to send to, or as, a module that is not a participant.
-    #[error("{module} is not a participant of conversation {conversation} (participants: {participants}); only participants may send or receive", participants = join_names(participants))]
+    #[error("{module} is not a participant of conversation {conversation} (participants: {participants}); only participants may send or receive", participants = ModuleName::join(participants))]
     NotParticipant {
         /// The conversation.
         conversation: ConversationId,
@@ -193,18 +193,6 @@ fn status_hint(status: &Status) -> &'static str {
             "it has ended; start a new conversation"
         }
     }
-}
-
-/// Names as a comma-separated list (`none` when empty), for error messages.
-pub(crate) fn join_names(names: &[ModuleName]) -> String {
-    if names.is_empty() {
-        return "none".into();
-    }
-    names
-        .iter()
-        .map(ModuleName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Shortens user input kept inside an error so that a huge input cannot make a huge error.

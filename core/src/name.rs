@@ -49,6 +49,15 @@ macro_rules! validated_name {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// `names` as one comma-separated line (`none` when empty), for messages that
+            /// list them (registered modules, participants).
+            pub fn join(names: &[Self]) -> String {
+                if names.is_empty() {
+                    return "none".into();
+                }
+                names.iter().map(Self::as_str).collect::<Vec<_>>().join(", ")
+            }
         }
 
         impl FromStr for $name {

@@ -36,23 +36,11 @@ pub enum RegistryError {
         name: ModuleName,
     },
     /// No module with this name is registered.
-    #[error("no module named {name} is registered (registered: {list})", list = join_names(registered))]
+    #[error("no module named {name} is registered (registered: {list})", list = ModuleName::join(registered))]
     NotRegistered {
         /// The name.
         name: ModuleName,
         /// The names that are registered.
         registered: Vec<ModuleName>,
     },
-}
-
-/// Names as a comma-separated list (`none` when empty), for error messages.
-fn join_names(names: &[ModuleName]) -> String {
-    if names.is_empty() {
-        return "none".into();
-    }
-    names
-        .iter()
-        .map(ModuleName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -17,7 +17,7 @@ pub enum RouteError {
     },
 
     /// The target is not registered.
-    #[error("no module named {target} is registered (registered: {list}); register it before sending to it", list = join_names(registered))]
+    #[error("no module named {target} is registered (registered: {list}); register it before sending to it", list = ModuleName::join(registered))]
     UnknownTarget {
         /// The missing module.
         target: ModuleName,
@@ -89,16 +89,4 @@ pub enum RouteError {
     /// The hub is shutting down and takes no new work.
     #[error("the hub is shutting down; no new turns are accepted")]
     ShuttingDown,
-}
-
-/// Names as a comma-separated list (`none` when empty), for error messages.
-fn join_names(names: &[ModuleName]) -> String {
-    if names.is_empty() {
-        return "none".into();
-    }
-    names
-        .iter()
-        .map(ModuleName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -42,7 +42,7 @@ pub enum HubError {
     },
 
     /// `send` needs a target when the conversation has more than one other participant.
-    #[error("conversation {conversation} has several possible targets ({list}); use send_to to choose one", list = participants.iter().map(ModuleName::as_str).collect::<Vec<_>>().join(", "))]
+    #[error("conversation {conversation} has several possible targets ({list}); use send_to to choose one", list = ModuleName::join(participants))]
     AmbiguousTarget {
         /// The conversation.
         conversation: ConversationId,
