@@ -4,11 +4,12 @@
 //! Every write checks everything it can (with reads) before its first write statement, so
 //! a refused write (conflict, not found, ...) leaves the transaction as it was; a failure
 //! after a write statement says so (`Failure::wrote`), and the group is rolled back.
-//! Parameters are bound by name (`:turn`), so a column-order slip fails loudly instead of
-//! writing a value into the wrong column.
+//! Parameters are written by name in the SQL (`:turn`) and listed by name where they are
+//! bound ([`bind!`]); every test build checks each name against the statement, so a
+//! column-order slip fails a test instead of writing a value into the wrong column.
 
 use colloquy_core::{ConversationId, MessageId};
-use rusqlite::{named_params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 
 use super::{
     rows::{ConvRow, ModuleRow, MsgRow},
@@ -18,6 +19,34 @@ use crate::{
     batch::{check_update, check_write, plan_append, Existing, StoredState},
     AppendOutcome, StoreError,
 };
+
+/// The values of a statement written with named parameters (`:turn`), listed by name in the
+/// order the names first appear in its SQL (SQLite numbers named parameters that way).
+/// Debug builds, and so every test, check each name against the statement: a value bound
+/// to the wrong column fails loudly. Release builds bind by position and skip the by-name
+/// lookups, which cost about 10% of a turn's instructions (rusqlite searches a map of names
+/// for every parameter of every execution).
+macro_rules! bind {
+    ($stmt:expr, $($name:literal => $value:expr),+ $(,)?) => {{
+        if cfg!(debug_assertions) {
+            check_names(&$stmt, &[$($name),+]);
+        }
+        rusqlite::params![$($value),+]
+    }};
+}
+
+/// Panics if `stmt`'s parameters are not exactly `names`, in order: a programming error in
+/// this file that every test build catches (see [`bind!`]).
+#[allow(clippy::panic)] // A wrong binding must stop the test run, never reach a row.
+fn check_names(stmt: &rusqlite::Statement<'_>, names: &[&str]) {
+    let found: Vec<Option<&str>> = (1..=stmt.parameter_count())
+        .map(|i| stmt.parameter_name(i))
+        .collect();
+    let expected: Vec<Option<&str>> = names.iter().map(|n| Some(*n)).collect();
+    if found != expected {
+        panic!("SQL parameters {found:?} are bound as {expected:?} (a colloquy bug)");
+    }
+}
 
 /// A write the group transaction can run: its SQL, and what it answers once committed.
 pub(crate) trait Write: Send + 'static {
@@ -71,7 +100,10 @@ impl Write for Create {
         let row = &self.0;
         let exists = conn
             .prepare_cached("SELECT 1 FROM conversations WHERE id = :id")
-            .and_then(|mut s| s.exists(named_params! { ":id": row.id }))
+            .and_then(|mut s| {
+                let values = bind!(s, ":id" => row.id);
+                s.exists(values)
+            })
             .map_err(clean(site))?;
         if exists {
             return Err(StoreError::AlreadyExists {
@@ -121,12 +153,12 @@ impl Write for Append {
             stored_turns,
             |(id, turn, _)| (*id, *turn),
             |(_, turn, m)| {
-                let found: Option<(String, i64)> = find_id
-                    .query_row(named_params! { ":id": m.id }, |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                    .map_err(|e| site.err(e))?;
+                let found: Option<(String, i64)> = {
+                    let values = bind!(find_id, ":id" => m.id);
+                    find_id.query_row(values, |r| Ok((r.get(0)?, r.get(1)?)))
+                }
+                .optional()
+                .map_err(|e| site.err(e))?;
                 if let Some((conv, stored_turn)) = found {
                     return Ok(Existing::SameId {
                         same_place: conv == row.id && stored_turn == m.turn,
@@ -136,9 +168,11 @@ impl Write for Append {
                 if *turn > stored_turns {
                     return Ok(Existing::New);
                 }
-                let taken = find_turn
-                    .exists(named_params! { ":conversation": row.id, ":turn": m.turn })
-                    .map_err(|e| site.err(e))?;
+                let taken = {
+                    let values = bind!(find_turn, ":conversation" => row.id, ":turn" => m.turn);
+                    find_turn.exists(values)
+                }
+                .map_err(|e| site.err(e))?;
                 Ok(if taken {
                     Existing::TurnTaken
                 } else {
@@ -201,7 +235,10 @@ impl Write for Prune {
                 "DELETE FROM conversations WHERE ended_at IS NOT NULL AND ended_at < :before \
                  AND status IN ('completed', 'timed_out', 'failed')",
             )
-            .and_then(|mut s| s.execute(named_params! { ":before": self.ended_before }))
+            .and_then(|mut s| {
+                let values = bind!(s, ":before" => self.ended_before);
+                s.execute(values)
+            })
             .map_err(dirty(site))?;
         Ok(n as u64)
     }
@@ -221,11 +258,12 @@ impl Write for RecordModule {
              ON CONFLICT (name) DO UPDATE SET info = excluded.info, registered_at = excluded.registered_at",
         )
         .and_then(|mut s| {
-            s.execute(named_params! {
-                ":name": m.name,
-                ":info": m.info,
-                ":registered_at": m.registered_at,
-            })
+            let values = bind!(s,
+                ":name" => m.name,
+                ":info" => m.info,
+                ":registered_at" => m.registered_at,
+            );
+            s.execute(values)
         })
         .map_err(dirty(site))?;
         Ok(())
@@ -245,9 +283,11 @@ fn append_fast(
     messages: &[(MessageId, u64, MsgRow)],
 ) -> Result<Option<AppendOutcome>, Failure> {
     for (_, _, m) in messages {
-        if find_id
-            .exists(named_params! { ":id": m.id })
-            .map_err(clean(site))?
+        if {
+            let values = bind!(find_id, ":id" => m.id);
+            find_id.exists(values)
+        }
+        .map_err(clean(site))?
         {
             return Ok(None);
         }
@@ -275,25 +315,26 @@ fn append_fast(
              AND started_at = :started_at AND ended_at IS :ended_at AND metadata = :metadata",
         )
         .and_then(|mut s| {
-            s.execute(named_params! {
-                ":id": row.id,
-                ":status": row.status,
-                ":failure_reason": row.failure_reason,
-                ":phase": row.phase,
-                ":intent": row.intent,
-                ":participants": row.participants,
-                ":turn_count": row.turn_count,
-                ":started_at": row.started_at,
-                ":last_activity": row.last_activity,
-                ":ended_at": row.ended_at,
-                ":idle_timeout_ms": row.idle_timeout_ms,
-                ":max_turns": row.max_turns,
-                ":context": row.context,
-                ":metadata": row.metadata,
-                ":previous": previous,
-                ":version": row.version,
-                ":busy_until": row.busy_until,
-            })
+            let values = bind!(s,
+                ":phase" => row.phase,
+                ":turn_count" => row.turn_count,
+                ":last_activity" => row.last_activity,
+                ":idle_timeout_ms" => row.idle_timeout_ms,
+                ":max_turns" => row.max_turns,
+                ":context" => row.context,
+                ":version" => row.version,
+                ":busy_until" => row.busy_until,
+                ":id" => row.id,
+                ":previous" => previous,
+                ":participants" => row.participants,
+                ":status" => row.status,
+                ":failure_reason" => row.failure_reason,
+                ":intent" => row.intent,
+                ":started_at" => row.started_at,
+                ":ended_at" => row.ended_at,
+                ":metadata" => row.metadata,
+            );
+            s.execute(values)
         })
         .map_err(dirty(site))?;
     if advanced == 0 {
@@ -316,17 +357,20 @@ fn insert_messages(
          VALUES (:id, :conversation_id, :turn, :source, :target, :kind, :content, :in_reply_to, :sent_at)",
     )?;
     for (_, _, m) in messages {
-        insert.execute(named_params! {
-            ":id": m.id,
-            ":conversation_id": conversation,
-            ":turn": m.turn,
-            ":source": m.source,
-            ":target": m.target,
-            ":kind": m.kind,
-            ":content": m.content,
-            ":in_reply_to": m.in_reply_to,
-            ":sent_at": m.sent_at,
-        })?;
+        {
+            let values = bind!(insert,
+                ":id" => m.id,
+                ":conversation_id" => conversation,
+                ":turn" => m.turn,
+                ":source" => m.source,
+                ":target" => m.target,
+                ":kind" => m.kind,
+                ":content" => m.content,
+                ":in_reply_to" => m.in_reply_to,
+                ":sent_at" => m.sent_at,
+            );
+            insert.execute(values)
+        }?;
     }
     Ok(())
 }
@@ -355,9 +399,10 @@ fn stored(
             "SELECT turn_count, participants, version, status FROM conversations WHERE id = :id",
         )
         .and_then(|mut s| {
-            s.query_row(named_params! { ":id": id.to_string() }, |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
+            {
+                let values = bind!(s, ":id" => id.to_string());
+                s.query_row(values, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            }
             .optional()
         })
         .map_err(|e| site.err(e))?;
@@ -384,70 +429,113 @@ fn stored(
     ))
 }
 
-/// The named parameters of every column of a conversation row.
-macro_rules! conversation_params {
-    ($r:expr) => {
-        named_params! {
-            ":id": $r.id,
-            ":status": $r.status,
-            ":failure_reason": $r.failure_reason,
-            ":phase": $r.phase,
-            ":intent": $r.intent,
-            ":participants": $r.participants,
-            ":turn_count": $r.turn_count,
-            ":started_at": $r.started_at,
-            ":last_activity": $r.last_activity,
-            ":ended_at": $r.ended_at,
-            ":idle_timeout_ms": $r.idle_timeout_ms,
-            ":max_turns": $r.max_turns,
-            ":context": $r.context,
-            ":metadata": $r.metadata,
-            ":version": $r.version,
-            ":busy_until": $r.busy_until,
-        }
+/// Every column of a conversation row, bound by name (see [`bind!`]) in the order of
+/// `insert_conversation`'s SQL.
+macro_rules! conversation_values {
+    ($stmt:expr, $r:expr) => {
+        bind!($stmt,
+            ":id" => $r.id,
+            ":status" => $r.status,
+            ":failure_reason" => $r.failure_reason,
+            ":phase" => $r.phase,
+            ":intent" => $r.intent,
+            ":participants" => $r.participants,
+            ":turn_count" => $r.turn_count,
+            ":started_at" => $r.started_at,
+            ":last_activity" => $r.last_activity,
+            ":ended_at" => $r.ended_at,
+            ":idle_timeout_ms" => $r.idle_timeout_ms,
+            ":max_turns" => $r.max_turns,
+            ":context" => $r.context,
+            ":metadata" => $r.metadata,
+            ":version" => $r.version,
+            ":busy_until" => $r.busy_until,
+        )
     };
 }
 
 fn insert_conversation(conn: &Connection, r: &ConvRow) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+    let mut insert = conn.prepare_cached(
         "INSERT INTO conversations (id, status, failure_reason, phase, intent, participants, \
          turn_count, started_at, last_activity, ended_at, idle_timeout_ms, max_turns, context, \
          metadata, version, busy_until) \
          VALUES (:id, :status, :failure_reason, :phase, :intent, :participants, :turn_count, \
          :started_at, :last_activity, :ended_at, :idle_timeout_ms, :max_turns, :context, \
          :metadata, :version, :busy_until)",
-    )?
-    .execute(conversation_params!(r))
+    )?;
+    {
+        let values = conversation_values!(insert, r);
+        insert.execute(values)
+    }
     .map(drop)
 }
 
 fn update_conversation(conn: &Connection, r: &ConvRow) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE conversations SET status = :status, failure_reason = :failure_reason, \
+    // `:id` first (in a comparison that always holds for the row updated) so that the
+    // names appear in the order of `conversation_values!`.
+    let mut update = conn.prepare_cached(
+        "UPDATE conversations SET id = :id, status = :status, failure_reason = :failure_reason, \
          phase = :phase, intent = :intent, participants = :participants, \
          turn_count = :turn_count, started_at = :started_at, last_activity = :last_activity, \
          ended_at = :ended_at, idle_timeout_ms = :idle_timeout_ms, max_turns = :max_turns, \
          context = COALESCE(:context, context), metadata = :metadata, version = :version, \
          busy_until = :busy_until WHERE id = :id",
-    )?
-    .execute(conversation_params!(r))
+    )?;
+    {
+        let values = conversation_values!(update, r);
+        update.execute(values)
+    }
     .map(drop)
 }
 
 /// Rewrites the participants index rows (only when they changed: on create and transfer).
 fn write_participants(conn: &Connection, r: &ConvRow) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM participants WHERE conversation_id = :id")?
-        .execute(named_params! { ":id": r.id })?;
+    let mut delete = conn.prepare_cached("DELETE FROM participants WHERE conversation_id = :id")?;
+    {
+        let values = bind!(delete, ":id" => r.id);
+        delete.execute(values)
+    }?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO participants (conversation_id, position, module) \
          VALUES (:conversation_id, :position, :module)",
     )?;
     for (position, module) in r.modules.iter().enumerate() {
-        insert.execute(named_params! {
-            ":conversation_id": r.id,
-            ":position": position as i64,
-            ":module": module,
-        })?;
+        {
+            let values = bind!(insert,
+                ":conversation_id" => r.id,
+                ":position" => position as i64,
+                ":module" => module,
+            );
+            insert.execute(values)
+        }?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::check_names;
+
+    fn statement_names(sql: &str, names: &[&str]) -> Result<(), String> {
+        let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        conn.execute_batch("CREATE TABLE t (a INTEGER, b INTEGER)")
+            .map_err(|e| e.to_string())?;
+        let stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check_names(&stmt, names)))
+            .map_err(|_| "mismatch".to_owned())
+    }
+
+    /// A value listed under the wrong name (here: the two columns swapped) is caught.
+    #[test]
+    fn a_slipped_parameter_is_caught() {
+        let sql = "INSERT INTO t (a, b) VALUES (:a, :b)";
+        assert_eq!(statement_names(sql, &[":a", ":b"]), Ok(()));
+        assert!(statement_names(sql, &[":b", ":a"]).is_err());
+        assert!(
+            statement_names(sql, &[":a"]).is_err(),
+            "a missing value is caught too"
+        );
+    }
 }
