@@ -36,8 +36,9 @@ const SHARDS: usize = 16;
 /// Conversations, messages and module records held in process memory.
 ///
 /// Clones share the same data, so a clone behaves like a second handle on the same
-/// database. Nothing survives the process. It passes the same conformance suite as
-/// [`SqliteStore`](crate::SqliteStore).
+/// database; closing one closes the store for all of them (writes fail with
+/// [`StoreError::Closed`], reads go on). Nothing survives the process. It passes the same
+/// conformance suite as [`SqliteStore`](crate::SqliteStore).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
