@@ -423,32 +423,46 @@ impl Router {
         if let Some(to) = &outcome.transfer_to {
             self.registered(to)?;
         }
+        // What it takes to decide the same answer again on a reloaded state (the reply's
+        // content is taken back from the reply itself, so nothing large is copied unless
+        // a retry happens).
+        let again = (
+            outcome.context_patch.clone(),
+            outcome.transfer_to.clone(),
+            outcome.end,
+        );
         let now = self.clock.now();
-        let reply = hot
-            .conversation
-            .conclude_turn(
-                request,
-                outcome,
-                self.ids.message(now),
-                now,
-                Some(self.config.max_content_bytes),
-            )
-            .map_err(|refusal| RouteError::InvalidResponse {
-                conversation: hot.conversation.id(),
-                module: request.target.clone(),
-                refusal,
-            })?
-            .map(Arc::new);
-        // One write ends the turn: the reply with the new state, or the new state alone.
-        hot.conversation.bump_version();
-        match &reply {
-            Some(reply) => {
-                self.db()
-                    .append_shared(&hot.conversation, std::slice::from_ref(reply))
-                    .await?;
+        let reply = self.conclude(hot, request, outcome, now)?;
+        let written = self.write_conclusion(hot, reply.as_ref()).await;
+        let reply = match written {
+            Ok(()) => reply,
+            // Another writer (another hub) changed the conversation while the handler
+            // worked, say a context patch. If nothing was appended since this request,
+            // the answer still stands: decide it again on the stored state, once.
+            Err(conflict @ RouteError::Storage(StoreError::Conflict { .. })) => {
+                let id = hot.conversation.id();
+                let fresh = self
+                    .db()
+                    .conversation(id)
+                    .await?
+                    .ok_or(RouteError::UnknownConversation { conversation: id })?;
+                if fresh.turn_count() != request.turn {
+                    return Err(conflict);
+                }
+                debug!("reply conflicts with another writer's change, deciding it again");
+                hot.conversation = fresh;
+                let (context_patch, transfer_to, end) = again;
+                let mut outcome = TurnOutcome::nothing();
+                outcome.reply = reply.map(|r| (r.kind, r.content.clone()));
+                outcome.context_patch = context_patch;
+                outcome.transfer_to = transfer_to;
+                outcome.end = end;
+                let reply = self.conclude(hot, request, outcome, now)?;
+                self.write_conclusion(hot, reply.as_ref()).await?;
+                reply
             }
-            None => self.db().update(&hot.conversation).await?,
-        }
+            Err(e) => return Err(e),
+        };
         if let Some(reply) = &reply {
             hot.remember(Arc::clone(reply), self.config.history_window);
         }
@@ -458,6 +472,48 @@ impl Router {
             status: hot.conversation.status().clone(),
             participants: hot.conversation.shared_participants(),
         })
+    }
+
+    /// Core concludes the turn on the hot state (all or nothing) and mints the reply.
+    fn conclude(
+        &self,
+        hot: &mut Hot,
+        request: &Message,
+        outcome: TurnOutcome,
+        now: colloquy_core::Timestamp,
+    ) -> Result<Option<Arc<Message>>, RouteError> {
+        hot.conversation
+            .conclude_turn(
+                request,
+                outcome,
+                self.ids.message(now),
+                now,
+                Some(self.config.max_content_bytes),
+            )
+            .map(|reply| reply.map(Arc::new))
+            .map_err(|refusal| RouteError::InvalidResponse {
+                conversation: hot.conversation.id(),
+                module: request.target.clone(),
+                refusal,
+            })
+    }
+
+    /// One write ends the turn: the reply with the new state, or the new state alone.
+    async fn write_conclusion(
+        &self,
+        hot: &mut Hot,
+        reply: Option<&Arc<Message>>,
+    ) -> Result<(), RouteError> {
+        hot.conversation.bump_version();
+        match reply {
+            Some(reply) => {
+                self.db()
+                    .append_shared(&hot.conversation, std::slice::from_ref(reply))
+                    .await?;
+            }
+            None => self.db().update(&hot.conversation).await?,
+        }
+        Ok(())
     }
 
     /// Applies a state change under the conversation's turn lock and stores it.

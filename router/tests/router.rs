@@ -299,3 +299,74 @@ async fn shutdown_drains_a_slow_write() {
         RouteError::ShuttingDown
     );
 }
+
+/// Patches the stored conversation behind the router's back while it handles a turn (as
+/// another hub would), then replies.
+struct PatchesMeanwhile(Arc<FaultyStore<MemoryStore>>);
+
+#[async_trait]
+impl Module for PatchesMeanwhile {
+    fn info(&self) -> ModuleInfo {
+        ModuleInfo::new(name("worker"))
+    }
+
+    async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
+        let store = self.0.inner();
+        let id = turn.message.conversation_id;
+        let mut stored = store.conversation(id).await.unwrap().unwrap();
+        stored
+            .apply_context_patch(
+                json!({"other_hub": true}).as_object().unwrap(),
+                turn.message.sent_at,
+            )
+            .unwrap();
+        stored.bump_version();
+        store.update(&stored).await.unwrap();
+        Ok(Response::reply_with_patch(
+            "done",
+            json!({"worker": 1}).as_object().cloned().unwrap(),
+        ))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_that_meets_another_writers_patch_is_decided_again_and_kept() {
+    let (store, _faults) = FaultyStore::new(MemoryStore::new());
+    let store = Arc::new(store);
+    let registry = Registry::new();
+    registry
+        .register(Arc::new(Echo("a")), Registration::new())
+        .unwrap();
+    registry
+        .register(
+            Arc::new(PatchesMeanwhile(store.clone())),
+            Registration::new(),
+        )
+        .unwrap();
+    let router = Router::new(
+        store.clone(),
+        Arc::new(registry),
+        RouterConfig::default(),
+        Clock::starting_at(Timestamp::from_millis(1_700_000_000_000)),
+    );
+    let id = router
+        .open(ConversationSpec::new(name("a"), [name("worker")]))
+        .await
+        .unwrap()
+        .conversation
+        .id();
+    let exchange = router
+        .route(
+            id,
+            Draft::request(name("a"), name("worker"), json!("work")),
+            RouteOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(exchange.reply.map(|r| r.turn), Some(2));
+    let stored = store.inner().conversation(id).await.unwrap().unwrap();
+    assert_eq!(stored.turn_count(), 2);
+    assert_eq!(stored.context().get("other_hub"), Some(&json!(true)));
+    assert_eq!(stored.context().get("worker"), Some(&json!(1)));
+    assert_eq!(stored.busy_until(), None);
+}
