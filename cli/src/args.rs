@@ -30,6 +30,17 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 50, value_name = "N")]
         conversations: usize,
     },
+    /// Serve the demo modules as A2A agents over HTTP (JSON-RPC 2.0): a card at
+    /// `/agents/{module}/.well-known/agent-card.json`, the endpoint at `/agents/{module}`.
+    /// Runs until interrupted (Ctrl-C or SIGTERM), then drains in-flight turns.
+    Serve {
+        /// Address to listen on (port 0 picks a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// The URL clients reach the server at, for the agent cards [default: http://ADDR].
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+    },
     /// List conversations, newest first.
     Conversations {
         /// Only this status.

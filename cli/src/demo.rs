@@ -54,6 +54,16 @@ struct Report {
     status: Status,
 }
 
+/// Registers the five demo modules.
+pub(crate) async fn register_modules(hub: &Hub) -> Result<()> {
+    hub.register(Coordinator).await?;
+    hub.register(Extractor).await?;
+    hub.register(Validator).await?;
+    hub.register(Planner).await?;
+    hub.register(Summarizer).await?;
+    Ok(())
+}
+
 pub(crate) async fn run(out: &mut Out, db: &Path, conversations: usize) -> Result<()> {
     let started = std::time::Instant::now();
     let hub = Hub::builder()
@@ -62,11 +72,7 @@ pub(crate) async fn run(out: &mut Out, db: &Path, conversations: usize) -> Resul
         .build()
         .await
         .with_context(|| format!("cannot open the demo database {}", db.display()))?;
-    hub.register(Coordinator).await?;
-    hub.register(Extractor).await?;
-    hub.register(Validator).await?;
-    hub.register(Planner).await?;
-    hub.register(Summarizer).await?;
+    register_modules(&hub).await?;
 
     let bar = if out.json {
         ProgressBar::hidden()

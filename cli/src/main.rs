@@ -10,6 +10,7 @@ mod demo_modules;
 mod inspect;
 mod load;
 mod output;
+mod serve;
 
 use std::{
     io::{BufWriter, Stdout, Write},
@@ -78,6 +79,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let mut code = ExitCode::SUCCESS;
     match cli.command {
         Command::Demo { conversations } => demo::run(&mut out, db, conversations).await?,
+        Command::Serve { listen, base_url } => serve::run(&mut out, db, listen, base_url).await?,
         Command::Conversations {
             status,
             module,

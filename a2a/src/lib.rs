@@ -1,0 +1,38 @@
+//! The network front of colloquy: a hub's modules served as A2A agents, so that agents in
+//! any language (the Python and TypeScript A2A SDKs) can converse with them.
+//!
+//! [`A2aServer`] exposes every registered module as an A2A v1.0 agent over HTTP: its card at
+//! `GET /agents/{module}/.well-known/agent-card.json`, its JSON-RPC 2.0 endpoint at
+//! `POST /agents/{module}`. The protocol mapping lives in [`mapping`]: `contextId` is the
+//! conversation id; one `SendMessage` is one exchange (the request is turn N, the module's
+//! reply turn N+1, both stored before the answer goes out) and its task id names that
+//! exchange (`<conversation>:<N>`), so `GetTask` finds it in the store after any restart; a
+//! retried `messageId` gets the same answer and makes no new turn; a handler failure is a
+//! failed task, not an error. The types on the wire are those of `a2a-lf`, the official
+//! a2aproject Rust crate for A2A v1.0.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use colloquy_a2a::{A2aOptions, A2aServer};
+//! let hub = colloquy_runtime::Hub::builder().memory().build().await?;
+//! let server = A2aServer::new(hub, A2aOptions::new("http://127.0.0.1:8080")?).await?;
+//! let app = server.router(); // mount it, or `server.serve(listener)`
+//! # drop(app); Ok(()) }
+//! ```
+//!
+//! # What this crate deliberately does not do (yet)
+//!
+//! - **No routing of its own.** Every message goes through the hub (turn lock, versioned
+//!   writes, deadlines); this crate only translates.
+//! - **No streaming, no cancel of a task in flight, no bearer tokens, no client half
+//!   (`RemoteAgent`).** They answer `UnsupportedOperation` today and come next; every
+//!   caller speaks as one participant ([`A2aOptions::caller`]).
+//! - **Answers to retried `messageId`s are remembered in memory** (the last 10,000), not
+//!   across restarts.
+
+mod error;
+pub mod mapping;
+mod server;
+
+pub use error::A2aError;
+pub use server::{A2aOptions, A2aServer};

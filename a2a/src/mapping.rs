@@ -1,0 +1,220 @@
+//! The protocol mapping, in one place: A2A messages, parts, tasks and task ids to and from
+//! colloquy's messages and turns. Pure functions; the server (`server.rs`) does the IO.
+//!
+//! - `contextId` is the conversation id.
+//! - One `SendMessage` is one exchange: the request is turn N, the module's reply turn N+1.
+//!   The task is that exchange; its id is `<conversation id>:<N>` ([`TaskRef`]), so a task
+//!   is found again in the store after any restart, without a table of its own.
+//! - Content: a message with a single text part is stored as a JSON string, a single data
+//!   part as its JSON value; anything else as the array of its parts in A2A's JSON.
+//!   Content going out becomes the parts it came from, or one data part.
+
+use std::{fmt, str::FromStr};
+
+use a2a::{Artifact, Message as A2aMessage, Part, PartContent, Role, Task, TaskState, TaskStatus};
+use colloquy_runtime::{ConversationId, Message, ModuleName};
+use serde_json::Value;
+
+/// A task's id: the exchange that started with turn `turn` of `conversation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskRef {
+    /// The conversation (the A2A `contextId`).
+    pub conversation: ConversationId,
+    /// The request's turn.
+    pub turn: u64,
+}
+
+impl fmt::Display for TaskRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.conversation, self.turn)
+    }
+}
+
+impl FromStr for TaskRef {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (conversation, turn) = s.rsplit_once(':').ok_or(())?;
+        Ok(Self {
+            conversation: conversation.parse().map_err(|_| ())?,
+            turn: turn.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// The content a message with these parts is stored as.
+pub fn content_from_parts(parts: &[Part]) -> Value {
+    match parts {
+        [only] if only.metadata.is_none() && only.filename.is_none() => match &only.content {
+            PartContent::Text(text) if only.media_type.is_none() => Value::String(text.clone()),
+            PartContent::Data(data) if only.media_type.is_none() => data.clone(),
+            _ => parts_json(parts),
+        },
+        _ => parts_json(parts),
+    }
+}
+
+fn parts_json(parts: &[Part]) -> Value {
+    // Serializing the protocol's own types cannot fail (no maps with non-string keys).
+    serde_json::to_value(parts).unwrap_or(Value::Null)
+}
+
+/// The parts stored `content` goes out as (the inverse of [`content_from_parts`]).
+pub fn parts_from_content(content: &Value) -> Vec<Part> {
+    match content {
+        Value::String(text) => vec![Part::text(text.clone())],
+        Value::Array(items) if !items.is_empty() && items.iter().all(is_part) => {
+            serde_json::from_value(content.clone())
+                .unwrap_or_else(|_| vec![Part::data(content.clone())])
+        }
+        other => vec![Part::data(other.clone())],
+    }
+}
+
+/// True if `value` is an A2A part in JSON: an object with exactly one content member.
+fn is_part(value: &Value) -> bool {
+    value.as_object().is_some_and(|part| {
+        ["text", "raw", "url", "data"]
+            .iter()
+            .filter(|key| part.contains_key(**key))
+            .count()
+            == 1
+    })
+}
+
+/// A stored message as an A2A message, seen by `caller`: its own messages are the user's,
+/// the module's are the agent's.
+pub fn to_a2a(message: &Message, caller: &ModuleName) -> A2aMessage {
+    let role = if &message.source == caller {
+        Role::User
+    } else {
+        Role::Agent
+    };
+    let mut out = A2aMessage::new(role, parts_from_content(&message.content));
+    out.message_id = message.id.to_string();
+    out.context_id = Some(message.conversation_id.to_string());
+    out.task_id = Some(task_of(message).to_string());
+    out
+}
+
+/// The task a stored message belongs to: a request starts one, a reply belongs to the
+/// request before it.
+fn task_of(message: &Message) -> TaskRef {
+    let turn = match message.in_reply_to {
+        Some(_) => message.turn.saturating_sub(1),
+        None => message.turn,
+    };
+    TaskRef {
+        conversation: message.conversation_id,
+        turn,
+    }
+}
+
+/// How an exchange stands.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    /// The module replied.
+    Replied(&'a Message),
+    /// The turn ended without a reply.
+    Done,
+    /// The module failed (error, deadline, panic, or an answer that could not be applied).
+    Failed(&'a str),
+    /// The module is still working on it.
+    Working,
+}
+
+/// The task of one exchange: completed with the reply (as its status message and its
+/// artifact), completed without one, failed with the reason, or still working.
+pub fn task(request: &Message, outcome: Outcome<'_>, caller: &ModuleName) -> Task {
+    let id = TaskRef {
+        conversation: request.conversation_id,
+        turn: request.turn,
+    };
+    let mut history = vec![to_a2a(request, caller)];
+    let (state, message, artifacts) = match outcome {
+        Outcome::Replied(reply) => {
+            let answer = to_a2a(reply, caller);
+            history.push(answer.clone());
+            let artifact = Artifact {
+                artifact_id: reply.id.to_string(),
+                name: Some("reply".into()),
+                description: None,
+                parts: answer.parts.clone(),
+                metadata: None,
+                extensions: None,
+            };
+            (TaskState::Completed, Some(answer), Some(vec![artifact]))
+        }
+        Outcome::Done => (TaskState::Completed, None, None),
+        Outcome::Failed(reason) => {
+            let mut why = A2aMessage::new(Role::Agent, vec![Part::text(reason)]);
+            why.context_id = Some(request.conversation_id.to_string());
+            why.task_id = Some(id.to_string());
+            (TaskState::Failed, Some(why), None)
+        }
+        Outcome::Working => (TaskState::Working, None, None),
+    };
+    Task {
+        id: id.to_string(),
+        context_id: request.conversation_id.to_string(),
+        status: TaskStatus {
+            state,
+            message,
+            timestamp: None,
+        },
+        artifacts,
+        history: Some(history),
+        metadata: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_text_or_data_part_is_stored_as_plain_json_and_comes_back() {
+        let text = vec![Part::text("hello")];
+        assert_eq!(content_from_parts(&text), Value::String("hello".into()));
+        assert_eq!(parts_from_content(&content_from_parts(&text)), text);
+        let data = vec![Part::data(serde_json::json!({"n": 1}))];
+        assert_eq!(content_from_parts(&data), serde_json::json!({"n": 1}));
+        assert_eq!(parts_from_content(&content_from_parts(&data)), data);
+    }
+
+    #[test]
+    fn several_parts_round_trip_as_parts() {
+        let parts = vec![
+            Part::text("see"),
+            Part::url("https://example.invalid/a").with_media_type("text/html"),
+        ];
+        let stored = content_from_parts(&parts);
+        assert!(stored.is_array());
+        assert_eq!(parts_from_content(&stored), parts);
+    }
+
+    #[test]
+    fn content_that_is_not_parts_goes_out_as_one_data_part() {
+        let content = serde_json::json!([1, 2, {"x": true}]);
+        assert_eq!(
+            parts_from_content(&content),
+            vec![Part::data(content.clone())]
+        );
+    }
+
+    #[test]
+    fn task_ids_name_the_exchange_and_parse_back() {
+        let id: ConversationId = "0190a8f2-7c3e-7b5a-9f1e-2d4c6b8a0e13"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("a valid UUID v7"));
+        let task = TaskRef {
+            conversation: id,
+            turn: 7,
+        };
+        assert_eq!(task.to_string().parse::<TaskRef>(), Ok(task));
+        assert!("nonsense".parse::<TaskRef>().is_err());
+        assert!("0190a8f2-7c3e-7b5a-9f1e-2d4c6b8a0e13:x"
+            .parse::<TaskRef>()
+            .is_err());
+    }
+}

@@ -1,0 +1,519 @@
+//! [`A2aServer`]: the hub's modules as A2A agents over HTTP (JSON-RPC 2.0).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use a2a::{
+    error_code, AgentCapabilities, AgentCard, AgentInterface, AgentSkill, CancelTaskRequest,
+    GetTaskRequest, SendMessageRequest, SendMessageResponse, Task, TaskState, TaskStatus,
+};
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use colloquy_runtime::{
+    async_trait, ConversationId, ConversationSpec, CoreError, Hub, HubError, MessageRange, Module,
+    ModuleError, ModuleInfo, ModuleName, Registration, Response as HubResponse, RouteError, Turn,
+};
+use serde_json::{json, Value};
+
+use crate::{
+    mapping::{content_from_parts, task, Outcome, TaskRef},
+    A2aError,
+};
+
+/// How many answered `messageId`s are remembered for retries (the oldest go first).
+const REMEMBERED: usize = 10_000;
+
+/// Settings of an [`A2aServer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct A2aOptions {
+    /// The address clients reach the server at, for the URLs in agent cards
+    /// (e.g. `http://127.0.0.1:8080`).
+    pub base_url: String,
+    /// The participant A2A callers speak as in the hub's conversations. Default `a2a-client`.
+    pub caller: ModuleName,
+}
+
+impl A2aOptions {
+    /// Cards name `base_url`; callers speak as `a2a-client`.
+    pub fn new(base_url: impl Into<String>) -> Result<Self, A2aError> {
+        Ok(Self {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            caller: "a2a-client".parse().map_err(HubError::from)?,
+        })
+    }
+
+    /// Callers speak as `caller`.
+    pub fn caller(mut self, caller: ModuleName) -> Self {
+        self.caller = caller;
+        self
+    }
+}
+
+/// The hub's modules as A2A agents: `GET /agents/{module}/.well-known/agent-card.json` is a
+/// module's card, `POST /agents/{module}` its JSON-RPC endpoint.
+///
+/// ```no_run
+/// # async fn run(hub: colloquy_runtime::Hub) -> Result<(), colloquy_a2a::A2aError> {
+/// use colloquy_a2a::{A2aOptions, A2aServer};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.map_err(colloquy_a2a::A2aError::io)?;
+/// let server = A2aServer::new(hub, A2aOptions::new("http://127.0.0.1:8080")?).await?;
+/// server.serve(listener).await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct A2aServer {
+    hub: Hub,
+    options: A2aOptions,
+    answered: Mutex<Answered>,
+}
+
+/// Results already sent, by (module, client `messageId`): a retried message gets the same
+/// answer and makes no new turn.
+#[derive(Debug, Default)]
+struct Answered {
+    results: HashMap<(ModuleName, String), Value>,
+    order: VecDeque<(ModuleName, String)>,
+}
+
+impl Answered {
+    fn get(&self, key: &(ModuleName, String)) -> Option<Value> {
+        self.results.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: (ModuleName, String), result: Value) {
+        if self.results.insert(key.clone(), result).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > REMEMBERED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.results.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// The participant that stands for A2A callers in the hub. Callers speak through the
+/// server; nobody can deliver a turn to them.
+struct Caller(ModuleName);
+
+#[async_trait]
+impl Module for Caller {
+    fn info(&self) -> ModuleInfo {
+        ModuleInfo::new(self.0.clone()).with_description("A2A callers of this hub's network front")
+    }
+
+    async fn handle(&self, _turn: Turn) -> Result<HubResponse, ModuleError> {
+        Err(ModuleError::new(
+            "this participant speaks over A2A and cannot be addressed; answer it with a reply",
+        ))
+    }
+}
+
+/// A JSON-RPC error: code and message.
+#[derive(Debug)]
+struct RpcError {
+    code: i32,
+    message: String,
+}
+
+impl RpcError {
+    fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: &str) -> Self {
+        Self::new(error_code::TASK_NOT_FOUND, format!("{what} not found"))
+    }
+}
+
+impl A2aServer {
+    /// A server for `hub`'s modules. Registers the caller participant in the hub.
+    pub async fn new(hub: Hub, options: A2aOptions) -> Result<Arc<Self>, A2aError> {
+        hub.register_with(
+            Arc::new(Caller(options.caller.clone())),
+            Registration::new().replacing(),
+        )
+        .await?;
+        Ok(Arc::new(Self {
+            hub,
+            options,
+            answered: Mutex::default(),
+        }))
+    }
+
+    /// The routes, for mounting in a larger axum application.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/agents/{module}/.well-known/agent-card.json", get(card))
+            .route("/agents/{module}", post(rpc))
+            .with_state(Arc::clone(self))
+    }
+
+    /// Serves on `listener` until the process ends.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> Result<(), A2aError> {
+        axum::serve(listener, self.router())
+            .await
+            .map_err(A2aError::io)
+    }
+
+    /// The module `name` if it is registered and is not the caller participant.
+    fn module(&self, name: &str) -> Option<Arc<ModuleInfo>> {
+        let name: ModuleName = name.parse().ok()?;
+        if name == self.options.caller {
+            return None;
+        }
+        self.hub
+            .modules()
+            .into_iter()
+            .find(|info| info.name == name)
+    }
+
+    fn card(&self, info: &ModuleInfo) -> AgentCard {
+        let skills = if info.capabilities.is_empty() {
+            vec![skill(info.name.as_str(), &info.description)]
+        } else {
+            info.capabilities
+                .iter()
+                .map(|capability| skill(capability.as_str(), &info.description))
+                .collect()
+        };
+        AgentCard {
+            name: info.name.to_string(),
+            description: info.description.clone(),
+            version: if info.version.is_empty() {
+                env!("CARGO_PKG_VERSION").to_owned()
+            } else {
+                info.version.clone()
+            },
+            supported_interfaces: vec![AgentInterface::new(
+                format!("{}/agents/{}", self.options.base_url, info.name),
+                a2a::TRANSPORT_PROTOCOL_JSONRPC,
+            )],
+            capabilities: AgentCapabilities {
+                streaming: Some(false),
+                push_notifications: Some(false),
+                extensions: None,
+                extended_agent_card: None,
+            },
+            default_input_modes: vec!["text/plain".into(), "application/json".into()],
+            default_output_modes: vec!["text/plain".into(), "application/json".into()],
+            skills,
+            provider: None,
+            documentation_url: None,
+            icon_url: None,
+            security_schemes: None,
+            security_requirements: None,
+            signatures: None,
+        }
+    }
+
+    /// One JSON-RPC call to `module`.
+    async fn call(
+        &self,
+        module: &ModuleName,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, RpcError> {
+        match method {
+            // A2A v1.0 names, and the v0.3 names deployed clients still send.
+            "SendMessage" | "message/send" => self.send(module, params).await,
+            "GetTask" | "tasks/get" => self.get_task(module, params).await,
+            "CancelTask" | "tasks/cancel" => self.cancel_task(module, params).await,
+            "SendStreamingMessage" | "message/stream" | "SubscribeToTask" | "tasks/resubscribe" => {
+                Err(RpcError::new(
+                    error_code::UNSUPPORTED_OPERATION,
+                    "streaming is not served yet; use SendMessage",
+                ))
+            }
+            other => Err(RpcError::new(
+                error_code::METHOD_NOT_FOUND,
+                format!("unknown method {other:?}"),
+            )),
+        }
+    }
+
+    async fn send(&self, module: &ModuleName, params: Value) -> Result<Value, RpcError> {
+        let request: SendMessageRequest = serde_json::from_value(params).map_err(|e| {
+            RpcError::new(
+                error_code::INVALID_PARAMS,
+                format!("bad SendMessage params: {e}"),
+            )
+        })?;
+        let key = (module.clone(), request.message.message_id.clone());
+        if let Some(answer) = self
+            .answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(answer);
+        }
+        let caller = &self.options.caller;
+        let conversation = match &request.message.context_id {
+            None => {
+                let spec = ConversationSpec::new(caller.clone(), [module.clone()]);
+                match self.hub.start_conversation(spec).await {
+                    Ok(handle) => handle,
+                    Err(HubError::Rejected {
+                        conversation,
+                        reason,
+                        ..
+                    }) => {
+                        let result = rejected(conversation, &reason);
+                        self.remember(key, &result);
+                        return Ok(result);
+                    }
+                    Err(e) => return Err(hub_error(e)),
+                }
+            }
+            Some(context) => {
+                let id: ConversationId = context
+                    .parse()
+                    .map_err(|_| RpcError::not_found("context"))?;
+                let handle = self
+                    .hub
+                    .conversation(id, caller.clone())
+                    .await
+                    .map_err(|_| RpcError::not_found("context"))?;
+                let state = handle.state().await.map_err(hub_error)?;
+                if !state.is_participant(module) {
+                    return Err(RpcError::not_found("context"));
+                }
+                handle
+            }
+        };
+        let content = content_from_parts(&request.message.parts);
+        let sent = conversation.send_to(module.clone(), content).await;
+        let task = match sent {
+            Ok(exchange) => match &exchange.reply {
+                Some(reply) => task(&exchange.request, Outcome::Replied(reply), caller),
+                None => task(&exchange.request, Outcome::Done, caller),
+            },
+            Err(HubError::Route(
+                failure @ (RouteError::HandlerFailed { .. }
+                | RouteError::HandlerTimedOut { .. }
+                | RouteError::HandlerPanicked { .. }
+                | RouteError::InvalidResponse { .. }),
+            )) => {
+                // The request is stored and the exchange is over: a failed task, not an
+                // HTTP or JSON-RPC error.
+                let last = conversation.history(1).await.map_err(hub_error)?;
+                let request = last.last().ok_or_else(|| {
+                    RpcError::new(error_code::INTERNAL_ERROR, "the request is missing")
+                })?;
+                task(request, Outcome::Failed(&failure.to_string()), caller)
+            }
+            Err(e) => return Err(hub_error(e)),
+        };
+        let result = serde_json::to_value(SendMessageResponse::Task(task))
+            .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))?;
+        self.remember(key, &result);
+        Ok(result)
+    }
+
+    fn remember(&self, key: (ModuleName, String), result: &Value) {
+        self.answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, result.clone());
+    }
+
+    /// The task `id` as stored, if it is an exchange between the caller and `module`.
+    async fn stored_task(&self, module: &ModuleName, id: &str) -> Result<(Task, bool), RpcError> {
+        let task_ref: TaskRef = id.parse().map_err(|_| RpcError::not_found("task"))?;
+        let reader = self.hub.reader();
+        let caller = &self.options.caller;
+        let conversation = reader
+            .conversation(task_ref.conversation)
+            .await
+            .map_err(store_error)?
+            .filter(|c| c.is_participant(caller) && c.is_participant(module))
+            .ok_or_else(|| RpcError::not_found("task"))?;
+        let messages = reader
+            .messages(
+                task_ref.conversation,
+                MessageRange::Turns {
+                    first: task_ref.turn,
+                    last: task_ref.turn.saturating_add(1),
+                },
+            )
+            .await
+            .map_err(store_error)?;
+        let Some(request) = messages
+            .first()
+            .filter(|m| m.turn == task_ref.turn && &m.source == caller)
+        else {
+            return Err(RpcError::not_found("task"));
+        };
+        let reply = messages
+            .get(1)
+            .filter(|m| m.in_reply_to == Some(request.id));
+        let in_flight =
+            conversation.busy_until().is_some() && conversation.turn_count() == task_ref.turn;
+        let outcome = match reply {
+            Some(reply) => Outcome::Replied(reply),
+            None if in_flight => Outcome::Working,
+            None => Outcome::Done,
+        };
+        Ok((task(request, outcome, caller), in_flight))
+    }
+
+    async fn get_task(&self, module: &ModuleName, params: Value) -> Result<Value, RpcError> {
+        let request: GetTaskRequest = serde_json::from_value(params).map_err(|e| {
+            RpcError::new(
+                error_code::INVALID_PARAMS,
+                format!("bad GetTask params: {e}"),
+            )
+        })?;
+        let (task, _) = self.stored_task(module, &request.id).await?;
+        serde_json::to_value(task)
+            .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
+    }
+
+    async fn cancel_task(&self, module: &ModuleName, params: Value) -> Result<Value, RpcError> {
+        let request: CancelTaskRequest = serde_json::from_value(params).map_err(|e| {
+            RpcError::new(
+                error_code::INVALID_PARAMS,
+                format!("bad CancelTask params: {e}"),
+            )
+        })?;
+        let (_, in_flight) = self.stored_task(module, &request.id).await?;
+        if in_flight {
+            Err(RpcError::new(
+                error_code::UNSUPPORTED_OPERATION,
+                "canceling a task in flight is not served yet",
+            ))
+        } else {
+            Err(RpcError::new(
+                error_code::TASK_NOT_CANCELABLE,
+                format!("task {} has finished and cannot be canceled", request.id),
+            ))
+        }
+    }
+}
+
+fn skill(id: &str, description: &str) -> AgentSkill {
+    AgentSkill {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        description: description.to_owned(),
+        tags: vec![id.to_owned()],
+        examples: None,
+        input_modes: None,
+        output_modes: None,
+        security_requirements: None,
+    }
+}
+
+/// The answer to a message whose invitation the module rejected: a rejected task.
+fn rejected(conversation: ConversationId, reason: &str) -> Value {
+    let mut why = a2a::Message::new(a2a::Role::Agent, vec![a2a::Part::text(reason)]);
+    why.context_id = Some(conversation.to_string());
+    let task = Task {
+        id: TaskRef {
+            conversation,
+            turn: 0,
+        }
+        .to_string(),
+        context_id: conversation.to_string(),
+        status: TaskStatus {
+            state: TaskState::Rejected,
+            message: Some(why),
+            timestamp: None,
+        },
+        artifacts: None,
+        history: None,
+        metadata: None,
+    };
+    serde_json::to_value(SendMessageResponse::Task(task)).unwrap_or(Value::Null)
+}
+
+/// A hub error as a JSON-RPC error: the conversation model's refusals are the caller's
+/// mistake (invalid params, or an operation the conversation no longer takes), a missing
+/// conversation is "not found", anything else an internal error.
+fn hub_error(e: HubError) -> RpcError {
+    match e {
+        HubError::Refused(
+            refusal @ (CoreError::ContentTooLarge { .. } | CoreError::ContentTooDeep { .. }),
+        ) => RpcError::new(error_code::INVALID_PARAMS, refusal.to_string()),
+        HubError::Refused(CoreError::NotParticipant { .. })
+        | HubError::Route(RouteError::UnknownConversation { .. }) => RpcError::not_found("context"),
+        HubError::Refused(refusal) => {
+            RpcError::new(error_code::UNSUPPORTED_OPERATION, refusal.to_string())
+        }
+        other => RpcError::new(error_code::INTERNAL_ERROR, other.to_string()),
+    }
+}
+
+fn store_error(e: colloquy_runtime::StoreError) -> RpcError {
+    RpcError::new(error_code::INTERNAL_ERROR, e.to_string())
+}
+
+async fn card(State(server): State<Arc<A2aServer>>, Path(module): Path<String>) -> Response {
+    match server.module(&module) {
+        Some(info) => Json(server.card(&info)).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no agent named {module:?}")).into_response(),
+    }
+}
+
+async fn rpc(
+    State(server): State<Arc<A2aServer>>,
+    Path(module): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(info) = server.module(&module) else {
+        return (StatusCode::NOT_FOUND, format!("no agent named {module:?}")).into_response();
+    };
+    let reply = |id: Value, outcome: Result<Value, RpcError>| {
+        let body = match outcome {
+            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            Err(e) => {
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+            }
+        };
+        Json(body).into_response()
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return reply(
+                Value::Null,
+                Err(RpcError::new(
+                    error_code::PARSE_ERROR,
+                    format!("not JSON: {e}"),
+                )),
+            )
+        }
+    };
+    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    let valid_id = matches!(id, Value::Null | Value::String(_) | Value::Number(_));
+    let method = request.get("method").and_then(Value::as_str);
+    let (Some(method), true, Some("2.0")) = (
+        method,
+        valid_id,
+        request.get("jsonrpc").and_then(Value::as_str),
+    ) else {
+        return reply(
+            if valid_id { id } else { Value::Null },
+            Err(RpcError::new(
+                error_code::INVALID_REQUEST,
+                "a JSON-RPC 2.0 request needs \"jsonrpc\": \"2.0\", a string method and a string, number or null id",
+            )),
+        );
+    };
+    let params = request.get("params").cloned().unwrap_or(Value::Null);
+    let outcome = server.call(&info.name, method, params).await;
+    reply(id, outcome)
+}

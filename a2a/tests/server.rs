@@ -1,0 +1,274 @@
+//! The A2A server over real HTTP on a loopback port the OS picks: cards, SendMessage (new
+//! and continued conversations, retries by messageId), GetTask from the store, CancelTask
+//! and the JSON-RPC errors, with the hub's stored turns checked behind each answer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use colloquy_a2a::{A2aOptions, A2aServer};
+use colloquy_runtime::{ConversationId, MessageRange, ModuleName};
+use colloquy_testkit::{
+    modules::{Echo, Failing},
+    TestHub,
+};
+use serde_json::{json, Value};
+
+struct Front {
+    hub: TestHub,
+    base: String,
+    http: reqwest::Client,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn name(s: &str) -> ModuleName {
+    s.parse().unwrap()
+}
+
+async fn front() -> Result<Front> {
+    let hub = TestHub::sqlite().await?;
+    let echo = Echo::with_info(
+        colloquy_runtime::ModuleInfo::new(name("echo"))
+            .with_description("says back what it hears")
+            .with_capability("echo".parse()?),
+    );
+    hub.register(echo).await?;
+    hub.register(Failing::new(name("broken"), "out of order"))
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = A2aServer::new(hub.hub().clone(), A2aOptions::new(&base)?).await?;
+    let task = tokio::spawn(async move {
+        let _ = Arc::clone(&server).serve(listener).await;
+    });
+    Ok(Front {
+        hub,
+        base,
+        http: reqwest::Client::new(),
+        _server: task,
+    })
+}
+
+impl Front {
+    async fn rpc(&self, agent: &str, method: &str, params: Value) -> Result<Value> {
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
+        Ok(self
+            .http
+            .post(format!("{}/agents/{agent}", self.base))
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn raw(&self, agent: &str, body: &str) -> Result<Value> {
+        Ok(self
+            .http
+            .post(format!("{}/agents/{agent}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+}
+
+fn message(id: &str, text: &str, context: Option<&str>) -> Value {
+    let mut message = json!({
+        "messageId": id,
+        "role": "ROLE_USER",
+        "parts": [{"text": text}],
+    });
+    if let Some(context) = context {
+        message["contextId"] = json!(context);
+    }
+    json!({ "message": message })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_module_has_a_card_naming_its_endpoint() -> Result<()> {
+    let f = front().await?;
+    let card: Value = f
+        .http
+        .get(format!(
+            "{}/agents/echo/.well-known/agent-card.json",
+            f.base
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(card["name"], "echo");
+    assert_eq!(card["description"], "says back what it hears");
+    assert_eq!(
+        card["supportedInterfaces"][0]["url"],
+        format!("{}/agents/echo", f.base)
+    );
+    assert_eq!(card["supportedInterfaces"][0]["protocolBinding"], "JSONRPC");
+    assert_eq!(card["skills"][0]["id"], "echo");
+    // The card parses as the official type.
+    serde_json::from_value::<a2a::AgentCard>(card)?;
+    let missing = f
+        .http
+        .get(format!(
+            "{}/agents/nobody/.well-known/agent-card.json",
+            f.base
+        ))
+        .send()
+        .await?;
+    assert_eq!(missing.status(), 404);
+    let caller = f
+        .http
+        .get(format!(
+            "{}/agents/a2a-client/.well-known/agent-card.json",
+            f.base
+        ))
+        .send()
+        .await?;
+    assert_eq!(
+        caller.status(),
+        404,
+        "the caller participant is not an agent"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_message_is_one_stored_exchange_and_a_retry_makes_no_new_turn() -> Result<()> {
+    let f = front().await?;
+    let answer = f
+        .rpc("echo", "SendMessage", message("m-1", "hello", None))
+        .await?;
+    let task = &answer["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
+    assert_eq!(task["status"]["message"]["parts"][0]["text"], "hello");
+    assert_eq!(task["artifacts"][0]["parts"][0]["text"], "hello");
+    assert_eq!(task["history"][0]["role"], "ROLE_USER");
+    assert_eq!(task["history"][1]["role"], "ROLE_AGENT");
+    let context = task["contextId"].as_str().unwrap().to_owned();
+    assert_eq!(task["id"], format!("{context}:1"));
+    serde_json::from_value::<a2a::Task>(task.clone())?;
+
+    // Both turns are stored, the request as turn 1 and the reply as turn 2.
+    let id: ConversationId = context.parse()?;
+    let stored = f.hub.reader().messages(id, MessageRange::All).await?;
+    assert_eq!(
+        stored.iter().map(|m| m.turn).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(stored[0].content, json!("hello"));
+
+    // The same messageId again: the same answer, no new turn.
+    let again = f
+        .rpc("echo", "SendMessage", message("m-1", "hello", None))
+        .await?;
+    assert_eq!(again["result"], answer["result"]);
+    assert_eq!(
+        f.hub.reader().messages(id, MessageRange::All).await?.len(),
+        2
+    );
+
+    // The conversation goes on with its contextId: turns 3 and 4.
+    let next = f
+        .rpc(
+            "echo",
+            "message/send",
+            message("m-2", "more", Some(&context)),
+        )
+        .await?;
+    assert_eq!(next["result"]["task"]["id"], format!("{context}:3"));
+    assert_eq!(
+        f.hub.reader().messages(id, MessageRange::All).await?.len(),
+        4
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_task_reads_the_exchange_from_the_store_and_cancel_refuses_a_finished_one() -> Result<()>
+{
+    let f = front().await?;
+    let sent = f
+        .rpc("echo", "SendMessage", message("m-1", "keep", None))
+        .await?;
+    let task_id = sent["result"]["task"]["id"].as_str().unwrap().to_owned();
+    let got = f.rpc("echo", "GetTask", json!({"id": task_id})).await?;
+    assert_eq!(got["result"]["status"]["state"], "TASK_STATE_COMPLETED");
+    assert_eq!(got["result"]["artifacts"][0]["parts"][0]["text"], "keep");
+    let legacy = f.rpc("echo", "tasks/get", json!({"id": task_id})).await?;
+    assert_eq!(legacy["result"], got["result"]);
+
+    let cancel = f.rpc("echo", "CancelTask", json!({"id": task_id})).await?;
+    assert_eq!(cancel["error"]["code"], -32002, "{cancel}");
+    // Another agent's endpoint does not see the task; nor does a made-up id.
+    let elsewhere = f.rpc("broken", "GetTask", json!({"id": task_id})).await?;
+    assert_eq!(elsewhere["error"]["code"], -32001, "{elsewhere}");
+    let unknown = f.rpc("echo", "GetTask", json!({"id": "nope"})).await?;
+    assert_eq!(unknown["error"]["code"], -32001);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_module_gives_a_failed_task_not_an_error() -> Result<()> {
+    let f = front().await?;
+    let answer = f
+        .rpc("broken", "SendMessage", message("m-1", "please", None))
+        .await?;
+    let task = &answer["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_FAILED", "{answer}");
+    let why = task["status"]["message"]["parts"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("out of order"), "{why}");
+    let context: ConversationId = task["contextId"].as_str().unwrap().parse()?;
+    let stored = f.hub.reader().messages(context, MessageRange::All).await?;
+    assert_eq!(stored.len(), 1, "the request is stored, no reply");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_use_the_json_rpc_codes() -> Result<()> {
+    let f = front().await?;
+    assert_eq!(f.raw("echo", "{not json").await?["error"]["code"], -32700);
+    assert_eq!(
+        f.raw(
+            "echo",
+            r#"{"jsonrpc": "1.0", "id": 1, "method": "SendMessage"}"#
+        )
+        .await?["error"]["code"],
+        -32600
+    );
+    assert_eq!(
+        f.rpc("echo", "Teleport", json!({})).await?["error"]["code"],
+        -32601
+    );
+    assert_eq!(
+        f.rpc("echo", "SendMessage", json!({"wrong": true})).await?["error"]["code"],
+        -32602
+    );
+    assert_eq!(
+        f.rpc("echo", "SendStreamingMessage", message("m-9", "x", None))
+            .await?["error"]["code"],
+        -32004
+    );
+    // A context the caller is not part of, or that does not exist, is "not found".
+    let stranger = f
+        .hub
+        .start_conversation(colloquy_runtime::ConversationSpec::between(
+            "broken", "echo",
+        )?);
+    let stranger = stranger.await?.id().to_string();
+    for context in [stranger.as_str(), "0190a8f2-7c3e-7b5a-9f1e-2d4c6b8a0e13"] {
+        let answer = f
+            .rpc(
+                "echo",
+                "SendMessage",
+                message("m-3", "let me in", Some(context)),
+            )
+            .await?;
+        assert_eq!(answer["error"]["code"], -32001, "{answer}");
+    }
+    Ok(())
+}
