@@ -44,6 +44,12 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(|_| Arc::new(Echo("b")))
+}
+
+/// A router over a fault-injecting memory store, with `a` (an echo) and the module `other`
+/// makes (it may hold the store, to act behind the router's back).
+fn setup_with(other: impl FnOnce(Arc<FaultyStore<MemoryStore>>) -> Arc<dyn Module>) -> Setup {
     let (store, faults) = FaultyStore::new(MemoryStore::new());
     let store = Arc::new(store);
     let registry = Registry::new();
@@ -51,7 +57,7 @@ fn setup() -> Setup {
         .register(Arc::new(Echo("a")), Registration::new())
         .unwrap();
     registry
-        .register(Arc::new(Echo("b")), Registration::new())
+        .register(other(store.clone()), Registration::new())
         .unwrap();
     let router = Router::new(
         store.clone(),
@@ -85,6 +91,17 @@ fn hello(content: &str) -> Draft {
     Draft::request(name("a"), name("b"), json!(content))
 }
 
+/// Routes `content` from `a` to `b`.
+async fn send(
+    s: &Setup,
+    id: colloquy_core::ConversationId,
+    content: &str,
+) -> Result<colloquy_router::Exchange, RouteError> {
+    s.router
+        .route(id, hello(content), RouteOptions::default())
+        .await
+}
+
 async fn turns(s: &Setup, id: colloquy_core::ConversationId) -> Vec<u64> {
     s.store
         .inner()
@@ -101,18 +118,10 @@ async fn a_failed_request_write_stores_nothing_and_the_next_turn_continues() {
     let s = setup();
     let id = open(&s.router).await;
     s.faults.fail_next_writes(1, full());
-    let err = s
-        .router
-        .route(id, hello("lost"), RouteOptions::default())
-        .await
-        .unwrap_err();
+    let err = send(&s, id, "lost").await.unwrap_err();
     assert_eq!(err, RouteError::Storage(full()));
     assert_eq!(turns(&s, id).await, Vec::<u64>::new());
-    let exchange = s
-        .router
-        .route(id, hello("kept"), RouteOptions::default())
-        .await
-        .unwrap();
+    let exchange = send(&s, id, "kept").await.unwrap();
     assert_eq!(exchange.request.turn, 1);
     assert_eq!(turns(&s, id).await, vec![1, 2]);
 }
@@ -123,20 +132,12 @@ async fn a_failed_reply_write_keeps_the_request_and_the_next_turn_follows_it() {
     let id = open(&s.router).await;
     // The request's write goes through, the reply's fails.
     s.faults.fail_writes_after(1, 1, full());
-    let err = s
-        .router
-        .route(id, hello("one"), RouteOptions::default())
-        .await
-        .unwrap_err();
+    let err = send(&s, id, "one").await.unwrap_err();
     assert_eq!(err, RouteError::Storage(full()));
     assert_eq!(s.faults.writes_failed(), 1);
     assert_eq!(turns(&s, id).await, vec![1], "the request is stored");
     // The hot copy was dropped: the next turn reloads and follows the stored request.
-    let next = s
-        .router
-        .route(id, hello("two"), RouteOptions::default())
-        .await
-        .unwrap();
+    let next = send(&s, id, "two").await.unwrap();
     assert_eq!(next.request.turn, 2);
     assert_eq!(turns(&s, id).await, vec![1, 2, 3]);
 }
@@ -145,10 +146,7 @@ async fn a_failed_reply_write_keeps_the_request_and_the_next_turn_follows_it() {
 async fn another_writers_change_is_reloaded_and_the_turn_decided_again() {
     let s = setup();
     let id = open(&s.router).await;
-    s.router
-        .route(id, hello("one"), RouteOptions::default())
-        .await
-        .unwrap();
+    send(&s, id, "one").await.unwrap();
     // Another writer (another hub) patches the conversation behind the router's back.
     let mut stored = s.store.inner().conversation(id).await.unwrap().unwrap();
     stored
@@ -159,11 +157,7 @@ async fn another_writers_change_is_reloaded_and_the_turn_decided_again() {
         .unwrap();
     stored.bump_version();
     s.store.inner().update(&stored).await.unwrap();
-    let exchange = s
-        .router
-        .route(id, hello("two"), RouteOptions::default())
-        .await
-        .unwrap();
+    let exchange = send(&s, id, "two").await.unwrap();
     assert_eq!(exchange.request.turn, 3);
     let after = s.router.conversation(id).await.unwrap();
     assert_eq!(after.context().get("by"), Some(&json!("other")));
@@ -174,11 +168,7 @@ async fn another_writers_change_is_reloaded_and_the_turn_decided_again() {
         .unwrap();
     stored.bump_version();
     s.store.inner().update(&stored).await.unwrap();
-    let err = s
-        .router
-        .route(id, hello("three"), RouteOptions::default())
-        .await
-        .unwrap_err();
+    let err = send(&s, id, "three").await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -215,11 +205,7 @@ async fn a_handler_failure_whose_end_of_turn_write_fails_reloads_and_goes_on() {
     let id = open(&s.router).await;
     // The request is written, then the handler fails, then the end-of-turn write fails.
     s.faults.fail_writes_after(1, 1, full());
-    let err = s
-        .router
-        .route(id, hello("fail"), RouteOptions::default())
-        .await
-        .unwrap_err();
+    let err = send(&s, id, "fail").await.unwrap_err();
     assert!(matches!(err, RouteError::HandlerFailed { .. }), "{err:?}");
     // The store still says busy (the end of the turn was not stored); the hot copy was
     // dropped, so the router reloads it and the conversation goes on.
@@ -232,11 +218,7 @@ async fn a_handler_failure_whose_end_of_turn_write_fails_reloads_and_goes_on() {
         .unwrap()
         .busy_until()
         .is_some());
-    let next = s
-        .router
-        .route(id, hello("again"), RouteOptions::default())
-        .await
-        .unwrap();
+    let next = send(&s, id, "again").await.unwrap();
     assert_eq!(next.request.turn, 2);
     assert_eq!(
         s.store
@@ -331,24 +313,7 @@ impl Module for PatchesMeanwhile {
 
 #[tokio::test(start_paused = true)]
 async fn a_reply_that_meets_another_writers_patch_is_decided_again_and_kept() {
-    let (store, _faults) = FaultyStore::new(MemoryStore::new());
-    let store = Arc::new(store);
-    let registry = Registry::new();
-    registry
-        .register(Arc::new(Echo("a")), Registration::new())
-        .unwrap();
-    registry
-        .register(
-            Arc::new(PatchesMeanwhile(store.clone())),
-            Registration::new(),
-        )
-        .unwrap();
-    let router = Router::new(
-        store.clone(),
-        Arc::new(registry),
-        RouterConfig::default(),
-        Clock::starting_at(Timestamp::from_millis(1_700_000_000_000)),
-    );
+    let Setup { router, store, .. } = setup_with(|store| Arc::new(PatchesMeanwhile(store)));
     let id = router
         .open(ConversationSpec::new(name("a"), [name("worker")]))
         .await
