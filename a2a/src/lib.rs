@@ -24,9 +24,11 @@
 //!
 //! - **No routing of its own.** Every message goes through the hub (turn lock, versioned
 //!   writes, deadlines); this crate only translates.
-//! - **No streaming, no cancel of a task in flight, no bearer tokens, no client half
-//!   (`RemoteAgent`).** They answer `UnsupportedOperation` today and come next; every
-//!   caller speaks as one participant ([`A2aOptions::caller`]).
+//! - **No streaming, no cancel of a task in flight, no client half (`RemoteAgent`).**
+//!   Streaming and cancel answer `UnsupportedOperation` today; they come next.
+//! - **Callers are participants, named by bearer tokens** ([`A2aOptions::token`]): a caller
+//!   sees and continues only its participant's conversations (another's are "not found").
+//!   Without tokens every caller speaks as one participant ([`A2aOptions::caller`]).
 //! - **Answers to retried `messageId`s are remembered in memory** (the last 10,000), not
 //!   across restarts.
 

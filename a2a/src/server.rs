@@ -12,7 +12,7 @@ use a2a::{
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -38,8 +38,13 @@ pub struct A2aOptions {
     /// The address clients reach the server at, for the URLs in agent cards
     /// (e.g. `http://127.0.0.1:8080`).
     pub base_url: String,
-    /// The participant A2A callers speak as in the hub's conversations. Default `a2a-client`.
+    /// The participant A2A callers speak as when no tokens are configured. Default
+    /// `a2a-client`.
     pub caller: ModuleName,
+    /// Bearer tokens and the participant each names. When any is set, every call must
+    /// carry one (`Authorization: Bearer <token>`), and a caller sees and continues only
+    /// the conversations of its own participant.
+    pub tokens: HashMap<String, ModuleName>,
 }
 
 impl A2aOptions {
@@ -48,13 +53,32 @@ impl A2aOptions {
         Ok(Self {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             caller: "a2a-client".parse().map_err(HubError::from)?,
+            tokens: HashMap::new(),
         })
     }
 
-    /// Callers speak as `caller`.
+    /// Callers without tokens speak as `caller`.
     pub fn caller(mut self, caller: ModuleName) -> Self {
         self.caller = caller;
         self
+    }
+
+    /// Requires bearer tokens: a call carrying `token` speaks as `participant`.
+    pub fn token(mut self, token: impl Into<String>, participant: ModuleName) -> Self {
+        self.tokens.insert(token.into(), participant);
+        self
+    }
+
+    /// The participants callers can speak as.
+    fn participants(&self) -> Vec<ModuleName> {
+        if self.tokens.is_empty() {
+            vec![self.caller.clone()]
+        } else {
+            let mut all: Vec<ModuleName> = self.tokens.values().cloned().collect();
+            all.sort();
+            all.dedup();
+            all
+        }
     }
 }
 
@@ -76,20 +100,22 @@ pub struct A2aServer {
     answered: Mutex<Answered>,
 }
 
-/// Results already sent, by (module, client `messageId`): a retried message gets the same
-/// answer and makes no new turn.
+/// Results already sent, by (caller, module, client `messageId`): a retried message gets
+/// the same answer and makes no new turn.
 #[derive(Debug, Default)]
 struct Answered {
-    results: HashMap<(ModuleName, String), Value>,
-    order: VecDeque<(ModuleName, String)>,
+    results: HashMap<AnswerKey, Value>,
+    order: VecDeque<AnswerKey>,
 }
 
+type AnswerKey = (ModuleName, ModuleName, String);
+
 impl Answered {
-    fn get(&self, key: &(ModuleName, String)) -> Option<Value> {
+    fn get(&self, key: &AnswerKey) -> Option<Value> {
         self.results.get(key).cloned()
     }
 
-    fn insert(&mut self, key: (ModuleName, String), result: Value) {
+    fn insert(&mut self, key: AnswerKey, result: Value) {
         if self.results.insert(key.clone(), result).is_none() {
             self.order.push_back(key);
         }
@@ -141,11 +167,13 @@ impl RpcError {
 impl A2aServer {
     /// A server for `hub`'s modules. Registers the caller participant in the hub.
     pub async fn new(hub: Hub, options: A2aOptions) -> Result<Arc<Self>, A2aError> {
-        hub.register_with(
-            Arc::new(Caller(options.caller.clone())),
-            Registration::new().replacing(),
-        )
-        .await?;
+        for participant in options.participants() {
+            hub.register_with(
+                Arc::new(Caller(participant)),
+                Registration::new().replacing(),
+            )
+            .await?;
+        }
         Ok(Arc::new(Self {
             hub,
             options,
@@ -168,10 +196,10 @@ impl A2aServer {
             .map_err(A2aError::io)
     }
 
-    /// The module `name` if it is registered and is not the caller participant.
+    /// The module `name` if it is registered and is not a caller participant.
     fn module(&self, name: &str) -> Option<Arc<ModuleInfo>> {
         let name: ModuleName = name.parse().ok()?;
-        if name == self.options.caller {
+        if self.options.participants().contains(&name) {
             return None;
         }
         self.hub
@@ -213,24 +241,47 @@ impl A2aServer {
             provider: None,
             documentation_url: None,
             icon_url: None,
-            security_schemes: None,
-            security_requirements: None,
+            security_schemes: (!self.options.tokens.is_empty()).then(|| {
+                HashMap::from([(
+                    "bearer".to_owned(),
+                    a2a::SecurityScheme::HttpAuth(a2a::HttpAuthSecurityScheme {
+                        scheme: "Bearer".into(),
+                        description: Some(
+                            "a token naming the participant the caller speaks as".into(),
+                        ),
+                        bearer_format: None,
+                    }),
+                )])
+            }),
+            security_requirements: (!self.options.tokens.is_empty())
+                .then(|| vec![HashMap::from([("bearer".to_owned(), Vec::new())])]),
             signatures: None,
         }
+    }
+
+    /// The participant a call speaks as: the one its bearer token names, or the default
+    /// caller when no tokens are configured. `None`: refused.
+    fn caller_of(&self, authorization: Option<&str>) -> Option<ModuleName> {
+        if self.options.tokens.is_empty() {
+            return Some(self.options.caller.clone());
+        }
+        let token = authorization?.strip_prefix("Bearer ")?.trim();
+        self.options.tokens.get(token).cloned()
     }
 
     /// One JSON-RPC call to `module`.
     async fn call(
         &self,
+        caller: &ModuleName,
         module: &ModuleName,
         method: &str,
         params: Value,
     ) -> Result<Value, RpcError> {
         match method {
             // A2A v1.0 names, and the v0.3 names deployed clients still send.
-            "SendMessage" | "message/send" => self.send(module, params).await,
-            "GetTask" | "tasks/get" => self.get_task(module, params).await,
-            "CancelTask" | "tasks/cancel" => self.cancel_task(module, params).await,
+            "SendMessage" | "message/send" => self.send(caller, module, params).await,
+            "GetTask" | "tasks/get" => self.get_task(caller, module, params).await,
+            "CancelTask" | "tasks/cancel" => self.cancel_task(caller, module, params).await,
             "SendStreamingMessage" | "message/stream" | "SubscribeToTask" | "tasks/resubscribe" => {
                 Err(RpcError::new(
                     error_code::UNSUPPORTED_OPERATION,
@@ -244,14 +295,23 @@ impl A2aServer {
         }
     }
 
-    async fn send(&self, module: &ModuleName, params: Value) -> Result<Value, RpcError> {
+    async fn send(
+        &self,
+        caller: &ModuleName,
+        module: &ModuleName,
+        params: Value,
+    ) -> Result<Value, RpcError> {
         let request: SendMessageRequest = serde_json::from_value(params).map_err(|e| {
             RpcError::new(
                 error_code::INVALID_PARAMS,
                 format!("bad SendMessage params: {e}"),
             )
         })?;
-        let key = (module.clone(), request.message.message_id.clone());
+        let key = (
+            caller.clone(),
+            module.clone(),
+            request.message.message_id.clone(),
+        );
         if let Some(answer) = self
             .answered
             .lock()
@@ -260,7 +320,6 @@ impl A2aServer {
         {
             return Ok(answer);
         }
-        let caller = &self.options.caller;
         let conversation = match &request.message.context_id {
             None => {
                 let spec = ConversationSpec::new(caller.clone(), [module.clone()]);
@@ -323,7 +382,7 @@ impl A2aServer {
         Ok(result)
     }
 
-    fn remember(&self, key: (ModuleName, String), result: &Value) {
+    fn remember(&self, key: AnswerKey, result: &Value) {
         self.answered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -331,10 +390,14 @@ impl A2aServer {
     }
 
     /// The task `id` as stored, if it is an exchange between the caller and `module`.
-    async fn stored_task(&self, module: &ModuleName, id: &str) -> Result<(Task, bool), RpcError> {
+    async fn stored_task(
+        &self,
+        caller: &ModuleName,
+        module: &ModuleName,
+        id: &str,
+    ) -> Result<(Task, bool), RpcError> {
         let task_ref: TaskRef = id.parse().map_err(|_| RpcError::not_found("task"))?;
         let reader = self.hub.reader();
-        let caller = &self.options.caller;
         let conversation = reader
             .conversation(task_ref.conversation)
             .await
@@ -370,26 +433,36 @@ impl A2aServer {
         Ok((task(request, outcome, caller), in_flight))
     }
 
-    async fn get_task(&self, module: &ModuleName, params: Value) -> Result<Value, RpcError> {
+    async fn get_task(
+        &self,
+        caller: &ModuleName,
+        module: &ModuleName,
+        params: Value,
+    ) -> Result<Value, RpcError> {
         let request: GetTaskRequest = serde_json::from_value(params).map_err(|e| {
             RpcError::new(
                 error_code::INVALID_PARAMS,
                 format!("bad GetTask params: {e}"),
             )
         })?;
-        let (task, _) = self.stored_task(module, &request.id).await?;
+        let (task, _) = self.stored_task(caller, module, &request.id).await?;
         serde_json::to_value(task)
             .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
     }
 
-    async fn cancel_task(&self, module: &ModuleName, params: Value) -> Result<Value, RpcError> {
+    async fn cancel_task(
+        &self,
+        caller: &ModuleName,
+        module: &ModuleName,
+        params: Value,
+    ) -> Result<Value, RpcError> {
         let request: CancelTaskRequest = serde_json::from_value(params).map_err(|e| {
             RpcError::new(
                 error_code::INVALID_PARAMS,
                 format!("bad CancelTask params: {e}"),
             )
         })?;
-        let (_, in_flight) = self.stored_task(module, &request.id).await?;
+        let (_, in_flight) = self.stored_task(caller, module, &request.id).await?;
         if in_flight {
             Err(RpcError::new(
                 error_code::UNSUPPORTED_OPERATION,
@@ -471,10 +544,22 @@ async fn card(State(server): State<Arc<A2aServer>>, Path(module): Path<String>) 
 async fn rpc(
     State(server): State<Arc<A2aServer>>,
     Path(module): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(info) = server.module(&module) else {
         return (StatusCode::NOT_FOUND, format!("no agent named {module:?}")).into_response();
+    };
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let Some(caller) = server.caller_of(authorization) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token this server knows is required",
+        )
+            .into_response();
     };
     let reply = |id: Value, outcome: Result<Value, RpcError>| {
         let body = match outcome {
@@ -514,6 +599,6 @@ async fn rpc(
         );
     };
     let params = request.get("params").cloned().unwrap_or(Value::Null);
-    let outcome = server.call(&info.name, method, params).await;
+    let outcome = server.call(&caller, &info.name, method, params).await;
     reply(id, outcome)
 }

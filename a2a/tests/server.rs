@@ -272,3 +272,83 @@ async fn protocol_errors_use_the_json_rpc_codes() -> Result<()> {
     }
     Ok(())
 }
+
+/// With bearer tokens, each token speaks as its own participant: a call without a known
+/// token is refused with 401, and one caller's conversations and tasks are "not found" for
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_name_the_participant_and_keep_callers_apart() -> Result<()> {
+    let hub = TestHub::memory().await?;
+    hub.register(Echo::new(name("echo"))).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let options = A2aOptions::new(&base)?
+        .token("alice-secret", name("alice"))
+        .token("bob-secret", name("bob"));
+    let server = A2aServer::new(hub.hub().clone(), options).await?;
+    let _serve = tokio::spawn(async move {
+        let _ = server.serve(listener).await;
+    });
+    let http = reqwest::Client::new();
+    let call = |token: Option<&'static str>, method: &'static str, params: Value| {
+        let mut request = http
+            .post(format!("{base}/agents/echo"))
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(
+        call(None, "SendMessage", message("m-0", "hi", None))
+            .await?
+            .status(),
+        401
+    );
+    assert_eq!(
+        call(Some("guess"), "SendMessage", message("m-0", "hi", None))
+            .await?
+            .status(),
+        401
+    );
+    let alice: Value = call(
+        Some("alice-secret"),
+        "SendMessage",
+        message("m-1", "mine", None),
+    )
+    .await?
+    .json()
+    .await?;
+    let task = &alice["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{alice}");
+    let context: ConversationId = task["contextId"].as_str().unwrap().parse()?;
+    let stored = hub.reader().conversation(context).await?.unwrap();
+    assert_eq!(stored.participants(), &[name("alice"), name("echo")]);
+    // Bob can neither read Alice's task nor continue her conversation.
+    let peek: Value = call(Some("bob-secret"), "GetTask", json!({"id": task["id"]}))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(peek["error"]["code"], -32001, "{peek}");
+    let intrude: Value = call(
+        Some("bob-secret"),
+        "SendMessage",
+        message("m-2", "hers?", Some(&context.to_string())),
+    )
+    .await?
+    .json()
+    .await?;
+    assert_eq!(intrude["error"]["code"], -32001, "{intrude}");
+    // The card says a bearer token is needed.
+    let card: Value = http
+        .get(format!("{base}/agents/echo/.well-known/agent-card.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"],
+        "Bearer"
+    );
+    Ok(())
+}

@@ -40,6 +40,11 @@ pub(crate) enum Command {
         /// The URL clients reach the server at, for the agent cards [default: http://ADDR].
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
+        /// Require bearer tokens: a call with TOKEN speaks as PARTICIPANT and sees only that
+        /// participant's conversations (repeatable). Without any, callers speak as
+        /// `a2a-client`.
+        #[arg(long, value_parser = parse_token, value_name = "TOKEN=PARTICIPANT")]
+        token: Vec<(String, ModuleName)>,
     },
     /// List conversations, newest first.
     Conversations {
@@ -172,4 +177,19 @@ pub(crate) enum SyncLevel {
     Normal,
     /// Durable against power loss.
     Full,
+}
+
+fn parse_token(text: &str) -> Result<(String, ModuleName), String> {
+    let (token, participant) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected TOKEN=PARTICIPANT, got {text:?}"))?;
+    if token.is_empty() {
+        return Err("the token is empty".into());
+    }
+    Ok((
+        token.to_owned(),
+        participant
+            .parse()
+            .map_err(|e: colloquy_core::CoreError| e.to_string())?,
+    ))
 }

@@ -79,7 +79,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let mut code = ExitCode::SUCCESS;
     match cli.command {
         Command::Demo { conversations } => demo::run(&mut out, db, conversations).await?,
-        Command::Serve { listen, base_url } => serve::run(&mut out, db, listen, base_url).await?,
+        Command::Serve {
+            listen,
+            base_url,
+            token,
+        } => serve::run(&mut out, db, listen, base_url, token).await?,
         Command::Conversations {
             status,
             module,

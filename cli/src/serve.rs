@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use colloquy_a2a::{A2aOptions, A2aServer};
-use colloquy_runtime::Hub;
+use colloquy_runtime::{Hub, ModuleName};
 
 use crate::Out;
 
@@ -13,6 +13,7 @@ pub(crate) async fn run(
     db: &Path,
     listen: SocketAddr,
     base_url: Option<String>,
+    tokens: Vec<(String, ModuleName)>,
 ) -> Result<()> {
     let hub = Hub::builder()
         .sqlite(db)
@@ -26,11 +27,23 @@ pub(crate) async fn run(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     let base_url = base_url.unwrap_or_else(|| format!("http://{address}"));
-    let server = A2aServer::new(hub.clone(), A2aOptions::new(&base_url)?).await?;
+    let mut options = A2aOptions::new(&base_url)?;
+    let callers: Vec<ModuleName> = if tokens.is_empty() {
+        vec![options.caller.clone()]
+    } else {
+        tokens
+            .iter()
+            .map(|(_, participant)| participant.clone())
+            .collect()
+    };
+    for (token, participant) in tokens {
+        options = options.token(token, participant);
+    }
+    let server = A2aServer::new(hub.clone(), options).await?;
     let agents: Vec<String> = hub
         .modules()
         .iter()
-        .filter(|m| m.name.as_str() != "a2a-client")
+        .filter(|m| !callers.contains(&m.name))
         .map(|m| format!("{base_url}/agents/{}", m.name))
         .collect();
     if out.json {
