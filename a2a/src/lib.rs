@@ -9,7 +9,8 @@
 //! exchange (`<conversation>:<N>`), so `GetTask` finds it in the store after any restart; a
 //! retried `messageId` gets the same answer and makes no new turn; a handler failure is a
 //! failed task, not an error. The types on the wire are those of `a2a-lf`, the official
-//! a2aproject Rust crate for A2A v1.0.
+//! a2aproject Rust crate for A2A v1.0; clients still on v0.3 call its method names
+//! (`message/send`, `tasks/get`, `tasks/cancel`) with its JSON and get its JSON back.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,6 +34,7 @@
 //!   across restarts.
 
 mod error;
+mod legacy;
 pub mod mapping;
 mod server;
 

@@ -24,6 +24,7 @@ use colloquy_runtime::{
 use serde_json::{json, Value};
 
 use crate::{
+    legacy,
     mapping::{content_from_parts, task, Outcome, TaskRef},
     A2aError,
 };
@@ -599,6 +600,18 @@ async fn rpc(
         );
     };
     let params = request.get("params").cloned().unwrap_or(Value::Null);
+    // Clients that speak v0.3 call its method names with its JSON, and get its JSON back.
+    let v03 = legacy::is_v03(method);
+    let params = if v03 {
+        legacy::params_from_v03(params)
+    } else {
+        params
+    };
     let outcome = server.call(&caller, &info.name, method, params).await;
+    let outcome = if v03 {
+        outcome.map(|result| legacy::result_to_v03(method, result))
+    } else {
+        outcome
+    };
     reply(id, outcome)
 }

@@ -174,7 +174,7 @@ async fn send_message_is_one_stored_exchange_and_a_retry_makes_no_new_turn() -> 
     let next = f
         .rpc(
             "echo",
-            "message/send",
+            "SendMessage",
             message("m-2", "more", Some(&context)),
         )
         .await?;
@@ -197,8 +197,12 @@ async fn get_task_reads_the_exchange_from_the_store_and_cancel_refuses_a_finishe
     let got = f.rpc("echo", "GetTask", json!({"id": task_id})).await?;
     assert_eq!(got["result"]["status"]["state"], "TASK_STATE_COMPLETED");
     assert_eq!(got["result"]["artifacts"][0]["parts"][0]["text"], "keep");
+    // A v0.3 client asks with its method name and reads its own JSON.
     let legacy = f.rpc("echo", "tasks/get", json!({"id": task_id})).await?;
-    assert_eq!(legacy["result"], got["result"]);
+    assert_eq!(legacy["result"]["kind"], "task");
+    assert_eq!(legacy["result"]["status"]["state"], "completed");
+    assert_eq!(legacy["result"]["history"][0]["role"], "user");
+    assert_eq!(legacy["result"]["artifacts"][0]["parts"][0]["kind"], "text");
 
     let cancel = f.rpc("echo", "CancelTask", json!({"id": task_id})).await?;
     assert_eq!(cancel["error"]["code"], -32002, "{cancel}");
@@ -350,5 +354,32 @@ async fn bearer_tokens_name_the_participant_and_keep_callers_apart() -> Result<(
         card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"],
         "Bearer"
     );
+    Ok(())
+}
+
+/// A client on A2A v0.3 sends its JSON (kinds, lowercase roles) under its method name and
+/// gets the task back as v0.3 JSON, stored like any other exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v03_client_is_answered_in_v03() -> Result<()> {
+    let f = front().await?;
+    let answer = f
+        .rpc(
+            "echo",
+            "message/send",
+            json!({"message": {
+                "kind": "message", "messageId": "old-1", "role": "user",
+                "parts": [{"kind": "text", "text": "from 2025"}],
+            }}),
+        )
+        .await?;
+    let task = &answer["result"];
+    assert_eq!(task["kind"], "task", "{answer}");
+    assert_eq!(task["status"]["state"], "completed");
+    assert_eq!(task["status"]["message"]["role"], "agent");
+    assert_eq!(task["status"]["message"]["parts"][0]["kind"], "text");
+    assert_eq!(task["status"]["message"]["parts"][0]["text"], "from 2025");
+    let context: ConversationId = task["contextId"].as_str().unwrap().parse()?;
+    let stored = f.hub.reader().messages(context, MessageRange::All).await?;
+    assert_eq!(stored[0].content, json!("from 2025"));
     Ok(())
 }
