@@ -70,8 +70,8 @@ impl A2aOptions {
         self
     }
 
-    /// The participants callers can speak as.
-    fn participants(&self) -> Vec<ModuleName> {
+    /// The participants callers can speak as: one per token, or the anonymous caller.
+    pub fn participants(&self) -> Vec<ModuleName> {
         if self.tokens.is_empty() {
             vec![self.caller.clone()]
         } else {
@@ -302,12 +302,7 @@ impl A2aServer {
         module: &ModuleName,
         params: Value,
     ) -> Result<Value, RpcError> {
-        let request: SendMessageRequest = serde_json::from_value(params).map_err(|e| {
-            RpcError::new(
-                error_code::INVALID_PARAMS,
-                format!("bad SendMessage params: {e}"),
-            )
-        })?;
+        let request: SendMessageRequest = parse_params(params, "SendMessage")?;
         let key = (
             caller.clone(),
             module.clone(),
@@ -342,16 +337,12 @@ impl A2aServer {
                 let id: ConversationId = context
                     .parse()
                     .map_err(|_| RpcError::not_found("context"))?;
-                let handle = self
-                    .hub
+                // Not the caller's, or no such conversation: "not found". A module that is
+                // not a participant is refused by the send below, also as "not found".
+                self.hub
                     .conversation(id, caller.clone())
                     .await
-                    .map_err(|_| RpcError::not_found("context"))?;
-                let state = handle.state().await.map_err(hub_error)?;
-                if !state.is_participant(module) {
-                    return Err(RpcError::not_found("context"));
-                }
-                handle
+                    .map_err(|_| RpcError::not_found("context"))?
             }
         };
         let content = content_from_parts(&request.message.parts);
@@ -440,12 +431,7 @@ impl A2aServer {
         module: &ModuleName,
         params: Value,
     ) -> Result<Value, RpcError> {
-        let request: GetTaskRequest = serde_json::from_value(params).map_err(|e| {
-            RpcError::new(
-                error_code::INVALID_PARAMS,
-                format!("bad GetTask params: {e}"),
-            )
-        })?;
+        let request: GetTaskRequest = parse_params(params, "GetTask")?;
         let (task, _) = self.stored_task(caller, module, &request.id).await?;
         serde_json::to_value(task)
             .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
@@ -457,12 +443,7 @@ impl A2aServer {
         module: &ModuleName,
         params: Value,
     ) -> Result<Value, RpcError> {
-        let request: CancelTaskRequest = serde_json::from_value(params).map_err(|e| {
-            RpcError::new(
-                error_code::INVALID_PARAMS,
-                format!("bad CancelTask params: {e}"),
-            )
-        })?;
+        let request: CancelTaskRequest = parse_params(params, "CancelTask")?;
         let (_, in_flight) = self.stored_task(caller, module, &request.id).await?;
         if in_flight {
             Err(RpcError::new(
@@ -476,6 +457,19 @@ impl A2aServer {
             ))
         }
     }
+}
+
+/// The params of `method`, or `InvalidParams` saying what is wrong with them.
+fn parse_params<T: serde::de::DeserializeOwned>(
+    params: Value,
+    method: &str,
+) -> Result<T, RpcError> {
+    serde_json::from_value(params).map_err(|e| {
+        RpcError::new(
+            error_code::INVALID_PARAMS,
+            format!("bad {method} params: {e}"),
+        )
+    })
 }
 
 fn skill(id: &str, description: &str) -> AgentSkill {

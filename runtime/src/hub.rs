@@ -179,7 +179,6 @@ impl HubBuilder {
             reaper: Mutex::new(None),
             reaper_stop: Notify::new(),
             last_reap: Mutex::new(None),
-            reaper_due: Mutex::new(None),
             reaper_interval: self.reaper_interval,
             started: clock.now(),
             cold_after: self.cold_after,
@@ -197,8 +196,6 @@ pub(crate) struct HubInner {
     reaper: Mutex<Option<JoinHandle<()>>>,
     reaper_stop: Notify,
     last_reap: Mutex<Option<(Timestamp, ReapReport)>>,
-    /// When the reaper plans to wake next, for health's "has it stopped?".
-    reaper_due: Mutex<Option<Timestamp>>,
     reaper_interval: Duration,
     started: Timestamp,
     cold_after: Duration,
@@ -221,19 +218,15 @@ async fn reaper(hub: Weak<HubInner>) {
         let scan_at = next_scan.max(started);
         // A deadline that has passed but could not be acted on (its conversation is in a
         // turn, or still leased) is looked at again after a short pause, never in a spin.
-        let soonest = started + REAPER_PAUSE;
         let wake = match router.next_reap(inner.cold_after) {
             Some(due) => (started + due.saturating_duration_since(now))
-                .max(soonest)
-                .min(scan_at.max(soonest)),
+                .min(scan_at)
+                .max(started + REAPER_PAUSE),
             None => scan_at,
         };
-        let due = now.saturating_add(wake.saturating_duration_since(started));
-        router.plan_reap(Some(due));
-        *inner
-            .reaper_due
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(due);
+        router.plan_reap(Some(
+            now.saturating_add(wake.saturating_duration_since(started)),
+        ));
         let woke = tokio::select! {
             () = tokio::time::sleep_until(wake) => Wake::Due,
             () = router.earlier_deadline() => Wake::Earlier,
@@ -551,12 +544,7 @@ impl Hub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // The reaper sleeps until it is due; it has stopped if it is well past that.
-        let due = self
-            .inner
-            .reaper_due
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .unwrap_or(self.inner.started);
+        let due = router.planned_reap().unwrap_or(self.inner.started);
         let grace = self.inner.reaper_interval + Duration::from_secs(1);
         let reaper_overdue = self.reaper_finished() || router.clock().since(due) > grace;
         if reaper_overdue && !router.is_shutting_down() {

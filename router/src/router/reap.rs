@@ -78,6 +78,14 @@ impl Router {
             .store(at.map_or(u64::MAX, Timestamp::as_millis), Ordering::Release);
     }
 
+    /// When the reaper planned to wake (what [`plan_reap`](Self::plan_reap) recorded).
+    pub fn planned_reap(&self) -> Option<Timestamp> {
+        match self.reaper_wake.load(Ordering::Acquire) {
+            u64::MAX => None,
+            millis => Some(Timestamp::from_millis(millis)),
+        }
+    }
+
     /// Completes when a conversation's deadline comes before the planned wake-up.
     pub async fn earlier_deadline(&self) {
         self.earlier_deadline.notified().await;

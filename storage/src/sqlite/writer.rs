@@ -146,7 +146,7 @@ impl Writer {
         // next timer; a blocking task in progress keeps it from doing so (tokio inhibits
         // auto-advance while one runs), so waiting for the writer never moves a paused
         // clock, and tests on paused time stay exact.
-        wait_blocking(move || {
+        super::blocking(move || {
             sender.blocking_send(job).map_err(|_| StoreError::Closed)?;
             done.blocking_recv().map_err(|_| StoreError::Closed)?
         })
@@ -176,7 +176,7 @@ impl Writer {
         let (reply, done) = oneshot::channel();
         // The writer answers after committing everything queued before the close. Waited
         // for from a blocking task, like every write, so a paused clock stays put.
-        wait_blocking(move || {
+        super::blocking(move || {
             if sender.blocking_send(Message::Close(reply)).is_ok() {
                 let _ = done.blocking_recv();
             }
@@ -184,18 +184,6 @@ impl Writer {
         })
         .await
     }
-}
-
-/// Runs `wait` (a blocking wait for the writer thread) on tokio's blocking pool.
-async fn wait_blocking<T: Send + 'static>(
-    wait: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(wait)
-        .await
-        .map_err(|e| StoreError::Backend {
-            backend: "sqlite",
-            message: format!("a blocking write task failed: {e}"),
-        })?
 }
 
 /// The writer thread: takes whatever is queued (up to `max_batch`) and commits it as one
