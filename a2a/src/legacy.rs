@@ -82,25 +82,56 @@ pub(crate) fn result_to_v03(method: &str, result: Value) -> Value {
     result
 }
 
+/// A v1.0 stream event (`{"task": ...}`, `{"statusUpdate": ...}`, ...) as v0.3's: the
+/// object itself, marked with its `kind`; a status update says whether it is `final`.
+pub(crate) fn event_to_v03(event: Value) -> Value {
+    let Value::Object(mut wrapped) = event else {
+        return event;
+    };
+    if let Some(mut task) = wrapped.remove("task") {
+        task_to_v03(&mut task);
+        return task;
+    }
+    if let Some(mut message) = wrapped.remove("message") {
+        message_to_v03(&mut message);
+        return message;
+    }
+    if let Some(Value::Object(mut update)) = wrapped.remove("statusUpdate") {
+        update.insert("kind".into(), Value::String("status-update".into()));
+        if let Some(Value::Object(status)) = update.get_mut("status") {
+            let state = status.get("state").and_then(Value::as_str).unwrap_or("");
+            let last = matches!(
+                state,
+                "TASK_STATE_COMPLETED"
+                    | "TASK_STATE_FAILED"
+                    | "TASK_STATE_CANCELED"
+                    | "TASK_STATE_REJECTED"
+            );
+            status_to_v03(status);
+            update.insert("final".into(), Value::Bool(last));
+        }
+        return Value::Object(update);
+    }
+    if let Some(Value::Object(mut update)) = wrapped.remove("artifactUpdate") {
+        update.insert("kind".into(), Value::String("artifact-update".into()));
+        if let Some(Value::Array(parts)) = update
+            .get_mut("artifact")
+            .and_then(|artifact| artifact.get_mut("parts"))
+        {
+            parts.iter_mut().for_each(part_to_v03);
+        }
+        return Value::Object(update);
+    }
+    Value::Object(wrapped)
+}
+
 fn task_to_v03(task: &mut Value) {
     let Some(object) = task.as_object_mut() else {
         return;
     };
     object.insert("kind".into(), Value::String("task".into()));
     if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut) {
-        if let Some(state) = status.get_mut("state") {
-            if let Some(text) = state.as_str() {
-                let word = text
-                    .strip_prefix("TASK_STATE_")
-                    .unwrap_or(text)
-                    .to_lowercase()
-                    .replace('_', "-");
-                *state = Value::String(word);
-            }
-        }
-        if let Some(message) = status.get_mut("message") {
-            message_to_v03(message);
-        }
+        status_to_v03(status);
     }
     if let Some(Value::Array(history)) = object.get_mut("history") {
         history.iter_mut().for_each(message_to_v03);
@@ -111,6 +142,22 @@ fn task_to_v03(task: &mut Value) {
                 parts.iter_mut().for_each(part_to_v03);
             }
         }
+    }
+}
+
+fn status_to_v03(status: &mut Map<String, Value>) {
+    if let Some(state) = status.get_mut("state") {
+        if let Some(text) = state.as_str() {
+            let word = text
+                .strip_prefix("TASK_STATE_")
+                .unwrap_or(text)
+                .to_lowercase()
+                .replace('_', "-");
+            *state = Value::String(word);
+        }
+    }
+    if let Some(message) = status.get_mut("message") {
+        message_to_v03(message);
     }
 }
 

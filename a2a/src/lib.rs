@@ -25,8 +25,14 @@
 //!
 //! - **No routing of its own.** Every message goes through the hub (turn lock, versioned
 //!   writes, deadlines); this crate only translates.
-//! - **No streaming, no cancel of a task in flight, no client half (`RemoteAgent`).**
-//!   Streaming and cancel answer `UnsupportedOperation` today; they come next.
+//! - **Streaming is per exchange.** `SendStreamingMessage` reports the stored request
+//!   (submitted, working), then the reply as an artifact and the final status;
+//!   `SubscribeToTask` follows an exchange in flight; `CancelTask` stops its handler (the
+//!   request stays stored, the turn ends without a reply). A module's partial output is not
+//!   streamed: a hub handler answers once.
+//! - **Why a task failed or was canceled is remembered in memory** (the last 10,000); after
+//!   a restart `GetTask` finds the stored request and says the exchange ended without a
+//!   reply.
 //! - **Callers are participants, named by bearer tokens** ([`A2aOptions::token`]): a caller
 //!   sees and continues only its participant's conversations (another's are "not found").
 //!   Without tokens every caller speaks as one participant ([`A2aOptions::caller`]).
@@ -34,6 +40,7 @@
 //!   across restarts.
 
 mod error;
+mod flight;
 mod legacy;
 pub mod mapping;
 mod server;

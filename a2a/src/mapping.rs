@@ -24,6 +24,21 @@ pub struct TaskRef {
     pub turn: u64,
 }
 
+impl TaskRef {
+    /// The task a stored message belongs to: a request starts one, a reply belongs to the
+    /// request before it.
+    pub fn of(message: &Message) -> Self {
+        let turn = match message.in_reply_to {
+            Some(_) => message.turn.saturating_sub(1),
+            None => message.turn,
+        };
+        Self {
+            conversation: message.conversation_id,
+            turn,
+        }
+    }
+}
+
 impl fmt::Display for TaskRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.conversation, self.turn)
@@ -93,21 +108,8 @@ pub fn to_a2a(message: &Message, caller: &ModuleName) -> A2aMessage {
     let mut out = A2aMessage::new(role, parts_from_content(&message.content));
     out.message_id = message.id.to_string();
     out.context_id = Some(message.conversation_id.to_string());
-    out.task_id = Some(task_of(message).to_string());
+    out.task_id = Some(TaskRef::of(message).to_string());
     out
-}
-
-/// The task a stored message belongs to: a request starts one, a reply belongs to the
-/// request before it.
-fn task_of(message: &Message) -> TaskRef {
-    let turn = match message.in_reply_to {
-        Some(_) => message.turn.saturating_sub(1),
-        None => message.turn,
-    };
-    TaskRef {
-        conversation: message.conversation_id,
-        turn,
-    }
 }
 
 /// How an exchange stands.

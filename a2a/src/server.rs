@@ -1,29 +1,33 @@
 //! [`A2aServer`]: the hub's modules as A2A agents over HTTP (JSON-RPC 2.0).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::{collections::HashMap, convert::Infallible, sync::Arc};
 
 use a2a::{
     error_code, AgentCapabilities, AgentCard, AgentInterface, AgentSkill, CancelTaskRequest,
-    GetTaskRequest, SendMessageRequest, SendMessageResponse, Task, TaskState, TaskStatus,
+    GetTaskRequest, SendMessageRequest, SendMessageResponse, StreamResponse,
+    SubscribeToTaskRequest, Task, TaskArtifactUpdateEvent, TaskState, TaskStatus,
 };
 use axum::{
     body::Bytes,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    response::{
+        sse::{Event, Sse},
+        IntoResponse, Response,
+    },
     routing::{get, post},
     Json, Router,
 };
 use colloquy_runtime::{
-    async_trait, ConversationId, ConversationSpec, CoreError, Hub, HubError, MessageRange, Module,
-    ModuleError, ModuleInfo, ModuleName, Registration, Response as HubResponse, RouteError, Turn,
+    async_trait, ConversationHandle, ConversationId, ConversationSpec, CoreError, Hub, HubError,
+    MessageKind, MessageRange, Module, ModuleError, ModuleInfo, ModuleName, Registration,
+    Response as HubResponse, RouteError, RouteOptions, Turn,
 };
 use serde_json::{json, Value};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::{
+    flight::{is_last, status_update, Flight, Flights, Remembered},
     legacy,
     mapping::{content_from_parts, task, Outcome, TaskRef},
     A2aError,
@@ -98,34 +102,32 @@ impl A2aOptions {
 pub struct A2aServer {
     hub: Hub,
     options: A2aOptions,
-    answered: Mutex<Answered>,
-}
-
-/// Results already sent, by (caller, module, client `messageId`): a retried message gets
-/// the same answer and makes no new turn.
-#[derive(Debug, Default)]
-struct Answered {
-    results: HashMap<AnswerKey, Value>,
-    order: VecDeque<AnswerKey>,
+    /// Results already sent, by (caller, module, client `messageId`): a retried message
+    /// gets the same answer and makes no new turn.
+    answered: Remembered<AnswerKey, Value>,
+    /// Recent tasks that ended failed or canceled, by task id, with their caller and module
+    /// (the store keeps the request, not why no reply followed).
+    unanswered: Remembered<String, (ModuleName, ModuleName, Task)>,
+    flights: Arc<Flights>,
 }
 
 type AnswerKey = (ModuleName, ModuleName, String);
 
-impl Answered {
-    fn get(&self, key: &AnswerKey) -> Option<Value> {
-        self.results.get(key).cloned()
-    }
+/// A `SendMessage` resolved to an exchange ready to run, or already answered.
+enum Prepared {
+    /// Answered without running an exchange (a retried `messageId`, a rejected invitation):
+    /// the `SendMessageResponse` JSON.
+    Answered(Value),
+    /// The exchange to run.
+    Ready(Exchange),
+}
 
-    fn insert(&mut self, key: AnswerKey, result: Value) {
-        if self.results.insert(key.clone(), result).is_none() {
-            self.order.push_back(key);
-        }
-        while self.order.len() > REMEMBERED {
-            if let Some(oldest) = self.order.pop_front() {
-                self.results.remove(&oldest);
-            }
-        }
-    }
+/// One exchange about to run.
+struct Exchange {
+    key: AnswerKey,
+    conversation: ConversationHandle,
+    content: Value,
+    flight: Arc<Flight>,
 }
 
 /// The participant that stands for A2A callers in the hub. Callers speak through the
@@ -178,7 +180,9 @@ impl A2aServer {
         Ok(Arc::new(Self {
             hub,
             options,
-            answered: Mutex::default(),
+            answered: Remembered::new(REMEMBERED),
+            unanswered: Remembered::new(REMEMBERED),
+            flights: Arc::default(),
         }))
     }
 
@@ -231,7 +235,7 @@ impl A2aServer {
                 a2a::TRANSPORT_PROTOCOL_JSONRPC,
             )],
             capabilities: AgentCapabilities {
-                streaming: Some(false),
+                streaming: Some(true),
                 push_notifications: Some(false),
                 extensions: None,
                 extended_agent_card: None,
@@ -283,12 +287,6 @@ impl A2aServer {
             "SendMessage" | "message/send" => self.send(caller, module, params).await,
             "GetTask" | "tasks/get" => self.get_task(caller, module, params).await,
             "CancelTask" | "tasks/cancel" => self.cancel_task(caller, module, params).await,
-            "SendStreamingMessage" | "message/stream" | "SubscribeToTask" | "tasks/resubscribe" => {
-                Err(RpcError::new(
-                    error_code::UNSUPPORTED_OPERATION,
-                    "streaming is not served yet; use SendMessage",
-                ))
-            }
             other => Err(RpcError::new(
                 error_code::METHOD_NOT_FOUND,
                 format!("unknown method {other:?}"),
@@ -302,19 +300,31 @@ impl A2aServer {
         module: &ModuleName,
         params: Value,
     ) -> Result<Value, RpcError> {
+        match self.prepare(caller, module, params).await? {
+            Prepared::Answered(answer) => Ok(answer),
+            Prepared::Ready(exchange) => {
+                let task = self.run(module, exchange).await?;
+                to_json(&SendMessageResponse::Task(task))
+            }
+        }
+    }
+
+    /// Reads a `SendMessage`: answered already (a retried `messageId`), or the exchange to
+    /// run in the conversation it opens or continues.
+    async fn prepare(
+        &self,
+        caller: &ModuleName,
+        module: &ModuleName,
+        params: Value,
+    ) -> Result<Prepared, RpcError> {
         let request: SendMessageRequest = parse_params(params, "SendMessage")?;
         let key = (
             caller.clone(),
             module.clone(),
             request.message.message_id.clone(),
         );
-        if let Some(answer) = self
-            .answered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Ok(answer);
+        if let Some(answer) = self.answered.get(&key) {
+            return Ok(Prepared::Answered(answer));
         }
         let conversation = match &request.message.context_id {
             None => {
@@ -327,8 +337,8 @@ impl A2aServer {
                         ..
                     }) => {
                         let result = rejected(conversation, &reason);
-                        self.remember(key, &result);
-                        return Ok(result);
+                        self.answered.insert(key, result.clone());
+                        return Ok(Prepared::Answered(result));
                     }
                     Err(e) => return Err(hub_error(e)),
                 }
@@ -345,40 +355,90 @@ impl A2aServer {
                     .map_err(|_| RpcError::not_found("context"))?
             }
         };
-        let content = content_from_parts(&request.message.parts);
-        let sent = conversation.send_to(module.clone(), content).await;
-        let task = match sent {
-            Ok(exchange) => match &exchange.reply {
-                Some(reply) => task(&exchange.request, Outcome::Replied(reply), caller),
-                None => task(&exchange.request, Outcome::Done, caller),
-            },
-            Err(HubError::Route(
-                failure @ (RouteError::HandlerFailed { .. }
-                | RouteError::HandlerTimedOut { .. }
-                | RouteError::HandlerPanicked { .. }
-                | RouteError::InvalidResponse { .. }),
-            )) => {
-                // The request is stored and the exchange is over: a failed task, not an
-                // HTTP or JSON-RPC error.
-                let last = conversation.history(1).await.map_err(hub_error)?;
-                let request = last.last().ok_or_else(|| {
-                    RpcError::new(error_code::INTERNAL_ERROR, "the request is missing")
-                })?;
-                task(request, Outcome::Failed(&failure.to_string()), caller)
-            }
-            Err(e) => return Err(hub_error(e)),
-        };
-        let result = serde_json::to_value(SendMessageResponse::Task(task))
-            .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))?;
-        self.remember(key, &result);
-        Ok(result)
+        Ok(Prepared::Ready(Exchange {
+            key,
+            conversation,
+            content: content_from_parts(&request.message.parts),
+            flight: Flight::new(caller.clone(), module.clone()),
+        }))
     }
 
-    fn remember(&self, key: AnswerKey, result: &Value) {
+    /// Runs one exchange through the hub: the request is stored (streams hear "submitted"
+    /// and "working"), the module answers or fails or is cancelled, and the final task is
+    /// remembered for retries and reported to streams.
+    async fn run(&self, module: &ModuleName, exchange: Exchange) -> Result<Task, RpcError> {
+        let Exchange {
+            key,
+            conversation,
+            content,
+            flight,
+        } = exchange;
+        let flights = Arc::clone(&self.flights);
+        let stored = Arc::clone(&flight);
+        let options = RouteOptions::default()
+            .cancel_on(flight.cancel.clone())
+            .on_stored(move |request| flights.stored(&stored, request));
+        let sent = conversation
+            .send_with(module.clone(), MessageKind::Request, content, options)
+            .await;
+        self.flights.landed(&flight);
+        let caller = &flight.caller;
+        let (task, last) = match (sent, flight.request()) {
+            (Ok(exchange), _) => {
+                let outcome = match &exchange.reply {
+                    Some(reply) => Outcome::Replied(reply),
+                    None => Outcome::Done,
+                };
+                (task(&exchange.request, outcome, caller), None)
+            }
+            (Err(HubError::Route(RouteError::Canceled { .. })), Some(request)) => {
+                let mut canceled = task(request, Outcome::Working, caller);
+                canceled.status.state = TaskState::Canceled;
+                (canceled, Some(request))
+            }
+            (
+                Err(HubError::Route(
+                    failure @ (RouteError::HandlerFailed { .. }
+                    | RouteError::HandlerTimedOut { .. }
+                    | RouteError::HandlerPanicked { .. }
+                    | RouteError::InvalidResponse { .. }),
+                )),
+                Some(request),
+            ) => {
+                // The request is stored and the exchange is over: a failed task, not an
+                // HTTP or JSON-RPC error.
+                let reason = failure.to_string();
+                (
+                    task(request, Outcome::Failed(&reason), caller),
+                    Some(request),
+                )
+            }
+            (Err(e), _) => return Err(hub_error(e)),
+        };
+        if last.is_some() {
+            self.unanswered.insert(
+                task.id.clone(),
+                (caller.clone(), module.clone(), task.clone()),
+            );
+        }
         self.answered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, result.clone());
+            .insert(key, to_json(&SendMessageResponse::Task(task.clone()))?);
+        if let Some(artifacts) = &task.artifacts {
+            for artifact in artifacts {
+                flight.emit(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
+                    task_id: task.id.clone(),
+                    context_id: task.context_id.clone(),
+                    artifact: artifact.clone(),
+                    append: None,
+                    last_chunk: Some(true),
+                    metadata: None,
+                }));
+            }
+        }
+        if let Some(request) = flight.request() {
+            flight.emit(status_update(request, task.status.clone()));
+        }
+        Ok(task)
     }
 
     /// The task `id` as stored, if it is an exchange between the caller and `module`.
@@ -432,9 +492,16 @@ impl A2aServer {
         params: Value,
     ) -> Result<Value, RpcError> {
         let request: GetTaskRequest = parse_params(params, "GetTask")?;
+        if let Some((flight, _)) = self.flights.follow(&request.id, caller, module) {
+            if let Some(working) = flight.working() {
+                return to_json(&working);
+            }
+        }
+        if let Some(task) = self.unanswered_task(caller, module, &request.id) {
+            return to_json(&task);
+        }
         let (task, _) = self.stored_task(caller, module, &request.id).await?;
-        serde_json::to_value(task)
-            .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
+        to_json(&task)
     }
 
     async fn cancel_task(
@@ -444,11 +511,30 @@ impl A2aServer {
         params: Value,
     ) -> Result<Value, RpcError> {
         let request: CancelTaskRequest = parse_params(params, "CancelTask")?;
+        if let Some((flight, mut events)) = self.flights.follow(&request.id, caller, module) {
+            flight.cancel.cancel();
+            // The exchange reports its end (canceled, or the answer that beat the cancel).
+            while let Ok(event) = events.recv().await {
+                if is_last(&event) {
+                    break;
+                }
+            }
+            drop(flight);
+            if let Some(task) = self.unanswered_task(caller, module, &request.id) {
+                return to_json(&task);
+            }
+            let (task, _) = self.stored_task(caller, module, &request.id).await?;
+            return to_json(&task);
+        }
+        // Not in flight here: finished (not cancelable), or not found.
         let (_, in_flight) = self.stored_task(caller, module, &request.id).await?;
         if in_flight {
             Err(RpcError::new(
-                error_code::UNSUPPORTED_OPERATION,
-                "canceling a task in flight is not served yet",
+                error_code::TASK_NOT_CANCELABLE,
+                format!(
+                    "task {} is running in another process and cannot be canceled from here",
+                    request.id
+                ),
             ))
         } else {
             Err(RpcError::new(
@@ -457,6 +543,114 @@ impl A2aServer {
             ))
         }
     }
+
+    /// A recent task between the caller and `module` that ended failed or canceled.
+    fn unanswered_task(&self, caller: &ModuleName, module: &ModuleName, id: &str) -> Option<Task> {
+        self.unanswered
+            .get(&id.to_owned())
+            .filter(|(c, m, _)| c == caller && m == module)
+            .map(|(_, _, task)| task)
+    }
+
+    /// A streaming call: `SendStreamingMessage` (the exchange's events as it runs) or
+    /// `SubscribeToTask` (the current task, then its events). Errors found before the
+    /// stream starts are plain JSON-RPC errors.
+    async fn stream(
+        self: Arc<Self>,
+        caller: ModuleName,
+        module: ModuleName,
+        method: &str,
+        params: Value,
+    ) -> Result<Events, RpcError> {
+        if matches!(method, "SubscribeToTask" | "tasks/resubscribe") {
+            let request: SubscribeToTaskRequest = parse_params(params, "SubscribeToTask")?;
+            let Some((flight, events)) = self.flights.follow(&request.id, &caller, &module) else {
+                // Known but over (or not found): a finished task cannot be followed.
+                self.stored_task(&caller, &module, &request.id).await?;
+                return Err(RpcError::new(
+                    error_code::UNSUPPORTED_OPERATION,
+                    format!("task {} has finished; read it with GetTask", request.id),
+                ));
+            };
+            let first = flight.working().map(StreamResponse::Task);
+            return Ok(Events {
+                first,
+                events: Some(events),
+                failure: None,
+            });
+        }
+        match self.prepare(&caller, &module, params).await? {
+            Prepared::Answered(answer) => {
+                let event = serde_json::from_value(answer)
+                    .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))?;
+                Ok(Events {
+                    first: Some(event),
+                    events: None,
+                    failure: None,
+                })
+            }
+            Prepared::Ready(exchange) => {
+                let events = exchange.flight.subscribe();
+                let (failed, failure) = oneshot::channel();
+                // The exchange runs on its own: a client that hangs up does not stop it,
+                // and GetTask finds its outcome.
+                tokio::spawn(async move {
+                    if let Err(e) = self.run(&module, exchange).await {
+                        let _ = failed.send(e);
+                    }
+                });
+                Ok(Events {
+                    first: None,
+                    events: Some(events),
+                    failure: Some(failure),
+                })
+            }
+        }
+    }
+}
+
+/// The events of one stream: a first one, those of an exchange until its last, and the
+/// error that ended the exchange early, if one did.
+struct Events {
+    first: Option<StreamResponse>,
+    events: Option<broadcast::Receiver<StreamResponse>>,
+    failure: Option<oneshot::Receiver<RpcError>>,
+}
+
+impl Events {
+    /// The next event, or `None` after the last.
+    async fn next(&mut self) -> Option<Result<StreamResponse, RpcError>> {
+        if let Some(first) = self.first.take() {
+            if is_last(&first) {
+                self.events = None;
+                self.failure = None;
+            }
+            return Some(Ok(first));
+        }
+        let events = self.events.as_mut()?;
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if is_last(&event) {
+                        self.events = None;
+                        self.failure = None;
+                    }
+                    return Some(Ok(event));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.events = None;
+                    let failure = self.failure.take()?;
+                    return failure.await.ok().map(Err);
+                }
+            }
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, RpcError> {
+    serde_json::to_value(value)
+        .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
 }
 
 /// The params of `method`, or `InvalidParams` saying what is wrong with them.
@@ -601,6 +795,15 @@ async fn rpc(
     } else {
         params
     };
+    if is_streaming(method) {
+        let events = Arc::clone(&server)
+            .stream(caller, info.name.clone(), method, params)
+            .await;
+        return match events {
+            Ok(events) => sse(id, v03, events),
+            Err(e) => reply(id, Err(e)),
+        };
+    }
     let outcome = server.call(&caller, &info.name, method, params).await;
     let outcome = if v03 {
         outcome.map(|result| legacy::result_to_v03(method, result))
@@ -608,4 +811,39 @@ async fn rpc(
         outcome
     };
     reply(id, outcome)
+}
+
+fn is_streaming(method: &str) -> bool {
+    matches!(
+        method,
+        "SendStreamingMessage" | "message/stream" | "SubscribeToTask" | "tasks/resubscribe"
+    )
+}
+
+/// A stream of JSON-RPC responses (all with the request's `id`) as Server-Sent Events.
+fn sse(id: Value, v03: bool, events: Events) -> Response {
+    let stream = futures_util::stream::unfold(events, move |mut events| {
+        let id = id.clone();
+        async move {
+            let body = match events.next().await? {
+                Ok(event) => {
+                    let result = serde_json::to_value(&event).unwrap_or(Value::Null);
+                    let result = if v03 {
+                        legacy::event_to_v03(result)
+                    } else {
+                        result
+                    };
+                    json!({"jsonrpc": "2.0", "id": id, "result": result})
+                }
+                Err(e) => {
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+                }
+            };
+            Some((
+                Ok::<_, Infallible>(Event::default().data(body.to_string())),
+                events,
+            ))
+        }
+    });
+    Sse::new(stream).into_response()
 }

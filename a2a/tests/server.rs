@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 
 struct Front {
     hub: TestHub,
+    /// The turns of the module `slow`, answered when the test says.
+    turns: tokio::sync::Mutex<colloquy_testkit::MockHandle>,
     base: String,
     http: reqwest::Client,
     _server: tokio::task::JoinHandle<()>,
@@ -35,6 +37,8 @@ async fn front() -> Result<Front> {
     hub.register(echo).await?;
     hub.register(Failing::new(name("broken"), "out of order"))
         .await?;
+    let (slow, turns) = colloquy_testkit::mock(name("slow"));
+    hub.register(slow).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = A2aServer::new(hub.hub().clone(), A2aOptions::new(&base)?).await?;
@@ -43,6 +47,7 @@ async fn front() -> Result<Front> {
     });
     Ok(Front {
         hub,
+        turns: tokio::sync::Mutex::new(turns),
         base,
         http: reqwest::Client::new(),
         _server: task,
@@ -60,6 +65,44 @@ impl Front {
             .await?
             .json()
             .await?)
+    }
+
+    /// A streaming call: its Server-Sent Events, read as they come, one JSON-RPC response
+    /// each.
+    async fn stream(
+        &self,
+        agent: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Value>> {
+        let body = json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params});
+        let mut response = self
+            .http
+            .post(format!("{}/agents/{agent}", self.base))
+            .json(&body)
+            .send()
+            .await?;
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "{method} answers with a stream"
+        );
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buffer = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    for line in event.lines() {
+                        if let Some(data) = line.strip_prefix("data: ") {
+                            let _ = tx.send(serde_json::from_str(data).unwrap());
+                        }
+                    }
+                }
+            }
+        });
+        Ok(rx)
     }
 
     async fn raw(&self, agent: &str, body: &str) -> Result<Value> {
@@ -252,10 +295,11 @@ async fn protocol_errors_use_the_json_rpc_codes() -> Result<()> {
         f.rpc("echo", "SendMessage", json!({"wrong": true})).await?["error"]["code"],
         -32602
     );
+    // A streaming call that fails before its stream starts is a plain JSON-RPC error.
     assert_eq!(
-        f.rpc("echo", "SendStreamingMessage", message("m-9", "x", None))
+        f.rpc("echo", "SendStreamingMessage", json!({"wrong": true}))
             .await?["error"]["code"],
-        -32004
+        -32602
     );
     // A context the caller is not part of, or that does not exist, is "not found".
     let stranger = f
@@ -381,5 +425,185 @@ async fn a_v03_client_is_answered_in_v03() -> Result<()> {
     let context: ConversationId = task["contextId"].as_str().unwrap().parse()?;
     let stored = f.hub.reader().messages(context, MessageRange::All).await?;
     assert_eq!(stored[0].content, json!("from 2025"));
+    Ok(())
+}
+
+/// The next event of a stream, as its `result`.
+async fn next(events: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    let event = events.recv().await.expect("the stream ended early");
+    assert_eq!(event["id"], 9, "{event}");
+    event["result"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_message_reports_submitted_working_the_reply_and_completed_in_order(
+) -> Result<()> {
+    let f = front().await?;
+    let mut events = f
+        .stream(
+            "echo",
+            "SendStreamingMessage",
+            message("s-1", "hello", None),
+        )
+        .await?;
+    let submitted = next(&mut events).await;
+    assert_eq!(submitted["task"]["status"]["state"], "TASK_STATE_SUBMITTED");
+    let task_id = submitted["task"]["id"].as_str().unwrap().to_owned();
+    let context = submitted["task"]["contextId"].as_str().unwrap().to_owned();
+    assert_eq!(task_id, format!("{context}:1"));
+    let working = next(&mut events).await;
+    assert_eq!(
+        working["statusUpdate"]["status"]["state"],
+        "TASK_STATE_WORKING"
+    );
+    assert_eq!(working["statusUpdate"]["taskId"], task_id);
+    let artifact = next(&mut events).await;
+    assert_eq!(
+        artifact["artifactUpdate"]["artifact"]["parts"][0]["text"],
+        "hello"
+    );
+    let done = next(&mut events).await;
+    assert_eq!(
+        done["statusUpdate"]["status"]["state"],
+        "TASK_STATE_COMPLETED"
+    );
+    assert_eq!(
+        done["statusUpdate"]["status"]["message"]["parts"][0]["text"],
+        "hello"
+    );
+    assert!(
+        events.recv().await.is_none(),
+        "the stream ends after the final status"
+    );
+    // Both turns are stored.
+    let id: ConversationId = context.parse()?;
+    let stored = f.hub.hub().reader().messages(id, MessageRange::All).await?;
+    assert_eq!(
+        stored.iter().map(|m| m.turn).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // The same messageId streamed again: the finished task, once, and no new turn.
+    let mut again = f
+        .stream(
+            "echo",
+            "SendStreamingMessage",
+            message("s-1", "hello", None),
+        )
+        .await?;
+    let replayed = next(&mut again).await;
+    assert_eq!(replayed["task"]["id"], task_id);
+    assert_eq!(replayed["task"]["status"]["state"], "TASK_STATE_COMPLETED");
+    assert!(again.recv().await.is_none());
+    assert_eq!(
+        f.hub
+            .hub()
+            .reader()
+            .messages(id, MessageRange::All)
+            .await?
+            .len(),
+        2
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_follows_a_task_in_flight_and_cancel_stops_its_handler() -> Result<()> {
+    let f = front().await?;
+    let mut events = f
+        .stream(
+            "slow",
+            "SendStreamingMessage",
+            message("c-1", "take your time", None),
+        )
+        .await?;
+    let submitted = next(&mut events).await;
+    let task_id = submitted["task"]["id"].as_str().unwrap().to_owned();
+    let context = submitted["task"]["contextId"].as_str().unwrap().to_owned();
+    let mut turns = f.turns.lock().await;
+    let pending = turns.next_turn().await.expect("the handler is called");
+    assert_eq!(pending.turn.message.turn, 1);
+
+    // In flight: GetTask says working; a subscriber gets the task first, then its events.
+    let got = f.rpc("slow", "GetTask", json!({"id": task_id})).await?;
+    assert_eq!(
+        got["result"]["status"]["state"], "TASK_STATE_WORKING",
+        "{got}"
+    );
+    let mut follower = f
+        .stream("slow", "SubscribeToTask", json!({"id": task_id}))
+        .await?;
+    let current = next(&mut follower).await;
+    assert_eq!(current["task"]["status"]["state"], "TASK_STATE_WORKING");
+
+    // Cancel stops the handler: the task is canceled, for the canceller and both streams.
+    let canceled = f.rpc("slow", "CancelTask", json!({"id": task_id})).await?;
+    assert_eq!(
+        canceled["result"]["status"]["state"], "TASK_STATE_CANCELED",
+        "{canceled}"
+    );
+    assert!(pending.is_abandoned(), "the handler's call was dropped");
+    let mut last = Value::Null;
+    while let Some(event) = events.recv().await {
+        last = event["result"].clone();
+    }
+    assert_eq!(
+        last["statusUpdate"]["status"]["state"],
+        "TASK_STATE_CANCELED"
+    );
+    let followed = next(&mut follower).await;
+    assert_eq!(
+        followed["statusUpdate"]["status"]["state"],
+        "TASK_STATE_CANCELED"
+    );
+    // The request stays stored without a reply; GetTask says canceled; a second cancel and
+    // a subscription to the finished task are refused with the spec's errors.
+    let id: ConversationId = context.parse()?;
+    let stored = f.hub.hub().reader().messages(id, MessageRange::All).await?;
+    assert_eq!(stored.iter().map(|m| m.turn).collect::<Vec<_>>(), vec![1]);
+    let got = f.rpc("slow", "GetTask", json!({"id": task_id})).await?;
+    assert_eq!(got["result"]["status"]["state"], "TASK_STATE_CANCELED");
+    let again = f.rpc("slow", "CancelTask", json!({"id": task_id})).await?;
+    assert_eq!(again["error"]["code"], a2a::error_code::TASK_NOT_CANCELABLE);
+    let body =
+        json!({"jsonrpc": "2.0", "id": 3, "method": "SubscribeToTask", "params": {"id": task_id}});
+    let refused: Value = f
+        .http
+        .post(format!("{}/agents/slow", f.base))
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        refused["error"]["code"],
+        a2a::error_code::UNSUPPORTED_OPERATION
+    );
+    // The conversation goes on: the next message is turn 2.
+    drop(turns);
+    let mut events = f
+        .stream(
+            "slow",
+            "message/stream",
+            message("c-2", "again", Some(&context)),
+        )
+        .await?;
+    let submitted = next(&mut events).await;
+    assert_eq!(submitted["kind"], "task", "v0.3 events carry their kind");
+    assert_eq!(submitted["status"]["state"], "submitted");
+    assert_eq!(submitted["id"], format!("{context}:2"));
+    f.turns
+        .lock()
+        .await
+        .next_turn()
+        .await
+        .unwrap()
+        .reply("done");
+    let mut last = Value::Null;
+    while let Some(event) = events.recv().await {
+        last = event["result"].clone();
+    }
+    assert_eq!(last["kind"], "status-update");
+    assert_eq!(last["final"], true);
+    assert_eq!(last["status"]["state"], "completed");
     Ok(())
 }

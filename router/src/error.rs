@@ -5,6 +5,9 @@ use std::time::Duration;
 use colloquy_core::{ConversationId, CoreError, ModuleName};
 use colloquy_storage::StoreError;
 
+#[cfg(doc)]
+use crate::RouteOptions;
+
 /// Why a message, an opening or a state change was not carried out.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -35,6 +38,16 @@ pub enum RouteError {
         module: ModuleName,
         /// The deadline it missed.
         deadline: Duration,
+    },
+
+    /// The caller cancelled the handler call ([`RouteOptions::cancel`]). The request is
+    /// stored, the turn ended without a reply, and the conversation stays usable.
+    #[error("the call to {module} in conversation {conversation} was cancelled by its caller; the request is stored and the conversation is still usable")]
+    Canceled {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The module whose call was stopped.
+        module: ModuleName,
     },
 
     /// The target's handler returned an error. The request is stored and the conversation

@@ -32,5 +32,5 @@ pub use error::RouteError;
 pub use router::Router;
 pub use types::{
     Change, ConversationSpec, Exchange, Opened, ReapReport, RouteOptions, RouterConfig,
-    RouterStats, ShutdownReport,
+    RouterStats, ShutdownReport, StoredHook,
 };

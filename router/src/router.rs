@@ -203,7 +203,7 @@ impl Router {
                     ))
                 };
                 let answer = self
-                    .call(id, &name, deadline, work)
+                    .call(id, &name, deadline, None, work)
                     .await
                     .unwrap_or_else(|e| HandshakeOutcome::Reject {
                         reason: format!("did not answer the invitation: {e}"),
@@ -352,6 +352,9 @@ impl Router {
             deadline,
         };
         debug!("request stored, delivering");
+        if let Some(hook) = &options.on_stored {
+            hook.call(&message);
+        }
         // Busy until the reply is due: the reaper need not look before then.
         lease.slot().publish(&hot.conversation);
         let work = if target.delivery.is_inline() {
@@ -364,7 +367,9 @@ impl Router {
                 async move { module.handle(turn).await }.instrument(tracing::Span::current()),
             ))
         };
-        let called = self.call(id, &message.target, deadline, work).await;
+        let called = self
+            .call(id, &message.target, deadline, options.cancel.as_ref(), work)
+            .await;
         // The request is stored whatever the handler did. Remembered only now, after the
         // handler's future (and the turn's share of the history) is gone, so the window
         // changes in place instead of being copied.

@@ -141,11 +141,27 @@ pub struct Opened {
 }
 
 /// Per-call options of [`Router::route`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// ```
+/// use colloquy_router::RouteOptions;
+/// use std::time::Duration;
+/// let cancel = tokio_util::sync::CancellationToken::new();
+/// let options = RouteOptions::deadline(Duration::from_secs(5))
+///     .cancel_on(cancel.clone())
+///     .on_stored(|request| println!("turn {} is stored", request.turn));
+/// assert_eq!(options.deadline, Some(Duration::from_secs(5)));
+/// ```
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct RouteOptions {
     /// Overrides the target's handler deadline for this call.
     pub deadline: Option<Duration>,
+    /// Stops the handler call when cancelled: the request stays stored, the turn ends
+    /// without a reply and the call returns [`RouteError::Canceled`].
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+    /// Called once the request is stored, before it is delivered (to report progress, as a
+    /// streaming network front does).
+    pub on_stored: Option<StoredHook>,
 }
 
 impl RouteOptions {
@@ -153,7 +169,41 @@ impl RouteOptions {
     pub fn deadline(deadline: Duration) -> Self {
         Self {
             deadline: Some(deadline),
+            ..Self::default()
         }
+    }
+
+    /// Cancels the handler call when `token` is cancelled.
+    pub fn cancel_on(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Calls `hook` with the request once it is stored, before delivery.
+    pub fn on_stored(mut self, hook: impl Fn(&Arc<Message>) + Send + Sync + 'static) -> Self {
+        self.on_stored = Some(StoredHook(Arc::new(hook)));
+        self
+    }
+}
+
+/// A callback run with a request once it is stored ([`RouteOptions::on_stored`]). It runs
+/// on the routing task under the conversation's turn lock: keep it short (send on a
+/// channel).
+#[derive(Clone)]
+pub struct StoredHook(Arc<StoredFn>);
+
+type StoredFn = dyn Fn(&Arc<Message>) + Send + Sync;
+
+impl StoredHook {
+    /// Runs the hook.
+    pub fn call(&self, request: &Arc<Message>) {
+        (self.0)(request);
+    }
+}
+
+impl std::fmt::Debug for StoredHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredHook")
     }
 }
 

@@ -335,3 +335,57 @@ async fn a_reply_that_meets_another_writers_patch_is_decided_again_and_kept() {
     assert_eq!(stored.context().get("worker"), Some(&json!(1)));
     assert_eq!(stored.busy_until(), None);
 }
+
+/// Never answers: only a cancel, the deadline or shutdown ends its call.
+struct Stuck;
+
+#[async_trait]
+impl Module for Stuck {
+    fn info(&self) -> ModuleInfo {
+        ModuleInfo::new(name("b"))
+    }
+
+    async fn handle(&self, _turn: Turn) -> Result<Response, ModuleError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_call_keeps_the_request_and_ends_the_turn() {
+    let s = setup_with(|_| Arc::new(Stuck));
+    let id = open(&s.router).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (stored_tx, stored_rx) = std::sync::mpsc::channel();
+    let options = RouteOptions::default()
+        .cancel_on(cancel.clone())
+        .on_stored(move |request| {
+            let _ = stored_tx.send(request.turn);
+        });
+    let call = s.router.route(id, hello("wait"), options);
+    let canceller = async {
+        // The hook reports the stored request before delivery; cancel only then.
+        loop {
+            if let Ok(turn) = stored_rx.try_recv() {
+                break turn;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let (routed, stored) = tokio::join!(call, async {
+        let turn = canceller.await;
+        cancel.cancel();
+        turn
+    });
+    assert_eq!(stored, 1, "the hook saw the stored request's turn");
+    assert_eq!(
+        routed.unwrap_err(),
+        RouteError::Canceled {
+            conversation: id,
+            module: name("b"),
+        }
+    );
+    assert_eq!(turns(&s, id).await, vec![1], "the request stays stored");
+    let stored = s.store.inner().conversation(id).await.unwrap().unwrap();
+    assert_eq!(stored.busy_until(), None, "the turn is over");
+    assert_eq!(*stored.status(), Status::Active);
+}

@@ -56,7 +56,7 @@ mod stale;
 
 pub use colloquy_router::{
     Clock, ConversationSpec, Exchange, ReapReport, RouteError, RouteOptions, RouterStats,
-    ShutdownReport,
+    ShutdownReport, StoredHook,
 };
 
 // One crate for a first application: everything a module, a conversation and its errors

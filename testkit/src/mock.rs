@@ -119,6 +119,12 @@ impl PendingTurn {
         self.respond(Response::reply(content));
     }
 
+    /// True once nobody waits for the answer any more: the handler's call was dropped
+    /// (its deadline passed, its caller cancelled it, or the hub shut down).
+    pub fn is_abandoned(&self) -> bool {
+        self.answer.is_closed()
+    }
+
     /// Fails the handler's call with `message`.
     pub fn fail(self, message: impl Into<String>) {
         let _ = self.answer.send(Err(ModuleError::new(message)));

@@ -22,6 +22,7 @@ impl Router {
         conversation: ConversationId,
         module: &ModuleName,
         deadline: Duration,
+        cancel: Option<&tokio_util::sync::CancellationToken>,
         work: Work<'_, T>,
     ) -> Result<T, RouteError> {
         let started = tokio::time::Instant::now();
@@ -38,6 +39,12 @@ impl Router {
             module: module.clone(),
             message: panic_message(payload),
         };
+        let canceled = async {
+            match cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         // Lazy: subscribes only if the handler did not answer at its first poll.
         let aborted = async {
             let mut state = self.state.subscribe();
@@ -52,6 +59,7 @@ impl Router {
                     outcome = CatchUnwind(future) => outcome.map_err(panicked),
                     () = tokio::time::sleep_until(due) => Err(timed_out()),
                     () = aborted => Err(RouteError::ShuttingDown),
+                    () = canceled => Err(RouteError::Canceled { conversation, module: module.clone() }),
                 }
             }
             Work::Task(future) => {
@@ -65,6 +73,7 @@ impl Router {
                     }),
                     () = tokio::time::sleep_until(due) => Err(timed_out()),
                     () = aborted => Err(RouteError::ShuttingDown),
+                    () = canceled => Err(RouteError::Canceled { conversation, module: module.clone() }),
                 }
             }
         };
