@@ -43,7 +43,9 @@ mod error;
 mod flight;
 mod legacy;
 pub mod mapping;
+mod remote;
 mod server;
 
 pub use error::A2aError;
+pub use remote::RemoteAgent;
 pub use server::{A2aOptions, A2aServer};
