@@ -110,6 +110,11 @@ impl Flights {
         Some((Arc::clone(flight), flight.subscribe()))
     }
 
+    /// How many exchanges are in flight.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Flight>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -43,9 +43,11 @@ mod error;
 mod flight;
 mod legacy;
 pub mod mapping;
+mod ops;
 mod remote;
 mod server;
 
 pub use error::A2aError;
+pub use ops::Limits;
 pub use remote::RemoteAgent;
 pub use server::{A2aOptions, A2aServer};

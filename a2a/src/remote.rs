@@ -302,7 +302,7 @@ impl Module for RemoteAgent {
     async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
         match self.deliver(&turn).await {
             Ok(Some(content)) => Ok(Response::reply(content)),
-            Ok(None) => Ok(Response::patch(serde_json::Map::new())),
+            Ok(None) => Ok(Response::NoReply),
             Err(e) => Err(ModuleError::new(e.to_string())),
         }
     }

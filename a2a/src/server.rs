@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{
+    ops::{error_kind, health_json, Limits, Metrics},
     flight::{is_last, status_update, Flight, Flights, Remembered},
     legacy,
     mapping::{content_from_parts, task, Outcome, TaskRef},
@@ -50,6 +51,8 @@ pub struct A2aOptions {
     /// carry one (`Authorization: Bearer <token>`), and a caller sees and continues only
     /// the conversations of its own participant.
     pub tokens: HashMap<String, ModuleName>,
+    /// Limits on every call (body size, deadline, calls at once).
+    pub limits: Limits,
 }
 
 impl A2aOptions {
@@ -59,7 +62,14 @@ impl A2aOptions {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             caller: "a2a-client".parse().map_err(HubError::from)?,
             tokens: HashMap::new(),
+            limits: Limits::default(),
         })
+    }
+
+    /// Holds every call to `limits`.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Callers without tokens speak as `caller`.
@@ -109,6 +119,7 @@ pub struct A2aServer {
     /// (the store keeps the request, not why no reply followed).
     unanswered: Remembered<String, (ModuleName, ModuleName, Task)>,
     flights: Arc<Flights>,
+    metrics: Metrics,
 }
 
 type AnswerKey = (ModuleName, ModuleName, String);
@@ -183,15 +194,44 @@ impl A2aServer {
             answered: Remembered::new(REMEMBERED),
             unanswered: Remembered::new(REMEMBERED),
             flights: Arc::default(),
+            metrics: Metrics::new(),
         }))
     }
 
-    /// The routes, for mounting in a larger axum application.
+    /// The routes, for mounting in a larger axum application: the agents, `GET /healthz`
+    /// and `GET /metrics`, held to the [`Limits`] of the options.
     pub fn router(self: &Arc<Self>) -> Router {
+        let limits = self.options.limits;
+        let server = Arc::clone(self);
+        let overloaded = move |_: tower::BoxError| {
+            server.metrics.error("overloaded");
+            std::future::ready((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} calls are in progress, the most this server takes at once; retry shortly",
+                    limits.max_in_flight
+                ),
+            ))
+        };
         Router::new()
             .route("/agents/{module}/.well-known/agent-card.json", get(card))
             .route("/agents/{module}", post(rpc))
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
             .with_state(Arc::clone(self))
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+                    .load_shed()
+                    .concurrency_limit(limits.max_in_flight),
+            )
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                limits.call_timeout,
+            ))
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                limits.max_body_bytes,
+            ))
     }
 
     /// Serves on `listener` until the process ends.
@@ -373,6 +413,7 @@ impl A2aServer {
             content,
             flight,
         } = exchange;
+        let started = std::time::Instant::now();
         let flights = Arc::clone(&self.flights);
         let stored = Arc::clone(&flight);
         let options = RouteOptions::default()
@@ -415,6 +456,13 @@ impl A2aServer {
             }
             (Err(e), _) => return Err(hub_error(e)),
         };
+        let outcome = match task.status.state {
+            TaskState::Canceled => "canceled",
+            TaskState::Failed => "failed",
+            _ => "completed",
+        };
+        self.metrics
+            .exchange(module, outcome, started.elapsed().as_secs_f64());
         if last.is_some() {
             self.unanswered.insert(
                 task.id.clone(),
@@ -743,6 +791,7 @@ async fn rpc(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     let Some(caller) = server.caller_of(authorization) else {
+        server.metrics.error("unauthorized");
         return (
             StatusCode::UNAUTHORIZED,
             [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
@@ -754,6 +803,7 @@ async fn rpc(
         let body = match outcome {
             Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
             Err(e) => {
+                server.metrics.error(error_kind(e.code));
                 json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
             }
         };
@@ -811,6 +861,30 @@ async fn rpc(
         outcome
     };
     reply(id, outcome)
+}
+
+async fn healthz(State(server): State<Arc<A2aServer>>) -> Response {
+    let health = server.hub.health(None).await;
+    let status = if health.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health_json(&health))).into_response()
+}
+
+async fn metrics(State(server): State<Arc<A2aServer>>) -> Response {
+    let text = server
+        .metrics
+        .render(&server.hub.stats(), server.flights.len());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn is_streaming(method: &str) -> bool {

@@ -30,19 +30,33 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 50, value_name = "N")]
         conversations: usize,
     },
-    /// Serve the demo modules as A2A agents over HTTP (JSON-RPC 2.0): a card at
-    /// `/agents/{module}/.well-known/agent-card.json`, the endpoint at `/agents/{module}`.
-    /// Runs until interrupted (Ctrl-C or SIGTERM), then drains in-flight turns.
+    /// Serve the hub's modules as A2A agents over HTTP (JSON-RPC 2.0, SSE streaming): a card
+    /// at `/agents/{module}/.well-known/agent-card.json`, the endpoint at `/agents/{module}`,
+    /// `/healthz` and `/metrics`. Runs until interrupted (Ctrl-C or SIGTERM), then stops
+    /// accepting, drains in-flight turns and closes the store.
     Serve {
-        /// Address to listen on (port 0 picks a free one; the address is printed).
-        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        /// Address to listen on (port 0 picks a free one; the address is printed). Without
+        /// tokens only a loopback address is allowed.
+        #[arg(long, default_value = "127.0.0.1:8765", value_name = "ADDR")]
         listen: std::net::SocketAddr,
         /// The URL clients reach the server at, for the agent cards [default: http://ADDR].
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
-        /// Require bearer tokens: a call with TOKEN speaks as PARTICIPANT and sees only that
-        /// participant's conversations (repeatable). Without any, callers speak as
-        /// `a2a-client`.
+        /// Register the A2A agent whose card is at URL (or below it, at
+        /// `/.well-known/agent-card.json`) as a module (repeatable).
+        #[arg(long, value_name = "URL")]
+        agent: Vec<String>,
+        /// Register the demo's modules and an `echo` module that replies with what it
+        /// receives, to try any A2A client against the server.
+        #[arg(long)]
+        demo_modules: bool,
+        /// Require bearer tokens, read from FILE: one `TOKEN PARTICIPANT` per line (`#`
+        /// starts a comment). A call with TOKEN speaks as PARTICIPANT and sees only that
+        /// participant's conversations.
+        #[arg(long, value_name = "FILE")]
+        tokens: Option<std::path::PathBuf>,
+        /// A token given on the command line, as TOKEN=PARTICIPANT (repeatable; prefer
+        /// `--tokens FILE`, which other users of the machine cannot read in `ps`).
         #[arg(long, value_parser = parse_token, value_name = "TOKEN=PARTICIPANT")]
         token: Vec<(String, ModuleName)>,
     },
@@ -179,10 +193,11 @@ pub(crate) enum SyncLevel {
     Full,
 }
 
-fn parse_token(text: &str) -> Result<(String, ModuleName), String> {
+pub(crate) fn parse_token(text: &str) -> Result<(String, ModuleName), String> {
     let (token, participant) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected TOKEN=PARTICIPANT, got {text:?}"))?;
+        .split_once(['=', ' ', '\t'])
+        .ok_or_else(|| format!("expected TOKEN=PARTICIPANT or TOKEN PARTICIPANT, got {text:?}"))?;
+    let participant = participant.trim();
     if token.is_empty() {
         return Err("the token is empty".into());
     }

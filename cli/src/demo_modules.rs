@@ -240,3 +240,16 @@ impl Module for Summarizer {
         ))
     }
 }
+
+/// Replies with what it receives: the module to try any A2A client against.
+pub(crate) struct Echo;
+
+#[async_trait::async_trait]
+impl Module for Echo {
+    fn info(&self) -> ModuleInfo {
+        info("echo", "echo", "replies with what it receives")
+    }
+    async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
+        Ok(Response::reply(turn.message.content.clone()))
+    }
+}

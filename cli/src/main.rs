@@ -82,8 +82,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve {
             listen,
             base_url,
+            agent,
+            demo_modules,
+            tokens,
             token,
-        } => serve::run(&mut out, db, listen, base_url, token).await?,
+        } => {
+            let settings = serve::Settings {
+                listen,
+                base_url,
+                agents: agent,
+                demo_modules,
+                tokens_file: tokens,
+                tokens: token,
+            };
+            serve::run(&mut out, db, settings).await?;
+        }
         Command::Conversations {
             status,
             module,

@@ -1,67 +1,130 @@
-//! `colloquy serve`: the demo modules as A2A agents over HTTP, on the database at `--db`.
+//! `colloquy serve`: the hub's modules (remote A2A agents, and optionally the demo's) as
+//! A2A agents over HTTP, on the database at `--db`.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path, path::PathBuf, time::Duration};
 
-use anyhow::{Context, Result};
-use colloquy_a2a::{A2aOptions, A2aServer};
+use anyhow::{bail, Context, Result};
+use colloquy_a2a::{A2aOptions, A2aServer, RemoteAgent};
 use colloquy_runtime::{Hub, ModuleName};
 
 use crate::Out;
 
-pub(crate) async fn run(
-    out: &mut Out,
-    db: &Path,
-    listen: SocketAddr,
-    base_url: Option<String>,
-    tokens: Vec<(String, ModuleName)>,
-) -> Result<()> {
+/// What `colloquy serve` was asked to do.
+pub(crate) struct Settings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) base_url: Option<String>,
+    pub(crate) agents: Vec<String>,
+    pub(crate) demo_modules: bool,
+    pub(crate) tokens_file: Option<PathBuf>,
+    pub(crate) tokens: Vec<(String, ModuleName)>,
+}
+
+pub(crate) async fn run(out: &mut Out, db: &Path, settings: Settings) -> Result<()> {
+    let mut tokens = settings.tokens;
+    if let Some(file) = &settings.tokens_file {
+        tokens.extend(read_tokens(file)?);
+    }
+    if tokens.is_empty() && !settings.listen.ip().is_loopback() {
+        bail!(
+            "refusing to serve on {} without tokens: anyone who can reach it could read and \
+             continue every conversation; give --tokens FILE, or listen on a loopback address",
+            settings.listen
+        );
+    }
     let hub = Hub::builder()
         .sqlite(db)
         .handler_deadline(Duration::from_secs(30))
         .build()
         .await
         .with_context(|| format!("cannot open the database {}", db.display()))?;
-    crate::demo::register_modules(&hub).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    if settings.demo_modules {
+        crate::demo::register_modules(&hub).await?;
+        hub.register(crate::demo_modules::Echo).await?;
+    }
+    let mut remote = Vec::new();
+    for url in &settings.agents {
+        let agent = RemoteAgent::connect(url)
+            .await
+            .with_context(|| format!("cannot register the agent at {url}"))?;
+        remote.push((agent.endpoint().to_owned(), url.clone()));
+        hub.register(agent).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
-    let base_url = base_url.unwrap_or_else(|| format!("http://{address}"));
+    let base_url = settings
+        .base_url
+        .unwrap_or_else(|| format!("http://{address}"));
     let mut options = A2aOptions::new(&base_url)?;
-    let callers: Vec<ModuleName> = if tokens.is_empty() {
-        vec![options.caller.clone()]
-    } else {
-        tokens
-            .iter()
-            .map(|(_, participant)| participant.clone())
-            .collect()
-    };
+    let open = tokens.is_empty();
     for (token, participant) in tokens {
         options = options.token(token, participant);
     }
+    let callers = options.participants();
     let server = A2aServer::new(hub.clone(), options).await?;
-    let agents: Vec<String> = hub
+    let cards: Vec<String> = hub
         .modules()
         .iter()
         .filter(|m| !callers.contains(&m.name))
-        .map(|m| format!("{base_url}/agents/{}", m.name))
+        .map(|m| format!("{base_url}/agents/{}/.well-known/agent-card.json", m.name))
         .collect();
     if out.json {
         // One line, so that a supervisor (or a test) can read it as the server's "ready".
-        let ready = serde_json::json!({ "listening": address.to_string(), "agents": agents });
+        let ready = serde_json::json!({
+            "listening": address.to_string(),
+            "cards": cards,
+            "tokens": !open,
+        });
         out.text(&format!("{ready}\n"))?;
     } else {
+        if open {
+            out.text(&format!(
+                "no tokens: every caller on this machine speaks as {} (give --tokens FILE to tell callers apart)\n",
+                callers.first().map(ToString::to_string).unwrap_or_default()
+            ))?;
+        }
+        if cards.is_empty() {
+            out.text("no modules to serve: add --agent URL or --demo-modules\n")?;
+        }
         out.text(&format!(
-            "serving {} agents on {address} (Ctrl-C stops):\n{}\n",
-            agents.len(),
-            agents.join("\n")
+            "serving {} agents on {address} (Ctrl-C stops); their cards:\n{}\nhealth: {base_url}/healthz   metrics: {base_url}/metrics\n",
+            cards.len(),
+            cards.join("\n")
         ))?;
+        for (endpoint, url) in remote {
+            out.text(&format!("remote agent {url} -> {endpoint}\n"))?;
+        }
     }
     out.flush()?;
     let router = server.router();
     axum_serve(listener, router).await?;
+    // Stopped accepting and answered what was in progress; now drain the hub's turns and
+    // close the store.
     hub.shutdown().await;
     Ok(())
+}
+
+/// Tokens from `file`: one `TOKEN PARTICIPANT` (or `TOKEN=PARTICIPANT`) per line; blank
+/// lines and lines starting with `#` are skipped.
+fn read_tokens(file: &Path) -> Result<Vec<(String, ModuleName)>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the tokens file {}", file.display()))?;
+    let mut tokens = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let token = crate::args::parse_token(line).map_err(|e| {
+            anyhow::anyhow!("{}, line {}: {e}", file.display(), n + 1)
+        })?;
+        tokens.push(token);
+    }
+    if tokens.is_empty() {
+        bail!("the tokens file {} names no token", file.display());
+    }
+    Ok(tokens)
 }
 
 /// Serves until Ctrl-C or SIGTERM, then returns (in-flight requests finish first).

@@ -47,7 +47,7 @@ fn the_official_python_sdk_converses_with_served_modules() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("interop.db");
     let mut server = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--db"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--demo-modules", "--db"])
         .arg(&db)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())

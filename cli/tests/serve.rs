@@ -17,7 +17,7 @@ async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("served.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--db"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--demo-modules", "--db"])
         .arg(&db)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -28,17 +28,20 @@ async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let started: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    let agents: Vec<String> = serde_json::from_value(started["agents"].clone()).unwrap();
-    let extractor = agents
+    let cards: Vec<String> = serde_json::from_value(started["cards"].clone()).unwrap();
+    assert_eq!(cards.len(), 6, "the demo's five and echo: {cards:?}");
+    let card_url = cards
         .iter()
-        .find(|url| url.ends_with("/agents/extractor"))
+        .find(|url| url.ends_with("/agents/extractor/.well-known/agent-card.json"))
         .unwrap()
         .clone();
-    assert_eq!(agents.len(), 5, "{agents:?}");
+    let extractor = card_url
+        .trim_end_matches("/.well-known/agent-card.json")
+        .to_owned();
 
     let http = reqwest::Client::new();
     let card: Value = http
-        .get(format!("{extractor}/.well-known/agent-card.json"))
+        .get(&card_url)
         .send()
         .await
         .unwrap()
@@ -72,6 +75,26 @@ async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
         "Ada"
     );
 
+    // Operations: health as JSON, metrics as Prometheus text counting the exchange.
+    let base = format!("http://{}", started["listening"].as_str().unwrap());
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["healthy"], true, "{health}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"colloquy_a2a_exchanges_total{module="extractor",outcome="completed"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("colloquy_a2a_exchange_seconds_bucket"), "{metrics}");
+
     // SIGTERM: the server drains and exits cleanly.
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -97,9 +120,13 @@ async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
 async fn serve_with_a_token_refuses_calls_without_it_and_speaks_as_its_participant() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tokens.db");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "# who may call\ns3cret ops-console\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--json"])
-        .args(["--token", "s3cret=ops-console", "--db"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--demo-modules"])
+        .arg("--tokens")
+        .arg(&tokens)
+        .arg("--db")
         .arg(&db)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -110,11 +137,11 @@ async fn serve_with_a_token_refuses_calls_without_it_and_speaks_as_its_participa
         .read_line(&mut line)
         .unwrap();
     let started: Value = serde_json::from_str(&line).unwrap();
-    let agents = started["agents"].as_array().unwrap();
+    let cards = started["cards"].as_array().unwrap();
     assert_eq!(
-        agents.len(),
-        5,
-        "the caller participant is not an agent: {agents:?}"
+        cards.len(),
+        6,
+        "the caller participant is not an agent: {cards:?}"
     );
     let extractor = format!(
         "http://{}/agents/extractor",
@@ -145,4 +172,19 @@ async fn serve_with_a_token_refuses_calls_without_it_and_speaks_as_its_participa
         .unwrap();
     let messages = store.messages(context, MessageRange::All).await.unwrap();
     assert_eq!(messages[0].source.as_str(), "ops-console");
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--db"])
+        .arg(dir.path().join("never.db"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without tokens"), "{stderr}");
+    assert!(!dir.path().join("never.db").exists(), "nothing was opened");
 }

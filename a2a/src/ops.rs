@@ -1,0 +1,120 @@
+//! Operations: `GET /healthz` (the hub's health as JSON) and `GET /metrics` (Prometheus
+//! text), and the limits every call is held to.
+
+use std::time::Duration;
+
+use colloquy_runtime::{Health, ModuleName, RouterStats};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use serde_json::{json, Value};
+
+/// Limits on every HTTP call to the front; each refusal is a clear HTTP error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest request body, in bytes (413 beyond). Default 2 MiB: a message's content is
+    /// at most the hub's 1 MiB of JSON, in an envelope.
+    pub max_body_bytes: usize,
+    /// Longest a call may take to answer (408 beyond); a stream's events are not bounded by
+    /// it, only the start of the stream. Default 120 s.
+    pub call_timeout: Duration,
+    /// Most calls handled at once; beyond, a call is refused at once with 503 instead of
+    /// queueing. Default 1,024.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 2 << 20,
+            call_timeout: Duration::from_secs(120),
+            max_in_flight: 1_024,
+        }
+    }
+}
+
+/// The front's metrics, recorded into its own Prometheus registry (no global recorder, so
+/// two servers in one process, or two tests, never mix their counts).
+pub(crate) struct Metrics {
+    recorder: PrometheusRecorder,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Latency buckets, in seconds: from a memory exchange to a slow module.
+const BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+];
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let builder = PrometheusBuilder::new();
+        // Only an empty bucket list is refused, and BUCKETS is not empty.
+        let builder = match builder.set_buckets(BUCKETS) {
+            Ok(with_buckets) => with_buckets,
+            Err(_) => PrometheusBuilder::new(),
+        };
+        Self {
+            recorder: builder.build_recorder(),
+        }
+    }
+
+    /// One exchange ended (`completed`, `failed`, `canceled`, `rejected`) after `seconds`.
+    pub(crate) fn exchange(&self, module: &ModuleName, outcome: &'static str, seconds: f64) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("colloquy_a2a_exchanges_total", "module" => module.to_string(), "outcome" => outcome)
+                .increment(1);
+            metrics::histogram!("colloquy_a2a_exchange_seconds", "module" => module.to_string())
+                .record(seconds);
+        });
+    }
+
+    /// A call was refused or answered with an error of `kind`.
+    pub(crate) fn error(&self, kind: &'static str) {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("colloquy_a2a_errors_total", "kind" => kind).increment(1);
+        });
+    }
+
+    /// The Prometheus text, with the hub's gauges as they stand now.
+    pub(crate) fn render(&self, router: &RouterStats, tasks_in_flight: usize) -> String {
+        metrics::with_local_recorder(&self.recorder, || {
+            metrics::gauge!("colloquy_hot_conversations").set(router.hot as f64);
+            metrics::gauge!("colloquy_in_flight_operations").set(router.in_flight as f64);
+            metrics::gauge!("colloquy_a2a_tasks_in_flight").set(tasks_in_flight as f64);
+        });
+        self.recorder.handle().render()
+    }
+}
+
+/// The name a JSON-RPC error code is counted under.
+pub(crate) fn error_kind(code: i32) -> &'static str {
+    use a2a::error_code as c;
+    match code {
+        c::PARSE_ERROR => "parse",
+        c::INVALID_REQUEST => "invalid_request",
+        c::METHOD_NOT_FOUND => "method_not_found",
+        c::INVALID_PARAMS => "invalid_params",
+        c::TASK_NOT_FOUND => "not_found",
+        c::TASK_NOT_CANCELABLE => "not_cancelable",
+        c::UNSUPPORTED_OPERATION => "unsupported",
+        _ => "internal",
+    }
+}
+
+/// The hub's health as JSON.
+pub(crate) fn health_json(health: &Health) -> Value {
+    json!({
+        "healthy": health.healthy,
+        "problems": health.problems,
+        "store_latency_ms": health.store_latency.map(|d| d.as_secs_f64() * 1e3),
+        "stale_conversations": health.stale_conversations.len(),
+        "hot_conversations": health.router.hot,
+        "in_flight": health.router.in_flight,
+        "modules": health.modules.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
