@@ -27,10 +27,10 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{
-    ops::{error_kind, health_json, Limits, Metrics},
     flight::{is_last, status_update, Flight, Flights, Remembered},
     legacy,
     mapping::{content_from_parts, task, Outcome, TaskRef},
+    ops::{error_kind, health_json, Limits, Metrics},
     A2aError,
 };
 

@@ -116,9 +116,8 @@ fn read_tokens(file: &Path) -> Result<Vec<(String, ModuleName)>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let token = crate::args::parse_token(line).map_err(|e| {
-            anyhow::anyhow!("{}, line {}: {e}", file.display(), n + 1)
-        })?;
+        let token = crate::args::parse_token(line)
+            .map_err(|e| anyhow::anyhow!("{}, line {}: {e}", file.display(), n + 1))?;
         tokens.push(token);
     }
     if tokens.is_empty() {

@@ -1,11 +1,18 @@
 //! The official A2A Python SDK (`a2a-sdk`, pinned in `tests/python/requirements.txt`)
-//! against `colloquy serve`: card discovery, SendMessage, a retried messageId, GetTask and a
-//! failing module, as an outside agent written in Python sees them.
+//! against colloquy, both ways:
+//!
+//! 1. the SDK's client talks to `colloquy serve`: card discovery, two turns in one context,
+//!    a retried messageId, GetTask, a failing module, a streamed message, a cancel in flight
+//!    and a wrong token;
+//! 2. an agent written with the SDK's server (`tests/python/agent.py`) is registered in a hub
+//!    with `RemoteAgent` and holds a three-exchange conversation with a Rust module;
+//! 3. `colloquy serve` is restarted between two messages of one context, and the turns
+//!    continue.
 //!
 //! Needs a Python with the SDK in `COLLOQUY_TEST_PYTHON` (`.ci/run` makes the virtual
-//! environment). Without it the test says why and passes, unless
-//! `COLLOQUY_REQUIRE_SERVICES` is set, as `.ci/run` does: then a missing Python fails it,
-//! so CI can never pass by skipping.
+//! environment). Without it the tests say why and pass, unless `COLLOQUY_REQUIRE_SERVICES`
+//! is set, as `.ci/run` does: then a missing Python fails them, so CI can never pass by
+//! skipping.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,10 +22,15 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
 };
 
+use colloquy_a2a::RemoteAgent;
+use colloquy_runtime::{
+    async_trait, ConversationSpec, Hub, MessageRange, Module, ModuleError, ModuleInfo, Response,
+    Turn,
+};
 use serde_json::Value;
 
 /// The Python to use, or `None` (with the reason printed) where the test may skip.
@@ -27,7 +39,7 @@ fn python() -> Option<PathBuf> {
         Some(path) => Some(PathBuf::from(path)),
         None if std::env::var_os("COLLOQUY_REQUIRE_SERVICES").is_some() => panic!(
             "COLLOQUY_TEST_PYTHON is not set but COLLOQUY_REQUIRE_SERVICES is: \
-             the Python interop test must run (see .ci/run)"
+             the Python interop tests must run (see .ci/run)"
         ),
         None => {
             eprintln!(
@@ -39,41 +51,97 @@ fn python() -> Option<PathBuf> {
     }
 }
 
-#[test]
-fn the_official_python_sdk_converses_with_served_modules() {
-    let Some(python) = python() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("interop.db");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--demo-modules", "--db"])
-        .arg(&db)
+fn script(name: &str) -> String {
+    format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a process that prints one JSON line when ready; returns it and that line.
+fn start(command: &mut Command) -> (Running, Value) {
+    let mut child = command
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut ready = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut ready)
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
         .unwrap();
-    let ready: Value = serde_json::from_str(&ready).unwrap();
-    let base = format!("http://{}", ready["listening"].as_str().unwrap());
+    let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    (Running(child), ready)
+}
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/interop.py");
-    let run = Command::new(&python)
-        .arg(script)
-        .arg(&base)
+/// The SDK agent; returns it and its base URL.
+fn python_agent(python: &Path) -> (Running, String) {
+    let (agent, ready) = start(Command::new(python).arg(script("agent.py")));
+    let url = ready["url"].as_str().unwrap().to_owned();
+    (agent, url)
+}
+
+/// `colloquy serve` on `db` with the demo modules and a token file; returns it and its
+/// base URL.
+fn serve(db: &Path, tokens: &Path, extra: &[&str]) -> (Running, String) {
+    let (server, ready) = start(
+        Command::new(env!("CARGO_BIN_EXE_colloquy"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--json",
+                "--demo-modules",
+            ])
+            .arg("--tokens")
+            .arg(tokens)
+            .args(extra)
+            .arg("--db")
+            .arg(db),
+    );
+    let base = format!("http://{}", ready["listening"].as_str().unwrap());
+    (server, base)
+}
+
+fn run_python(python: &Path, args: &[&str]) -> Value {
+    let run = Command::new(python)
+        .arg(script("interop.py"))
+        .args(args)
         .output()
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
     assert!(
         run.status.success(),
         "the Python client failed: {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let seen: Value = serde_json::from_slice(&run.stdout).unwrap();
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+fn tokens_file(dir: &Path) -> PathBuf {
+    let path = dir.join("tokens");
+    std::fs::write(&path, "py-secret python-tests\n").unwrap();
+    path
+}
+
+#[test]
+fn the_official_python_sdk_client_converses_with_served_modules() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_agent, agent_url) = python_agent(&python);
+    let (_server, base) = serve(
+        &dir.path().join("interop.db"),
+        &tokens_file(dir.path()),
+        &["--agent", &agent_url],
+    );
+    let seen = run_python(&python, &["client", &base, "py-secret"]);
 
     let first = &seen["first"]["task"];
     assert_eq!(first["status"]["state"], "TASK_STATE_COMPLETED", "{seen}");
@@ -84,7 +152,14 @@ fn the_official_python_sdk_converses_with_served_modules() {
     assert_eq!(first["id"], format!("{context}:1"));
     // The retried messageId: the same task, no new turn.
     assert_eq!(seen["retried"], seen["first"]);
-    // GetTask reads the same exchange back from the store.
+    // The second message of the context is the next exchange: turns 3 and 4.
+    let second = &seen["second"]["task"];
+    assert_eq!(second["id"], format!("{context}:3"), "{seen}");
+    assert_eq!(
+        second["artifacts"][0]["parts"][0]["data"]["record"]["name"],
+        "Grace Hopper"
+    );
+    // GetTask reads the first exchange back from the store.
     assert_eq!(seen["fetched"]["id"], first["id"]);
     assert_eq!(seen["fetched"]["artifacts"], first["artifacts"]);
     // A failing handler is a failed task with the reason, not an error.
@@ -94,4 +169,144 @@ fn the_official_python_sdk_converses_with_served_modules() {
         .as_str()
         .unwrap();
     assert!(reason.contains("expected"), "{reason}");
+
+    // Streamed: submitted, working, the reply, completed, in order.
+    let streamed = seen["streamed"].as_array().unwrap();
+    let states: Vec<&str> = streamed
+        .iter()
+        .filter_map(|e| {
+            e.pointer("/task/status/state")
+                .or_else(|| e.pointer("/statusUpdate/status/state"))
+                .and_then(Value::as_str)
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "TASK_STATE_SUBMITTED",
+            "TASK_STATE_WORKING",
+            "TASK_STATE_COMPLETED"
+        ],
+        "{streamed:?}"
+    );
+    let artifact = streamed
+        .iter()
+        .find_map(|e| e.pointer("/artifactUpdate/artifact/parts/0/text"))
+        .unwrap();
+    assert_eq!(artifact, "hello, stream");
+
+    // Canceled in flight: the Python agent's call through RemoteAgent was stopped.
+    assert_eq!(
+        seen["canceled"]["status"]["state"], "TASK_STATE_CANCELED",
+        "{seen}"
+    );
+    let last = seen["cancel_stream"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        last.pointer("/statusUpdate/status/state").unwrap(),
+        "TASK_STATE_CANCELED"
+    );
+
+    let wrong = seen["wrong_token"].as_str().unwrap();
+    assert!(wrong.contains("401"), "a wrong token is refused: {wrong}");
+}
+
+/// The Rust module of the conversation: it asks, the Python agent answers.
+struct Asker;
+
+#[async_trait]
+impl Module for Asker {
+    fn info(&self) -> ModuleInfo {
+        ModuleInfo::new("asker".parse().unwrap())
+    }
+
+    async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
+        Ok(Response::reply(turn.message.content.clone()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_written_with_the_python_sdk_joins_a_hub_as_a_remote_agent() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("remote.db");
+    let (_agent, url) = python_agent(&python);
+    let hub = Hub::builder().sqlite(&db).build().await.unwrap();
+    let agent = RemoteAgent::connect(&url).await.unwrap();
+    assert_eq!(agent.info().name.as_str(), "python-counter");
+    hub.register(agent).await.unwrap();
+    hub.register(Asker).await.unwrap();
+    let conversation = hub
+        .start_conversation(ConversationSpec::between("asker", "python-counter").unwrap())
+        .await
+        .unwrap();
+    for (n, question) in ["first?", "second?", "third?"].iter().enumerate() {
+        let exchange = conversation.send(*question).await.unwrap();
+        let reply = exchange.reply.unwrap();
+        // The agent counts the context's messages: the three turns reached it as one.
+        assert_eq!(
+            reply.content,
+            format!("python heard #{}: {question}", n + 1).as_str()
+        );
+        assert_eq!(reply.turn, 2 * n as u64 + 2);
+        assert_eq!(reply.in_reply_to, Some(exchange.request.id));
+    }
+    let id = conversation.id();
+    hub.shutdown().await;
+
+    // Stored, contiguous, read back after the hub is gone.
+    let reopened = Hub::builder().sqlite(&db).build().await.unwrap();
+    let transcript = reopened
+        .reader()
+        .messages(id, MessageRange::All)
+        .await
+        .unwrap();
+    let turns: Vec<u64> = transcript.iter().map(|m| m.turn).collect();
+    assert_eq!(turns, [1, 2, 3, 4, 5, 6]);
+    let speakers: Vec<&str> = transcript.iter().map(|m| m.source.as_str()).collect();
+    assert_eq!(
+        speakers,
+        [
+            "asker",
+            "python-counter",
+            "asker",
+            "python-counter",
+            "asker",
+            "python-counter"
+        ]
+    );
+}
+
+#[test]
+fn turns_continue_after_the_server_restarts_between_two_messages() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("restart.db");
+    let tokens = tokens_file(dir.path());
+    let first = {
+        let (mut server, base) = serve(&db, &tokens, &[]);
+        let first = run_python(&python, &["first", &base, "py-secret"]);
+        // SIGTERM: drain and close, as an operator's restart does.
+        let pid = server.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        assert!(server.0.wait().unwrap().success());
+        first
+    };
+    let context = first["task"]["contextId"].as_str().unwrap().to_owned();
+    assert_eq!(first["task"]["id"], format!("{context}:1"));
+
+    let (_server, base) = serve(&db, &tokens, &[]);
+    let next = run_python(&python, &["continue", &base, "py-secret", &context]);
+    let task = &next["task"];
+    assert_eq!(task["contextId"], context.as_str());
+    assert_eq!(task["id"], format!("{context}:3"), "{next}");
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED");
+    assert_eq!(task["artifacts"][0]["parts"][0]["text"], "after-restart");
 }

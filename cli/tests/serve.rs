@@ -17,7 +17,14 @@ async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("served.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--demo-modules", "--db"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+            "--demo-modules",
+            "--db",
+        ])
         .arg(&db)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -90,10 +97,14 @@ async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"colloquy_a2a_exchanges_total{module="extractor",outcome="completed"} 1"#),
+        metrics
+            .contains(r#"colloquy_a2a_exchanges_total{module="extractor",outcome="completed"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains("colloquy_a2a_exchange_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("colloquy_a2a_exchange_seconds_bucket"),
+        "{metrics}"
+    );
 
     // SIGTERM: the server drains and exits cleanly.
     let pid = child.id().to_string();
@@ -123,7 +134,13 @@ async fn serve_with_a_token_refuses_calls_without_it_and_speaks_as_its_participa
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "# who may call\ns3cret ops-console\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--demo-modules"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+            "--demo-modules",
+        ])
         .arg("--tokens")
         .arg(&tokens)
         .arg("--db")

@@ -1,0 +1,86 @@
+"""An A2A agent written with the official Python SDK's server, for the interop tests.
+
+It counts the messages of each context and answers "python heard #N: TEXT", so a test can
+see that a conversation's turns reach it as one context. A message "wait" makes it wait
+until the task is canceled (the cancel test's slow agent).
+
+Usage: agent.py. Listens on a free loopback port and prints one JSON line, {"url": BASE},
+once it accepts connections; runs until killed.
+"""
+
+import asyncio
+import json
+import socket
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+
+from a2a.helpers.proto_helpers import new_text_message
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore
+from a2a.types import a2a_pb2
+
+
+class Counter(AgentExecutor):
+    def __init__(self):
+        self.seen = {}
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        text = context.get_user_input()
+        if text == "wait":
+            await asyncio.Event().wait()  # ends only when the task is canceled
+        count = self.seen.get(context.context_id, 0) + 1
+        self.seen[context.context_id] = count
+        await event_queue.enqueue_event(
+            new_text_message(f"python heard #{count}: {text}", context_id=context.context_id)
+        )
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        return None
+
+
+def card(base):
+    return a2a_pb2.AgentCard(
+        name="Python Counter",
+        description="counts the messages of each context",
+        version="1.0.0",
+        supported_interfaces=[
+            a2a_pb2.AgentInterface(
+                url=base + "/", protocol_binding="JSONRPC", protocol_version="1.0"
+            )
+        ],
+        capabilities=a2a_pb2.AgentCapabilities(streaming=False),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
+        skills=[
+            a2a_pb2.AgentSkill(
+                id="count", name="count", description="counts messages", tags=["count"]
+            )
+        ],
+    )
+
+
+async def main():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    base = "http://127.0.0.1:%d" % sock.getsockname()[1]
+    agent_card = card(base)
+    handler = DefaultRequestHandler(
+        agent_executor=Counter(), task_store=InMemoryTaskStore(), agent_card=agent_card
+    )
+    routes = create_agent_card_routes(agent_card) + create_jsonrpc_routes(handler, "/")
+    server = uvicorn.Server(
+        uvicorn.Config(Starlette(routes=routes), log_level="warning", lifespan="off")
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    print(json.dumps({"url": base}), flush=True)
+    await serving
+
+
+asyncio.run(main())
