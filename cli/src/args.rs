@@ -138,6 +138,15 @@ pub(crate) enum Command {
         /// handlers that never block) instead of running each as its own task.
         #[arg(long)]
         inline: bool,
+        /// How the load reaches the hub: `direct` (conversation handles, in process) or
+        /// `a2a` (A2A SendMessage over loopback HTTP, measured in the same run against a
+        /// bare axum JSON echo, and against `--peer`).
+        #[arg(long, value_enum, default_value_t = Via::Direct)]
+        via: Via,
+        /// With `--via a2a`: also measure the A2A agent whose card is at URL (a peer, such
+        /// as the Python SDK's echo agent) with the same client and plan.
+        #[arg(long, value_name = "URL")]
+        peer: Option<String>,
     },
     /// Export messages as JSON, one object per message (readable back as colloquy messages).
     Export {
@@ -148,6 +157,15 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
     },
+}
+
+/// How `colloquy load` reaches the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Via {
+    /// Conversation handles in the same process.
+    Direct,
+    /// A2A JSON-RPC over loopback HTTP.
+    A2a,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -80,7 +80,12 @@ impl AckLog {
     }
 }
 
-pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
+/// The hub the plan asks for, with the load's `client` and `server` modules registered;
+/// and the temporary directory its SQLite file lives in, when `--db` was not given (kept
+/// until the caller drops it).
+pub(crate) async fn build_hub(
+    plan: &Plan,
+) -> Result<(Hub, Option<tempfile::TempDir>, Option<PathBuf>)> {
     let mut builder = Hub::builder().handler_deadline(Duration::from_secs(60));
     // Without --db, SQLite runs in a temporary directory that is removed afterwards.
     let mut temp = None;
@@ -110,6 +115,11 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     };
     hub.register_with(Arc::new(Client), registration).await?;
     hub.register_with(Arc::new(Server), registration).await?;
+    Ok((hub, temp, db_path))
+}
+
+pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
+    let (hub, temp, db_path) = build_hub(&plan).await?;
     let ack_log = match &plan.ack_log {
         Some(path) => Some(Arc::new(AckLog(Mutex::new(
             std::fs::OpenOptions::new()

@@ -9,6 +9,7 @@ mod demo;
 mod demo_modules;
 mod inspect;
 mod load;
+mod load_a2a;
 mod output;
 mod serve;
 
@@ -143,6 +144,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             parallel,
             ack_log,
             inline,
+            via,
+            peer,
         } => {
             let plan = load::Plan {
                 store,
@@ -156,7 +159,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ack_log,
                 inline,
             };
-            load::run(&mut out, plan).await?;
+            match via {
+                args::Via::Direct if peer.is_some() => {
+                    anyhow::bail!("--peer measures over HTTP: add --via a2a")
+                }
+                args::Via::Direct => load::run(&mut out, plan).await?,
+                args::Via::A2a => load_a2a::run(&mut out, plan, peer).await?,
+            }
         }
         Command::Export { id, format } => {
             inspect::export(&mut out, &inspect::open_for_reading(db).await?, id, format).await?

@@ -367,3 +367,37 @@ fn load_reports_its_workload_and_gives_every_conversation_its_context() {
         assert_eq!(c["context"]["notes"], "c".repeat(40), "{c}");
     }
 }
+
+#[test]
+fn load_via_a2a_measures_the_bare_echo_and_the_front_and_stores_every_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a2a-load.db");
+    let report = json(
+        &db,
+        &[
+            "load",
+            "--via",
+            "a2a",
+            "--store",
+            "sqlite",
+            "--conversations",
+            "4",
+            "--turns",
+            "3",
+        ],
+    );
+    assert_eq!(report["via"], "a2a");
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets[0]["target"], "bare axum echo");
+    assert_eq!(targets[1]["target"], "colloquy (sqlite)");
+    for target in targets {
+        assert_eq!(target["requests"], 12, "{target}");
+    }
+    // Each client kept its conversation: four conversations of three exchanges each.
+    let conversations = json(&db, &["conversations"]);
+    let conversations = conversations.as_array().unwrap();
+    assert_eq!(conversations.len(), 4);
+    for c in conversations {
+        assert_eq!(c["turn_count"], 6, "{c}");
+    }
+}

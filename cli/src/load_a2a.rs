@@ -1,0 +1,234 @@
+//! `colloquy load --via a2a`: the network front under load, measured in the same run as the
+//! limit (a bare axum JSON echo on the same machine) and, with `--peer URL`, a peer agent
+//! (the Python SDK's echo agent), all driven by the same HTTP client over loopback.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use colloquy_a2a::{A2aOptions, A2aServer, RemoteAgent};
+use serde_json::{json, Value};
+
+use crate::{load::Plan, Out};
+
+/// One measured target: name, requests per second, p50 and p99 in µs.
+struct Measured {
+    name: &'static str,
+    requests: usize,
+    per_sec: f64,
+    p50_us: u32,
+    p99_us: u32,
+}
+
+/// What the client sends to: a JSON-RPC A2A endpoint (continuing the context each answer
+/// names), or the bare echo (the same body, no protocol).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    A2a,
+    Bare,
+}
+
+pub(crate) async fn run(out: &mut Out, plan: Plan, peer: Option<String>) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(plan.parallel)
+        .build()?;
+    let payload = "x".repeat(plan.payload_bytes);
+
+    // The limit: an axum JSON echo, nothing else.
+    let bare = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(
+                |axum::Json(body): axum::Json<Value>| async move { axum::Json(body) },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    };
+    let limit = drive(
+        &http,
+        &plan,
+        &bare,
+        Target::Bare,
+        &payload,
+        "bare axum echo",
+    )
+    .await?;
+
+    // colloquy: the hub on the chosen store, its echo module served as an A2A agent.
+    let (hub, _temp, _) = crate::load::build_hub(&plan).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = A2aServer::new(hub.clone(), A2aOptions::new(&base)?).await?;
+    let serving = tokio::spawn(server.serve(listener));
+    let endpoint = format!("{base}/agents/server");
+    let name = match plan.store {
+        crate::args::StoreKind::Memory => "colloquy (memory)",
+        crate::args::StoreKind::Sqlite => "colloquy (sqlite)",
+    };
+    let colloquy = drive(&http, &plan, &endpoint, Target::A2a, &payload, name).await?;
+    serving.abort();
+    hub.shutdown().await;
+
+    let mut measured = vec![limit, colloquy];
+    if let Some(url) = peer {
+        let agent = RemoteAgent::connect(&url)
+            .await
+            .with_context(|| format!("cannot read the peer's card at {url}"))?;
+        let endpoint = agent.endpoint().to_owned();
+        measured.push(drive(&http, &plan, &endpoint, Target::A2a, &payload, "peer").await?);
+    }
+    report(out, &plan, &measured)
+}
+
+/// Runs the plan's conversations against `url` with `plan.parallel` clients at once.
+async fn drive(
+    http: &reqwest::Client,
+    plan: &Plan,
+    url: &str,
+    target: Target,
+    payload: &str,
+    name: &'static str,
+) -> Result<Measured> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..plan.parallel {
+        let (http, next, url, payload) = (
+            http.clone(),
+            Arc::clone(&next),
+            url.to_owned(),
+            payload.to_owned(),
+        );
+        let (conversations, turns) = (plan.conversations, plan.turns);
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let conversation = next.fetch_add(1, Ordering::Relaxed);
+                if conversation >= conversations {
+                    break;
+                }
+                let mut context: Option<String> = None;
+                for turn in 0..turns {
+                    let mut message = json!({
+                        "messageId": format!("load-{worker}-{conversation}-{turn}"),
+                        "role": "ROLE_USER",
+                        "parts": [{"text": payload}],
+                    });
+                    if let Some(context) = &context {
+                        message["contextId"] = json!(context);
+                    }
+                    let body = json!({"jsonrpc": "2.0", "id": turn, "method": "SendMessage",
+                        "params": {"message": message}});
+                    let sent = Instant::now();
+                    let answer: Value = http
+                        .post(&url)
+                        .header("A2A-Version", "1.0")
+                        .json(&body)
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .json()
+                        .await?;
+                    latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    if target == Target::A2a {
+                        let result = &answer["result"];
+                        let Some(named) = result
+                            .pointer("/task/contextId")
+                            .or_else(|| result.pointer("/message/contextId"))
+                            .and_then(Value::as_str)
+                        else {
+                            bail!("{url} answered without a context: {answer}");
+                        };
+                        if let Some(state) = result.pointer("/task/status/state") {
+                            if state != "TASK_STATE_COMPLETED" {
+                                bail!("{url} did not complete the exchange: {answer}");
+                            }
+                        }
+                        context = Some(named.to_owned());
+                    }
+                }
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(plan.conversations * plan.turns);
+    while let Some(joined) = workers.join_next().await {
+        latencies.extend(joined??);
+    }
+    let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(Measured {
+        name,
+        requests: latencies.len(),
+        per_sec: latencies.len() as f64 / secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    })
+}
+
+fn report(out: &mut Out, plan: &Plan, measured: &[Measured]) -> Result<()> {
+    let limit = measured
+        .first()
+        .map_or(1.0, |m| m.per_sec.max(f64::EPSILON));
+    let colloquy = measured.get(1).map_or(0.0, |m| m.per_sec);
+    let rows: Vec<Value> = measured
+        .iter()
+        .map(|m| {
+            json!({
+                "target": m.name,
+                "requests": m.requests,
+                "requests_per_sec": m.per_sec.round(),
+                "p50_us": m.p50_us,
+                "p99_us": m.p99_us,
+                "of_bare_echo": (m.per_sec / limit * 1000.0).round() / 1000.0,
+            })
+        })
+        .collect();
+    let peer_ratio = measured
+        .get(2)
+        .map(|peer| (colloquy / peer.per_sec.max(f64::EPSILON) * 10.0).round() / 10.0);
+    if out.json {
+        return out.json_value(&json!({
+            "via": "a2a",
+            "conversations": plan.conversations,
+            "turns": plan.turns,
+            "parallel": plan.parallel,
+            "payload_bytes": plan.payload_bytes,
+            "targets": rows,
+            "colloquy_vs_peer": peer_ratio,
+        }));
+    }
+    let mut text = format!(
+        "{} conversations x {} exchanges over HTTP, {} clients at once, {}-byte payloads\n{:<20} {:>10} {:>10} {:>10} {:>12}\n",
+        plan.conversations, plan.turns, plan.parallel, plan.payload_bytes,
+        "target", "req/s", "p50 µs", "p99 µs", "of bare echo"
+    );
+    for m in measured {
+        text.push_str(&format!(
+            "{:<20} {:>10.0} {:>10} {:>10} {:>11.1}%\n",
+            m.name,
+            m.per_sec,
+            m.p50_us,
+            m.p99_us,
+            m.per_sec / limit * 100.0
+        ));
+    }
+    if let Some(ratio) = peer_ratio {
+        text.push_str(&format!("colloquy / peer      {ratio}x\n"));
+    }
+    out.text(&text)
+}
