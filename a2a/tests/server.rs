@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use colloquy_a2a::{A2aOptions, A2aServer};
+use colloquy_a2a::{A2aOptions, A2aServer, Limits};
 use colloquy_runtime::{ConversationId, MessageRange, ModuleName};
 use colloquy_testkit::{
     modules::{Echo, Failing},
@@ -28,6 +28,10 @@ fn name(s: &str) -> ModuleName {
 }
 
 async fn front() -> Result<Front> {
+    front_with(Limits::default()).await
+}
+
+async fn front_with(limits: Limits) -> Result<Front> {
     let hub = TestHub::sqlite().await?;
     let echo = Echo::with_info(
         colloquy_runtime::ModuleInfo::new(name("echo"))
@@ -41,7 +45,7 @@ async fn front() -> Result<Front> {
     hub.register(slow).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let server = A2aServer::new(hub.hub().clone(), A2aOptions::new(&base)?).await?;
+    let server = A2aServer::new(hub.hub().clone(), A2aOptions::new(&base)?.limits(limits)).await?;
     let task = tokio::spawn(async move {
         let _ = Arc::clone(&server).serve(listener).await;
     });
@@ -605,5 +609,59 @@ async fn a_subscriber_follows_a_task_in_flight_and_cancel_stops_its_handler() ->
     assert_eq!(last["kind"], "status-update");
     assert_eq!(last["final"], true);
     assert_eq!(last["status"]["state"], "completed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_a_large_body_and_a_call_beyond_the_most_at_once() -> Result<()> {
+    let mut limits = Limits::default();
+    limits.max_body_bytes = 4_096;
+    limits.max_in_flight = 1;
+    let f = front_with(limits).await?;
+    let large = f
+        .http
+        .post(format!("{}/agents/echo", f.base))
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+            "params": message("big", &"x".repeat(10_000), None)}))
+        .send()
+        .await?;
+    assert_eq!(large.status(), 413);
+
+    // One call in flight (the slow module holds it): the next is refused at once.
+    let held = {
+        let http = f.http.clone();
+        let url = format!("{}/agents/slow", f.base);
+        tokio::spawn(async move {
+            http.post(url)
+                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                    "params": message("held", "hold on", None)}))
+                .send()
+                .await
+        })
+    };
+    let pending = f.turns.lock().await.next_turn().await.unwrap();
+    let refused = f
+        .http
+        .post(format!("{}/agents/echo", f.base))
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "SendMessage",
+            "params": message("second", "me too", None)}))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.text().await?.contains("retry shortly"));
+    pending.reply("done");
+    assert_eq!(held.await??.status(), 200);
+    // The refusal is counted by kind.
+    let metrics = f
+        .http
+        .get(format!("{}/metrics", f.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(r#"colloquy_a2a_errors_total{kind="overloaded"} 1"#),
+        "{metrics}"
+    );
     Ok(())
 }
