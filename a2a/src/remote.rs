@@ -42,6 +42,7 @@ const MAX_POLL: Duration = Duration::from_secs(1);
 /// ```no_run
 /// # async fn run(hub: colloquy_runtime::Hub) -> Result<(), Box<dyn std::error::Error>> {
 /// use colloquy_a2a::RemoteAgent;
+/// use colloquy_runtime::Module;
 /// let agent = RemoteAgent::connect("http://127.0.0.1:9999").await?;
 /// println!("{} can {:?}", agent.info().name, agent.info().capabilities);
 /// hub.register(agent).await?;
