@@ -23,7 +23,7 @@ use colloquy_runtime::{
     MessageKind, MessageRange, Module, ModuleError, ModuleInfo, ModuleName, Registration,
     Response as HubResponse, RouteError, RouteOptions, Turn,
 };
-use serde_json::{json, Value};
+use serde_json::{json, value::RawValue, Value};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{
@@ -114,7 +114,7 @@ pub struct A2aServer {
     options: A2aOptions,
     /// Results already sent, by (caller, module, client `messageId`): a retried message
     /// gets the same answer and makes no new turn.
-    answered: Remembered<AnswerKey, Value>,
+    answered: Remembered<AnswerKey, Raw>,
     /// Recent tasks that ended failed or canceled, by task id, with their caller and module
     /// (the store keeps the request, not why no reply followed).
     unanswered: Remembered<String, (ModuleName, ModuleName, Task)>,
@@ -128,7 +128,7 @@ type AnswerKey = (ModuleName, ModuleName, String);
 enum Prepared {
     /// Answered without running an exchange (a retried `messageId`, a rejected invitation):
     /// the `SendMessageResponse` JSON.
-    Answered(Value),
+    Answered(Raw),
     /// The exchange to run.
     Ready(Exchange),
 }
@@ -320,8 +320,8 @@ impl A2aServer {
         caller: &ModuleName,
         module: &ModuleName,
         method: &str,
-        params: Value,
-    ) -> Result<Value, RpcError> {
+        params: &RawValue,
+    ) -> Result<Raw, RpcError> {
         match method {
             // A2A v1.0 names, and the v0.3 names deployed clients still send.
             "SendMessage" | "message/send" => self.send(caller, module, params).await,
@@ -338,13 +338,13 @@ impl A2aServer {
         &self,
         caller: &ModuleName,
         module: &ModuleName,
-        params: Value,
-    ) -> Result<Value, RpcError> {
+        params: &RawValue,
+    ) -> Result<Raw, RpcError> {
         match self.prepare(caller, module, params).await? {
             Prepared::Answered(answer) => Ok(answer),
             Prepared::Ready(exchange) => {
-                let task = self.run(module, exchange).await?;
-                to_json(&SendMessageResponse::Task(task))
+                let (_, answer) = self.run(module, exchange).await?;
+                Ok(answer)
             }
         }
     }
@@ -355,7 +355,7 @@ impl A2aServer {
         &self,
         caller: &ModuleName,
         module: &ModuleName,
-        params: Value,
+        params: &RawValue,
     ) -> Result<Prepared, RpcError> {
         let request: SendMessageRequest = parse_params(params, "SendMessage")?;
         let key = (
@@ -376,8 +376,8 @@ impl A2aServer {
                         reason,
                         ..
                     }) => {
-                        let result = rejected(conversation, &reason);
-                        self.answered.insert(key, result.clone());
+                        let result = rejected(conversation, &reason)?;
+                        self.answered.insert(key, Arc::clone(&result));
                         return Ok(Prepared::Answered(result));
                     }
                     Err(e) => return Err(hub_error(e)),
@@ -406,7 +406,7 @@ impl A2aServer {
     /// Runs one exchange through the hub: the request is stored (streams hear "submitted"
     /// and "working"), the module answers or fails or is cancelled, and the final task is
     /// remembered for retries and reported to streams.
-    async fn run(&self, module: &ModuleName, exchange: Exchange) -> Result<Task, RpcError> {
+    async fn run(&self, module: &ModuleName, exchange: Exchange) -> Result<(Task, Raw), RpcError> {
         let Exchange {
             key,
             conversation,
@@ -469,8 +469,9 @@ impl A2aServer {
                 (caller.clone(), module.clone(), task.clone()),
             );
         }
-        self.answered
-            .insert(key, to_json(&SendMessageResponse::Task(task.clone()))?);
+        // Serialized once: the answer, and what a retry of the same messageId gets.
+        let answer = to_raw(&SendMessageResponse::Task(task.clone()))?;
+        self.answered.insert(key, Arc::clone(&answer));
         if let Some(artifacts) = &task.artifacts {
             for artifact in artifacts {
                 flight.emit(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
@@ -486,7 +487,7 @@ impl A2aServer {
         if let Some(request) = flight.request() {
             flight.emit(status_update(request, task.status.clone()));
         }
-        Ok(task)
+        Ok((task, answer))
     }
 
     /// The task `id` as stored, if it is an exchange between the caller and `module`.
@@ -537,27 +538,27 @@ impl A2aServer {
         &self,
         caller: &ModuleName,
         module: &ModuleName,
-        params: Value,
-    ) -> Result<Value, RpcError> {
+        params: &RawValue,
+    ) -> Result<Raw, RpcError> {
         let request: GetTaskRequest = parse_params(params, "GetTask")?;
         if let Some((flight, _)) = self.flights.follow(&request.id, caller, module) {
             if let Some(working) = flight.working() {
-                return to_json(&working);
+                return to_raw(&working);
             }
         }
         if let Some(task) = self.unanswered_task(caller, module, &request.id) {
-            return to_json(&task);
+            return to_raw(&task);
         }
         let (task, _) = self.stored_task(caller, module, &request.id).await?;
-        to_json(&task)
+        to_raw(&task)
     }
 
     async fn cancel_task(
         &self,
         caller: &ModuleName,
         module: &ModuleName,
-        params: Value,
-    ) -> Result<Value, RpcError> {
+        params: &RawValue,
+    ) -> Result<Raw, RpcError> {
         let request: CancelTaskRequest = parse_params(params, "CancelTask")?;
         if let Some((flight, mut events)) = self.flights.follow(&request.id, caller, module) {
             flight.cancel.cancel();
@@ -569,10 +570,10 @@ impl A2aServer {
             }
             drop(flight);
             if let Some(task) = self.unanswered_task(caller, module, &request.id) {
-                return to_json(&task);
+                return to_raw(&task);
             }
             let (task, _) = self.stored_task(caller, module, &request.id).await?;
-            return to_json(&task);
+            return to_raw(&task);
         }
         // Not in flight here: finished (not cancelable), or not found.
         let (_, in_flight) = self.stored_task(caller, module, &request.id).await?;
@@ -608,7 +609,7 @@ impl A2aServer {
         caller: ModuleName,
         module: ModuleName,
         method: &str,
-        params: Value,
+        params: &RawValue,
     ) -> Result<Events, RpcError> {
         if matches!(method, "SubscribeToTask" | "tasks/resubscribe") {
             let request: SubscribeToTaskRequest = parse_params(params, "SubscribeToTask")?;
@@ -629,7 +630,7 @@ impl A2aServer {
         }
         match self.prepare(&caller, &module, params).await? {
             Prepared::Answered(answer) => {
-                let event = serde_json::from_value(answer)
+                let event = serde_json::from_str(answer.get())
                     .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))?;
                 Ok(Events {
                     first: Some(event),
@@ -696,17 +697,21 @@ impl Events {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, RpcError> {
-    serde_json::to_value(value)
+/// A result serialized once: kept for retries and written into each answer as it is.
+type Raw = Arc<RawValue>;
+
+fn to_raw<T: serde::Serialize>(value: &T) -> Result<Raw, RpcError> {
+    serde_json::value::to_raw_value(value)
+        .map(Raw::from)
         .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
 }
 
 /// The params of `method`, or `InvalidParams` saying what is wrong with them.
 fn parse_params<T: serde::de::DeserializeOwned>(
-    params: Value,
+    params: &RawValue,
     method: &str,
 ) -> Result<T, RpcError> {
-    serde_json::from_value(params).map_err(|e| {
+    serde_json::from_str(params.get()).map_err(|e| {
         RpcError::new(
             error_code::INVALID_PARAMS,
             format!("bad {method} params: {e}"),
@@ -728,7 +733,7 @@ fn skill(id: &str, description: &str) -> AgentSkill {
 }
 
 /// The answer to a message whose invitation the module rejected: a rejected task.
-fn rejected(conversation: ConversationId, reason: &str) -> Value {
+fn rejected(conversation: ConversationId, reason: &str) -> Result<Raw, RpcError> {
     let mut why = a2a::Message::new(a2a::Role::Agent, vec![a2a::Part::text(reason)]);
     why.context_id = Some(conversation.to_string());
     let task = Task {
@@ -747,7 +752,7 @@ fn rejected(conversation: ConversationId, reason: &str) -> Value {
         history: None,
         metadata: None,
     };
-    serde_json::to_value(SendMessageResponse::Task(task)).unwrap_or(Value::Null)
+    to_raw(&SendMessageResponse::Task(task))
 }
 
 /// A hub error as a JSON-RPC error: the conversation model's refusals are the caller's
@@ -799,49 +804,70 @@ async fn rpc(
         )
             .into_response();
     };
-    let reply = |id: Value, outcome: Result<Value, RpcError>| {
-        let body = match outcome {
-            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-            Err(e) => {
-                server.metrics.error(error_kind(e.code));
-                json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
-            }
-        };
-        Json(body).into_response()
-    };
-    let request: Value = match serde_json::from_slice(&body) {
-        Ok(request) => request,
+    let reply = |id: &Value, outcome: Result<Raw, RpcError>| match outcome {
+        // The result is already JSON: written as it is, never parsed again.
+        Ok(result) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":{}}}"#,
+                Value::to_string(id),
+                result.get()
+            ),
+        )
+            .into_response(),
         Err(e) => {
-            return reply(
-                Value::Null,
-                Err(RpcError::new(
-                    error_code::PARSE_ERROR,
-                    format!("not JSON: {e}"),
-                )),
-            )
+            server.metrics.error(error_kind(e.code));
+            Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}}))
+                .into_response()
         }
     };
-    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    let call: Call<'_> = match serde_json::from_slice(&body) {
+        Ok(call) => call,
+        Err(e) => {
+            let (code, what) = match e.classify() {
+                serde_json::error::Category::Data => {
+                    (error_code::INVALID_REQUEST, "not a JSON-RPC request")
+                }
+                _ => (error_code::PARSE_ERROR, "not JSON"),
+            };
+            return reply(
+                &Value::Null,
+                Err(RpcError::new(code, format!("{what}: {e}"))),
+            );
+        }
+    };
+    let id = call.id.unwrap_or(Value::Null);
     let valid_id = matches!(id, Value::Null | Value::String(_) | Value::Number(_));
-    let method = request.get("method").and_then(Value::as_str);
-    let (Some(method), true, Some("2.0")) = (
-        method,
+    let (Some(Value::String(method)), true, Some("2.0")) = (
+        &call.method,
         valid_id,
-        request.get("jsonrpc").and_then(Value::as_str),
+        call.jsonrpc.as_ref().and_then(Value::as_str),
     ) else {
         return reply(
-            if valid_id { id } else { Value::Null },
+            if valid_id { &id } else { &Value::Null },
             Err(RpcError::new(
                 error_code::INVALID_REQUEST,
                 "a JSON-RPC 2.0 request needs \"jsonrpc\": \"2.0\", a string method and a string, number or null id",
             )),
         );
     };
-    let params = request.get("params").cloned().unwrap_or(Value::Null);
+    let null = RawValue::NULL;
+    let params = call.params.unwrap_or(null);
     // Clients that speak v0.3 call its method names with its JSON, and get its JSON back.
     let v03 = legacy::is_v03(method);
+    let converted;
     let params = if v03 {
-        legacy::params_from_v03(params)
+        let value = serde_json::from_str(params.get()).unwrap_or(Value::Null);
+        converted = match serde_json::value::to_raw_value(&legacy::params_from_v03(value)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return reply(
+                    &id,
+                    Err(RpcError::new(error_code::INTERNAL_ERROR, e.to_string())),
+                )
+            }
+        };
+        &*converted
     } else {
         params
     };
@@ -851,16 +877,34 @@ async fn rpc(
             .await;
         return match events {
             Ok(events) => sse(id, v03, events),
-            Err(e) => reply(id, Err(e)),
+            Err(e) => reply(&id, Err(e)),
         };
     }
     let outcome = server.call(&caller, &info.name, method, params).await;
     let outcome = if v03 {
-        outcome.map(|result| legacy::result_to_v03(method, result))
+        outcome.and_then(|result| {
+            let value = serde_json::from_str(result.get()).unwrap_or(Value::Null);
+            to_raw(&legacy::result_to_v03(method, value))
+        })
     } else {
         outcome
     };
-    reply(id, outcome)
+    reply(&id, outcome)
+}
+
+/// A JSON-RPC request as read: each member checked after parsing, so that a request with a
+/// wrong member gets "invalid request" rather than "not JSON"; params kept as raw JSON and
+/// parsed once, into the method's own type.
+#[derive(serde::Deserialize)]
+struct Call<'a> {
+    #[serde(default)]
+    jsonrpc: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<Value>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
 }
 
 async fn healthz(State(server): State<Arc<A2aServer>>) -> Response {

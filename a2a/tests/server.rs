@@ -283,6 +283,8 @@ async fn a_failing_module_gives_a_failed_task_not_an_error() -> Result<()> {
 async fn protocol_errors_use_the_json_rpc_codes() -> Result<()> {
     let f = front().await?;
     assert_eq!(f.raw("echo", "{not json").await?["error"]["code"], -32700);
+    // JSON, but not a request (a batch is not served).
+    assert_eq!(f.raw("echo", "[1, 2]").await?["error"]["code"], -32600);
     assert_eq!(
         f.raw(
             "echo",

@@ -128,31 +128,36 @@ async fn drive(
                     let body = json!({"jsonrpc": "2.0", "id": turn, "method": "SendMessage",
                         "params": {"message": message}});
                     let sent = Instant::now();
-                    let answer: Value = http
+                    let answer = http
                         .post(&url)
                         .header("A2A-Version", "1.0")
                         .json(&body)
                         .send()
                         .await?
                         .error_for_status()?
-                        .json()
+                        .bytes()
                         .await?;
+                    // Only what the client needs (as a load generator reads no more than
+                    // it must), the same for every target.
+                    let read: Answer = serde_json::from_slice(&answer)?;
                     latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                     if target == Target::A2a {
-                        let result = &answer["result"];
-                        let Some(named) = result
-                            .pointer("/task/contextId")
-                            .or_else(|| result.pointer("/message/contextId"))
-                            .and_then(Value::as_str)
-                        else {
-                            bail!("{url} answered without a context: {answer}");
+                        let Some(outcome) = read.result.and_then(|r| r.task.or(r.message)) else {
+                            bail!(
+                                "{url} answered without a result: {}",
+                                String::from_utf8_lossy(&answer)
+                            );
                         };
-                        if let Some(state) = result.pointer("/task/status/state") {
-                            if state != "TASK_STATE_COMPLETED" {
-                                bail!("{url} did not complete the exchange: {answer}");
-                            }
+                        if outcome
+                            .status
+                            .is_some_and(|s| s.state != "TASK_STATE_COMPLETED")
+                        {
+                            bail!(
+                                "{url} did not complete the exchange: {}",
+                                String::from_utf8_lossy(&answer)
+                            );
                         }
-                        context = Some(named.to_owned());
+                        context = outcome.context_id;
                     }
                 }
             }
@@ -178,6 +183,30 @@ async fn drive(
         p50_us: pct(0.50),
         p99_us: pct(0.99),
     })
+}
+
+/// The members of an answer the load client reads.
+#[derive(serde::Deserialize)]
+struct Answer {
+    result: Option<AnswerResult>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerResult {
+    task: Option<Outcome>,
+    message: Option<Outcome>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Outcome {
+    context_id: Option<String>,
+    status: Option<State>,
+}
+
+#[derive(serde::Deserialize)]
+struct State {
+    state: String,
 }
 
 fn report(out: &mut Out, plan: &Plan, measured: &[Measured]) -> Result<()> {
