@@ -20,11 +20,14 @@
     clippy::print_stderr
 )]
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
 };
+
+use common::{start, Running};
 
 use colloquy_a2a::RemoteAgent;
 use colloquy_runtime::{
@@ -55,31 +58,6 @@ fn script(name: &str) -> String {
     format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A child process killed when the test ends, pass or fail.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a process that prints one JSON line when ready; returns it and that line.
-fn start(command: &mut Command) -> (Running, Value) {
-    let mut child = command
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    (Running(child), ready)
-}
-
 /// The SDK agent; returns it and its base URL.
 fn python_agent(python: &Path) -> (Running, String) {
     let (agent, ready) = start(Command::new(python).arg(script("agent.py")));
@@ -90,22 +68,10 @@ fn python_agent(python: &Path) -> (Running, String) {
 /// `colloquy serve` on `db` with the demo modules and a token file; returns it and its
 /// base URL.
 fn serve(db: &Path, tokens: &Path, extra: &[&str]) -> (Running, String) {
-    let (server, ready) = start(
-        Command::new(env!("CARGO_BIN_EXE_colloquy"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--json",
-                "--demo-modules",
-            ])
-            .arg("--tokens")
-            .arg(tokens)
-            .args(extra)
-            .arg("--db")
-            .arg(db),
-    );
-    let base = format!("http://{}", ready["listening"].as_str().unwrap());
+    let tokens = tokens.to_str().unwrap();
+    let mut args = vec!["--tokens", tokens];
+    args.extend_from_slice(extra);
+    let (server, _, base) = common::serve(db, &args);
     (server, base)
 }
 
@@ -287,16 +253,10 @@ fn turns_continue_after_the_server_restarts_between_two_messages() {
     let db = dir.path().join("restart.db");
     let tokens = tokens_file(dir.path());
     let first = {
-        let (mut server, base) = serve(&db, &tokens, &[]);
+        let (server, base) = serve(&db, &tokens, &[]);
         let first = run_python(&python, &["first", &base, "py-secret"]);
         // SIGTERM: drain and close, as an operator's restart does.
-        let pid = server.0.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        assert!(server.0.wait().unwrap().success());
+        assert!(server.terminate(), "the server stops cleanly");
         first
     };
     let context = first["task"]["contextId"].as_str().unwrap().to_owned();

@@ -3,10 +3,9 @@
 //! SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-};
+mod common;
+
+use std::process::Command;
 
 use colloquy_runtime::MessageRange;
 use colloquy_storage::{ConversationStore, SqliteOptions, SqliteStore};
@@ -16,25 +15,7 @@ use serde_json::{json, Value};
 async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("served.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            "--demo-modules",
-            "--db",
-        ])
-        .arg(&db)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let started: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let (server, started, base) = common::serve(&db, &[]);
     let cards: Vec<String> = serde_json::from_value(started["cards"].clone()).unwrap();
     assert_eq!(cards.len(), 6, "the demo's five and echo: {cards:?}");
     let card_url = cards
@@ -83,7 +64,6 @@ async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
     );
 
     // Operations: health as JSON, metrics as Prometheus text counting the exchange.
-    let base = format!("http://{}", started["listening"].as_str().unwrap());
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let health: Value = health.json().await.unwrap();
@@ -107,14 +87,7 @@ async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
     );
 
     // SIGTERM: the server drains and exits cleanly.
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(server.terminate(), "the server stops cleanly on SIGTERM");
 
     // The exchange is in the database.
     let context = task["contextId"].as_str().unwrap().parse().unwrap();
@@ -133,27 +106,7 @@ async fn serve_with_a_token_refuses_calls_without_it_and_speaks_as_its_participa
     let db = dir.path().join("tokens.db");
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "# who may call\ns3cret ops-console\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            "--demo-modules",
-        ])
-        .arg("--tokens")
-        .arg(&tokens)
-        .arg("--db")
-        .arg(&db)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let started: Value = serde_json::from_str(&line).unwrap();
+    let (server, started, _) = common::serve(&db, &["--tokens", tokens.to_str().unwrap()]);
     let cards = started["cards"].as_array().unwrap();
     assert_eq!(
         cards.len(),
@@ -179,8 +132,7 @@ async fn serve_with_a_token_refuses_calls_without_it_and_speaks_as_its_participa
         .json()
         .await
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let task = &answer["result"]["task"];
     assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
     let context = task["contextId"].as_str().unwrap().parse().unwrap();
