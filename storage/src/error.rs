@@ -72,11 +72,11 @@ pub enum StoreError {
     },
 
     /// The database was written by a newer colloquy.
-    #[error("database {path} has schema version {found}, but this colloquy knows versions up to {supported}; upgrade colloquy to open it", path = path.display())]
+    #[error("database {database} has schema version {found}, but this colloquy knows versions up to {supported}; upgrade colloquy to open it")]
     SchemaTooNew {
-        /// The path.
-        path: PathBuf,
-        /// The schema version in the file.
+        /// The database: an SQLite file's path, or a PostgreSQL schema.
+        database: String,
+        /// The schema version in the database.
         found: i64,
         /// The newest version this build understands.
         supported: i64,
@@ -116,6 +116,25 @@ pub enum StoreError {
         waited: Duration,
     },
 
+    /// The database server cannot be reached, or the connection died during the call. The
+    /// call had no effect, or (for a write whose commit was sent) its outcome is unknown:
+    /// retrying the same write is safe, appends being idempotent on message id.
+    #[error("the {backend} server is unavailable: {detail}; the call can be retried (a retried append is idempotent)")]
+    Unavailable {
+        /// Which backend ("postgres", ...).
+        backend: &'static str,
+        /// What failed.
+        detail: String,
+    },
+
+    /// A statement ran longer than the store's statement timeout and was cancelled; nothing
+    /// it would have written is stored.
+    #[error("a statement ran longer than {limit:?} and was cancelled; raise the statement timeout, or look for what holds the database")]
+    StatementTimeout {
+        /// The configured limit.
+        limit: Duration,
+    },
+
     /// The store was closed; no more writes are accepted.
     #[error("the store is closed; open it again")]
     Closed,
@@ -132,8 +151,15 @@ pub enum StoreError {
 
 impl StoreError {
     /// True for errors that may go away if the same call is retried later
-    /// ([`Busy`](Self::Busy), [`Full`](Self::Full)).
+    /// ([`Busy`](Self::Busy), [`Full`](Self::Full), [`Unavailable`](Self::Unavailable),
+    /// [`StatementTimeout`](Self::StatementTimeout)).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Busy { .. } | Self::Full { .. })
+        matches!(
+            self,
+            Self::Busy { .. }
+                | Self::Full { .. }
+                | Self::Unavailable { .. }
+                | Self::StatementTimeout { .. }
+        )
     }
 }

@@ -7,6 +7,9 @@
 //! - [`SqliteStore`] (feature `sqlite`, on by default): one SQLite file in WAL mode, a
 //!   single write connection with group commit, an r2d2 pool of read connections, migrations by
 //!   `PRAGMA user_version`.
+//! - `PostgresStore` (feature `postgres`): tokio-postgres with a deadpool-postgres pool, in a
+//!   schema of its own; migrations in a version table under an advisory lock; appends as
+//!   one statement where they can be.
 //! - `FaultyStore` (feature `faults`): wraps any store and fails, delays or disconnects it
 //!   on command, to test what sits above a store.
 //!
@@ -23,14 +26,17 @@
 //! - **No SQL built from values.** Every value is a bound parameter.
 //! - **No stalled runtime.** SQLite work runs on the writer thread, in `block_in_place`
 //!   (which first hands the worker's other tasks to another thread) or in
-//!   `spawn_blocking`; without the `sqlite` feature the crate pulls in neither tokio nor
-//!   rusqlite, which is how `colloquy-router` stays backend-agnostic.
+//!   `spawn_blocking`; PostgreSQL is async all the way down. Without the `sqlite` and
+//!   `postgres` features the crate pulls in no tokio and no database driver, which is how
+//!   `colloquy-router` stays backend-agnostic.
 
 mod batch;
 mod error;
 #[cfg(feature = "faults")]
 mod faults;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
@@ -39,6 +45,8 @@ pub use error::StoreError;
 #[cfg(feature = "faults")]
 pub use faults::{Faults, FaultyStore};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore, POSTGRES_SCHEMA_VERSION};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};
 pub use store::{

@@ -207,7 +207,7 @@ pub(crate) fn check_readable(site: &Site, options: &SqliteOptions) -> Result<(),
     }
     match version.cmp(&SCHEMA_VERSION) {
         std::cmp::Ordering::Greater => Err(StoreError::SchemaTooNew {
-            path: path.to_owned(),
+            database: path.display().to_string(),
             found: version,
             supported: SCHEMA_VERSION,
         }),
@@ -241,7 +241,7 @@ fn migrate(
         .map_err(err)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
-            path: path.to_owned(),
+            database: path.display().to_string(),
             found: version,
             supported: SCHEMA_VERSION,
         });

@@ -302,6 +302,85 @@ impl StoreFactory for SqliteFactory {
     }
 }
 
+#[cfg(feature = "postgres")]
+/// A [`StoreFactory`] for [`PostgresStore`](colloquy_storage::PostgresStore): every handle
+/// is a separate store (its own pool) on one fresh schema of the database at the URL, as
+/// two hubs would be. The schema's name is unique to the factory; it is dropped, with all
+/// it holds, when the factory is dropped.
+#[derive(Debug)]
+pub struct PostgresFactory {
+    url: String,
+    options: colloquy_storage::PostgresOptions,
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresFactory {
+    /// A factory over a new schema (named `colloquy_test_<unique>`) of the database at
+    /// `url`.
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let schema = format!(
+            "colloquy_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            nanos % 1_000_000_000
+        );
+        Ok(Self {
+            url: url.to_owned(),
+            options: colloquy_storage::PostgresOptions::new()
+                .schema(&schema)?
+                .pool_size(4),
+        })
+    }
+
+    /// The schema this factory's stores use.
+    pub fn schema(&self) -> &str {
+        &self.options.schema
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl StoreFactory for PostgresFactory {
+    type Store = colloquy_storage::PostgresStore;
+    async fn open(&self) -> Result<colloquy_storage::PostgresStore, StoreError> {
+        colloquy_storage::PostgresStore::connect(&self.url, self.options.clone()).await
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for PostgresFactory {
+    // A test tool: a schema it could not drop is worth a line on the test's stderr.
+    #[allow(clippy::print_stderr)]
+    fn drop(&mut self) {
+        // Drop runs outside any async context the factory can rely on: a thread of its own,
+        // with a runtime of its own, removes the schema.
+        let (url, schema) = (self.url.clone(), self.options.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Backend {
+                    backend: "postgres",
+                    message: format!("no runtime to drop the schema with: {e}"),
+                })?;
+            runtime.block_on(colloquy_storage::PostgresStore::drop_schema(&url, &schema))
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            // A leftover schema costs disk, not correctness; say so and carry on.
+            eprintln!(
+                "could not drop the test schema {}: {e}",
+                self.options.schema
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Every public check in `checks.rs` is registered in the suite, and every registered

@@ -1,0 +1,152 @@
+//! The PostgreSQL schema and its migrations: a version table, applied in one transaction
+//! under an advisory lock, so two hubs starting together never race; a newer schema than
+//! this build knows is refused.
+
+use tokio_postgres::Client;
+
+use super::{PostgresOptions, Site};
+use crate::StoreError;
+
+/// One entry per schema version; `MIGRATIONS[i]` moves the schema from version `i` to
+/// `i + 1`. Append only: never edit a shipped migration. Tables are created in the store's
+/// schema (first on the connection's `search_path`).
+const MIGRATIONS: &[&str] = &[
+    // Version 1: conversations (participants as an array, searched through a GIN index),
+    // messages (one per turn, the id the idempotency key), module registrations. Times are
+    // milliseconds since the epoch, as in every backend, so that all agree to the
+    // millisecond. Names compare bytewise (COLLATE "C"), as Rust's strings do. Message
+    // content is `json`, kept as the exact text written: `jsonb` refuses the escape
+    // \u0000 that a message may carry, and every backend returns content exactly. The
+    // conversation's context and metadata are `jsonb`, the state one may query.
+    r#"
+    CREATE TABLE conversations (
+        id              uuid PRIMARY KEY,
+        status          text NOT NULL,
+        failure_reason  text,
+        phase           text NOT NULL,
+        intent          text NOT NULL,
+        participants    text[] NOT NULL,
+        turn_count      bigint NOT NULL,
+        started_at      bigint NOT NULL,
+        last_activity   bigint NOT NULL,
+        ended_at        bigint,
+        idle_timeout_ms bigint NOT NULL,
+        max_turns       bigint,
+        context         jsonb NOT NULL,
+        metadata        jsonb NOT NULL,
+        version         bigint NOT NULL,
+        busy_until      bigint
+    );
+    CREATE INDEX conversations_by_start ON conversations (started_at DESC, id DESC);
+    CREATE INDEX conversations_by_status ON conversations (status, started_at DESC, id DESC);
+    CREATE INDEX conversations_by_end ON conversations (ended_at) WHERE ended_at IS NOT NULL;
+    CREATE INDEX conversations_by_participant ON conversations USING gin (participants);
+
+    CREATE TABLE messages (
+        id              uuid PRIMARY KEY,
+        conversation_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        turn            bigint NOT NULL,
+        source          text NOT NULL,
+        target          text NOT NULL,
+        kind            text NOT NULL,
+        content         json NOT NULL,
+        in_reply_to     uuid,
+        sent_at         bigint NOT NULL,
+        UNIQUE (conversation_id, turn)
+    );
+
+    CREATE TABLE modules (
+        name           text COLLATE "C" PRIMARY KEY,
+        info           jsonb NOT NULL,
+        registered_at  bigint NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this build writes and understands.
+pub const POSTGRES_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Creates the schema if needed and brings it to [`POSTGRES_SCHEMA_VERSION`], in one
+/// transaction under a transaction-level advisory lock keyed by the schema's name: a
+/// second hub starting at the same moment waits, then finds the work done.
+pub(crate) async fn migrate(
+    client: &mut Client,
+    options: &PostgresOptions,
+    site: &Site,
+) -> Result<(), StoreError> {
+    let err = |e| site.err(e);
+    let schema = &options.schema;
+    let tx = client.transaction().await.map_err(err)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('colloquy migrations ' || $1, 0))",
+        &[schema],
+    )
+    .await
+    .map_err(err)?;
+    // The name is checked to be a plain identifier (see `PostgresOptions::schema`), so
+    // quoting it is enough.
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .await
+        .map_err(err)?;
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS \"{schema}\".schema_version (
+             version    bigint NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )"
+    ))
+    .await
+    .map_err(err)?;
+    let found: i64 = tx
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM \"{schema}\".schema_version"),
+            &[],
+        )
+        .await
+        .map_err(err)?
+        .try_get(0)
+        .map_err(err)?;
+    if found > POSTGRES_SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            database: format!("{} (schema {schema})", site.server),
+            found,
+            supported: POSTGRES_SCHEMA_VERSION,
+        });
+    }
+    if found == 0 {
+        let foreign: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename <> 'schema_version'",
+                &[schema],
+            )
+            .await
+            .map_err(err)?
+            .try_get(0)
+            .map_err(err)?;
+        if foreign > 0 {
+            return Err(StoreError::Backend {
+                backend: "postgres",
+                message: format!(
+                    "schema {schema} holds {foreign} tables that colloquy did not create; give the store a schema of its own"
+                ),
+            });
+        }
+    }
+    tx.batch_execute(&format!("SET LOCAL search_path TO \"{schema}\""))
+        .await
+        .map_err(err)?;
+    for (done, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(usize::MAX))
+    {
+        tx.batch_execute(sql).await.map_err(err)?;
+        let version = i64::try_from(done + 1).unwrap_or(i64::MAX);
+        tx.execute(
+            &format!("INSERT INTO \"{schema}\".schema_version (version) VALUES ($1)"),
+            &[&version],
+        )
+        .await
+        .map_err(err)?;
+    }
+    tx.commit().await.map_err(err)
+}
