@@ -9,9 +9,15 @@ use colloquy_core::{ConversationId, ModuleName, StatusKind};
 #[derive(Debug, Parser)]
 #[command(name = "colloquy", version, about, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The conversation database [default: colloquy.db; for `load`, a temporary file].
-    #[arg(long, global = true, value_name = "PATH")]
-    pub(crate) db: Option<PathBuf>,
+    /// The conversation database: an SQLite file, or a PostgreSQL URL
+    /// (`postgres://user@host:port/database`) [default: colloquy.db; for `load`, a
+    /// temporary file].
+    #[arg(long, global = true, value_name = "PATH|URL")]
+    pub(crate) db: Option<String>,
+
+    /// With a PostgreSQL `--db`: the schema that holds colloquy's tables [default: colloquy].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) schema: Option<String>,
 
     /// Print machine-readable JSON on stdout instead of tables.
     #[arg(long, global = true)]
@@ -108,9 +114,10 @@ pub(crate) enum Command {
     /// Measure throughput and latency: C conversations in parallel between echo modules,
     /// T request/reply round trips each, through the full hub.
     Load {
-        /// Where conversations are stored.
-        #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
-        store: StoreKind,
+        /// Where conversations are stored [default: memory; postgres when --db is a
+        /// PostgreSQL URL].
+        #[arg(long, value_enum)]
+        store: Option<StoreKind>,
         /// Conversations.
         #[arg(long, default_value_t = 1_000, value_name = "C")]
         conversations: usize,
@@ -199,8 +206,21 @@ fn parse_id(text: &str) -> Result<ConversationId, String> {
 pub(crate) enum StoreKind {
     /// In memory: nothing is written to disk.
     Memory,
-    /// SQLite.
+    /// SQLite (the file `--db`, or a temporary one).
     Sqlite,
+    /// PostgreSQL (the database `--db postgres://...`).
+    Postgres,
+}
+
+impl StoreKind {
+    /// The name on the command line and in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

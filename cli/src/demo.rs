@@ -1,7 +1,7 @@
 //! `colloquy demo`: a real multi-module workflow on the built-in modules, stored in the
 //! database.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{anyhow, Context, Result};
 use colloquy_core::{ConversationId, Intent, Status};
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use crate::{
+    db::Db,
     demo_modules::{module_name, Coordinator, Extractor, Planner, Summarizer, Validator},
     inspect::analytics_text,
     Out,
@@ -64,14 +65,14 @@ pub(crate) async fn register_modules(hub: &Hub) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn run(out: &mut Out, db: &Path, conversations: usize) -> Result<()> {
+pub(crate) async fn run(out: &mut Out, db: &Db, conversations: usize) -> Result<()> {
     let started = std::time::Instant::now();
-    let hub = Hub::builder()
-        .sqlite(db)
+    let hub = db
+        .hub()?
         .handler_deadline(Duration::from_secs(10))
         .build()
         .await
-        .with_context(|| format!("cannot open the demo database {}", db.display()))?;
+        .with_context(|| format!("cannot open the demo database {}", db.describe()))?;
     register_modules(&hub).await?;
 
     let bar = if out.json {
@@ -221,7 +222,7 @@ fn reply_of(exchange: colloquy_runtime::Exchange) -> Result<Value> {
 async fn report(
     out: &mut Out,
     hub: &Hub,
-    db: &Path,
+    db: &Db,
     reports: &[Report],
     elapsed: Duration,
 ) -> Result<()> {
@@ -242,10 +243,17 @@ async fn report(
         None => Vec::new(),
     };
     let analytics = hub.analytics(TimeRange::all()).await?;
-    let path = std::fs::canonicalize(db).unwrap_or_else(|_| db.to_owned());
+    // A file is named by its full path, so the hint works from any directory.
+    let (shown_db, argument) = match db {
+        Db::Sqlite(path) => {
+            let full = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            (full.display().to_string(), full.display().to_string())
+        }
+        Db::Postgres { .. } => (db.describe(), db.argument()),
+    };
     if out.json {
         return out.json_value(&json!({
-            "database": path,
+            "database": shown_db,
             "ran": reports.len(),
             "completed": completed,
             "failed": failed.iter().map(|r| json!({ "id": r.id, "kind": r.kind.label(), "status": r.status })).collect::<Vec<_>>(),
@@ -270,8 +278,7 @@ async fn report(
     text.push_str("\nanalytics of the whole database:\n");
     text.push_str(&analytics_text(&analytics));
     text.push_str(&format!(
-        "\ndatabase: {}\ninspect it: colloquy conversations --db {0}   (from this checkout: cargo run --release -p colloquy-cli -- conversations --db {0})\n",
-        path.display()
+        "\ndatabase: {shown_db}\ninspect it: colloquy conversations --db {argument}   (from this checkout: cargo run --release -p colloquy-cli -- conversations --db {argument})\n",
     ));
     out.text(&text)
 }

@@ -1,41 +1,23 @@
-//! The inspection and maintenance commands. They open an existing database only; none of
-//! them creates a file. Those that only read also work on a file that cannot be written.
+//! The inspection and maintenance commands. They open an existing database only (`db.rs`);
+//! none of them creates one. Those that only read also work on a file that cannot be
+//! written.
 
 use std::{
     io::Write,
-    path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context, Result};
 use colloquy_core::{Conversation, ConversationId, ModuleName, StatusKind, Timestamp};
-use colloquy_storage::{
-    ConversationStore, ListFilter, MessageRange, SqliteOptions, SqliteStore, StoreError, TimeRange,
-};
+use colloquy_storage::{ListFilter, MessageRange, TimeRange};
 use serde_json::{json, Value};
 
 use crate::{
     args::ExportFormat,
+    db::Store,
     output::{duration, summary, table, time, transcript},
     Out,
 };
-
-/// Opens an existing database for writing; a missing file is an error, never created.
-pub(crate) async fn open_existing(path: &Path) -> Result<SqliteStore> {
-    Ok(SqliteStore::open(path, SqliteOptions::new().existing_only()).await?)
-}
-
-/// Opens an existing database for a command that only reads: writable if it can be (so an
-/// older schema is migrated), read-only if the file cannot be written (a read-only mount,
-/// a protected backup).
-pub(crate) async fn open_for_reading(path: &Path) -> Result<SqliteStore> {
-    match SqliteStore::open(path, SqliteOptions::new().existing_only()).await {
-        Err(StoreError::ReadOnly { .. }) => {
-            Ok(SqliteStore::open_read_only(path, SqliteOptions::new()).await?)
-        }
-        opened => Ok(opened?),
-    }
-}
 
 /// The current wall-clock time.
 pub(crate) fn now() -> Timestamp {
@@ -52,7 +34,7 @@ fn since(window: Option<Duration>) -> TimeRange {
 }
 
 /// Every conversation matching `filter`, following the cursor through all pages.
-async fn all(store: &SqliteStore, mut filter: ListFilter) -> Result<Vec<Conversation>> {
+async fn all(store: &Store, mut filter: ListFilter) -> Result<Vec<Conversation>> {
     filter.limit = colloquy_storage::MAX_PAGE;
     let mut out = Vec::new();
     loop {
@@ -75,7 +57,7 @@ fn names(modules: &[ModuleName]) -> String {
 
 pub(crate) async fn conversations(
     out: &mut Out,
-    store: &SqliteStore,
+    store: &Store,
     status: Option<StatusKind>,
     module: Option<ModuleName>,
     window: Option<Duration>,
@@ -118,11 +100,11 @@ pub(crate) async fn conversations(
     Ok(())
 }
 
-pub(crate) async fn show(out: &mut Out, store: &SqliteStore, id: ConversationId) -> Result<()> {
+pub(crate) async fn show(out: &mut Out, store: &Store, id: ConversationId) -> Result<()> {
     let conversation = store.conversation(id).await?.with_context(|| {
         format!(
             "conversation {id} is not in {}; list them with `colloquy conversations`",
-            store.path().display()
+            store.describe()
         )
     })?;
     let messages = store.messages(id, MessageRange::All).await?;
@@ -154,7 +136,7 @@ pub(crate) async fn show(out: &mut Out, store: &SqliteStore, id: ConversationId)
 
 pub(crate) async fn analytics(
     out: &mut Out,
-    store: &SqliteStore,
+    store: &Store,
     window: Option<Duration>,
 ) -> Result<()> {
     let a = store.analytics(since(window)).await?;
@@ -211,7 +193,7 @@ pub(crate) fn analytics_text(a: &colloquy_storage::Analytics) -> String {
 /// Returns whether the database is healthy.
 pub(crate) async fn health(
     out: &mut Out,
-    store: &SqliteStore,
+    store: &Store,
     stale_after: Option<Duration>,
 ) -> Result<bool> {
     let mut problems = Vec::new();
@@ -223,14 +205,14 @@ pub(crate) async fn health(
             None
         }
     };
-    match store.integrity_check().await {
+    match store.integrity_problems().await {
         Ok(issues) if issues.is_empty() => {}
         Ok(issues) => problems.push(format!("integrity check failed: {}", issues.join("; "))),
         Err(e) => problems.push(format!("integrity check could not run: {e}")),
     }
     let now = now();
     let (active_count, stale_count, stale): (u64, u64, Vec<Conversation>) =
-        match colloquy_runtime::find_stale(store, now, stale_after, usize::MAX).await {
+        match colloquy_runtime::find_stale(&**store, now, stale_after, usize::MAX).await {
             Ok(scan) => (scan.active, scan.stale_count, scan.stale),
             Err(e) => {
                 problems.push(format!("cannot read active conversations: {e}"));
@@ -264,7 +246,7 @@ pub(crate) async fn health(
     }
     text.push_str(&format!(
         "database {}: ping {}, {} active conversation(s)\n",
-        store.path().display(),
+        store.describe(),
         ping.map_or_else(|| "failed".to_owned(), |d| format!("{}µs", d.as_micros())),
         active_count
     ));
@@ -290,7 +272,7 @@ pub(crate) async fn health(
     Ok(healthy)
 }
 
-pub(crate) async fn modules(out: &mut Out, store: &SqliteStore) -> Result<()> {
+pub(crate) async fn modules(out: &mut Out, store: &Store) -> Result<()> {
     let modules = store.modules().await?;
     if out.json {
         return out.json_value(&json!(modules));
@@ -326,7 +308,7 @@ pub(crate) async fn modules(out: &mut Out, store: &SqliteStore) -> Result<()> {
 
 pub(crate) async fn prune(
     out: &mut Out,
-    store: &SqliteStore,
+    store: &Store,
     older_than: Duration,
     dry_run: bool,
 ) -> Result<()> {
@@ -362,7 +344,7 @@ pub(crate) async fn prune(
 
 pub(crate) async fn export(
     out: &mut Out,
-    store: &SqliteStore,
+    store: &Store,
     id: Option<ConversationId>,
     format: ExportFormat,
 ) -> Result<()> {
@@ -371,7 +353,7 @@ pub(crate) async fn export(
             if store.conversation(id).await?.is_none() {
                 bail!(
                     "conversation {id} is not in {}; list them with `colloquy conversations`",
-                    store.path().display()
+                    store.describe()
                 );
             }
             vec![id]

@@ -27,7 +27,7 @@ use crate::{
 /// What to run.
 pub(crate) struct Plan {
     pub(crate) store: StoreKind,
-    pub(crate) db: Option<PathBuf>,
+    pub(crate) db: Option<crate::db::Db>,
     pub(crate) conversations: usize,
     pub(crate) turns: usize,
     pub(crate) payload_bytes: usize,
@@ -85,15 +85,21 @@ impl AckLog {
 /// until the caller drops it).
 pub(crate) async fn build_hub(
     plan: &Plan,
-) -> Result<(Hub, Option<tempfile::TempDir>, Option<PathBuf>)> {
-    let mut builder = Hub::builder().handler_deadline(Duration::from_secs(60));
+) -> Result<(Hub, Option<tempfile::TempDir>, Option<String>)> {
     // Without --db, SQLite runs in a temporary directory that is removed afterwards.
     let mut temp = None;
-    let db_path = match plan.store {
-        StoreKind::Memory => None,
-        StoreKind::Sqlite => {
-            let path = match &plan.db {
-                Some(path) => path.clone(),
+    let (builder, db_path) = match (plan.store, &plan.db) {
+        (StoreKind::Memory, _) => (Hub::builder().memory(), None),
+        (StoreKind::Postgres, Some(db @ crate::db::Db::Postgres { .. })) => {
+            (db.hub()?, Some(db.describe()))
+        }
+        (StoreKind::Postgres, _) => anyhow::bail!("--store postgres needs --db postgres://..."),
+        (StoreKind::Sqlite, db) => {
+            let path = match db {
+                Some(crate::db::Db::Sqlite(path)) => path.clone(),
+                Some(other) => {
+                    anyhow::bail!("--store sqlite needs a file, not {}", other.describe())
+                }
                 None => temp
                     .insert(tempfile::tempdir().context("cannot create a temporary directory")?)
                     .path()
@@ -103,10 +109,14 @@ pub(crate) async fn build_hub(
                 SyncLevel::Normal => Synchronous::Normal,
                 SyncLevel::Full => Synchronous::Full,
             };
-            builder = builder.sqlite_with(&path, SqliteOptions::new().synchronous(sync));
-            Some(path)
+            let described = path.display().to_string();
+            (
+                Hub::builder().sqlite_with(&path, SqliteOptions::new().synchronous(sync)),
+                Some(described),
+            )
         }
     };
+    let builder = builder.handler_deadline(Duration::from_secs(60));
     let hub = builder.build().await?;
     let registration = if plan.inline {
         Registration::new().inline()
@@ -200,9 +210,10 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     };
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
     let report = json!({
-        "store": match plan.store { StoreKind::Memory => "memory", StoreKind::Sqlite => "sqlite" },
+        "store": plan.store.name(),
         "synchronous": match (plan.store, plan.synchronous) {
             (StoreKind::Memory, _) => "none",
+            (StoreKind::Postgres, _) => "server",
             (_, SyncLevel::Normal) => "normal",
             (_, SyncLevel::Full) => "full",
         },
@@ -220,7 +231,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         "p99_us": pct(0.99),
         "max_us": latencies.last().copied().unwrap_or(0),
         "peak_rss_bytes": peak_rss_bytes(),
-        "database": db_path.as_ref().filter(|_| temp.is_none()).map(|p| p.display().to_string()),
+        "database": db_path.as_ref().filter(|_| temp.is_none()),
     });
     if out.json {
         return out.json_value(&report);

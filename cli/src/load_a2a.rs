@@ -72,6 +72,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan, peer: Option<String>) -> Resu
     let name = match plan.store {
         crate::args::StoreKind::Memory => "colloquy (memory)",
         crate::args::StoreKind::Sqlite => "colloquy (sqlite)",
+        crate::args::StoreKind::Postgres => "colloquy (postgres)",
     };
     let colloquy = drive(&http, &plan, &endpoint, Target::A2a, &payload, name).await?;
     serving.abort();

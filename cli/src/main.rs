@@ -5,6 +5,7 @@
 //! healthy. `RUST_LOG=colloquy_router=debug` (or any `target=level` list) turns on logs.
 
 mod args;
+mod db;
 mod demo;
 mod demo_modules;
 mod inspect;
@@ -75,8 +76,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         json: cli.json,
         writer: BufWriter::new(std::io::stdout()),
     };
-    let default_db = std::path::PathBuf::from("colloquy.db");
-    let db = cli.db.as_deref().unwrap_or(&default_db);
+    let db = db::Db::parse(
+        cli.db.as_deref().unwrap_or("colloquy.db"),
+        cli.schema.as_deref(),
+    )?;
+    let db = &db;
     let mut code = ExitCode::SUCCESS;
     match cli.command {
         Command::Demo { conversations } => demo::run(&mut out, db, conversations).await?,
@@ -104,33 +108,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             since,
             limit,
         } => {
-            let store = inspect::open_for_reading(db).await?;
+            let store = db.open_for_reading().await?;
             inspect::conversations(&mut out, &store, status, module, since, limit).await?;
         }
-        Command::Show { id } => {
-            inspect::show(&mut out, &inspect::open_for_reading(db).await?, id).await?
-        }
+        Command::Show { id } => inspect::show(&mut out, &db.open_for_reading().await?, id).await?,
         Command::Analytics { since } => {
-            inspect::analytics(&mut out, &inspect::open_for_reading(db).await?, since).await?
+            inspect::analytics(&mut out, &db.open_for_reading().await?, since).await?
         }
         Command::Health { stale_after } => {
-            if !inspect::health(&mut out, &inspect::open_for_reading(db).await?, stale_after)
-                .await?
-            {
+            if !inspect::health(&mut out, &db.open_for_reading().await?, stale_after).await? {
                 code = ExitCode::FAILURE;
             }
         }
-        Command::Modules => {
-            inspect::modules(&mut out, &inspect::open_for_reading(db).await?).await?
-        }
+        Command::Modules => inspect::modules(&mut out, &db.open_for_reading().await?).await?,
         Command::Prune {
             older_than,
             dry_run,
         } => {
             let store = if dry_run {
-                inspect::open_for_reading(db).await?
+                db.open_for_reading().await?
             } else {
-                inspect::open_existing(db).await?
+                db.open_existing().await?
             };
             inspect::prune(&mut out, &store, older_than, dry_run).await?;
         }
@@ -147,9 +145,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             via,
             peer,
         } => {
+            let given = cli
+                .db
+                .as_deref()
+                .map(|text| db::Db::parse(text, cli.schema.as_deref()))
+                .transpose()?;
+            let store = match (store, &given) {
+                (None, Some(db::Db::Postgres { .. })) => args::StoreKind::Postgres,
+                (None, _) => args::StoreKind::Memory,
+                (Some(args::StoreKind::Postgres), Some(db::Db::Postgres { .. }))
+                | (Some(args::StoreKind::Sqlite | args::StoreKind::Memory), None | Some(db::Db::Sqlite(_))) => {
+                    store.unwrap_or(args::StoreKind::Memory)
+                }
+                (Some(kind), _) => anyhow::bail!(
+                    "--store {} does not go with --db {}: postgres takes a postgres:// URL, sqlite and memory a file",
+                    kind.name(),
+                    cli.db.as_deref().unwrap_or("(none)")
+                ),
+            };
             let plan = load::Plan {
                 store,
-                db: cli.db.clone(),
+                db: given,
                 conversations,
                 turns,
                 payload_bytes,
@@ -168,7 +184,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Export { id, format } => {
-            inspect::export(&mut out, &inspect::open_for_reading(db).await?, id, format).await?
+            inspect::export(&mut out, &db.open_for_reading().await?, id, format).await?
         }
     }
     out.flush()?;
@@ -233,8 +249,11 @@ fn main() -> ExitCode {
 fn hint(e: &anyhow::Error) -> String {
     use colloquy_storage::StoreError;
     match e.downcast_ref::<StoreError>() {
-        Some(StoreError::DatabaseMissing { path }) => {
+        Some(StoreError::DatabaseMissing { path }) if path.extension().is_some() => {
             format!(" (create one with `colloquy demo --db {}`)", path.display())
+        }
+        Some(StoreError::DatabaseMissing { .. }) => {
+            " (create it with `colloquy demo` on the same --db and --schema)".to_owned()
         }
         Some(StoreError::SchemaTooOld { path, .. }) => format!(
             " (on a writable copy, `colloquy health --db {}` migrates it)",

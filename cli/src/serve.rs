@@ -5,9 +5,9 @@ use std::{net::SocketAddr, path::Path, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use colloquy_a2a::{A2aOptions, A2aServer, RemoteAgent};
-use colloquy_runtime::{Hub, ModuleName};
+use colloquy_runtime::ModuleName;
 
-use crate::Out;
+use crate::{db::Db, Out};
 
 /// What `colloquy serve` was asked to do.
 pub(crate) struct Settings {
@@ -19,7 +19,7 @@ pub(crate) struct Settings {
     pub(crate) tokens: Vec<(String, ModuleName)>,
 }
 
-pub(crate) async fn run(out: &mut Out, db: &Path, settings: Settings) -> Result<()> {
+pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()> {
     let mut tokens = settings.tokens;
     if let Some(file) = &settings.tokens_file {
         tokens.extend(read_tokens(file)?);
@@ -31,12 +31,12 @@ pub(crate) async fn run(out: &mut Out, db: &Path, settings: Settings) -> Result<
             settings.listen
         );
     }
-    let hub = Hub::builder()
-        .sqlite(db)
+    let hub = db
+        .hub()?
         .handler_deadline(Duration::from_secs(30))
         .build()
         .await
-        .with_context(|| format!("cannot open the database {}", db.display()))?;
+        .with_context(|| format!("cannot open the database {}", db.describe()))?;
     if settings.demo_modules {
         crate::demo::register_modules(&hub).await?;
         hub.register(crate::demo_modules::Echo).await?;

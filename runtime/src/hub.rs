@@ -28,6 +28,8 @@ use crate::{ConversationHandle, HubError};
 enum StoreChoice {
     Memory,
     Sqlite(PathBuf, SqliteOptions),
+    #[cfg(feature = "postgres")]
+    Postgres(String, colloquy_storage::PostgresOptions),
     Custom(Arc<dyn ConversationStore>),
 }
 
@@ -91,6 +93,25 @@ impl HubBuilder {
     /// Persist to the SQLite file at `path` with `options`.
     pub fn sqlite_with(mut self, path: impl Into<PathBuf>, options: SqliteOptions) -> Self {
         self.store = StoreChoice::Sqlite(path.into(), options);
+        self
+    }
+
+    /// Persist to the PostgreSQL database at `url` (`postgres://user@host:port/database`),
+    /// in the schema `colloquy` (created and migrated at build). Feature `postgres`.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(self, url: impl Into<String>) -> Self {
+        self.postgres_with(url, colloquy_storage::PostgresOptions::default())
+    }
+
+    /// Persist to the PostgreSQL database at `url` with `options` (schema, pool size,
+    /// timeouts). Feature `postgres`.
+    #[cfg(feature = "postgres")]
+    pub fn postgres_with(
+        mut self,
+        url: impl Into<String>,
+        options: colloquy_storage::PostgresOptions,
+    ) -> Self {
+        self.store = StoreChoice::Postgres(url.into(), options);
         self
     }
 
@@ -163,6 +184,10 @@ impl HubBuilder {
         let store: Arc<dyn ConversationStore> = match self.store {
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Sqlite(path, options) => Arc::new(SqliteStore::open(path, options).await?),
+            #[cfg(feature = "postgres")]
+            StoreChoice::Postgres(url, options) => {
+                Arc::new(colloquy_storage::PostgresStore::connect(&url, options).await?)
+            }
             StoreChoice::Custom(store) => store,
         };
         let registry = Arc::new(Registry::new());

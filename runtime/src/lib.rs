@@ -72,6 +72,8 @@ pub use colloquy_registry::{
     ConversationView, Delivery, History, Invitation, Module, ModuleError, Registration,
     RegistryError, Reply, Response, Turn,
 };
+#[cfg(feature = "postgres")]
+pub use colloquy_storage::PostgresOptions;
 pub use colloquy_storage::{
     Analytics, ConversationPage, ListCursor, ListFilter, MessageRange, ModuleRecord, SqliteOptions,
     StoreError, Synchronous, TimeRange,

@@ -1,4 +1,5 @@
-//! Model-based test: random operation sequences go through `SqliteStore` and `MemoryStore`
+//! Model-based test: random operation sequences go through `MemoryStore` and a durable
+//! backend (`SqliteStore`; `PostgresStore` where `COLLOQUY_TEST_POSTGRES` names a server)
 //! side by side, and every observable result must be identical.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -167,7 +168,12 @@ where
     Fut2: std::future::Future<Output = Result<T, StoreError>>,
 {
     let (x, y) = (observe(a.await), observe(b.await));
-    prop_assert_eq!(&x, &y, "memory and sqlite differ on {}", what());
+    prop_assert_eq!(
+        &x,
+        &y,
+        "memory and the durable backend differ on {}",
+        what()
+    );
     let ok = x.starts_with("ok");
     Ok((x, ok))
 }
@@ -184,12 +190,41 @@ struct Tally {
     longest: u64,
 }
 
+/// The durable backend compared with memory.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite,
+    /// A fresh schema of the database at this URL.
+    Postgres(String),
+}
+
 async fn run(ops: Vec<Op>) -> Result<Tally, TestCaseError> {
-    let mut tally = Tally::default();
+    run_on(Backend::Sqlite, ops).await
+}
+
+async fn run_on(backend: Backend, ops: Vec<Op>) -> Result<Tally, TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteStore::open(dir.path().join("model.db"), SqliteOptions::new())
-        .await
-        .unwrap();
+    match backend {
+        Backend::Sqlite => {
+            let store = SqliteStore::open(dir.path().join("model.db"), SqliteOptions::new())
+                .await
+                .unwrap();
+            compare(store, ops).await
+        }
+        Backend::Postgres(url) => {
+            use colloquy_testkit::conformance::StoreFactory;
+            let factory = colloquy_testkit::conformance::PostgresFactory::new(&url).unwrap();
+            let store = factory.open().await.unwrap();
+            let outcome = compare(store, ops).await;
+            drop(factory);
+            outcome
+        }
+    }
+}
+
+/// Runs `ops` on memory and on `sqlite` (the durable backend under test) side by side.
+async fn compare(sqlite: impl ConversationStore, ops: Vec<Op>) -> Result<Tally, TestCaseError> {
+    let mut tally = Tally::default();
     let memory = MemoryStore::new();
     let mut d = Driver {
         now: 1_700_000_000_000,
@@ -443,6 +478,31 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..60)
     ) {
         runtime(true).block_on(run(ops))?;
+    }
+}
+
+/// The PostgreSQL server of `COLLOQUY_TEST_POSTGRES`, or `None` where the test may skip
+/// (`COLLOQUY_REQUIRE_SERVICES`, set by `.ci/run`, makes a missing one fail).
+fn postgres_url() -> Option<String> {
+    match std::env::var("COLLOQUY_TEST_POSTGRES") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("COLLOQUY_REQUIRE_SERVICES").is_some() => {
+            panic!("COLLOQUY_TEST_POSTGRES is not set but COLLOQUY_REQUIRE_SERVICES is")
+        }
+        Err(_) => None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// PostgreSQL against memory, each case on a fresh schema.
+    #[test]
+    fn postgres_and_memory_stores_agree(ops in proptest::collection::vec(op(), 1..60)) {
+        let Some(url) = postgres_url() else {
+            return Ok(());
+        };
+        runtime(true).block_on(run_on(Backend::Postgres(url), ops))?;
     }
 }
 

@@ -68,6 +68,9 @@ pub struct PostgresOptions {
     pub lock_timeout: Duration,
     /// Longest a new connection may take. Default 10 s.
     pub connect_timeout: Duration,
+    /// Create the schema and its tables when they are missing (default). Without it a
+    /// missing schema is [`StoreError::DatabaseMissing`] and nothing is created.
+    pub create_if_missing: bool,
 }
 
 impl Default for PostgresOptions {
@@ -78,6 +81,7 @@ impl Default for PostgresOptions {
             statement_timeout: Duration::from_secs(30),
             lock_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            create_if_missing: true,
         }
     }
 }
@@ -117,6 +121,12 @@ impl PostgresOptions {
     /// Cancels statements that run longer than `limit`.
     pub fn statement_timeout(mut self, limit: Duration) -> Self {
         self.statement_timeout = limit;
+        self
+    }
+
+    /// Opens only a schema colloquy already made: nothing is created.
+    pub fn existing_only(mut self) -> Self {
+        self.create_if_missing = false;
         self
     }
 

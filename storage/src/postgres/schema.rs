@@ -83,6 +83,22 @@ pub(crate) async fn migrate(
     )
     .await
     .map_err(err)?;
+    if !options.create_if_missing {
+        let made: bool = tx
+            .query_one(
+                "SELECT to_regclass(format('%I.schema_version', $1::text)) IS NOT NULL",
+                &[schema],
+            )
+            .await
+            .map_err(err)?
+            .try_get(0)
+            .map_err(err)?;
+        if !made {
+            return Err(StoreError::DatabaseMissing {
+                path: format!("{} (schema {schema})", site.server).into(),
+            });
+        }
+    }
     // The name is checked to be a plain identifier (see `PostgresOptions::schema`), so
     // quoting it is enough.
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))

@@ -1,0 +1,164 @@
+//! Which database a command works on: an SQLite file (`--db PATH`) or a PostgreSQL database
+//! (`--db postgres://...`, in the schema `--schema`), opened the way each command needs.
+
+use std::{ops::Deref, path::PathBuf};
+
+use anyhow::{Context, Result};
+use colloquy_runtime::HubBuilder;
+use colloquy_storage::{
+    ConversationStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, StoreError,
+};
+
+/// The database named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Db {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, and the schema that holds colloquy's tables.
+    Postgres {
+        /// The connection URL, as given.
+        url: String,
+        /// The schema.
+        schema: String,
+    },
+}
+
+impl Db {
+    /// `text` as a database: a `postgres://` or `postgresql://` URL, else a file path.
+    pub(crate) fn parse(text: &str, schema: Option<&str>) -> Result<Self> {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            let schema = schema.unwrap_or("colloquy").to_owned();
+            // Checked now, so a bad name is a usage error before anything connects.
+            PostgresOptions::new().schema(&schema)?;
+            Ok(Self::Postgres {
+                url: text.to_owned(),
+                schema,
+            })
+        } else {
+            if schema.is_some() {
+                anyhow::bail!("--schema applies to a PostgreSQL database (--db postgres://...), not to the file {text}");
+            }
+            Ok(Self::Sqlite(PathBuf::from(text)))
+        }
+    }
+
+    /// For messages: the file's path, or the server, database and schema (never a
+    /// password).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::Postgres { url, schema } => {
+                let shown = match url.split_once('@') {
+                    Some((_, rest)) => format!("postgres://{rest}"),
+                    None => url.clone(),
+                };
+                format!("{shown} (schema {schema})")
+            }
+        }
+    }
+
+    /// The argument that names this database again on a command line.
+    pub(crate) fn argument(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::Postgres { url, schema } if schema == "colloquy" => url.clone(),
+            Self::Postgres { url, schema } => format!("{url} --schema {schema}"),
+        }
+    }
+
+    fn postgres_options(schema: &str) -> Result<PostgresOptions> {
+        Ok(PostgresOptions::new().schema(schema)?)
+    }
+
+    /// A hub builder on this database (created if missing).
+    pub(crate) fn hub(&self) -> Result<HubBuilder> {
+        let builder = colloquy_runtime::Hub::builder();
+        Ok(match self {
+            Self::Sqlite(path) => builder.sqlite(path),
+            Self::Postgres { url, schema } => {
+                builder.postgres_with(url, Self::postgres_options(schema)?)
+            }
+        })
+    }
+
+    /// Opens an existing database for writing; a missing one is an error, never created.
+    pub(crate) async fn open_existing(&self) -> Result<Store> {
+        let backend = match self {
+            Self::Sqlite(path) => Backend::Sqlite(
+                SqliteStore::open(path, SqliteOptions::new().existing_only()).await?,
+            ),
+            Self::Postgres { url, schema } => Backend::Postgres(
+                PostgresStore::connect(url, Self::postgres_options(schema)?.existing_only())
+                    .await
+                    .with_context(|| format!("cannot open {}", self.describe()))?,
+            ),
+        };
+        Ok(self.opened(backend))
+    }
+
+    fn opened(&self, backend: Backend) -> Store {
+        Store {
+            backend,
+            description: self.describe(),
+        }
+    }
+
+    /// Opens an existing database for a command that only reads: writable if it can be (so
+    /// an older schema is migrated), read-only if the file cannot be written (a read-only
+    /// mount, a protected backup).
+    pub(crate) async fn open_for_reading(&self) -> Result<Store> {
+        match self {
+            Self::Sqlite(path) => {
+                let store =
+                    match SqliteStore::open(path, SqliteOptions::new().existing_only()).await {
+                        Err(StoreError::ReadOnly { .. }) => {
+                            SqliteStore::open_read_only(path, SqliteOptions::new()).await?
+                        }
+                        opened => opened?,
+                    };
+                Ok(self.opened(Backend::Sqlite(store)))
+            }
+            Self::Postgres { .. } => self.open_existing().await,
+        }
+    }
+}
+
+/// An opened store of either backend, and what to call it in messages.
+#[derive(Debug)]
+pub(crate) struct Store {
+    backend: Backend,
+    description: String,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Store {
+    /// The database, for messages (a path, or a server and schema).
+    pub(crate) fn describe(&self) -> &str {
+        &self.description
+    }
+
+    /// Backend-specific integrity problems (SQLite's `integrity_check`); empty when none,
+    /// or when the backend checks its own integrity (PostgreSQL).
+    pub(crate) async fn integrity_problems(&self) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.integrity_check().await,
+            Backend::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Deref for Store {
+    type Target = dyn ConversationStore;
+
+    fn deref(&self) -> &Self::Target {
+        match &self.backend {
+            Backend::Sqlite(store) => store,
+            Backend::Postgres(store) => store,
+        }
+    }
+}
