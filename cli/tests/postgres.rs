@@ -9,8 +9,12 @@
     clippy::print_stderr
 )]
 
-use std::process::Command;
+mod common;
 
+use std::process::{Command, Stdio};
+
+use colloquy_storage::{PostgresOptions, PostgresStore};
+use common::{acknowledged, verify, wait_for_acks};
 use serde_json::Value;
 
 fn postgres_url() -> Option<String> {
@@ -53,6 +57,51 @@ impl Schema {
             String::from_utf8(out.stdout).unwrap(),
             String::from_utf8(out.stderr).unwrap(),
         )
+    }
+
+    /// `colloquy load` on this schema, with an ack log.
+    fn load(&self, log: &std::path::Path, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+        command
+            .args(["load", "--json", "--db", &self.url, "--schema", &self.name])
+            .args(args)
+            .arg("--ack-log")
+            .arg(log)
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    /// Opens the schema as a store, to check it.
+    async fn store(&self) -> PostgresStore {
+        PostgresStore::connect(
+            &self.url,
+            PostgresOptions::new()
+                .schema(&self.name)
+                .unwrap()
+                .existing_only(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Terminates every server session of this schema's stores; returns how many.
+    fn terminate_sessions(&self) -> usize {
+        let out = Command::new("psql")
+            .arg(&self.url)
+            .args(["-qAt", "-c"])
+            .arg(format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = 'colloquy/{}'",
+                self.name
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -133,4 +182,126 @@ fn every_command_works_on_postgres() {
         4,
         "the load's conversations stay open"
     );
+}
+
+/// Every connection of a running load is terminated by the server, three times: the hub
+/// recovers (the pool replaces the connections, writes whose connection died are retried
+/// and found by their message ids), the load completes, and every acknowledged message is
+/// stored, once, with contiguous turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backends_mid_load_lose_nothing() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let schema = Schema::new(&url, "terminated");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("acks.log");
+    let mut child = schema
+        .load(
+            &log,
+            &["--conversations", "64", "--turns", "40", "--parallel", "16"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut terminated = 0;
+    for progress in [200, 800, 1_600] {
+        wait_for_acks(&mut child, &log, progress);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the load finished before the sessions were terminated; nothing was tested"
+        );
+        terminated += schema.terminate_sessions();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the load did not recover: {stderr}"
+    );
+    assert!(terminated >= 3, "sessions were terminated: {terminated}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["round_trips"], 64 * 40, "every round trip completed");
+    let acks = acknowledged(&log);
+    assert_eq!(acks.len(), 64 * 40 * 2);
+    let store = schema.store().await;
+    let active = verify(&store, &acks).await;
+    assert_eq!(active.len(), 64);
+    assert!(active.iter().all(|(_, turns)| *turns == 80), "{active:?}");
+}
+
+/// `colloquy load` on PostgreSQL killed with SIGKILL three times, at growing progress:
+/// nothing acknowledged is lost, turns stay contiguous, and a new hub continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let schema = Schema::new(&url, "sigkill");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("acks.log");
+    let mut total = 0;
+    for (round, kill_after) in [200usize, 800, 2_000].into_iter().enumerate() {
+        let mut child = schema
+            .load(
+                &log,
+                &[
+                    "--conversations",
+                    "100",
+                    "--turns",
+                    "50",
+                    "--parallel",
+                    "32",
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_acks(&mut child, &log, total + kill_after);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: the load finished before the kill"
+        );
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(output.status.signal(), Some(9), "round {round}");
+        }
+        let acks = acknowledged(&log);
+        assert!(acks.len() >= total + kill_after, "round {round}");
+        total = acks.len();
+        let store = schema.store().await;
+        let active = verify(&store, &acks).await;
+        assert!(
+            active.iter().any(|(_, turns)| *turns < 100),
+            "round {round}: the kill left no conversation mid-way"
+        );
+        // A new hub continues a conversation the kill cut off at its next turn.
+        let hub = colloquy_runtime::Hub::builder()
+            .store(std::sync::Arc::new(store))
+            .build()
+            .await
+            .unwrap();
+        hub.register(colloquy_testkit::modules::Echo::new(
+            "client".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+        hub.register(colloquy_testkit::modules::Echo::new(
+            "server".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+        let (id, turns) = active[0];
+        let conversation = hub
+            .conversation(id, "client".parse().unwrap())
+            .await
+            .unwrap();
+        let exchange = conversation.send("after the crash").await.unwrap();
+        assert_eq!(exchange.request.turn, turns + 1);
+        hub.shutdown().await;
+    }
 }

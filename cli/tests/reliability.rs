@@ -3,16 +3,19 @@
 //! finish without "database is locked".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{acknowledged, wait_for_acks};
+
 use std::{
-    collections::{HashMap, HashSet},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use colloquy_core::{ConversationId, MessageId, StatusKind};
+use colloquy_core::{ConversationId, MessageId};
 use colloquy_runtime::Hub;
-use colloquy_storage::{ConversationStore, ListFilter, MessageRange, SqliteOptions, SqliteStore};
+use colloquy_storage::{SqliteOptions, SqliteStore};
 use colloquy_testkit::modules::Echo;
 use serde_json::Value;
 
@@ -26,46 +29,7 @@ fn load(db: &Path, args: &[&str]) -> Command {
     command
 }
 
-/// Acknowledged messages: complete lines of the ack log.
-fn acknowledged(log: &Path) -> Vec<(ConversationId, u64, MessageId)> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..=end],
-        None => "",
-    };
-    complete
-        .lines()
-        .map(|line| {
-            let mut parts = line.split(' ');
-            let conversation = parts.next().unwrap().parse().unwrap();
-            let turn = parts.next().unwrap().parse().unwrap();
-            let id = parts.next().unwrap().parse().unwrap();
-            (conversation, turn, id)
-        })
-        .collect()
-}
-
-/// Waits (on progress, not on a timer) until the ack log holds `lines` lines, or the
-/// child exits; a generous limit only guards against a hang.
-fn wait_for_acks(child: &mut Child, log: &Path, lines: usize) {
-    let limit = Instant::now() + Duration::from_secs(120);
-    loop {
-        if acknowledged(log).len() >= lines {
-            return;
-        }
-        if child.try_wait().unwrap().is_some() {
-            return;
-        }
-        assert!(
-            Instant::now() < limit,
-            "no progress: fewer than {lines} acknowledgements after 120 s"
-        );
-        std::thread::yield_now();
-    }
-}
-
-/// Everything acknowledged is stored; every conversation's turns are 1..=n; every reply's
-/// `in_reply_to` exists. Returns the active conversations with their turn counts.
+/// Opens the test's SQLite file and checks it against the acknowledgements.
 async fn verify(
     db: &Path,
     acks: &[(ConversationId, u64, MessageId)],
@@ -73,68 +37,7 @@ async fn verify(
     let store = SqliteStore::open(db, SqliteOptions::new().existing_only())
         .await
         .unwrap();
-    let mut by_conversation: HashMap<ConversationId, Vec<(u64, MessageId)>> = HashMap::new();
-    for (conversation, turn, id) in acks {
-        by_conversation
-            .entry(*conversation)
-            .or_default()
-            .push((*turn, *id));
-    }
-    let mut filter = ListFilter::new().limit(colloquy_storage::MAX_PAGE);
-    let mut all = Vec::new();
-    loop {
-        let page = store.list(&filter).await.unwrap();
-        all.extend(page.conversations);
-        match page.next {
-            Some(cursor) => filter = filter.after(cursor),
-            None => break,
-        }
-    }
-    let stored_ids: HashSet<ConversationId> = all.iter().map(|c| c.id()).collect();
-    for conversation in by_conversation.keys() {
-        assert!(
-            stored_ids.contains(conversation),
-            "acknowledged conversation {conversation} is missing"
-        );
-    }
-    let mut active = Vec::new();
-    for conversation in &all {
-        let messages = store
-            .messages(conversation.id(), MessageRange::All)
-            .await
-            .unwrap();
-        let turns: Vec<u64> = messages.iter().map(|m| m.turn).collect();
-        assert_eq!(
-            turns,
-            (1..=conversation.turn_count()).collect::<Vec<_>>(),
-            "turns of {} are not 1..=n",
-            conversation.id()
-        );
-        let ids: HashMap<MessageId, u64> = messages.iter().map(|m| (m.id, m.turn)).collect();
-        for m in &messages {
-            if let Some(parent) = m.in_reply_to {
-                assert!(
-                    ids.contains_key(&parent),
-                    "reply {} points at a missing message",
-                    m.id
-                );
-            }
-        }
-        for (turn, id) in by_conversation
-            .get(&conversation.id())
-            .into_iter()
-            .flatten()
-        {
-            assert_eq!(
-                ids.get(id),
-                Some(turn),
-                "acknowledged message {id} (turn {turn}) is missing"
-            );
-        }
-        if conversation.status().kind() == StatusKind::Active {
-            active.push((conversation.id(), conversation.turn_count()));
-        }
-    }
+    let active = common::verify(&store, acks).await;
     store.close().await.unwrap();
     active
 }

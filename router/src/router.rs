@@ -70,6 +70,36 @@ impl std::fmt::Debug for Router {
     }
 }
 
+/// How many times a write is tried while the store is unavailable.
+const WRITE_ATTEMPTS: u32 = 4;
+
+/// The pause before the first retry of a write; it doubles for each next one.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs a store write, again while it fails with [`StoreError::Unavailable`] (a
+/// connection that died, a server restarting), at most [`WRITE_ATTEMPTS`] times with
+/// [`RETRY_PAUSE`] doubling between them. Returns the last outcome and whether the write
+/// was retried (then a refusal may be the first attempt's commit seen from outside).
+async fn retrying<T, F, Fut>(mut write: F) -> (Result<T, StoreError>, bool)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut pause = RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Err(StoreError::Unavailable { .. }) if attempt < WRITE_ATTEMPTS => {
+                debug!(attempt, "store unavailable, writing again");
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2);
+                attempt += 1;
+            }
+            outcome => return (outcome, attempt > 1),
+        }
+    }
+}
+
 impl Router {
     /// A router over `store` and `directory`.
     pub fn new(
@@ -115,6 +145,46 @@ impl Router {
     /// the `Arc` forwarding impl and box every future twice.
     fn db(&self) -> &dyn ConversationStore {
         &*self.store
+    }
+
+    /// Appends `messages` with `conversation`'s new state, retrying while the store is
+    /// unavailable (see [`retrying`]): the same messages with the same state, so a first
+    /// attempt that did commit before its answer was lost is found by its message ids (the
+    /// store skips them) and never written twice.
+    async fn append_durably(
+        &self,
+        conversation: &Conversation,
+        messages: &[Arc<Message>],
+    ) -> Result<(), StoreError> {
+        retrying(|| self.db().append_shared(conversation, messages))
+            .await
+            .0
+            .map(|_| ())
+    }
+
+    /// Creates `conversation`, retrying while the store is unavailable; a retry that finds
+    /// the conversation already there finds the first attempt's commit (the id was minted
+    /// for this call), so it succeeds.
+    async fn create_durably(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        match retrying(|| self.db().create(conversation)).await {
+            (Err(StoreError::AlreadyExists { .. }), retried) if retried => Ok(()),
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// Stores `conversation`'s new state, retrying while the store is unavailable; a retry
+    /// refused as a conflict succeeds if the stored state is exactly this one (the first
+    /// attempt committed before its answer was lost).
+    async fn update_durably(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        match retrying(|| self.db().update(conversation)).await {
+            (Err(conflict @ StoreError::Conflict { .. }), true) => {
+                match self.db().conversation(conversation.id()).await {
+                    Ok(Some(stored)) if stored == *conversation => Ok(()),
+                    _ => Err(conflict),
+                }
+            }
+            (outcome, _) => outcome,
+        }
     }
 
     /// Publishes the deadline of a conversation that came into memory or changed outside a
@@ -179,7 +249,7 @@ impl Router {
         let id = conversation.id();
         let span = tracing::debug_span!("open", conversation_id = %id, initiator = %spec.participants.first().map(ModuleName::as_str).unwrap_or_default());
         async {
-            self.db().create(&conversation).await?;
+            self.create_durably(&conversation).await?;
             let invitation = Invitation {
                 conversation: id,
                 initiator: conversation.initiator().clone(),
@@ -218,7 +288,7 @@ impl Router {
             };
             conversation.conclude_handshake(&responder, &outcome, self.clock.now())?;
             conversation.bump_version();
-            self.db().update(&conversation).await?;
+            self.update_durably(&conversation).await?;
             if conversation.status() == &Status::Active {
                 let lease = self.cache.lease(id).await;
                 let mut state = lease.slot().state.lock().await;
@@ -319,11 +389,10 @@ impl Router {
             hot.conversation.bump_version();
             tracing::Span::current().record("turn", message.turn);
             match self
-                .db()
-                .append_shared(&hot.conversation, std::slice::from_ref(&message))
+                .append_durably(&hot.conversation, std::slice::from_ref(&message))
                 .await
             {
-                Ok(_) => break (message, target, deadline),
+                Ok(()) => break (message, target, deadline),
                 Err(StoreError::Conflict { .. }) if !retried => {
                     debug!("request conflicts with the stored conversation, reloading");
                     retried = true;
@@ -388,7 +457,7 @@ impl Router {
                 // The turn is over: idleness counts from now, in the store too.
                 hot.conversation.end_turn(self.clock.now());
                 hot.conversation.bump_version();
-                if let Err(store) = self.db().update(&hot.conversation).await {
+                if let Err(store) = self.update_durably(&hot.conversation).await {
                     debug!(error = %store, "end of turn not stored");
                     *guard = None;
                 }
@@ -512,11 +581,10 @@ impl Router {
         hot.conversation.bump_version();
         match reply {
             Some(reply) => {
-                self.db()
-                    .append_shared(&hot.conversation, std::slice::from_ref(reply))
+                self.append_durably(&hot.conversation, std::slice::from_ref(reply))
                     .await?;
             }
-            None => self.db().update(&hot.conversation).await?,
+            None => self.update_durably(&hot.conversation).await?,
         }
         Ok(())
     }
@@ -554,7 +622,7 @@ impl Router {
                     Change::MaxTurns(max_turns) => next.set_max_turns(*max_turns)?,
                 }
                 next.bump_version();
-                match self.db().update(&next).await {
+                match self.update_durably(&next).await {
                     Ok(()) => {}
                     // Another writer changed the conversation: decide again on the truth,
                     // once (nothing was delivered, so deciding again is safe).

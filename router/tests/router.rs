@@ -389,3 +389,60 @@ async fn a_cancelled_call_keeps_the_request_and_ends_the_turn() {
     assert_eq!(stored.busy_until(), None, "the turn is over");
     assert_eq!(*stored.status(), Status::Active);
 }
+
+#[tokio::test(start_paused = true)]
+async fn appends_whose_answer_was_lost_are_retried_and_stored_once() {
+    let s = setup();
+    let id = open(&s.router).await;
+    // The request's commit goes through but its answer is lost; so is the reply's.
+    s.faults.lose_next_acks(2);
+    let exchange = send(&s, id, "once").await.unwrap();
+    assert_eq!(exchange.request.turn, 1);
+    assert_eq!(exchange.reply.as_ref().unwrap().turn, 2);
+    assert_eq!(s.faults.writes_failed(), 2, "both answers were lost");
+    // Each retry found its message stored: no turn twice, nothing missing.
+    assert_eq!(turns(&s, id).await, vec![1, 2]);
+    let next = send(&s, id, "twice").await.unwrap();
+    assert_eq!(next.request.turn, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_unavailable_for_a_moment_is_retried_and_one_unavailable_for_long_is_reported() {
+    let s = setup();
+    let id = open(&s.router).await;
+    let unavailable = || StoreError::Unavailable {
+        backend: "faulty",
+        detail: "injected".into(),
+    };
+    s.faults.fail_next_writes(2, unavailable());
+    let exchange = send(&s, id, "soon").await.unwrap();
+    assert_eq!(exchange.request.turn, 1);
+    s.faults.fail_next_writes(10, unavailable());
+    let err = send(&s, id, "never").await.unwrap_err();
+    assert!(
+        matches!(err, RouteError::Storage(StoreError::Unavailable { .. })),
+        "{err:?}"
+    );
+    assert_eq!(
+        turns(&s, id).await,
+        vec![1, 2],
+        "nothing of the failed send is stored"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_change_whose_answer_was_lost_is_found_stored_on_retry() {
+    let s = setup();
+    let id = open(&s.router).await;
+    s.faults.lose_next_acks(1);
+    let paused = s.router.apply(id, Change::Pause).await.unwrap();
+    assert_eq!(*paused.status(), Status::Paused);
+    let stored = s.store.inner().conversation(id).await.unwrap().unwrap();
+    assert_eq!(
+        stored, paused,
+        "the first attempt's commit is the stored state"
+    );
+    // And the conversation goes on from it.
+    let resumed = s.router.apply(id, Change::Resume).await.unwrap();
+    assert_eq!(resumed.version(), paused.version() + 1);
+}

@@ -47,6 +47,8 @@ struct Plan {
     failing_reads: Option<(usize, StoreError)>,
     delay: Option<Duration>,
     disconnected: bool,
+    /// Writes whose answer is lost after they committed.
+    losing_acks: usize,
     writes_failed: usize,
     reads_failed: usize,
     writes: usize,
@@ -88,6 +90,27 @@ impl Faults {
     /// request).
     pub fn fail_writes_after(&self, skip: usize, count: usize, error: StoreError) {
         self.plan().failing_writes = (count > 0).then_some((skip, count, error));
+    }
+
+    /// The next `count` writes go through, and then their answer is lost: the caller gets
+    /// [`StoreError::Unavailable`], as when a connection dies after the commit was sent.
+    /// The write is stored; a retry must find it (appends are idempotent on message id).
+    pub fn lose_next_acks(&self, count: usize) {
+        self.plan().losing_acks = count;
+    }
+
+    /// Called after a write committed: the lost answer, if one is armed.
+    fn after_write(&self) -> Result<(), StoreError> {
+        let mut plan = self.plan();
+        if plan.losing_acks == 0 {
+            return Ok(());
+        }
+        plan.losing_acks -= 1;
+        plan.writes_failed += 1;
+        Err(StoreError::Unavailable {
+            backend: "faulty",
+            detail: "the connection died after the commit (injected fault)".into(),
+        })
     }
 
     /// The next `count` reads fail with `error`.
@@ -195,7 +218,9 @@ impl<S: ConversationStore> ConversationStore for FaultyStore<S> {
         messages: &[Message],
     ) -> Result<AppendOutcome, StoreError> {
         self.faults.before(true).await?;
-        self.inner.append(conversation, messages).await
+        let outcome = self.inner.append(conversation, messages).await?;
+        self.faults.after_write()?;
+        Ok(outcome)
     }
 
     async fn append_shared(
@@ -204,12 +229,15 @@ impl<S: ConversationStore> ConversationStore for FaultyStore<S> {
         messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
         self.faults.before(true).await?;
-        self.inner.append_shared(conversation, messages).await
+        let outcome = self.inner.append_shared(conversation, messages).await?;
+        self.faults.after_write()?;
+        Ok(outcome)
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
         self.faults.before(true).await?;
-        self.inner.update(conversation).await
+        self.inner.update(conversation).await?;
+        self.faults.after_write()
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {

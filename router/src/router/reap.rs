@@ -130,7 +130,7 @@ impl Router {
         let mut next = hot.conversation.clone();
         let done = next.time_out(now).is_ok() && {
             next.bump_version();
-            self.db().update(&next).await.is_ok()
+            self.update_durably(&next).await.is_ok()
         };
         if done {
             debug!(conversation_id = %next.id(), "conversation timed out");

@@ -257,7 +257,9 @@ impl PostgresStore {
             options.statement_timeout.as_millis(),
             options.lock_timeout.as_millis(),
         ));
-        config.application_name("colloquy");
+        // Named by schema, so an operator (or a test) can tell this store's sessions apart
+        // in pg_stat_activity.
+        config.application_name(format!("colloquy/{}", options.schema));
         config.connect_timeout(options.connect_timeout);
         let site = Arc::new(Site {
             server,
@@ -643,6 +645,74 @@ impl ConversationStore for PostgresStore {
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
+        self.reading(|| self.conversation_once(id)).await
+    }
+
+    async fn messages(
+        &self,
+        id: ConversationId,
+        range: MessageRange,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.reading(|| self.messages_once(id, range)).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<ConversationPage, StoreError> {
+        self.reading(|| self.list_once(filter)).await
+    }
+
+    async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
+        self.reading(|| self.analytics_once(range)).await
+    }
+
+    async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
+        self.prune_batches(ended_before).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn record_module(
+        &self,
+        module: &ModuleInfo,
+        registered_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.record_module_once(module, registered_at).await
+    }
+
+    async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+        self.reading(|| self.modules_once()).await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // Every acknowledged write is committed on the server already: nothing to flush.
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The reads and the writes without a fast path, each run once; the trait's methods
+/// above retry the reads.
+impl PostgresStore {
+    /// Runs a read, and once more on a fresh connection if the first one died under it
+    /// (a read has no effect, so repeating it is always safe).
+    async fn reading<T, F, Fut>(&self, read: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        match read().await {
+            Err(StoreError::Unavailable { .. }) => read().await,
+            outcome => outcome,
+        }
+    }
+
+    async fn conversation_once(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
@@ -658,7 +728,7 @@ impl ConversationStore for PostgresStore {
             .transpose()
     }
 
-    async fn messages(
+    async fn messages_once(
         &self,
         id: ConversationId,
         range: MessageRange,
@@ -705,7 +775,7 @@ impl ConversationStore for PostgresStore {
         Ok(out)
     }
 
-    async fn list(&self, filter: &ListFilter) -> Result<ConversationPage, StoreError> {
+    async fn list_once(&self, filter: &ListFilter) -> Result<ConversationPage, StoreError> {
         let limit = filter.effective_limit();
         let mut sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE true");
         let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
@@ -743,7 +813,7 @@ impl ConversationStore for PostgresStore {
         ConversationPage::from_candidates(limit, rows.iter().map(decode_conversation))
     }
 
-    async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
+    async fn analytics_once(&self, range: TimeRange) -> Result<Analytics, StoreError> {
         let mut client = self.client().await?;
         // One snapshot for both statements, so the totals and the per-module counts agree.
         let tx = client
@@ -829,7 +899,7 @@ impl ConversationStore for PostgresStore {
         Ok(out)
     }
 
-    async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
+    async fn prune_batches(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
         self.refuse_if_closed()?;
         let client = self.client().await?;
         // In bounded batches, each its own short transaction, so a large prune never holds
@@ -858,13 +928,7 @@ impl ConversationStore for PostgresStore {
         }
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client.simple_query("SELECT 1").await.map_err(self.err())?;
-        Ok(())
-    }
-
-    async fn record_module(
+    async fn record_module_once(
         &self,
         module: &ModuleInfo,
         registered_at: Timestamp,
@@ -892,7 +956,7 @@ impl ConversationStore for PostgresStore {
         Ok(())
     }
 
-    async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+    async fn modules_once(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -902,12 +966,6 @@ impl ConversationStore for PostgresStore {
             .await
             .map_err(self.err())?;
         rows.iter().map(decode_module).collect()
-    }
-
-    async fn close(&self) -> Result<(), StoreError> {
-        // Every acknowledged write is committed on the server already: nothing to flush.
-        self.closed.store(true, Ordering::Release);
-        Ok(())
     }
 }
 
