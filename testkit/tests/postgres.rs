@@ -1,6 +1,7 @@
-//! PostgreSQL's two waits give typed errors: a statement that runs past the store's
+//! PostgreSQL beyond the shared suite: migrations (two stores opening one new schema at
+//! once, a newer schema refused) and the two waits as typed errors (a statement past the
 //! statement timeout is `StatementTimeout`, a row lock held past the lock timeout is
-//! `Busy`; and the store answers again as soon as the lock is gone. Needs
+//! `Busy`; the store answers again as soon as the lock is gone). Needs
 //! `COLLOQUY_TEST_POSTGRES` (see `conformance.rs`).
 #![allow(
     clippy::unwrap_used,
@@ -139,4 +140,109 @@ async fn a_statement_past_the_statement_timeout_is_cancelled_with_a_typed_error(
     );
     drop(holder);
     store.update(&paused).await.unwrap();
+}
+
+/// Runs `sql` in a session of its own.
+async fn execute(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opening_one_new_schema_together_migrate_it_once() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    let opened = futures_join(&factory).await;
+    assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let versions: Vec<i64> = client
+        .query(
+            &format!(
+                "SELECT version FROM \"{}\".schema_version ORDER BY version",
+                factory.schema()
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=colloquy_storage::POSTGRES_SCHEMA_VERSION).collect::<Vec<_>>(),
+        "each migration applied exactly once"
+    );
+}
+
+/// Four stores of one factory opened at the same moment.
+async fn futures_join(factory: &PostgresFactory) -> Vec<Result<PostgresStore, StoreError>> {
+    let (a, b, c, d) = tokio::join!(
+        factory.open(),
+        factory.open(),
+        factory.open(),
+        factory.open()
+    );
+    vec![a, b, c, d]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_written_by_a_newer_colloquy_is_refused() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    factory.open().await.unwrap();
+    let newer = colloquy_storage::POSTGRES_SCHEMA_VERSION + 7;
+    execute(
+        &url,
+        &format!(
+            "INSERT INTO \"{}\".schema_version (version) VALUES ({newer})",
+            factory.schema()
+        ),
+    )
+    .await;
+    match factory.open().await {
+        Err(StoreError::SchemaTooNew {
+            found, supported, ..
+        }) => {
+            assert_eq!(found, newer);
+            assert_eq!(supported, colloquy_storage::POSTGRES_SCHEMA_VERSION);
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_with_a_nul_escape_is_invalid_input() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    let store = factory.open().await.unwrap();
+    let mut context = serde_json::Map::new();
+    context.insert("note".into(), serde_json::json!("a\u{0}b"));
+    let conversation = Conversation::new(
+        ConversationId::from_uuid(uuid_v7(2)).unwrap(),
+        vec!["a".parse().unwrap(), "b".parse().unwrap()],
+        Intent::Query,
+        Duration::from_secs(60),
+        Timestamp::from_millis(1_700_000_000_000),
+    )
+    .unwrap()
+    .with_context(context);
+    let refused = store.create(&conversation).await;
+    assert!(
+        matches!(&refused, Err(StoreError::InvalidInput { reason }) if reason.contains("Unicode")),
+        "{refused:?}"
+    );
+    assert_eq!(store.conversation(conversation.id()).await.unwrap(), None);
 }
