@@ -367,24 +367,28 @@ impl PostgresStore {
             .iter()
             .map(|m| i64::try_from(m.borrow().turn).unwrap_or(i64::MAX))
             .collect();
-        let by_id: std::collections::HashMap<uuid::Uuid, (uuid::Uuid, i64)> = tx
-            .query(
+        // The two lookups go out together: tokio-postgres pipelines statements polled at
+        // once on one connection, so they cost one round trip.
+        let conversation_uuid = id.as_uuid();
+        let by_id_params: [&(dyn ToSql + Sync); 1] = [&ids];
+        let taken_params: [&(dyn ToSql + Sync); 2] = [&conversation_uuid, &turns];
+        let (found, taken) = tokio::try_join!(
+            tx.query(
                 "SELECT id, conversation_id, turn FROM messages WHERE id = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .map_err(self.err())?
+                &by_id_params,
+            ),
+            tx.query(
+                "SELECT turn FROM messages WHERE conversation_id = $1 AND turn = ANY($2)",
+                &taken_params,
+            ),
+        )
+        .map_err(self.err())?;
+        let by_id: std::collections::HashMap<uuid::Uuid, (uuid::Uuid, i64)> = found
             .iter()
             .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(self.err())?;
-        let taken: std::collections::HashSet<i64> = tx
-            .query(
-                "SELECT turn FROM messages WHERE conversation_id = $1 AND turn = ANY($2)",
-                &[&id.as_uuid(), &turns],
-            )
-            .await
-            .map_err(self.err())?
+        let taken: std::collections::HashSet<i64> = taken
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()
