@@ -17,19 +17,6 @@ use colloquy_storage::{PostgresOptions, PostgresStore};
 use common::{acknowledged, verify, wait_for_acks};
 use serde_json::Value;
 
-fn postgres_url() -> Option<String> {
-    match std::env::var("COLLOQUY_TEST_POSTGRES") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var_os("COLLOQUY_REQUIRE_SERVICES").is_some() => {
-            panic!("COLLOQUY_TEST_POSTGRES is not set but COLLOQUY_REQUIRE_SERVICES is")
-        }
-        Err(_) => {
-            eprintln!("skipped: set COLLOQUY_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test to run it");
-            None
-        }
-    }
-}
-
 /// A schema of its own for one test, dropped when the test ends.
 struct Schema {
     url: String,
@@ -128,7 +115,7 @@ impl Drop for Schema {
 
 #[test]
 fn every_command_works_on_postgres() {
-    let Some(url) = postgres_url() else {
+    let Some(url) = colloquy_testkit::postgres_url() else {
         return;
     };
     let schema = Schema::new(&url, "commands");
@@ -190,7 +177,7 @@ fn every_command_works_on_postgres() {
 /// stored, once, with contiguous turns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_backends_mid_load_lose_nothing() {
-    let Some(url) = postgres_url() else {
+    let Some(url) = colloquy_testkit::postgres_url() else {
         return;
     };
     let schema = Schema::new(&url, "terminated");
@@ -235,7 +222,7 @@ async fn terminated_backends_mid_load_lose_nothing() {
 /// nothing acknowledged is lost, turns stay contiguous, and a new hub continues.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
-    let Some(url) = postgres_url() else {
+    let Some(url) = colloquy_testkit::postgres_url() else {
         return;
     };
     let schema = Schema::new(&url, "sigkill");

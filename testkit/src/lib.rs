@@ -12,6 +12,7 @@
 //!   ([`MockHandle`], tower-test style), failing the test if a turn is left unexamined.
 //! - [`FaultyStore`]: wraps any store and fails, delays or disconnects it on command.
 //! - [`timeout_scale`], [`scaled`] and [`eventually`]: CI-aware timeouts and polling.
+//! - [`postgres_url`]: the PostgreSQL server a test may use, or why it skips.
 //!
 //! Features: `hub` (default) brings everything above; without it
 //! (`default-features = false`) the crate is the conformance suite alone, for backend
@@ -63,6 +64,35 @@ mod hub;
 mod mock;
 #[cfg(feature = "hub")]
 pub mod modules;
+
+/// The PostgreSQL server for tests, from `COLLOQUY_TEST_POSTGRES`
+/// (`postgres://user@host:port/database`); `None`, after printing why, where it is unset, so
+/// the test can return early.
+///
+/// Where `COLLOQUY_REQUIRE_SERVICES` is set (CI sets it), a missing server is not a reason
+/// to skip: this panics instead, so a CI run can never pass by skipping.
+///
+/// ```
+/// if let Some(url) = colloquy_testkit::postgres_url() {
+///     // run against the server at `url`, in a schema of the test's own
+/// #   let _ = url;
+/// }
+/// ```
+#[allow(clippy::panic, clippy::print_stderr)] // failing or explaining the test is the point
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("COLLOQUY_TEST_POSTGRES") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("COLLOQUY_REQUIRE_SERVICES").is_some() => panic!(
+            "COLLOQUY_TEST_POSTGRES is not set but COLLOQUY_REQUIRE_SERVICES is: the PostgreSQL tests must run (see .ci/run)"
+        ),
+        Err(_) => {
+            eprintln!(
+                "skipped: set COLLOQUY_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test to run it"
+            );
+            None
+        }
+    }
+}
 
 #[cfg(feature = "hub")]
 pub use colloquy_storage::{Faults, FaultyStore};

@@ -40,26 +40,9 @@ async fn sqlite_store_with_full_sync_conforms() {
     assert_sqlite_conforms(SqliteOptions::new().synchronous(Synchronous::Full)).await;
 }
 
-/// The PostgreSQL server the tests use, from `COLLOQUY_TEST_POSTGRES`
-/// (`postgres://user@host:port/database`), or `None` (with the reason printed) where the
-/// test may skip. `COLLOQUY_REQUIRE_SERVICES` (set by `.ci/run`) turns a missing server into
-/// a failure.
-fn postgres_url() -> Option<String> {
-    match std::env::var("COLLOQUY_TEST_POSTGRES") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var_os("COLLOQUY_REQUIRE_SERVICES").is_some() => panic!(
-            "COLLOQUY_TEST_POSTGRES is not set but COLLOQUY_REQUIRE_SERVICES is: the PostgreSQL tests must run (see .ci/run)"
-        ),
-        Err(_) => {
-            eprintln!("skipped: set COLLOQUY_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test to run it");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_conforms() {
-    let Some(url) = postgres_url() else {
+    let Some(url) = colloquy_testkit::postgres_url() else {
         return;
     };
     let report = conformance::run_all(|| {

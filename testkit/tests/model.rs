@@ -481,25 +481,13 @@ proptest! {
     }
 }
 
-/// The PostgreSQL server of `COLLOQUY_TEST_POSTGRES`, or `None` where the test may skip
-/// (`COLLOQUY_REQUIRE_SERVICES`, set by `.ci/run`, makes a missing one fail).
-fn postgres_url() -> Option<String> {
-    match std::env::var("COLLOQUY_TEST_POSTGRES") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var_os("COLLOQUY_REQUIRE_SERVICES").is_some() => {
-            panic!("COLLOQUY_TEST_POSTGRES is not set but COLLOQUY_REQUIRE_SERVICES is")
-        }
-        Err(_) => None,
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     /// PostgreSQL against memory, each case on a fresh schema.
     #[test]
     fn postgres_and_memory_stores_agree(ops in proptest::collection::vec(op(), 1..60)) {
-        let Some(url) = postgres_url() else {
+        let Some(url) = colloquy_testkit::postgres_url() else {
             return Ok(());
         };
         runtime(true).block_on(run_on(Backend::Postgres(url), ops))?;

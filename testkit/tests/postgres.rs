@@ -16,19 +16,6 @@ use colloquy_core::{Conversation, ConversationId, Intent, Timestamp};
 use colloquy_storage::{ConversationStore, PostgresOptions, PostgresStore, StoreError};
 use colloquy_testkit::conformance::{PostgresFactory, StoreFactory};
 
-fn postgres_url() -> Option<String> {
-    match std::env::var("COLLOQUY_TEST_POSTGRES") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var_os("COLLOQUY_REQUIRE_SERVICES").is_some() => {
-            panic!("COLLOQUY_TEST_POSTGRES is not set but COLLOQUY_REQUIRE_SERVICES is")
-        }
-        Err(_) => {
-            eprintln!("skipped: set COLLOQUY_TEST_POSTGRES to run it");
-            None
-        }
-    }
-}
-
 /// A store on `factory`'s schema with these timeouts, and one stored conversation.
 async fn store_with(
     factory: &PostgresFactory,
@@ -78,68 +65,53 @@ async fn hold_row_lock(url: &str, schema: &str, id: ConversationId) -> tokio_pos
     client
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_held_past_the_lock_timeout_is_busy() {
-    let Some(url) = postgres_url() else {
-        return;
-    };
+/// Pauses a stored conversation through a store with these timeouts while another
+/// session holds its row lock: returns the refusal, and checks that the same write goes
+/// through once the lock is gone.
+async fn update_while_locked(statement: Duration, lock: Duration) -> Option<StoreError> {
+    let url = colloquy_testkit::postgres_url()?;
     let factory = PostgresFactory::new(&url).unwrap();
-    let (store, conversation) = store_with(
-        &factory,
-        &url,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-    )
-    .await;
+    let (store, conversation) = store_with(&factory, &url, statement, lock).await;
     let holder = hold_row_lock(&url, factory.schema(), conversation.id()).await;
     let mut paused = conversation.clone();
     paused
         .pause(Timestamp::from_millis(1_700_000_001_000))
         .unwrap();
     paused.bump_version();
-    let refused = store.update(&paused).await;
-    assert!(
-        matches!(refused, Err(StoreError::Busy { waited }) if waited == Duration::from_millis(100)),
-        "{refused:?}"
-    );
-    assert!(refused.unwrap_err().is_transient());
+    let refused = store.update(&paused).await.unwrap_err();
     drop(holder);
     // The lock is gone with the session: the same write now goes through.
     store.update(&paused).await.unwrap();
-    let stored = store
-        .conversation(conversation.id())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored, paused);
+    let stored = store.conversation(conversation.id()).await.unwrap();
+    assert_eq!(stored, Some(paused));
+    Some(refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_the_lock_timeout_is_busy() {
+    let Some(refused) =
+        update_while_locked(Duration::from_secs(30), Duration::from_millis(100)).await
+    else {
+        return;
+    };
+    assert!(
+        matches!(refused, StoreError::Busy { waited } if waited == Duration::from_millis(100)),
+        "{refused:?}"
+    );
+    assert!(refused.is_transient());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_past_the_statement_timeout_is_cancelled_with_a_typed_error() {
-    let Some(url) = postgres_url() else {
+    let Some(refused) =
+        update_while_locked(Duration::from_millis(100), Duration::from_secs(30)).await
+    else {
         return;
     };
-    let factory = PostgresFactory::new(&url).unwrap();
-    let (store, conversation) = store_with(
-        &factory,
-        &url,
-        Duration::from_millis(100),
-        Duration::from_secs(30),
-    )
-    .await;
-    let holder = hold_row_lock(&url, factory.schema(), conversation.id()).await;
-    let mut paused = conversation.clone();
-    paused
-        .pause(Timestamp::from_millis(1_700_000_001_000))
-        .unwrap();
-    paused.bump_version();
-    let refused = store.update(&paused).await;
     assert!(
-        matches!(refused, Err(StoreError::StatementTimeout { limit }) if limit == Duration::from_millis(100)),
+        matches!(refused, StoreError::StatementTimeout { limit } if limit == Duration::from_millis(100)),
         "{refused:?}"
     );
-    drop(holder);
-    store.update(&paused).await.unwrap();
 }
 
 /// Runs `sql` in a session of its own.
@@ -153,7 +125,7 @@ async fn execute(url: &str, sql: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_opening_one_new_schema_together_migrate_it_once() {
-    let Some(url) = postgres_url() else {
+    let Some(url) = colloquy_testkit::postgres_url() else {
         return;
     };
     let factory = PostgresFactory::new(&url).unwrap();
@@ -196,7 +168,7 @@ async fn futures_join(factory: &PostgresFactory) -> Vec<Result<PostgresStore, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_written_by_a_newer_colloquy_is_refused() {
-    let Some(url) = postgres_url() else {
+    let Some(url) = colloquy_testkit::postgres_url() else {
         return;
     };
     let factory = PostgresFactory::new(&url).unwrap();
@@ -223,7 +195,7 @@ async fn a_schema_written_by_a_newer_colloquy_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_context_with_a_nul_escape_is_invalid_input() {
-    let Some(url) = postgres_url() else {
+    let Some(url) = colloquy_testkit::postgres_url() else {
         return;
     };
     let factory = PostgresFactory::new(&url).unwrap();

@@ -333,23 +333,6 @@ impl PostgresStore {
         |e| self.site.err(e)
     }
 
-    /// The stored version, status and turn count, read under a row lock inside `tx`.
-    async fn lock_stored(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        id: ConversationId,
-    ) -> Result<StoredState, StoreError> {
-        let row = tx
-            .query_opt(
-                "SELECT version, status, turn_count FROM conversations WHERE id = $1 FOR UPDATE",
-                &[&id.as_uuid()],
-            )
-            .await
-            .map_err(self.err())?
-            .ok_or(StoreError::NotFound { conversation: id })?;
-        stored_state(&row, id)
-    }
-
     /// The slow path of an append: inside a transaction that locks the conversation row,
     /// decide with the shared rules which messages are new (a retry skips those already
     /// stored), then write them and the state.
@@ -361,7 +344,7 @@ impl PostgresStore {
         let id = conversation.id();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err())?;
-        let stored = self.lock_stored(&tx, id).await?;
+        let stored = stored_state(&*tx, &self.site, id, "FOR UPDATE").await?;
         let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.borrow().id.as_uuid()).collect();
         let turns: Vec<i64> = messages
             .iter()
@@ -527,7 +510,22 @@ fn update_sql(extra: &str) -> String {
     )
 }
 
-fn stored_state(row: &tokio_postgres::Row, id: ConversationId) -> Result<StoredState, StoreError> {
+/// The stored version, status and turn count of `id` (`lock`: `"FOR UPDATE"` inside a
+/// transaction, or `""`); `NotFound` if there is no such conversation.
+async fn stored_state<C: tokio_postgres::GenericClient + Sync>(
+    client: &C,
+    site: &Site,
+    id: ConversationId,
+    lock: &str,
+) -> Result<StoredState, StoreError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT version, status, turn_count FROM conversations WHERE id = $1 {lock}"),
+            &[&id.as_uuid()],
+        )
+        .await
+        .map_err(|e| site.err(e))?
+        .ok_or(StoreError::NotFound { conversation: id })?;
     let corrupt = |detail: String| StoreError::Corrupt {
         location: format!("conversation {id}"),
         detail,
@@ -630,15 +628,7 @@ impl ConversationStore for PostgresStore {
             return Ok(());
         }
         // Refused: say exactly why, with the rules every backend shares.
-        let row = client
-            .query_opt(
-                "SELECT version, status, turn_count FROM conversations WHERE id = $1",
-                &[&id.as_uuid()],
-            )
-            .await
-            .map_err(self.err())?
-            .ok_or(StoreError::NotFound { conversation: id })?;
-        let stored = stored_state(&row, id)?;
+        let stored = stored_state(&**client, &self.site, id, "").await?;
         check_update(id, conversation.turn_count(), stored.turns)?;
         check_write(id, conversation.version(), stored)?;
         Err(StoreError::Conflict {
