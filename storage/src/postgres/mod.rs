@@ -405,19 +405,11 @@ impl PostgresStore {
             if written != 1 {
                 return Err(StoreError::NotFound { conversation: id });
             }
+            let mut values: Vec<&(dyn ToSql + Sync)> = vec![&state.id];
+            values.extend_from_slice(&columns.values());
             tx.execute(
                 &format!("{INSERT_MESSAGES} FROM {}", unnest_messages(2)),
-                &[
-                    &state.id,
-                    &columns.ids,
-                    &columns.turns,
-                    &columns.sources,
-                    &columns.targets,
-                    &columns.kinds,
-                    &columns.contents,
-                    &columns.in_reply_to,
-                    &columns.sent_at,
-                ],
+                &values,
             )
             .await
             .map_err(self.err())?;
@@ -452,17 +444,8 @@ impl PostgresStore {
                 unnest_messages(17),
             );
             let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
-            values.extend_from_slice(&[
-                &columns.ids,
-                &columns.turns,
-                &columns.sources,
-                &columns.targets,
-                &columns.kinds,
-                &columns.contents,
-                &columns.in_reply_to,
-                &columns.sent_at,
-                &previous_turns,
-            ]);
+            values.extend_from_slice(&columns.values());
+            values.push(&previous_turns);
             let statement = client.prepare_cached(&sql).await.map_err(self.err())?;
             client.execute(&statement, &values).await
         };

@@ -79,6 +79,22 @@ pub(crate) struct MessageColumns {
     pub(crate) sent_at: Vec<i64>,
 }
 
+impl MessageColumns {
+    /// The eight column arrays, in the order the insert unnests them.
+    pub(crate) fn values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
+        [
+            &self.ids,
+            &self.turns,
+            &self.sources,
+            &self.targets,
+            &self.kinds,
+            &self.contents,
+            &self.in_reply_to,
+            &self.sent_at,
+        ]
+    }
+}
+
 fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::InvalidInput {
         reason: format!("{what} {value} does not fit a signed 64-bit column"),
