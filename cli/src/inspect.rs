@@ -225,6 +225,13 @@ pub(crate) async fn health(
             stale_after.map_or_else(|| "their idle timeout".to_owned(), |d| format!("{d:?}")),
         ));
     }
+    let hubs = match hubs(store).await {
+        Ok(hubs) => hubs,
+        Err(e) => {
+            problems.push(format!("cannot read the hubs: {e}"));
+            None
+        }
+    };
     let healthy = problems.is_empty();
     if out.json {
         out.json_value(&json!({
@@ -233,6 +240,15 @@ pub(crate) async fn health(
             "ping_us": ping.map(|d| d.as_micros() as u64),
             "active_conversations": active_count,
             "stale_conversations": stale.iter().map(|c| c.id().to_string()).collect::<Vec<_>>(),
+            "hubs": hubs.as_ref().map(|hubs| hubs.iter().map(|h| json!({
+                "name": h.name,
+                "id": h.member.id,
+                "epoch": h.member.epoch,
+                "alive": h.alive,
+                "fenced": h.fenced,
+                "heartbeat_at": h.heartbeat_at,
+                "modules": h.modules.iter().map(|m| m.name.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>()),
         }))?;
         return Ok(healthy);
     }
@@ -250,6 +266,35 @@ pub(crate) async fn health(
         ping.map_or_else(|| "failed".to_owned(), |d| format!("{}µs", d.as_micros())),
         active_count
     ));
+    if let Some(hubs) = hubs.as_ref().filter(|h| !h.is_empty()) {
+        let rows: Vec<Vec<String>> = hubs
+            .iter()
+            .map(|h| {
+                vec![
+                    h.name.clone(),
+                    if h.alive {
+                        "alive"
+                    } else if h.fenced {
+                        "gone"
+                    } else {
+                        "silent"
+                    }
+                    .into(),
+                    time(h.heartbeat_at),
+                    h.modules
+                        .iter()
+                        .map(|m| m.name.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ]
+            })
+            .collect();
+        text.push('\n');
+        text.push_str(&table(
+            &["hub", "state", "last heartbeat", "modules"],
+            &rows,
+        ));
+    }
     if !stale.is_empty() {
         let rows: Vec<Vec<String>> = stale
             .iter()
@@ -272,15 +317,46 @@ pub(crate) async fn health(
     Ok(healthy)
 }
 
+/// The hubs sharing a database (PostgreSQL): alive ones, and those gone in the last
+/// minute; `None` for a database of one process.
+async fn hubs(store: &Store) -> Result<Option<Vec<colloquy_storage::MemberRecord>>> {
+    let Some(cluster) = store.membership() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        cluster
+            .members(MEMBER_TIMEOUT, Duration::from_secs(60))
+            .await?,
+    ))
+}
+
+/// How long a hub may be silent before it counts as gone (the hubs' default).
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The alive hubs hosting `module`.
+fn hosts(hubs: &[colloquy_storage::MemberRecord], module: &ModuleName) -> Vec<String> {
+    hubs.iter()
+        .filter(|h| h.alive && h.modules.iter().any(|m| &m.name == module))
+        .map(|h| h.name.clone())
+        .collect()
+}
+
 pub(crate) async fn modules(out: &mut Out, store: &Store) -> Result<()> {
     let modules = store.modules().await?;
+    let hubs = hubs(store).await?;
     if out.json {
-        return out.json_value(&json!(modules));
+        let mut listed = json!(modules);
+        if let (Some(hubs), Some(items)) = (&hubs, listed.as_array_mut()) {
+            for (item, module) in items.iter_mut().zip(&modules) {
+                item["hosted_by"] = json!(hosts(hubs, &module.info.name));
+            }
+        }
+        return out.json_value(&listed);
     }
     let rows: Vec<Vec<String>> = modules
         .iter()
         .map(|m| {
-            vec![
+            let mut row = vec![
                 m.info.name.to_string(),
                 m.info.version.clone(),
                 m.info
@@ -291,19 +367,24 @@ pub(crate) async fn modules(out: &mut Out, store: &Store) -> Result<()> {
                     .join(", "),
                 time(m.registered_at),
                 m.info.description.clone(),
-            ]
+            ];
+            if let Some(hubs) = &hubs {
+                row.insert(4, hosts(hubs, &m.info.name).join(", "));
+            }
+            row
         })
         .collect();
-    out.text(&table(
-        &[
-            "module",
-            "version",
-            "capabilities",
-            "registered",
-            "description",
-        ],
-        &rows,
-    ))
+    let mut headers = vec![
+        "module",
+        "version",
+        "capabilities",
+        "registered",
+        "description",
+    ];
+    if hubs.is_some() {
+        headers.insert(4, "hosted by");
+    }
+    out.text(&table(&headers, &rows))
 }
 
 pub(crate) async fn prune(

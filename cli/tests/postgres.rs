@@ -292,3 +292,44 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
         hub.shutdown().await;
     }
 }
+
+/// A running `colloquy serve` on PostgreSQL is a member: `health` lists it alive with its
+/// modules, `modules` says which hub hosts each; once it stops, it is listed as gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_hub_is_listed_by_health_and_modules() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let schema = Schema::new(&url, "members");
+    let (server, _, _) = common::serve_on(&url, &["--schema", &schema.name]);
+    // Its modules reach the table with its first heartbeat (each second).
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let health = loop {
+        let health = schema.json(&["health"]);
+        let hubs = health["hubs"].as_array().cloned().unwrap_or_default();
+        if hubs.iter().any(|h| {
+            h["alive"] == true
+                && h["modules"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|n| n.as_str() == Some("echo")))
+        }) {
+            break health;
+        }
+        assert!(std::time::Instant::now() < limit, "{health}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let hub_name = health["hubs"][0]["name"].as_str().unwrap().to_owned();
+    let modules = schema.json(&["modules"]);
+    let echo = modules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["info"]["name"] == "echo")
+        .unwrap();
+    assert_eq!(echo["hosted_by"], serde_json::json!([hub_name]));
+    assert!(server.terminate(), "serve stops cleanly");
+    let after = schema.json(&["health"]);
+    let gone = &after["hubs"][0];
+    assert_eq!(gone["alive"], false, "{after}");
+    assert_eq!(gone["fenced"], true, "it left when it stopped: {after}");
+}

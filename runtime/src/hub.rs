@@ -55,6 +55,8 @@ pub struct HubBuilder {
     cold_after: Duration,
     drain: Duration,
     clock: Option<Clock>,
+    member_name: Option<String>,
+    member_timeout: Duration,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -74,6 +76,8 @@ impl Default for HubBuilder {
             cold_after: Duration::from_secs(60),
             drain: Duration::from_secs(10),
             clock: None,
+            member_name: None,
+            member_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -179,6 +183,21 @@ impl HubBuilder {
         self
     }
 
+    /// On a store several hubs share (PostgreSQL): the name this hub gives itself in the
+    /// cluster (default: host and process id).
+    pub fn member_name(mut self, name: impl Into<String>) -> Self {
+        self.member_name = Some(name.into());
+        self
+    }
+
+    /// On a store several hubs share: a hub silent for longer than `timeout` (judged on the
+    /// database server's clock) is declared dead and fenced. It heartbeats every fifth of
+    /// it. Default 5 s.
+    pub fn member_timeout(mut self, timeout: Duration) -> Self {
+        self.member_timeout = timeout;
+        self
+    }
+
     /// Opens the store and starts the hub (and its reaper). Must run inside a tokio runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
         let store: Arc<dyn ConversationStore> = match self.store {
@@ -208,22 +227,41 @@ impl HubBuilder {
             started: clock.now(),
             cold_after: self.cold_after,
             drain: self.drain,
+            membership: crate::member::Membership::default(),
+            member_name: self.member_name.unwrap_or_else(crate::member::default_name),
+            member_timeout: self.member_timeout,
+            heartbeat: Mutex::new(None),
         });
         let task = tokio::spawn(reaper(Arc::downgrade(&inner)));
         *inner.reaper.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        if store.membership().is_some() {
+            crate::member::join(&inner, &store).await;
+            let beating = tokio::spawn(crate::member::heartbeat(
+                Arc::downgrade(&inner),
+                Arc::clone(&store),
+            ));
+            *inner
+                .heartbeat
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(beating);
+        }
         Ok(Hub { inner })
     }
 }
 
 pub(crate) struct HubInner {
     pub(crate) router: Router,
-    registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     reaper: Mutex<Option<JoinHandle<()>>>,
     reaper_stop: Notify,
     last_reap: Mutex<Option<(Timestamp, ReapReport)>>,
     reaper_interval: Duration,
     started: Timestamp,
     cold_after: Duration,
+    pub(crate) membership: crate::member::Membership,
+    pub(crate) member_name: String,
+    pub(crate) member_timeout: Duration,
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
     drain: Duration,
 }
 
@@ -384,6 +422,24 @@ impl Hub {
     /// [`register`](Self::register), which also records the module in the store.)
     pub fn modules(&self) -> Vec<Arc<ModuleInfo>> {
         self.inner.registry.list()
+    }
+
+    /// This hub's membership in the cluster of hubs sharing its store (PostgreSQL); `None`
+    /// on a store of one process, or before it could join.
+    pub fn member(&self) -> Option<colloquy_storage::Member> {
+        self.inner.membership.get()
+    }
+
+    /// The hubs sharing this hub's store: alive ones, and those fenced in the last minute;
+    /// `None` on a store of one process.
+    pub async fn members(&self) -> Option<Result<Vec<colloquy_storage::MemberRecord>, HubError>> {
+        let cluster = self.store().membership()?;
+        Some(
+            cluster
+                .members(self.inner.member_timeout, Duration::from_secs(60))
+                .await
+                .map_err(HubError::from),
+        )
     }
 
     /// The registered modules that declare `capability`.
@@ -633,6 +689,17 @@ impl Hub {
             task.abort();
             let _ = task.await;
         }
+        let beating = self
+            .inner
+            .heartbeat
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(beating) = beating {
+            beating.abort();
+            let _ = beating.await;
+        }
+        crate::member::leave(&self.inner, self.store()).await;
         if let Err(e) = self.store().close().await {
             warn!(error = %e, "closing the store failed");
         }

@@ -51,6 +51,7 @@
 mod error;
 mod handle;
 mod hub;
+mod member;
 mod reader;
 mod stale;
 
@@ -75,8 +76,8 @@ pub use colloquy_registry::{
 #[cfg(feature = "postgres")]
 pub use colloquy_storage::PostgresOptions;
 pub use colloquy_storage::{
-    Analytics, ConversationPage, ListCursor, ListFilter, MessageRange, ModuleRecord, SqliteOptions,
-    StoreError, Synchronous, TimeRange,
+    Analytics, ConversationPage, ListCursor, ListFilter, Member, MemberRecord, MessageRange,
+    ModuleRecord, SqliteOptions, StoreError, Synchronous, TimeRange,
 };
 pub use error::HubError;
 pub use handle::ConversationHandle;

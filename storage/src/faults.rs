@@ -288,6 +288,10 @@ impl<S: ConversationStore> ConversationStore for FaultyStore<S> {
         self.inner.modules().await
     }
 
+    fn membership(&self) -> Option<&dyn crate::Membership> {
+        self.inner.membership()
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         self.inner.close().await
     }

@@ -34,6 +34,7 @@ mod batch;
 mod error;
 #[cfg(feature = "faults")]
 mod faults;
+mod membership;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -44,6 +45,7 @@ mod store;
 pub use error::StoreError;
 #[cfg(feature = "faults")]
 pub use faults::{Faults, FaultyStore};
+pub use membership::{Member, MemberRecord, Membership};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore, POSTGRES_SCHEMA_VERSION};

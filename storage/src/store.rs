@@ -103,6 +103,12 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Every recorded module registration, sorted by name.
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError>;
 
+    /// The hubs sharing this store, for a backend that several processes write at once
+    /// (PostgreSQL); `None` (the default) for a store of one process.
+    fn membership(&self) -> Option<&dyn crate::Membership> {
+        None
+    }
+
     /// Makes everything acknowledged durable and stops accepting writes (later writes fail
     /// with [`StoreError::Closed`]; reads keep working). The default does nothing, for
     /// backends with nothing to flush.
@@ -508,6 +514,9 @@ impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
     }
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         (**self).modules().await
+    }
+    fn membership(&self) -> Option<&dyn crate::Membership> {
+        (**self).membership()
     }
     async fn close(&self) -> Result<(), StoreError> {
         (**self).close().await

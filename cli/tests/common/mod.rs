@@ -55,6 +55,14 @@ pub(crate) fn start(command: &mut Command) -> (Running, Value) {
 /// `colloquy serve --demo-modules` on a free loopback port and `db`, with `extra`
 /// arguments; returns it, its ready line and its base URL.
 pub(crate) fn serve(db: &Path, extra: &[&str]) -> (Running, Value, String) {
+    serve_on(db.as_os_str(), extra)
+}
+
+/// [`serve`] on any `--db` (a file or a PostgreSQL URL).
+pub(crate) fn serve_on(
+    db: impl AsRef<std::ffi::OsStr>,
+    extra: &[&str],
+) -> (Running, Value, String) {
     let (server, ready) = start(
         Command::new(env!("CARGO_BIN_EXE_colloquy"))
             .args([

@@ -13,6 +13,7 @@
 //! append whose commit was sent before the connection died is resolved on retry by its
 //! message ids, never by a duplicate turn).
 
+mod membership;
 mod rows;
 mod schema;
 
@@ -317,11 +318,11 @@ impl PostgresStore {
         dropped
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| self.site.pool_err(e))
     }
 
-    fn refuse_if_closed(&self) -> Result<(), StoreError> {
+    pub(crate) fn refuse_if_closed(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Acquire) {
             Err(StoreError::Closed)
         } else {
@@ -329,7 +330,7 @@ impl PostgresStore {
         }
     }
 
-    fn err(&self) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+    pub(crate) fn err(&self) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
         |e| self.site.err(e)
     }
 
@@ -661,6 +662,10 @@ impl ConversationStore for PostgresStore {
 
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         self.reading(|| self.modules_once()).await
+    }
+
+    fn membership(&self) -> Option<&dyn crate::Membership> {
+        Some(self)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -61,6 +61,23 @@ const MIGRATIONS: &[&str] = &[
         registered_at  bigint NOT NULL
     );
     "#,
+    // Version 2: the hubs sharing the schema (membership, see ARCHITECTURE.md "Cluster"):
+    // one row per run of a hub, its fencing epoch from a sequence, heartbeats on the
+    // server's clock.
+    r#"
+    CREATE SEQUENCE hub_epochs;
+    CREATE TABLE hubs (
+        id            uuid NOT NULL,
+        epoch         bigint NOT NULL,
+        name          text NOT NULL,
+        joined_at     timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+        fenced        boolean NOT NULL DEFAULT false,
+        modules       jsonb NOT NULL,
+        PRIMARY KEY (id, epoch)
+    );
+    CREATE INDEX hubs_unfenced ON hubs (heartbeat_at) WHERE NOT fenced;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

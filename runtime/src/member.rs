@@ -1,0 +1,115 @@
+//! The hub as a member of a cluster: on a store that several hubs share (PostgreSQL), the
+//! hub joins, heartbeats with the modules it hosts, fences members that went silent, and
+//! leaves at shutdown. See ARCHITECTURE.md, "Cluster". On other stores none of this runs.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError, Weak},
+    time::Duration,
+};
+
+use colloquy_core::ModuleInfo;
+use colloquy_storage::{ConversationStore, Member};
+use tracing::{debug, warn};
+
+use crate::hub::HubInner;
+
+/// This hub's membership, once joined.
+#[derive(Debug, Default)]
+pub(crate) struct Membership {
+    member: Mutex<Option<Member>>,
+}
+
+impl Membership {
+    /// The current member (`None` on a store of one process).
+    pub(crate) fn get(&self) -> Option<Member> {
+        *self.member.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, member: Option<Member>) {
+        *self.member.lock().unwrap_or_else(PoisonError::into_inner) = member;
+    }
+}
+
+/// The name a hub gives itself: the host and the process.
+pub(crate) fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+fn hosted(inner: &HubInner) -> Vec<ModuleInfo> {
+    inner
+        .registry
+        .list()
+        .iter()
+        .map(|info| ModuleInfo::clone(info))
+        .collect()
+}
+
+/// Joins the store's cluster, if it has one.
+pub(crate) async fn join(inner: &HubInner, store: &Arc<dyn ConversationStore>) {
+    let Some(cluster) = store.membership() else {
+        return;
+    };
+    match cluster.join(&inner.member_name, &hosted(inner)).await {
+        Ok(member) => {
+            debug!(hub = %member.id, epoch = member.epoch, "joined the cluster");
+            inner.membership.set(Some(member));
+        }
+        Err(e) => warn!(error = %e, "could not join the cluster; retrying at the next heartbeat"),
+    }
+}
+
+/// Heartbeats every `member_timeout / 5` while the hub lives: records the modules it hosts,
+/// rejoins under a new epoch if it was fenced, and fences members silent for longer than
+/// the timeout.
+pub(crate) async fn heartbeat(hub: Weak<HubInner>, store: Arc<dyn ConversationStore>) {
+    let Some(cluster) = store.membership() else {
+        return;
+    };
+    loop {
+        let interval = match hub.upgrade() {
+            Some(inner) => inner.member_timeout / 5,
+            None => return,
+        };
+        tokio::time::sleep(interval.max(Duration::from_millis(10))).await;
+        let Some(inner) = hub.upgrade() else {
+            return;
+        };
+        let modules = hosted(&inner);
+        match inner.membership.get() {
+            None => join(&inner, &store).await,
+            Some(member) => match cluster.heartbeat(member, &modules).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(hub = %member.id, epoch = member.epoch,
+                        "this hub was fenced (silent past the member timeout); joining again");
+                    inner.membership.set(None);
+                    join(&inner, &store).await;
+                }
+                Err(e) => warn!(error = %e, "heartbeat failed"),
+            },
+        }
+        match cluster.fence_silent(inner.member_timeout).await {
+            Ok(fenced) if !fenced.is_empty() => {
+                warn!(?fenced, "fenced members that went silent");
+            }
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "could not check for silent members"),
+        }
+    }
+}
+
+/// Leaves the cluster (at shutdown): others need not wait for the timeout.
+pub(crate) async fn leave(inner: &HubInner, store: &Arc<dyn ConversationStore>) {
+    let (Some(cluster), Some(member)) = (store.membership(), inner.membership.get()) else {
+        return;
+    };
+    if let Err(e) = cluster.leave(member).await {
+        warn!(error = %e, "could not leave the cluster; others will fence this hub after the member timeout");
+    }
+    inner.membership.set(None);
+}

@@ -1,0 +1,71 @@
+//! [`Membership`]: the hubs that share one database, for stores that several processes
+//! write at once (PostgreSQL). A store offers it through
+//! [`ConversationStore::membership`]; stores of one process (memory, SQLite) do not.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use colloquy_core::{ModuleInfo, Timestamp};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// One hub's membership: its id, and the fencing epoch of this run of it (new at every
+/// join; a write conditioned on it is refused once the hub was fenced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// The hub, for as long as the process runs.
+    pub id: Uuid,
+    /// This run's fencing epoch.
+    pub epoch: i64,
+}
+
+/// A member as recorded, for health and listings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The member.
+    pub member: Member,
+    /// The name it gave (host and process id by default).
+    pub name: String,
+    /// When it joined.
+    pub joined_at: Timestamp,
+    /// Its last heartbeat, on the database server's clock.
+    pub heartbeat_at: Timestamp,
+    /// True while its heartbeat is younger than the member timeout (on the server's clock).
+    pub alive: bool,
+    /// True once another member declared it dead (or it left): nothing it writes
+    /// afterwards as this member is accepted.
+    pub fenced: bool,
+    /// The modules it hosts.
+    pub modules: Vec<ModuleInfo>,
+}
+
+/// The hubs sharing one database. Times are judged on the database server's clock, so
+/// that hubs whose clocks disagree still agree on who is alive.
+#[async_trait]
+pub trait Membership: Send + Sync {
+    /// Joins as a new member named `name`, hosting `modules`.
+    async fn join(&self, name: &str, modules: &[ModuleInfo]) -> Result<Member, StoreError>;
+
+    /// Records that `member` is alive and hosts `modules`. `Ok(false)`: the member was
+    /// fenced (declared dead while it did not heartbeat); it must stop acting as that member
+    /// and join again.
+    async fn heartbeat(&self, member: Member, modules: &[ModuleInfo]) -> Result<bool, StoreError>;
+
+    /// Leaves: the member is fenced at once, so others need not wait for its timeout.
+    async fn leave(&self, member: Member) -> Result<(), StoreError>;
+
+    /// Fences every member whose heartbeat is older than `timeout` and is not fenced yet;
+    /// returns them. One conditional update: when several members notice the same dead one,
+    /// exactly one fences it.
+    async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError>;
+
+    /// Every member not fenced, and the fenced ones of the last `recent` (for health),
+    /// judged alive by `timeout`; sorted by join time.
+    async fn members(
+        &self,
+        timeout: Duration,
+        recent: Duration,
+    ) -> Result<Vec<MemberRecord>, StoreError>;
+}

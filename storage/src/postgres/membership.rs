@@ -1,0 +1,141 @@
+//! [`Membership`] on PostgreSQL: the `hubs` table, judged on the server's clock.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use colloquy_core::{ModuleInfo, Timestamp};
+use serde_json::Value;
+
+use super::PostgresStore;
+use crate::{Member, MemberRecord, Membership, StoreError};
+
+/// Fenced rows older than this are deleted (the table keeps recent history only).
+const FORGET_AFTER_SECS: f64 = 86_400.0;
+
+fn modules_json(modules: &[ModuleInfo]) -> Result<Value, StoreError> {
+    serde_json::to_value(modules).map_err(|e| StoreError::InvalidInput {
+        reason: format!("module infos cannot be serialized: {e}"),
+    })
+}
+
+fn millis(row: &tokio_postgres::Row, idx: usize) -> Result<Timestamp, tokio_postgres::Error> {
+    let ms: i64 = row.try_get(idx)?;
+    Ok(Timestamp::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+#[async_trait]
+impl Membership for PostgresStore {
+    async fn join(&self, name: &str, modules: &[ModuleInfo]) -> Result<Member, StoreError> {
+        self.refuse_if_closed()?;
+        let modules = modules_json(modules)?;
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO hubs (id, epoch, name, modules) \
+                 VALUES (gen_random_uuid(), nextval('hub_epochs'), $1, $2) RETURNING id, epoch",
+                &[&name, &modules],
+            )
+            .await
+            .map_err(self.err())?;
+        Ok(Member {
+            id: row.try_get(0).map_err(self.err())?,
+            epoch: row.try_get(1).map_err(self.err())?,
+        })
+    }
+
+    async fn heartbeat(&self, member: Member, modules: &[ModuleInfo]) -> Result<bool, StoreError> {
+        let modules = modules_json(modules)?;
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE hubs SET heartbeat_at = now(), modules = $3 \
+                 WHERE id = $1 AND epoch = $2 AND NOT fenced",
+                &[&member.id, &member.epoch, &modules],
+            )
+            .await
+            .map_err(self.err())?;
+        Ok(updated == 1)
+    }
+
+    async fn leave(&self, member: Member) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE hubs SET fenced = true WHERE id = $1 AND epoch = $2",
+                &[&member.id, &member.epoch],
+            )
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE hubs SET fenced = true \
+                 WHERE NOT fenced AND heartbeat_at < now() - make_interval(secs => $1) \
+                 RETURNING id, epoch",
+                &[&timeout.as_secs_f64()],
+            )
+            .await
+            .map_err(self.err())?;
+        client
+            .execute(
+                "DELETE FROM hubs WHERE fenced AND heartbeat_at < now() - make_interval(secs => $1)",
+                &[&FORGET_AFTER_SECS],
+            )
+            .await
+            .map_err(self.err())?;
+        rows.iter()
+            .map(|row| {
+                Ok(Member {
+                    id: row.try_get(0)?,
+                    epoch: row.try_get(1)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(self.err())
+    }
+
+    async fn members(
+        &self,
+        timeout: Duration,
+        recent: Duration,
+    ) -> Result<Vec<MemberRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, epoch, name, \
+                   (extract(epoch FROM joined_at) * 1000)::bigint, \
+                   (extract(epoch FROM heartbeat_at) * 1000)::bigint, \
+                   NOT fenced AND heartbeat_at >= now() - make_interval(secs => $1), \
+                   fenced, modules \
+                 FROM hubs WHERE NOT fenced OR heartbeat_at >= now() - make_interval(secs => $2) \
+                 ORDER BY joined_at, id",
+                &[&timeout.as_secs_f64(), &recent.as_secs_f64()],
+            )
+            .await
+            .map_err(self.err())?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let modules: Value = row.try_get(7).map_err(self.err())?;
+            out.push(MemberRecord {
+                member: Member {
+                    id: row.try_get(0).map_err(self.err())?,
+                    epoch: row.try_get(1).map_err(self.err())?,
+                },
+                name: row.try_get(2).map_err(self.err())?,
+                joined_at: millis(row, 3).map_err(self.err())?,
+                heartbeat_at: millis(row, 4).map_err(self.err())?,
+                alive: row.try_get(5).map_err(self.err())?,
+                fenced: row.try_get(6).map_err(self.err())?,
+                modules: serde_json::from_value(modules).map_err(|e| StoreError::Corrupt {
+                    location: "a hub's modules".into(),
+                    detail: e.to_string(),
+                })?,
+            });
+        }
+        Ok(out)
+    }
+}

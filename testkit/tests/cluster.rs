@@ -1,0 +1,147 @@
+//! Several hubs on one PostgreSQL schema (ARCHITECTURE.md, "Cluster"), in one process: each
+//! joins as a member with the modules it hosts, a hub that goes silent is fenced by another
+//! after the member timeout, one that shuts down leaves at once, and the reapers of two
+//! hubs time each expired conversation out exactly once. Needs `COLLOQUY_TEST_POSTGRES`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{sync::Arc, time::Duration};
+
+use colloquy_runtime::{ConversationSpec, Hub, MemberRecord, Status};
+use colloquy_testkit::{
+    conformance::{PostgresFactory, StoreFactory},
+    eventually,
+    modules::Echo,
+};
+
+async fn hub(factory: &PostgresFactory, name: &str) -> Hub {
+    Hub::builder()
+        .store(Arc::new(factory.open().await.unwrap()))
+        .member_name(name)
+        .member_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn members(hub: &Hub) -> Vec<MemberRecord> {
+    hub.members().await.expect("a shared store").unwrap()
+}
+
+fn named<'a>(members: &'a [MemberRecord], name: &str) -> Option<&'a MemberRecord> {
+    members.iter().find(|m| m.name == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_join_with_their_modules_and_a_silent_one_is_fenced() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    let a = hub(&factory, "hub-a").await;
+    let b = hub(&factory, "hub-b").await;
+    let c = hub(&factory, "hub-c").await;
+    a.register(Echo::new("alpha".parse().unwrap()))
+        .await
+        .unwrap();
+    b.register(Echo::new("beta".parse().unwrap()))
+        .await
+        .unwrap();
+    assert!(a.member().is_some() && b.member().is_some());
+    assert_ne!(a.member(), b.member());
+
+    // Each hub's modules reach the table with its next heartbeat.
+    let listed = eventually(
+        || async {
+            let all = members(&a).await;
+            let hosts = |name: &str, module: &str| {
+                named(&all, name).is_some_and(|m| {
+                    m.alive && m.modules.iter().any(|info| info.name.as_str() == module)
+                })
+            };
+            hosts("hub-a", "alpha") && hosts("hub-b", "beta") && named(&all, "hub-c").is_some()
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(listed, "{:?}", members(&a).await);
+
+    // hub-c shuts down: it leaves at once.
+    c.shutdown().await;
+    let all = members(&a).await;
+    let gone = named(&all, "hub-c").unwrap();
+    assert!(gone.fenced && !gone.alive, "{gone:?}");
+
+    // A member that joins and then never heartbeats (a process that died; the binary's
+    // SIGKILL test does it for real) is fenced by a live hub after the member timeout.
+    let store = factory.open().await.unwrap();
+    let ghost = colloquy_storage::ConversationStore::membership(&store)
+        .unwrap()
+        .join("ghost", &[])
+        .await
+        .unwrap();
+    let fenced = eventually(
+        || async { named(&members(&a).await, "ghost").is_some_and(|m| m.fenced) },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(fenced, "{:?}", members(&a).await);
+    let all = members(&a).await;
+    let ghost_record = named(&all, "ghost").unwrap();
+    assert_eq!(ghost_record.member, ghost);
+    assert!(!ghost_record.alive);
+    // A fenced member's heartbeat is refused: it learns it must rejoin.
+    let refused = colloquy_storage::ConversationStore::membership(&store)
+        .unwrap()
+        .heartbeat(ghost, &[])
+        .await
+        .unwrap();
+    assert!(!refused, "a fenced member cannot heartbeat");
+    assert!(named(&all, "hub-a").unwrap().alive && named(&all, "hub-b").unwrap().alive);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reapers_time_each_expired_conversation_out_once() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    // A hub that opened them and is gone: no hub holds them in memory, so only a reaper's
+    // scan of the store finds them.
+    let opener = hub(&factory, "opener").await;
+    opener
+        .register(Echo::new("client".parse().unwrap()))
+        .await
+        .unwrap();
+    opener
+        .register(Echo::new("server".parse().unwrap()))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let spec = ConversationSpec::between("client", "server")
+            .unwrap()
+            .idle_timeout(Duration::from_secs(1));
+        ids.push(opener.start_conversation(spec).await.unwrap().id());
+    }
+    opener.shutdown().await;
+    let a = hub(&factory, "reaper-a").await;
+    let b = hub(&factory, "reaper-b").await;
+    // Past their idle timeout (on the hubs' clock, which is the system's here).
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (from_a, from_b) = tokio::join!(a.reap(), b.reap());
+    assert_eq!(
+        from_a.timed_out + from_b.timed_out,
+        ids.len(),
+        "each conversation timed out exactly once ({} by a, {} by b)",
+        from_a.timed_out,
+        from_b.timed_out
+    );
+    for id in ids {
+        let stored = a.reader().conversation(id).await.unwrap().unwrap();
+        assert_eq!(*stored.status(), Status::TimedOut);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
