@@ -58,9 +58,23 @@ pub(crate) struct Slot {
     /// known), published after each change so the reaper can sleep until the earliest one
     /// without taking any turn lock.
     deadline: AtomicU64,
+    /// The version of the last request this router stored in the conversation (0: none).
+    /// A conversation loaded busy at exactly this version is busy with this router's own
+    /// exchange (whose end could not be written), not another writer's.
+    own_request: AtomicU64,
 }
 
 impl Slot {
+    /// Records that this router stored a request, making the conversation `version`.
+    pub(crate) fn stored_request(&self, version: u64) {
+        self.own_request.store(version, Ordering::Relaxed);
+    }
+
+    /// True if `version` is that of this router's own last stored request.
+    pub(crate) fn is_own_request(&self, version: u64) -> bool {
+        version != 0 && self.own_request.load(Ordering::Relaxed) == version
+    }
+
     /// Publishes the deadline of the conversation now held here.
     pub(crate) fn publish(&self, conversation: &Conversation) {
         let deadline = conversation.deadline().map_or(0, |t| t.as_millis());

@@ -12,6 +12,7 @@ use std::{
         atomic::{AtomicU8, AtomicUsize, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use colloquy_core::{
@@ -70,11 +71,21 @@ impl std::fmt::Debug for Router {
     }
 }
 
+/// How many times a request refused as a conflict (another writer, such as another hub on
+/// the same database, wrote first) is decided again on the reloaded truth. Nothing was
+/// delivered yet, so deciding again is safe; the bound keeps a conversation that changes
+/// faster than it can be read from looping forever.
+const CONFLICT_RETRIES: u32 = 16;
+
+/// The longest pause between two reads of a conversation another writer's exchange keeps
+/// busy.
+const OTHER_EXCHANGE_POLL: Duration = Duration::from_millis(50);
+
 /// How many times a write is tried while the store is unavailable.
 const WRITE_ATTEMPTS: u32 = 4;
 
 /// The pause before the first retry of a write; it doubles for each next one.
-const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Runs a store write, again while it fails with [`StoreError::Unavailable`] (a
 /// connection that died, a server restarting), at most [`WRITE_ATTEMPTS`] times with
@@ -344,11 +355,11 @@ impl Router {
         }
         let mut guard = self.lock_loaded(&lease, id).await?;
         let mut draft = draft;
-        let mut retried = false;
+        let mut conflicts = 0;
         // Accept the request and store it, conditional on the state it was accepted from.
         // If another writer (another hub on the same database) changed the conversation
         // meanwhile, the store refuses with a conflict: the truth is reloaded and the draft
-        // decided again, once, before anything was delivered.
+        // decided again (at most CONFLICT_RETRIES times), before anything was delivered.
         let (message, target, deadline) = loop {
             let Some(hot) = guard.as_mut() else {
                 return Err(RouteError::UnknownConversation { conversation: id });
@@ -392,13 +403,23 @@ impl Router {
                 .append_durably(&hot.conversation, std::slice::from_ref(&message))
                 .await
             {
-                Ok(()) => break (message, target, deadline),
-                Err(StoreError::Conflict { .. }) if !retried => {
+                Ok(()) => {
+                    lease.slot().stored_request(hot.conversation.version());
+                    break (message, target, deadline);
+                }
+                Err(StoreError::Conflict { .. }) if conflicts < CONFLICT_RETRIES => {
                     debug!("request conflicts with the stored conversation, reloading");
-                    retried = true;
+                    conflicts += 1;
                     draft = redraft(message);
                     *guard = None;
-                    if let Err(e) = self.load(&mut guard, id).await {
+                    let reloaded = match self.load(&mut guard, id).await {
+                        Ok(_) => {
+                            self.wait_for_other_exchange(lease.slot(), &mut guard, id)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = reloaded {
                         drop(guard);
                         self.cache.forget_held(id, &lease);
                         return Err(e);
@@ -689,16 +710,55 @@ impl Router {
     ) -> Result<tokio::sync::MutexGuard<'l, Option<Hot>>, RouteError> {
         let mut guard = lease.slot().state.lock().await;
         let cold = guard.is_none();
-        match self.load(&mut guard, id).await {
-            Ok(hot) if cold => self.publish(lease.slot(), &hot.conversation),
-            Ok(_) => {}
-            Err(e) => {
-                drop(guard);
-                self.cache.forget_held(id, lease);
-                return Err(e);
+        let loaded = match self.load(&mut guard, id).await {
+            Ok(_) if cold => {
+                self.wait_for_other_exchange(lease.slot(), &mut guard, id)
+                    .await
             }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = loaded {
+            drop(guard);
+            self.cache.forget_held(id, lease);
+            return Err(e);
+        }
+        if let (true, Some(hot)) = (cold, guard.as_ref()) {
+            self.publish(lease.slot(), &hot.conversation);
         }
         Ok(guard)
+    }
+
+    /// One order across writers: while the conversation just loaded is in an exchange that
+    /// another writer started (another hub on the same database: stored busy, and not at the
+    /// version of this router's own last request), waits for that exchange to end (its
+    /// reply written, or its deadline passed: the holder is presumed gone), re-reading the
+    /// store with a pause that doubles up to [`OTHER_EXCHANGE_POLL`]. So this router's request
+    /// never lands between another's request and its reply.
+    async fn wait_for_other_exchange(
+        &self,
+        slot: &crate::cache::Slot,
+        state: &mut Option<Hot>,
+        id: ConversationId,
+    ) -> Result<(), RouteError> {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let Some(hot) = state.as_ref() else {
+                return Ok(());
+            };
+            let now = self.clock.now();
+            let Some(until) = hot.conversation.busy_until().filter(|until| *until > now) else {
+                return Ok(());
+            };
+            if slot.is_own_request(hot.conversation.version()) {
+                return Ok(());
+            }
+            debug!(conversation_id = %id, "another writer's exchange is in progress, waiting");
+            tokio::time::sleep(pause.min(until.saturating_duration_since(now))).await;
+            pause = pause.saturating_mul(2).min(OTHER_EXCHANGE_POLL);
+            *state = None;
+            self.load(state, id).await?;
+        }
     }
 
     /// Loads the conversation into the slot if it is not there yet.

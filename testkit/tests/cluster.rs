@@ -145,3 +145,73 @@ async fn two_reapers_time_each_expired_conversation_out_once() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Three hubs on one database, 30 senders into one conversation through all three at once:
+/// every send succeeds, the turns are contiguous, and every reply directly follows its
+/// request (no exchange is interleaved with another, whichever hubs the senders used).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_through_three_hubs_never_interleave_exchanges() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    let mut hubs = Vec::new();
+    for name in ["order-a", "order-b", "order-c"] {
+        let hub = hub(&factory, name).await;
+        hub.register(Echo::new("client".parse().unwrap()))
+            .await
+            .unwrap();
+        hub.register(Echo::new("server".parse().unwrap()))
+            .await
+            .unwrap();
+        hubs.push(hub);
+    }
+    let id = hubs[0]
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap()
+        .id();
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..30 {
+        let hub = hubs[sender % 3].clone();
+        senders.spawn(async move {
+            let conversation = hub.conversation(id, "client".parse().unwrap()).await?;
+            for n in 0..3 {
+                let exchange = conversation.send(format!("{sender}-{n}")).await?;
+                let reply = exchange.reply.expect("the echo replies");
+                assert_eq!(reply.turn, exchange.request.turn + 1, "adjacent");
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = senders.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let transcript = hubs[1]
+        .reader()
+        .messages(id, colloquy_runtime::MessageRange::All)
+        .await
+        .unwrap();
+    assert_eq!(transcript.len(), 180);
+    for (i, message) in transcript.iter().enumerate() {
+        assert_eq!(message.turn, i as u64 + 1, "contiguous");
+        if i % 2 == 1 {
+            assert_eq!(
+                message.in_reply_to,
+                Some(transcript[i - 1].id),
+                "turn {}",
+                message.turn
+            );
+            assert_eq!(message.content, transcript[i - 1].content);
+        } else {
+            assert_eq!(
+                message.in_reply_to, None,
+                "turn {} is a request",
+                message.turn
+            );
+        }
+    }
+    for hub in hubs {
+        hub.shutdown().await;
+    }
+}
