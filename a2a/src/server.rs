@@ -248,7 +248,7 @@ impl A2aServer {
             return None;
         }
         self.hub
-            .modules()
+            .reachable_modules()
             .into_iter()
             .find(|info| info.name == name)
     }

@@ -71,6 +71,29 @@ impl Schema {
         .unwrap()
     }
 
+    /// Waits until the server has no session of this schema's stores left: after a client
+    /// is killed, the statement it had sent may still commit, and its session ends only
+    /// then. Checking the database before that would race with that last commit.
+    fn wait_for_no_sessions(&self) {
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = Command::new("psql")
+                .arg(&self.url)
+                .args(["-qAt", "-c"])
+                .arg(format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'colloquy/{}'",
+                    self.name
+                ))
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).trim() == "0" {
+                return;
+            }
+            assert!(std::time::Instant::now() < limit, "sessions linger");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Terminates every server session of this schema's stores; returns how many.
     fn terminate_sessions(&self) -> usize {
         let out = Command::new("psql")
@@ -257,6 +280,7 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
             use std::os::unix::process::ExitStatusExt;
             assert_eq!(output.status.signal(), Some(9), "round {round}");
         }
+        schema.wait_for_no_sessions();
         let acks = acknowledged(&log);
         assert!(acks.len() >= total + kill_after, "round {round}");
         total = acks.len();
@@ -290,6 +314,7 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
         let exchange = conversation.send("after the crash").await.unwrap();
         assert_eq!(exchange.request.turn, turns + 1);
         hub.shutdown().await;
+        drop(hub);
     }
 }
 

@@ -66,7 +66,7 @@ pub struct Invitation {
 }
 
 /// The state of a conversation as a handler sees it during a turn.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConversationView {
     /// The conversation.
     pub id: ConversationId,
@@ -166,7 +166,7 @@ impl<'a> IntoIterator for &'a History {
 
 /// A reply: content for the sender, and optionally a patch merged into the shared context
 /// (JSON merge patch: `null` removes a key).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reply {
     /// The content.
     pub content: Value,
@@ -193,8 +193,10 @@ impl Reply {
     }
 }
 
-/// What a handler wants to happen after its turn.
-#[derive(Debug, Clone, PartialEq)]
+/// What a handler wants to happen after its turn. Serializable, so that a module hosted by
+/// another hub of a cluster can answer across processes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Response {
     /// Reply to the sender; the reply becomes the next turn.

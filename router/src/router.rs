@@ -732,9 +732,13 @@ impl Router {
     /// One order across writers: while the conversation just loaded is in an exchange that
     /// another writer started (another hub on the same database: stored busy, and not at the
     /// version of this router's own last request), waits for that exchange to end (its
-    /// reply written, or its deadline passed: the holder is presumed gone), re-reading the
-    /// store with a pause that doubles up to [`OTHER_EXCHANGE_POLL`]. So this router's request
-    /// never lands between another's request and its reply.
+    /// reply written, or its deadline passed), re-reading the store with a pause that
+    /// doubles up to [`OTHER_EXCHANGE_POLL`]. So this router's request never lands between
+    /// another's request and its reply.
+    ///
+    /// Only while another writer may be alive: on a store of one process (no membership),
+    /// or once every other member is fenced (dead, or gone), a busy state left behind is a
+    /// dead writer's and is not waited for.
     async fn wait_for_other_exchange(
         &self,
         slot: &crate::cache::Slot,
@@ -751,6 +755,13 @@ impl Router {
                 return Ok(());
             };
             if slot.is_own_request(hot.conversation.version()) {
+                return Ok(());
+            }
+            let shared = match self.db().membership() {
+                Some(cluster) => cluster.shared().await?,
+                None => false,
+            };
+            if !shared {
                 return Ok(());
             }
             debug!(conversation_id = %id, "another writer's exchange is in progress, waiting");

@@ -211,12 +211,15 @@ impl HubBuilder {
         };
         let registry = Arc::new(Registry::new());
         let clock = self.clock.unwrap_or_else(Clock::system);
-        let router = Router::new(
-            Arc::clone(&store),
-            Arc::clone(&registry) as Arc<dyn ModuleDirectory>,
-            self.config,
-            clock,
-        );
+        // On a store several hubs share, modules other hubs host are found too.
+        let directory = store
+            .membership()
+            .map(|_| Arc::new(crate::remote::ClusterDirectory::new(Arc::clone(&registry))));
+        let modules: Arc<dyn ModuleDirectory> = match &directory {
+            Some(directory) => Arc::clone(directory) as Arc<dyn ModuleDirectory>,
+            None => Arc::clone(&registry) as Arc<dyn ModuleDirectory>,
+        };
+        let router = Router::new(Arc::clone(&store), modules, self.config, clock);
         let inner = Arc::new(HubInner {
             router,
             registry,
@@ -230,20 +233,27 @@ impl HubBuilder {
             membership: crate::member::Membership::default(),
             member_name: self.member_name.unwrap_or_else(crate::member::default_name),
             member_timeout: self.member_timeout,
-            heartbeat: Mutex::new(None),
+            heartbeat: Mutex::new(Vec::new()),
+            directory,
         });
         let task = tokio::spawn(reaper(Arc::downgrade(&inner)));
         *inner.reaper.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         if store.membership().is_some() {
             crate::member::join(&inner, &store).await;
+            crate::member::refresh_directory(&inner, &store).await;
             let beating = tokio::spawn(crate::member::heartbeat(
                 Arc::downgrade(&inner),
                 Arc::clone(&store),
             ));
-            *inner
+            let delivering = tokio::spawn(crate::remote::deliver(
+                Arc::downgrade(&inner),
+                Arc::clone(&store),
+            ));
+            inner
                 .heartbeat
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(beating);
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend([beating, delivering]);
         }
         Ok(Hub { inner })
     }
@@ -261,7 +271,10 @@ pub(crate) struct HubInner {
     pub(crate) membership: crate::member::Membership,
     pub(crate) member_name: String,
     pub(crate) member_timeout: Duration,
-    heartbeat: Mutex<Option<JoinHandle<()>>>,
+    /// The membership tasks (heartbeat, deliveries), on a store several hubs share.
+    heartbeat: Mutex<Vec<JoinHandle<()>>>,
+    /// The cluster's directory, on a store several hubs share.
+    pub(crate) directory: Option<Arc<crate::remote::ClusterDirectory>>,
     drain: Duration,
 }
 
@@ -447,6 +460,18 @@ impl Hub {
         self.inner.registry.find_by_capability(capability)
     }
 
+    /// Every module a conversation on this hub can address, sorted by name: the ones
+    /// registered here and, on a store several hubs share, those the other alive hubs host
+    /// (learnt at each heartbeat).
+    pub fn reachable_modules(&self) -> Vec<Arc<ModuleInfo>> {
+        let mut all = self.modules();
+        if let Some(directory) = &self.inner.directory {
+            all.extend(directory.remote_modules());
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// The store, for reading only: every write goes through the router, under the
     /// conversation's turn lock.
     pub fn reader(&self) -> crate::StoreReader {
@@ -551,14 +576,15 @@ impl Hub {
         capability: &Capability,
         content: Value,
     ) -> Result<Vec<BroadcastReply>, HubError> {
-        let targets: Vec<ModuleName> = self
-            .inner
-            .registry
-            .find_by_capability(capability)
+        // Every module the hub can reach: its own, and those other hubs of its cluster host.
+        let mut targets: Vec<ModuleName> = self
+            .reachable_modules()
             .iter()
+            .filter(|info| info.capabilities.contains(capability))
             .map(|info| info.name.clone())
             .filter(|name| name != from)
             .collect();
+        targets.sort();
         if targets.is_empty() {
             return Err(HubError::NoModuleWithCapability {
                 capability: capability.to_string(),
@@ -689,15 +715,16 @@ impl Hub {
             task.abort();
             let _ = task.await;
         }
-        let beating = self
-            .inner
-            .heartbeat
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(beating) = beating {
-            beating.abort();
-            let _ = beating.await;
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .heartbeat
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
         }
         crate::member::leave(&self.inner, self.store()).await;
         if let Err(e) = self.store().close().await {

@@ -53,6 +53,7 @@ mod handle;
 mod hub;
 mod member;
 mod reader;
+mod remote;
 mod stale;
 
 pub use colloquy_router::{

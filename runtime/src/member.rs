@@ -30,6 +30,24 @@ impl Membership {
     }
 }
 
+/// The wall clock in milliseconds since the epoch (for deadlines that cross processes).
+pub(crate) fn wall_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, colloquy_core::duration_millis)
+}
+
+/// Learns what the other members host, for the cluster's directory.
+pub(crate) async fn refresh_directory(inner: &HubInner, store: &Arc<dyn ConversationStore>) {
+    let (Some(cluster), Some(directory)) = (store.membership(), inner.directory.as_ref()) else {
+        return;
+    };
+    match cluster.members(inner.member_timeout, Duration::ZERO).await {
+        Ok(members) => directory.refresh(&members, inner.membership.get(), store),
+        Err(e) => debug!(error = %e, "could not read the members' modules"),
+    }
+}
+
 /// The name a hub gives itself: the host and the process.
 pub(crate) fn default_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -93,6 +111,7 @@ pub(crate) async fn heartbeat(hub: Weak<HubInner>, store: Arc<dyn ConversationSt
                 Err(e) => warn!(error = %e, "heartbeat failed"),
             },
         }
+        refresh_directory(&inner, &store).await;
         match cluster.fence_silent(inner.member_timeout).await {
             Ok(fenced) if !fenced.is_empty() => {
                 warn!(?fenced, "fenced members that went silent");

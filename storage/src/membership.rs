@@ -41,6 +41,22 @@ pub struct MemberRecord {
     pub modules: Vec<ModuleInfo>,
 }
 
+/// A turn on its way to a module that another hub hosts: the request's message id (the
+/// delivery's key: a request is delivered again under the same id, never as a new one),
+/// the module, and the turn as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The request's message id.
+    pub message_id: Uuid,
+    /// The module it is addressed to.
+    pub module: String,
+    /// The turn, as the hosting hub hands it to the module (JSON).
+    pub turn: serde_json::Value,
+    /// Until when an answer is useful (the sender's handler deadline), in milliseconds
+    /// since the epoch.
+    pub deadline_ms: u64,
+}
+
 /// The hubs sharing one database. Times are judged on the database server's clock, so
 /// that hubs whose clocks disagree still agree on who is alive.
 #[async_trait]
@@ -53,6 +69,9 @@ pub trait Membership: Send + Sync {
     /// and join again.
     async fn heartbeat(&self, member: Member, modules: &[ModuleInfo]) -> Result<bool, StoreError>;
 
+    /// True while more than one member is not fenced: another process may be writing.
+    async fn shared(&self) -> Result<bool, StoreError>;
+
     /// Leaves: the member is fenced at once, so others need not wait for its timeout.
     async fn leave(&self, member: Member) -> Result<(), StoreError>;
 
@@ -60,6 +79,32 @@ pub trait Membership: Send + Sync {
     /// returns them. One conditional update: when several members notice the same dead one,
     /// exactly one fences it.
     async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError>;
+
+    /// Queues `delivery` for a hub that hosts its module.
+    async fn send_delivery(&self, delivery: &Delivery) -> Result<(), StoreError>;
+
+    /// Claims, for `member`, up to `limit` unanswered deliveries to `modules`: those nobody
+    /// claimed, or that a fenced member had claimed (they are delivered again). Claims are
+    /// exclusive (`FOR UPDATE SKIP LOCKED`): two hubs never claim one delivery at once.
+    async fn claim_deliveries(
+        &self,
+        member: Member,
+        modules: &[String],
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records `answer` to a delivery `member` claimed. `Ok(false)`: the claim is no longer
+    /// its own (it was fenced), and the answer was not recorded.
+    async fn answer_delivery(
+        &self,
+        member: Member,
+        message_id: Uuid,
+        answer: &serde_json::Value,
+    ) -> Result<bool, StoreError>;
+
+    /// The answer to the delivery of `message_id`, once there is one; taking it removes the
+    /// delivery.
+    async fn take_answer(&self, message_id: Uuid) -> Result<Option<serde_json::Value>, StoreError>;
 
     /// Every member not fenced, and the fenced ones of the last `recent` (for health),
     /// judged alive by `timeout`; sorted by join time.

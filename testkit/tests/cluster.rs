@@ -215,3 +215,88 @@ async fn senders_through_three_hubs_never_interleave_exchanges() {
         hub.shutdown().await;
     }
 }
+
+/// Answers with where it runs.
+struct Where(&'static str, &'static str);
+
+#[colloquy_runtime::async_trait]
+impl colloquy_runtime::Module for Where {
+    fn info(&self) -> colloquy_runtime::ModuleInfo {
+        colloquy_runtime::ModuleInfo::new(self.0.parse().unwrap())
+            .with_capability("locate".parse().unwrap())
+    }
+
+    async fn handle(
+        &self,
+        turn: colloquy_runtime::Turn,
+    ) -> Result<colloquy_runtime::Response, colloquy_runtime::ModuleError> {
+        Ok(colloquy_runtime::Response::reply(format!(
+            "{} at {}: {}",
+            self.0, self.1, turn.message.content
+        )))
+    }
+}
+
+/// A module that lives only on hub A is used from hub C: the turn is delivered at A, the
+/// reply comes back and is stored by C; broadcast by capability from C reaches it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_on_one_hub_is_used_from_another() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    let a = hub(&factory, "host-a").await;
+    let c = hub(&factory, "sender-c").await;
+    a.register(Where("alpha", "hub A")).await.unwrap();
+    c.register(Echo::new("client".parse().unwrap()))
+        .await
+        .unwrap();
+    let learnt = eventually(
+        || async {
+            c.reachable_modules()
+                .iter()
+                .any(|m| m.name.as_str() == "alpha")
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(learnt, "hub C learns what hub A hosts from the heartbeats");
+    let conversation = c
+        .start_conversation(ConversationSpec::between("client", "alpha").unwrap())
+        .await
+        .unwrap();
+    for n in 1..=3u64 {
+        let exchange = conversation.send(format!("question {n}")).await.unwrap();
+        let reply = exchange.reply.unwrap();
+        assert_eq!(
+            reply.content,
+            format!("alpha at hub A: \"question {n}\"").as_str()
+        );
+        assert_eq!(reply.turn, 2 * n);
+        assert_eq!(reply.source.as_str(), "alpha");
+    }
+    let transcript = a
+        .reader()
+        .messages(conversation.id(), colloquy_runtime::MessageRange::All)
+        .await
+        .unwrap();
+    assert_eq!(
+        transcript.iter().map(|m| m.turn).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+
+    let replies = c
+        .broadcast(
+            &"client".parse().unwrap(),
+            &"locate".parse().unwrap(),
+            serde_json::json!("anyone?"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].module.as_str(), "alpha");
+    let reply = replies[0].result.as_ref().unwrap().as_ref().unwrap();
+    assert_eq!(reply.content, "alpha at hub A: \"anyone?\"");
+    a.shutdown().await;
+    c.shutdown().await;
+}

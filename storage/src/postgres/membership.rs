@@ -7,7 +7,7 @@ use colloquy_core::{ModuleInfo, Timestamp};
 use serde_json::Value;
 
 use super::PostgresStore;
-use crate::{Member, MemberRecord, Membership, StoreError};
+use crate::{Delivery, Member, MemberRecord, Membership, StoreError};
 
 /// Fenced rows older than this are deleted (the table keeps recent history only).
 const FORGET_AFTER_SECS: f64 = 86_400.0;
@@ -57,6 +57,15 @@ impl Membership for PostgresStore {
         Ok(updated == 1)
     }
 
+    async fn shared(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT count(*) > 1 FROM hubs WHERE NOT fenced", &[])
+            .await
+            .map_err(self.err())?;
+        row.try_get(0).map_err(self.err())
+    }
+
     async fn leave(&self, member: Member) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
@@ -95,6 +104,98 @@ impl Membership for PostgresStore {
                 })
             })
             .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(self.err())
+    }
+
+    async fn send_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        self.refuse_if_closed()?;
+        let deadline = i64::try_from(delivery.deadline_ms).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        // A request delivered again (after a takeover) keeps its row: its answer, if any,
+        // stands.
+        client
+            .execute(
+                "INSERT INTO deliveries (message_id, module, turn, deadline_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
+                &[
+                    &delivery.message_id,
+                    &delivery.module,
+                    &delivery.turn,
+                    &deadline,
+                ],
+            )
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        member: Member,
+        modules: &[String],
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "WITH claimable AS ( \
+                   SELECT d.message_id FROM deliveries d \
+                   LEFT JOIN hubs h ON h.id = d.claimed_id AND h.epoch = d.claimed_epoch \
+                   WHERE d.answer IS NULL AND d.module = ANY($3) \
+                     AND (d.claimed_id IS NULL OR h.fenced IS NOT FALSE) \
+                   ORDER BY d.created_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED) \
+                 UPDATE deliveries SET claimed_id = $1, claimed_epoch = $2 \
+                 FROM claimable WHERE deliveries.message_id = claimable.message_id \
+                 RETURNING deliveries.message_id, deliveries.module, deliveries.turn, deliveries.deadline_ms",
+                &[&member.id, &member.epoch, &modules, &limit],
+            )
+            .await
+            .map_err(self.err())?;
+        rows.iter()
+            .map(|row| {
+                let deadline: i64 = row.try_get(3)?;
+                Ok(Delivery {
+                    message_id: row.try_get(0)?,
+                    module: row.try_get(1)?,
+                    turn: row.try_get(2)?,
+                    deadline_ms: u64::try_from(deadline).unwrap_or(0),
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(self.err())
+    }
+
+    async fn answer_delivery(
+        &self,
+        member: Member,
+        message_id: uuid::Uuid,
+        answer: &Value,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE deliveries SET answer = $4 \
+                 WHERE message_id = $1 AND claimed_id = $2 AND claimed_epoch = $3 AND answer IS NULL \
+                 AND EXISTS (SELECT 1 FROM hubs WHERE id = $2 AND epoch = $3 AND NOT fenced)",
+                &[&message_id, &member.id, &member.epoch, answer],
+            )
+            .await
+            .map_err(self.err())?;
+        Ok(updated == 1)
+    }
+
+    async fn take_answer(&self, message_id: uuid::Uuid) -> Result<Option<Value>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "DELETE FROM deliveries WHERE message_id = $1 AND answer IS NOT NULL RETURNING answer",
+                &[&message_id],
+            )
+            .await
+            .map_err(self.err())?;
+        row.map(|row| row.try_get(0))
+            .transpose()
             .map_err(self.err())
     }
 

@@ -78,6 +78,21 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX hubs_unfenced ON hubs (heartbeat_at) WHERE NOT fenced;
     "#,
+    // Version 3: deliveries of turns to modules another hub hosts, keyed by the request's
+    // message id; a claim names the member (id and epoch) that holds it.
+    r#"
+    CREATE TABLE deliveries (
+        message_id     uuid PRIMARY KEY,
+        module         text NOT NULL,
+        turn           jsonb NOT NULL,
+        deadline_ms    bigint NOT NULL,
+        created_at     timestamptz NOT NULL DEFAULT now(),
+        claimed_id     uuid,
+        claimed_epoch  bigint,
+        answer         jsonb
+    );
+    CREATE INDEX deliveries_pending ON deliveries (module, created_at) WHERE answer IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes and understands.
