@@ -306,13 +306,43 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
         ))
         .await
         .unwrap();
-        let (id, turns) = active[0];
-        let conversation = hub
-            .conversation(id, "client".parse().unwrap())
-            .await
-            .unwrap();
-        let exchange = conversation.send("after the crash").await.unwrap();
-        assert_eq!(exchange.request.turn, turns + 1);
+        // Every active conversation continues; one the kill cut off between its request
+        // and the reply is first concluded: the new hub delivers that request again (under
+        // its message id) and stores its reply, then the new exchange follows.
+        for (id, turns) in active.iter().take(10) {
+            let last = hub
+                .reader()
+                .messages(*id, colloquy_storage::MessageRange::Last(1))
+                .await
+                .unwrap();
+            let cut_off = last
+                .first()
+                .filter(|m| m.in_reply_to.is_none())
+                .map(|m| m.id);
+            let conversation = hub
+                .conversation(*id, "client".parse().unwrap())
+                .await
+                .unwrap();
+            let exchange = conversation.send("after the crash").await.unwrap();
+            match cut_off {
+                None => assert_eq!(exchange.request.turn, turns + 1, "round {round}"),
+                Some(request) => {
+                    assert_eq!(exchange.request.turn, turns + 2, "round {round}");
+                    let answered = hub
+                        .reader()
+                        .messages(
+                            *id,
+                            colloquy_storage::MessageRange::Turns {
+                                first: turns + 1,
+                                last: turns + 1,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(answered[0].in_reply_to, Some(request), "round {round}");
+                }
+            }
+        }
         hub.shutdown().await;
         drop(hub);
     }

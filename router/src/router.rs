@@ -353,7 +353,8 @@ impl Router {
         if Lifecycle::load(&self.lifecycle, Ordering::Acquire) == Lifecycle::Aborting {
             return Err(RouteError::ShuttingDown);
         }
-        let mut guard = self.lock_loaded(&lease, id).await?;
+        let guard = self.lock_loaded(&lease, id).await?;
+        let mut guard = self.take_over(&lease, id, guard).await?;
         let mut draft = draft;
         let mut conflicts = 0;
         // Accept the request and store it, conditional on the state it was accepted from.
@@ -424,6 +425,7 @@ impl Router {
                         self.cache.forget_held(id, &lease);
                         return Err(e);
                     }
+                    guard = self.take_over(&lease, id, guard).await?;
                 }
                 Err(e) => {
                     debug!(error = %e, "request not stored");
@@ -432,6 +434,31 @@ impl Router {
                 }
             }
         };
+        let exchange = self
+            .deliver_stored(&lease, guard, message, &target, deadline, &options, false)
+            .await?;
+        if exchange.status.is_terminal() {
+            self.cache.forget(id, lease);
+        }
+        Ok(exchange)
+    }
+
+    /// Delivers a stored request to its target and concludes the turn with the answer (or
+    /// its absence): the second half of [`Router::route`], and what a takeover runs for a
+    /// dead writer's unanswered request. `in_history`: the request is already in the hot
+    /// history (it was loaded from the store).
+    #[allow(clippy::too_many_arguments)] // the parts of one exchange, passed once
+    async fn deliver_stored(
+        &self,
+        lease: &crate::cache::Lease<'_>,
+        mut guard: tokio::sync::MutexGuard<'_, Option<Hot>>,
+        message: Arc<Message>,
+        target: &Registered,
+        deadline: Duration,
+        options: &RouteOptions,
+        in_history: bool,
+    ) -> Result<Exchange, RouteError> {
+        let id = message.conversation_id;
         let Some(hot) = guard.as_mut() else {
             return Err(RouteError::UnknownConversation { conversation: id });
         };
@@ -463,7 +490,9 @@ impl Router {
         // The request is stored whatever the handler did. Remembered only now, after the
         // handler's future (and the turn's share of the history) is gone, so the window
         // changes in place instead of being copied.
-        hot.remember(Arc::clone(&message), self.config.history_window);
+        if !in_history {
+            hot.remember(Arc::clone(&message), self.config.history_window);
+        }
         let response = called.and_then(|answer| {
             answer.map_err(|e| RouteError::HandlerFailed {
                 conversation: id,
@@ -498,9 +527,8 @@ impl Router {
         // published with the request (the reaper is woken only if that is before its plan).
         self.publish(lease.slot(), &hot.conversation);
         if exchange.status.is_terminal() {
+            // Ended: the caller forgets the slot (it holds the lease).
             *guard = None;
-            drop(guard);
-            self.cache.forget(id, lease);
         }
         Ok(exchange)
     }
@@ -727,6 +755,67 @@ impl Router {
             self.publish(lease.slot(), &hot.conversation);
         }
         Ok(guard)
+    }
+
+    /// Concludes a dead writer's exchange, if the conversation held by `guard` has one
+    /// ([`Router::orphaned_request`]): its request is delivered again, under its own message
+    /// id, and its reply written; then the conversation is locked and loaded again (the
+    /// exchange may have ended it, and then the caller's request is refused as for any ended
+    /// conversation).
+    async fn take_over<'l>(
+        &self,
+        lease: &'l crate::cache::Lease<'_>,
+        id: ConversationId,
+        guard: tokio::sync::MutexGuard<'l, Option<Hot>>,
+    ) -> Result<tokio::sync::MutexGuard<'l, Option<Hot>>, RouteError> {
+        let Some((request, target, deadline)) = self.orphaned_request(lease.slot(), &guard) else {
+            return Ok(guard);
+        };
+        debug!(request = %request.id, "delivering a dead writer's request again");
+        let resumed = self
+            .deliver_stored(
+                lease,
+                guard,
+                request,
+                &target,
+                deadline,
+                &RouteOptions::default(),
+                true,
+            )
+            .await;
+        debug!(
+            resumed = resumed.is_ok(),
+            "a dead writer's exchange concluded"
+        );
+        self.lock_loaded(lease, id).await
+    }
+
+    /// The request of an exchange a dead writer left without an answer, with its target and
+    /// deadline, on a store several hubs share: the conversation is still busy after
+    /// [`Router::wait_for_other_exchange`] gave up waiting (the writer was fenced, or its
+    /// deadline passed), the busy state is not this router's own, and its last turn is a
+    /// request. On a store of one process a crash's leftover request stays unanswered (the
+    /// next exchange follows it).
+    fn orphaned_request(
+        &self,
+        slot: &crate::cache::Slot,
+        state: &Option<Hot>,
+    ) -> Option<(Arc<Message>, Registered, Duration)> {
+        self.db().membership()?;
+        let hot = state.as_ref()?;
+        hot.conversation.busy_until()?;
+        if slot.is_own_request(hot.conversation.version()) {
+            return None;
+        }
+        let last = hot.history.back()?;
+        if last.turn != hot.conversation.turn_count()
+            || last.kind != colloquy_core::MessageKind::Request
+        {
+            return None;
+        }
+        let target = self.registered(&last.target).ok()?;
+        let deadline = target.deadline.unwrap_or(self.config.handler_deadline);
+        Some((Arc::clone(last), target, deadline))
     }
 
     /// One order across writers: while the conversation just loaded is in an exchange that

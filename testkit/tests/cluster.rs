@@ -300,3 +300,91 @@ async fn a_module_on_one_hub_is_used_from_another() {
     a.shutdown().await;
     c.shutdown().await;
 }
+
+/// A hub that stored a request and died before its answer (a member that joined, wrote,
+/// and went silent): the next sender, on a live hub, waits until the dead member is fenced,
+/// delivers the dead hub's request again under its own message id (at-least-once to the
+/// handler), writes its reply, and only then its own exchange: the transcript stays
+/// request, reply, request, reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_hubs_unanswered_request_is_delivered_again_with_its_message_id() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    let live = hub(&factory, "survivor").await;
+    let (server, seen) = colloquy_testkit::modules::Recorder::new("server".parse().unwrap());
+    live.register(server).await.unwrap();
+    live.register(Echo::new("client".parse().unwrap()))
+        .await
+        .unwrap();
+    let id = live
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap()
+        .id();
+
+    // The dead hub: a member that joins, stores turn 1 (a request, busy until its reply is
+    // due a minute later) and never heartbeats again.
+    let store = factory.open().await.unwrap();
+    let cluster = colloquy_storage::ConversationStore::membership(&store).unwrap();
+    cluster.join("doomed", &[]).await.unwrap();
+    let mut conversation = live.reader().conversation(id).await.unwrap().unwrap();
+    let now = colloquy_runtime::Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    let orphan = conversation
+        .begin_turn(
+            colloquy_core::Draft::request(
+                "client".parse().unwrap(),
+                "server".parse().unwrap(),
+                serde_json::json!("left behind"),
+            ),
+            colloquy_runtime::MessageId::from_uuid(
+                uuid::Builder::from_unix_timestamp_millis(now.as_millis(), &[7; 10]).into_uuid(),
+            )
+            .unwrap(),
+            now,
+            now.saturating_add(Duration::from_secs(60)),
+        )
+        .unwrap();
+    conversation.bump_version();
+    colloquy_storage::ConversationStore::append(
+        &store,
+        &conversation,
+        std::slice::from_ref(&orphan),
+    )
+    .await
+    .unwrap();
+
+    // The live hub continues the conversation.
+    let handle = live
+        .conversation(id, "client".parse().unwrap())
+        .await
+        .unwrap();
+    let exchange = handle.send("next").await.unwrap();
+    assert_eq!(
+        exchange.request.turn, 3,
+        "after the dead hub's exchange, concluded"
+    );
+    let ids: Vec<_> = seen.messages().iter().map(|m| m.id).collect();
+    assert_eq!(
+        ids.first(),
+        Some(&orphan.id),
+        "delivered again under its own message id"
+    );
+    let transcript = live
+        .reader()
+        .messages(id, colloquy_runtime::MessageRange::All)
+        .await
+        .unwrap();
+    assert_eq!(transcript.len(), 4);
+    assert_eq!(transcript[0].id, orphan.id);
+    assert_eq!(transcript[1].in_reply_to, Some(orphan.id));
+    assert_eq!(transcript[1].content, "left behind");
+    assert_eq!(transcript[3].in_reply_to, Some(transcript[2].id));
+    live.shutdown().await;
+}
