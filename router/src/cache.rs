@@ -233,6 +233,13 @@ impl HotCache {
         }
     }
 
+    /// Evicts every entry nobody holds; returns how many.
+    pub(crate) fn evict_idle(&self) -> usize {
+        let mut map = self.map();
+        let count = map.len();
+        Self::evict_lru(&mut map, count)
+    }
+
     /// Evicts every idle entry not used for `cold_after`.
     pub(crate) fn evict_cold(&self, cold_after: std::time::Duration) -> usize {
         let cutoff = self.clock.now().saturating_sub(cold_after).as_millis();

@@ -147,6 +147,13 @@ impl Router {
         &self.clock
     }
 
+    /// Forgets every conversation held in memory that no operation is using, so the next
+    /// operation on each reads the store's truth (a hub that learns it was fenced calls it:
+    /// others may have taken its conversations over). Returns how many were forgotten.
+    pub fn forget_idle(&self) -> usize {
+        self.cache.evict_idle()
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn ConversationStore> {
         &self.store

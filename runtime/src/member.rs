@@ -76,6 +76,8 @@ pub(crate) async fn join(inner: &HubInner, store: &Arc<dyn ConversationStore>) {
         Ok(member) => {
             debug!(hub = %member.id, epoch = member.epoch, "joined the cluster");
             inner.membership.set(Some(member));
+            // From now on, the store refuses this hub's writes if the others fence it.
+            cluster.write_as(Some(member));
         }
         Err(e) => warn!(error = %e, "could not join the cluster; retrying at the next heartbeat"),
     }
@@ -105,7 +107,12 @@ pub(crate) async fn heartbeat(hub: Weak<HubInner>, store: Arc<dyn ConversationSt
                 Ok(false) => {
                     warn!(hub = %member.id, epoch = member.epoch,
                         "this hub was fenced (silent past the member timeout); joining again");
+                    // The store keeps refusing writes as the fenced member until the hub
+                    // has joined again under a new epoch.
                     inner.membership.set(None);
+                    // Gives the conversations up: whatever it held in memory may have been
+                    // taken over; the store is the truth from here.
+                    inner.router.forget_idle();
                     join(&inner, &store).await;
                 }
                 Err(e) => warn!(error = %e, "heartbeat failed"),

@@ -135,6 +135,15 @@ pub enum StoreError {
         limit: Duration,
     },
 
+    /// This process writes as a cluster member that the others have fenced (declared dead
+    /// after it was silent past the member timeout, or after it left): its writes are
+    /// refused until it joins again, which a hub does at its next heartbeat.
+    #[error("this hub was fenced by the other hubs ({member}): its writes are refused until it rejoins, at its next heartbeat; retry then")]
+    Fenced {
+        /// The fenced member (id and epoch).
+        member: String,
+    },
+
     /// The store was closed; no more writes are accepted.
     #[error("the store is closed; open it again")]
     Closed,
@@ -152,7 +161,7 @@ pub enum StoreError {
 impl StoreError {
     /// True for errors that may go away if the same call is retried later
     /// ([`Busy`](Self::Busy), [`Full`](Self::Full), [`Unavailable`](Self::Unavailable),
-    /// [`StatementTimeout`](Self::StatementTimeout)).
+    /// [`StatementTimeout`](Self::StatementTimeout), [`Fenced`](Self::Fenced)).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -160,6 +169,7 @@ impl StoreError {
                 | Self::Full { .. }
                 | Self::Unavailable { .. }
                 | Self::StatementTimeout { .. }
+                | Self::Fenced { .. }
         )
     }
 }

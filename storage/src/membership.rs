@@ -69,6 +69,11 @@ pub trait Membership: Send + Sync {
     /// and join again.
     async fn heartbeat(&self, member: Member, modules: &[ModuleInfo]) -> Result<bool, StoreError>;
 
+    /// Conditions every conversation write of this store handle on `member` not being
+    /// fenced (`None`: unconditioned): a write after the others fenced it is refused with
+    /// [`StoreError::Fenced`], whatever conversation it touches.
+    fn write_as(&self, member: Option<Member>);
+
     /// True while more than one member is not fenced: another process may be writing.
     async fn shared(&self) -> Result<bool, StoreError>;
 

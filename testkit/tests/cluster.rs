@@ -388,3 +388,75 @@ async fn a_dead_hubs_unanswered_request_is_delivered_again_with_its_message_id()
     assert_eq!(transcript[3].in_reply_to, Some(transcript[2].id));
     live.shutdown().await;
 }
+
+/// A hub the others fenced (it was silent past the member timeout, as a process stopped
+/// with SIGSTOP is) cannot write any conversation, even one nobody else touched, until it
+/// joins again; its hub rejoins at its next heartbeat under a new epoch and writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_hub_cannot_write_until_it_rejoins() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    // Its own handle, to fence it from outside; a long member timeout, so that it does not
+    // rejoin before the test looked.
+    let store = Arc::new(factory.open().await.unwrap());
+    let paused = Hub::builder()
+        .store(store.clone())
+        .member_name("paused")
+        .member_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    paused
+        .register(Echo::new("client".parse().unwrap()))
+        .await
+        .unwrap();
+    paused
+        .register(Echo::new("server".parse().unwrap()))
+        .await
+        .unwrap();
+    let conversation = paused
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    conversation.send("before").await.unwrap();
+    let before = paused.member().unwrap();
+
+    // The others declare it dead (what fence_silent does after the member timeout).
+    let other = factory.open().await.unwrap();
+    colloquy_storage::ConversationStore::membership(&other)
+        .unwrap()
+        .leave(before)
+        .await
+        .unwrap();
+    let refused = conversation.send("while fenced").await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            colloquy_runtime::HubError::Store(colloquy_storage::StoreError::Fenced { .. })
+        ),
+        "{refused:?}"
+    );
+    let stored = paused
+        .reader()
+        .messages(conversation.id(), colloquy_runtime::MessageRange::All)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        2,
+        "nothing of the fenced hub's send is stored"
+    );
+
+    // Its next heartbeat finds out, and it rejoins under a new epoch; then it writes again.
+    let rejoined = eventually(
+        || async { paused.member().is_some_and(|m| m.epoch > before.epoch) },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(rejoined, "the hub rejoined");
+    let after = conversation.send("after").await.unwrap();
+    assert_eq!(after.request.turn, 3);
+    paused.shutdown().await;
+}

@@ -57,6 +57,13 @@ impl Membership for PostgresStore {
         Ok(updated == 1)
     }
 
+    fn write_as(&self, member: Option<Member>) {
+        *self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = member;
+    }
+
     async fn shared(&self) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let row = client

@@ -227,6 +227,8 @@ pub struct PostgresStore {
     pool: Pool,
     site: Arc<Site>,
     closed: Arc<AtomicBool>,
+    /// The cluster member this handle writes as (see `Membership::write_as`).
+    pub(crate) writer: Arc<std::sync::Mutex<Option<crate::Member>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -286,6 +288,7 @@ impl PostgresStore {
             pool,
             site,
             closed: Arc::new(AtomicBool::new(false)),
+            writer: Arc::default(),
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client, &options, &store.site).await?;
@@ -322,6 +325,41 @@ impl PostgresStore {
         self.pool.get().await.map_err(|e| self.site.pool_err(e))
     }
 
+    /// The member this handle writes as: its id and epoch as parameters (both `NULL` when
+    /// it writes as no member, which no fencing condition matches).
+    fn writer(&self) -> (Option<uuid::Uuid>, Option<i64>) {
+        let writer = *self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (writer.map(|m| m.id), writer.map(|m| m.epoch))
+    }
+
+    /// `Fenced` if this handle writes as a member the others fenced.
+    async fn refuse_if_fenced<C: tokio_postgres::GenericClient + Sync>(
+        &self,
+        client: &C,
+    ) -> Result<(), StoreError> {
+        let (id, epoch) = self.writer();
+        let (Some(id), Some(epoch)) = (id, epoch) else {
+            return Ok(());
+        };
+        let fenced = client
+            .query_opt(
+                "SELECT 1 FROM hubs WHERE id = $1 AND epoch = $2 AND fenced",
+                &[&id, &epoch],
+            )
+            .await
+            .map_err(self.err())?
+            .is_some();
+        if fenced {
+            return Err(StoreError::Fenced {
+                member: format!("{id} epoch {epoch}"),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn refuse_if_closed(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Acquire) {
             Err(StoreError::Closed)
@@ -346,6 +384,7 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err())?;
         let stored = stored_state(&*tx, &self.site, id, "FOR UPDATE").await?;
+        self.refuse_if_fenced(&*tx).await?;
         let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.borrow().id.as_uuid()).collect();
         let turns: Vec<i64> = messages
             .iter()
@@ -433,6 +472,7 @@ impl PostgresStore {
         let columns = encode_messages(messages)?;
         let first_turn = columns.turns.first().copied().unwrap_or(0);
         let previous_turns = first_turn.saturating_sub(1);
+        let (writer_id, writer_epoch) = self.writer();
         // The common case in one statement: the state is the stored version plus one, the
         // messages continue the stored turns, and none of them is stored yet. Anything
         // else (no row updated, or a unique violation of a message id or turn) is decided
@@ -441,12 +481,14 @@ impl PostgresStore {
             let client = self.client().await?;
             let sql = format!(
                 "WITH updated AS ({}) {INSERT_MESSAGES} FROM updated, {}",
-                update_sql("AND turn_count = $25"),
+                update_sql(&format!("AND turn_count = $25 {}", NOT_FENCED_26)),
                 unnest_messages(17),
             );
             let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
             values.extend_from_slice(&columns.values());
             values.push(&previous_turns);
+            values.push(&writer_id);
+            values.push(&writer_epoch);
             let statement = client.prepare_cached(&sql).await.map_err(self.err())?;
             client.execute(&statement, &values).await
         };
@@ -479,6 +521,13 @@ fn unnest_messages(first: usize) -> String {
         n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7]
     )
 }
+
+/// The fencing condition of a write, on the writer's member id and epoch as `$26` and
+/// `$27` (the fast append) or `$17` and `$18` (the update): `NULL`s (no member) never match.
+const NOT_FENCED_26: &str =
+    "AND NOT EXISTS (SELECT 1 FROM hubs WHERE id = $26 AND epoch = $27 AND fenced)";
+const NOT_FENCED_17: &str =
+    "AND NOT EXISTS (SELECT 1 FROM hubs WHERE id = $17 AND epoch = $18 AND fenced)";
 
 /// The conditional update of a conversation row from `$1`..`$16` (in
 /// [`CONVERSATION_COLUMNS`] order): only from the stored version (the given one minus
@@ -601,17 +650,25 @@ impl ConversationStore for PostgresStore {
         let state = encode_conversation(conversation)?;
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(&update_sql("AND turn_count = $7"))
+            .prepare_cached(&update_sql(&format!(
+                "AND turn_count = $7 {}",
+                NOT_FENCED_17
+            )))
             .await
             .map_err(self.err())?;
+        let (writer_id, writer_epoch) = self.writer();
+        let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
+        values.push(&writer_id);
+        values.push(&writer_epoch);
         let updated = client
-            .execute(&statement, &state.values())
+            .execute(&statement, &values)
             .await
             .map_err(self.err())?;
         if updated == 1 {
             return Ok(());
         }
         // Refused: say exactly why, with the rules every backend shares.
+        self.refuse_if_fenced(&**client).await?;
         let stored = stored_state(&**client, &self.site, id, "").await?;
         check_update(id, conversation.turn_count(), stored.turns)?;
         check_write(id, conversation.version(), stored)?;
