@@ -150,6 +150,15 @@ pub(crate) enum Command {
         /// bare axum JSON echo, and against `--peer`).
         #[arg(long, value_enum, default_value_t = Via::Direct)]
         via: Via,
+        /// Hubs on the one PostgreSQL database, in this process, each with its own
+        /// connections (as separate processes would have); conversations are spread over
+        /// them.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        hubs: usize,
+        /// With `--hubs N`: the server module lives on the first hub only and the other
+        /// hubs drive every conversation, so each exchange crosses hubs.
+        #[arg(long)]
+        cross_hub: bool,
         /// With `--via a2a`: also measure the A2A agent whose card is at URL (a peer, such
         /// as the Python SDK's echo agent) with the same client and plan.
         #[arg(long, value_name = "URL")]

@@ -36,6 +36,11 @@ pub(crate) struct Plan {
     pub(crate) parallel: usize,
     pub(crate) ack_log: Option<PathBuf>,
     pub(crate) inline: bool,
+    /// Hubs on the one database (PostgreSQL), conversations spread over them.
+    pub(crate) hubs: usize,
+    /// The server module lives on the first hub only and every conversation is driven from
+    /// the others: each exchange crosses hubs.
+    pub(crate) cross_hub: bool,
 }
 
 /// Replies with a payload of the same size as the request's.
@@ -128,8 +133,57 @@ pub(crate) async fn build_hub(
     Ok((hub, temp, db_path))
 }
 
+/// The hubs that drive conversations: `first` alone, or with `plan.hubs - 1` more hubs on
+/// the same database (each its own store handle, as separate processes would have); with
+/// `cross_hub`, only the others, which must reach the server module on `first`.
+async fn senders(plan: &Plan, first: &Hub) -> Result<Vec<Hub>> {
+    anyhow::ensure!(
+        !plan.cross_hub || plan.hubs >= 2,
+        "--cross-hub needs at least two hubs (--hubs 2)"
+    );
+    if plan.hubs <= 1 {
+        return Ok(vec![first.clone()]);
+    }
+    let Some(db @ crate::db::Db::Postgres { .. }) = &plan.db else {
+        anyhow::bail!("--hubs needs a database the hubs share: --db postgres://...");
+    };
+    let mut hubs = if plan.cross_hub {
+        Vec::new()
+    } else {
+        vec![first.clone()]
+    };
+    for n in 1..plan.hubs {
+        let hub = db
+            .hub()?
+            .handler_deadline(Duration::from_secs(60))
+            .member_name(format!("load-{n}"))
+            .build()
+            .await?;
+        hub.register(Client).await?;
+        if !plan.cross_hub {
+            hub.register(Server).await?;
+        }
+        hubs.push(hub);
+    }
+    // Each learns from the first hub's heartbeats where the server lives.
+    let limit = Instant::now() + Duration::from_secs(30);
+    while !hubs.iter().all(|hub| {
+        hub.reachable_modules()
+            .iter()
+            .any(|m| m.name.as_str() == "server")
+    }) {
+        anyhow::ensure!(
+            Instant::now() < limit,
+            "the hubs did not learn of each other within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(hubs)
+}
+
 pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     let (hub, temp, db_path) = build_hub(&plan).await?;
+    let hubs = senders(&plan, &hub).await?;
     let ack_log = match &plan.ack_log {
         Some(path) => Some(Arc::new(AckLog(Mutex::new(
             std::fs::OpenOptions::new()
@@ -162,9 +216,9 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..plan.parallel {
+    for worker in 0..plan.parallel {
         let (hub, next, bar, payload, ack_log, context) = (
-            hub.clone(),
+            hubs[worker % hubs.len()].clone(),
             Arc::clone(&next),
             bar.clone(),
             payload.clone(),
@@ -199,6 +253,9 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
+    for other in &hubs {
+        other.shutdown().await;
+    }
     hub.shutdown().await;
     latencies.sort_unstable();
     let round_trips = latencies.len();
@@ -211,6 +268,8 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
     let report = json!({
         "store": plan.store.name(),
+        "hubs": plan.hubs.max(1),
+        "cross_hub": plan.cross_hub,
         "synchronous": match (plan.store, plan.synchronous) {
             (StoreKind::Memory, _) => "none",
             (StoreKind::Postgres, _) => "server",

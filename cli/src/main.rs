@@ -144,6 +144,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             inline,
             via,
             peer,
+            hubs,
+            cross_hub,
         } => {
             let given = cli
                 .db
@@ -174,6 +176,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 parallel: parallel.unwrap_or(conversations.min(64)).max(1),
                 ack_log,
                 inline,
+                hubs,
+                cross_hub,
             };
             match via {
                 args::Via::Direct if peer.is_some() => {

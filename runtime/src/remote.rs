@@ -19,15 +19,17 @@ use colloquy_registry::{
     ConversationView, Delivery as HandlerDelivery, History, Module, ModuleDirectory, ModuleError,
     Registered, Registry, Response, Turn,
 };
-use colloquy_storage::{ConversationStore, Delivery, Member, MemberRecord};
+use colloquy_storage::{ConversationStore, Delivery, Member, MemberRecord, Signal};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use crate::hub::HubInner;
 
-/// The longest pause between two polls, for a delivery's answer and for new deliveries.
-const MAX_POLL: Duration = Duration::from_millis(20);
+/// The longest pause between two polls, for a delivery's answer and for new deliveries. A
+/// store's wake-up ([`Signal`], `NOTIFY` on PostgreSQL) usually comes first; polling is the
+/// fallback for the wake-ups lost while its listening connection is down.
+const MAX_POLL: Duration = Duration::from_millis(50);
 
 /// Most deliveries one hub claims at once.
 const CLAIM_BATCH: usize = 32;
@@ -159,9 +161,11 @@ impl Module for RemoteModule {
             .send_delivery(&delivery)
             .await
             .map_err(unreachable)?;
-        // The router drops this future at the deadline; until then, poll for the answer.
+        // The router drops this future at the deadline; until then, wait for the answer:
+        // woken by the store's signal, or by polling.
         let mut pause = Duration::from_millis(1);
         loop {
+            let answered = cluster.signal(Signal::Answered(delivery.message_id));
             if let Some(answer) = cluster
                 .take_answer(delivery.message_id)
                 .await
@@ -169,7 +173,10 @@ impl Module for RemoteModule {
             {
                 return decode(answer);
             }
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                () = answered => {}
+                () = tokio::time::sleep(pause) => {}
+            }
             pause = pause.saturating_mul(2).min(MAX_POLL);
         }
     }
@@ -193,8 +200,14 @@ pub(crate) async fn deliver(hub: Weak<HubInner>, store: Arc<dyn ConversationStor
         return;
     };
     let mut pause = Duration::from_millis(1);
+    let mut queued = cluster.signal(Signal::Deliveries);
     loop {
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = &mut queued => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+        // Subscribed before claiming, so a delivery queued meanwhile wakes the next round.
+        queued = cluster.signal(Signal::Deliveries);
         let Some(inner) = hub.upgrade() else {
             return;
         };

@@ -57,6 +57,16 @@ pub struct Delivery {
     pub deadline_ms: u64,
 }
 
+/// What [`Membership::signal`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// A delivery was queued.
+    Deliveries,
+    /// The delivery of this request (by message id) was answered.
+    Answered(Uuid),
+}
+
 /// The hubs sharing one database. Times are judged on the database server's clock, so
 /// that hubs whose clocks disagree still agree on who is alive.
 #[async_trait]
@@ -110,6 +120,17 @@ pub trait Membership: Send + Sync {
     /// The answer to the delivery of `message_id`, once there is one; taking it removes the
     /// delivery.
     async fn take_answer(&self, message_id: Uuid) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Resolves when the store hears of `signal` (a hint, such as PostgreSQL's `NOTIFY`: it
+    /// can be missed, so callers also poll); the default never resolves. Register before
+    /// checking: call it, check the table, then await it.
+    fn signal(
+        &self,
+        signal: Signal,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        let _ = signal;
+        Box::pin(std::future::pending())
+    }
 
     /// Every member not fenced, and the fenced ones of the last `recent` (for health),
     /// judged alive by `timeout`; sorted by join time.

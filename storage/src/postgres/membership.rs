@@ -7,7 +7,7 @@ use colloquy_core::{ModuleInfo, Timestamp};
 use serde_json::Value;
 
 use super::PostgresStore;
-use crate::{Delivery, Member, MemberRecord, Membership, StoreError};
+use crate::{Delivery, Member, MemberRecord, Membership, Signal, StoreError};
 
 /// Fenced rows older than this are deleted (the table keeps recent history only).
 const FORGET_AFTER_SECS: f64 = 86_400.0;
@@ -31,8 +31,13 @@ impl Membership for PostgresStore {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "INSERT INTO hubs (id, epoch, name, modules) \
+                &client
+                    .prepare_cached(
+                        "INSERT INTO hubs (id, epoch, name, modules) \
                  VALUES (gen_random_uuid(), nextval('hub_epochs'), $1, $2) RETURNING id, epoch",
+                    )
+                    .await
+                    .map_err(self.err())?,
                 &[&name, &modules],
             )
             .await
@@ -48,13 +53,27 @@ impl Membership for PostgresStore {
         let client = self.client().await?;
         let updated = client
             .execute(
-                "UPDATE hubs SET heartbeat_at = now(), modules = $3 \
+                &client
+                    .prepare_cached(
+                        "UPDATE hubs SET heartbeat_at = now(), modules = $3 \
                  WHERE id = $1 AND epoch = $2 AND NOT fenced",
+                    )
+                    .await
+                    .map_err(self.err())?,
                 &[&member.id, &member.epoch, &modules],
             )
             .await
             .map_err(self.err())?;
         Ok(updated == 1)
+    }
+
+    fn signal(
+        &self,
+        signal: Signal,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        // Subscribed now, before the caller checks the table: a notification that arrives
+        // in between is not missed.
+        self.listener.wait(signal)
     }
 
     fn write_as(&self, member: Option<Member>) {
@@ -77,7 +96,10 @@ impl Membership for PostgresStore {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE hubs SET fenced = true WHERE id = $1 AND epoch = $2",
+                &client
+                    .prepare_cached("UPDATE hubs SET fenced = true WHERE id = $1 AND epoch = $2")
+                    .await
+                    .map_err(self.err())?,
                 &[&member.id, &member.epoch],
             )
             .await
@@ -89,16 +111,21 @@ impl Membership for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "UPDATE hubs SET fenced = true \
+                &client
+                    .prepare_cached(
+                        "UPDATE hubs SET fenced = true \
                  WHERE NOT fenced AND heartbeat_at < now() - make_interval(secs => $1) \
                  RETURNING id, epoch",
+                    )
+                    .await
+                    .map_err(self.err())?,
                 &[&timeout.as_secs_f64()],
             )
             .await
             .map_err(self.err())?;
         client
             .execute(
-                "DELETE FROM hubs WHERE fenced AND heartbeat_at < now() - make_interval(secs => $1)",
+                &client.prepare_cached("DELETE FROM hubs WHERE fenced AND heartbeat_at < now() - make_interval(secs => $1)").await.map_err(self.err())?,
                 &[&FORGET_AFTER_SECS],
             )
             .await
@@ -122,8 +149,13 @@ impl Membership for PostgresStore {
         // stands.
         client
             .execute(
-                "INSERT INTO deliveries (message_id, module, turn, deadline_ms) \
+                &client
+                    .prepare_cached(
+                        "INSERT INTO deliveries (message_id, module, turn, deadline_ms) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
+                    )
+                    .await
+                    .map_err(self.err())?,
                 &[
                     &delivery.message_id,
                     &delivery.module,
@@ -146,7 +178,7 @@ impl Membership for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "WITH claimable AS ( \
+                &client.prepare_cached("WITH claimable AS ( \
                    SELECT d.message_id FROM deliveries d \
                    LEFT JOIN hubs h ON h.id = d.claimed_id AND h.epoch = d.claimed_epoch \
                    WHERE d.answer IS NULL AND d.module = ANY($3) \
@@ -154,7 +186,7 @@ impl Membership for PostgresStore {
                    ORDER BY d.created_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED) \
                  UPDATE deliveries SET claimed_id = $1, claimed_epoch = $2 \
                  FROM claimable WHERE deliveries.message_id = claimable.message_id \
-                 RETURNING deliveries.message_id, deliveries.module, deliveries.turn, deliveries.deadline_ms",
+                 RETURNING deliveries.message_id, deliveries.module, deliveries.turn, deliveries.deadline_ms").await.map_err(self.err())?,
                 &[&member.id, &member.epoch, &modules, &limit],
             )
             .await
@@ -180,15 +212,19 @@ impl Membership for PostgresStore {
         answer: &Value,
     ) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let updated = client
-            .execute(
-                "UPDATE deliveries SET answer = $4 \
+        // Recorded and announced in one statement.
+        let row = client
+            .query_one(
+                &client.prepare_cached("WITH answered AS (UPDATE deliveries SET answer = $4 \
                  WHERE message_id = $1 AND claimed_id = $2 AND claimed_epoch = $3 AND answer IS NULL \
-                 AND EXISTS (SELECT 1 FROM hubs WHERE id = $2 AND epoch = $3 AND NOT fenced)",
-                &[&message_id, &member.id, &member.epoch, answer],
+                 AND EXISTS (SELECT 1 FROM hubs WHERE id = $2 AND epoch = $3 AND NOT fenced) \
+                 RETURNING 1) \
+                 SELECT (SELECT count(*) FROM answered), pg_notify($5, 'a:' || $1::text)").await.map_err(self.err())?,
+                &[&message_id, &member.id, &member.epoch, answer, &self.listener.channel],
             )
             .await
             .map_err(self.err())?;
+        let updated: i64 = row.try_get(0).map_err(self.err())?;
         Ok(updated == 1)
     }
 
@@ -196,7 +232,7 @@ impl Membership for PostgresStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "DELETE FROM deliveries WHERE message_id = $1 AND answer IS NOT NULL RETURNING answer",
+                &client.prepare_cached("DELETE FROM deliveries WHERE message_id = $1 AND answer IS NOT NULL RETURNING answer").await.map_err(self.err())?,
                 &[&message_id],
             )
             .await
@@ -214,13 +250,18 @@ impl Membership for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id, epoch, name, \
+                &client
+                    .prepare_cached(
+                        "SELECT id, epoch, name, \
                    (extract(epoch FROM joined_at) * 1000)::bigint, \
                    (extract(epoch FROM heartbeat_at) * 1000)::bigint, \
                    NOT fenced AND heartbeat_at >= now() - make_interval(secs => $1), \
                    fenced, modules \
                  FROM hubs WHERE NOT fenced OR heartbeat_at >= now() - make_interval(secs => $2) \
                  ORDER BY joined_at, id",
+                    )
+                    .await
+                    .map_err(self.err())?,
                 &[&timeout.as_secs_f64(), &recent.as_secs_f64()],
             )
             .await

@@ -13,6 +13,7 @@
 //! append whose commit was sent before the connection died is resolved on retry by its
 //! message ids, never by a duplicate turn).
 
+mod listen;
 mod membership;
 mod rows;
 mod schema;
@@ -229,6 +230,8 @@ pub struct PostgresStore {
     closed: Arc<AtomicBool>,
     /// The cluster member this handle writes as (see `Membership::write_as`).
     pub(crate) writer: Arc<std::sync::Mutex<Option<crate::Member>>>,
+    /// The cluster's wake-ups (`LISTEN`), started on first use.
+    pub(crate) listener: Arc<listen::Listener>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -269,6 +272,7 @@ impl PostgresStore {
             statement_timeout: options.statement_timeout,
             lock_timeout: options.lock_timeout,
         });
+        let listener = listen::Listener::new(config.clone(), &options.schema);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -289,6 +293,7 @@ impl PostgresStore {
             site,
             closed: Arc::new(AtomicBool::new(false)),
             writer: Arc::default(),
+            listener,
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client, &options, &store.site).await?;
