@@ -52,25 +52,8 @@ async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
     drop_schema(&url, &schema);
     let (hub_a, _, _) = common::serve_on(&url, &["--schema", &schema]);
     // B and C host no module of their own (but the A2A callers).
-    let plain = |schema: &str| {
-        common::start(
-            Command::new(env!("CARGO_BIN_EXE_colloquy"))
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--json",
-                    "--schema",
-                    schema,
-                    "--db",
-                ])
-                .arg(&url),
-        )
-    };
-    let (hub_b, ready_b) = plain(&schema);
-    let (hub_c, ready_c) = plain(&schema);
-    let base_b = format!("http://{}", ready_b["listening"].as_str().unwrap());
-    let base_c = format!("http://{}", ready_c["listening"].as_str().unwrap());
+    let (hub_b, _, base_b) = common::serve_with(&url, false, &["--schema", &schema]);
+    let (hub_c, _, base_c) = common::serve_with(&url, false, &["--schema", &schema]);
     let http = reqwest::Client::new();
 
     // C learns from A's heartbeats that echo lives on A, and serves its card.

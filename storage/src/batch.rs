@@ -211,3 +211,55 @@ pub(crate) fn check_write(
     }
     Ok(())
 }
+
+/// A number as a signed 64-bit column (SQL backends), or `InvalidInput` naming it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::InvalidInput {
+        reason: format!("{what} {value} does not fit a signed 64-bit column"),
+    })
+}
+
+/// A conversation's scalar state as the columns of an SQL backend: its status word and
+/// failure reason, and its numbers as signed 64-bit values (times in milliseconds).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) struct StateColumns {
+    pub(crate) status: &'static str,
+    pub(crate) failure_reason: Option<String>,
+    pub(crate) phase: &'static str,
+    pub(crate) intent: &'static str,
+    pub(crate) turn_count: i64,
+    pub(crate) started_at: i64,
+    pub(crate) last_activity: i64,
+    pub(crate) ended_at: Option<i64>,
+    pub(crate) idle_timeout_ms: i64,
+    pub(crate) max_turns: Option<i64>,
+    pub(crate) version: i64,
+    pub(crate) busy_until: Option<i64>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl StateColumns {
+    /// The columns of `conversation`.
+    pub(crate) fn of(conversation: &Conversation) -> Result<Self, StoreError> {
+        use colloquy_core::{Status, Timestamp};
+        let p = conversation.parts();
+        Ok(Self {
+            status: p.status.kind().as_str(),
+            failure_reason: match &p.status {
+                Status::Failed { reason } => Some(reason.clone()),
+                _ => None,
+            },
+            phase: p.phase.as_str(),
+            intent: p.intent.as_str(),
+            turn_count: to_i64("turn count", p.turn_count)?,
+            started_at: p.started_at.as_millis_i64(),
+            last_activity: p.last_activity.as_millis_i64(),
+            ended_at: p.ended_at.map(Timestamp::as_millis_i64),
+            idle_timeout_ms: to_i64("idle timeout", p.idle_timeout_ms)?,
+            max_turns: p.max_turns.map(|m| to_i64("max turns", m)).transpose()?,
+            version: to_i64("version", p.version)?,
+            busy_until: p.busy_until.map(Timestamp::as_millis_i64),
+        })
+    }
+}

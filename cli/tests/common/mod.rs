@@ -63,19 +63,22 @@ pub(crate) fn serve_on(
     db: impl AsRef<std::ffi::OsStr>,
     extra: &[&str],
 ) -> (Running, Value, String) {
-    let (server, ready) = start(
-        Command::new(env!("CARGO_BIN_EXE_colloquy"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--json",
-                "--demo-modules",
-            ])
-            .args(extra)
-            .arg("--db")
-            .arg(db),
-    );
+    serve_with(db, true, extra)
+}
+
+/// `colloquy serve` on a free loopback port and `db`, with the demo's modules or none of
+/// its own, and `extra` arguments; returns it, its ready line and its base URL.
+pub(crate) fn serve_with(
+    db: impl AsRef<std::ffi::OsStr>,
+    demo_modules: bool,
+    extra: &[&str],
+) -> (Running, Value, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+    command.args(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    if demo_modules {
+        command.arg("--demo-modules");
+    }
+    let (server, ready) = start(command.args(extra).arg("--db").arg(db));
     let base = format!("http://{}", ready["listening"].as_str().unwrap());
     (server, ready, base)
 }

@@ -10,7 +10,10 @@ use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::{ModuleRecord, StoreError};
+use crate::{
+    batch::{to_i64, StateColumns},
+    ModuleRecord, StoreError,
+};
 
 /// The columns [`decode_conversation`] reads, in order.
 pub(crate) const CONVERSATION_COLUMNS: &str =
@@ -95,38 +98,30 @@ impl MessageColumns {
     }
 }
 
-fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::InvalidInput {
-        reason: format!("{what} {value} does not fit a signed 64-bit column"),
-    })
-}
-
 pub(crate) fn encode_conversation(c: &Conversation) -> Result<ConvParams, StoreError> {
     let p = c.parts();
+    let columns = StateColumns::of(c)?;
     Ok(ConvParams {
         id: p.id.as_uuid(),
-        status: p.status.kind().as_str(),
-        failure_reason: match &p.status {
-            Status::Failed { reason } => Some(reason.clone()),
-            _ => None,
-        },
-        phase: p.phase.as_str(),
-        intent: p.intent.as_str(),
+        status: columns.status,
+        failure_reason: columns.failure_reason,
+        phase: columns.phase,
+        intent: columns.intent,
         participants: p
             .participants
             .iter()
             .map(|m| m.as_str().to_owned())
             .collect(),
-        turn_count: to_i64("turn count", p.turn_count)?,
-        started_at: p.started_at.as_millis_i64(),
-        last_activity: p.last_activity.as_millis_i64(),
-        ended_at: p.ended_at.map(Timestamp::as_millis_i64),
-        idle_timeout_ms: to_i64("idle timeout", p.idle_timeout_ms)?,
-        max_turns: p.max_turns.map(|m| to_i64("max turns", m)).transpose()?,
+        turn_count: columns.turn_count,
+        started_at: columns.started_at,
+        last_activity: columns.last_activity,
+        ended_at: columns.ended_at,
+        idle_timeout_ms: columns.idle_timeout_ms,
+        max_turns: columns.max_turns,
         context: Value::Object(Map::clone(&p.context)),
         metadata: Value::Object(Map::clone(&p.metadata)),
-        version: to_i64("version", p.version)?,
-        busy_until: p.busy_until.map(Timestamp::as_millis_i64),
+        version: columns.version,
+        busy_until: columns.busy_until,
     })
 }
 

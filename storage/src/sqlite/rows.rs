@@ -8,7 +8,10 @@ use colloquy_core::{
 use rusqlite::Row;
 use serde_json::{Map, Value};
 
-use crate::{ModuleRecord, StoreError};
+use crate::{
+    batch::{to_i64, StateColumns},
+    ModuleRecord, StoreError,
+};
 
 /// A conversation ready to be written.
 #[derive(Debug)]
@@ -54,12 +57,6 @@ pub(crate) struct ModuleRow {
     pub registered_at: i64,
 }
 
-fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::InvalidInput {
-        reason: format!("{what} {value} does not fit a signed 64-bit column"),
-    })
-}
-
 fn json_text(what: &str, value: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::InvalidInput {
         reason: format!("{what} cannot be serialized: {e}"),
@@ -74,36 +71,33 @@ pub(crate) fn encode_conversation(c: &Conversation) -> Result<ConvRow, StoreErro
 /// writes of the row keep the stored one.
 pub(crate) fn encode_state(c: &Conversation, with_context: bool) -> Result<ConvRow, StoreError> {
     let p = c.parts();
-    let failure_reason = match &p.status {
-        Status::Failed { reason } => Some(reason.clone()),
-        _ => None,
-    };
+    let columns = StateColumns::of(c)?;
     Ok(ConvRow {
         id: p.id.to_string(),
-        status: p.status.kind().as_str(),
-        failure_reason,
-        phase: p.phase.as_str(),
-        intent: p.intent.as_str(),
+        status: columns.status,
+        failure_reason: columns.failure_reason,
+        phase: columns.phase,
+        intent: columns.intent,
         participants: json_text("participants", &p.participants)?,
         modules: p
             .participants
             .iter()
             .map(|m| m.as_str().to_owned())
             .collect(),
-        turn_count: to_i64("turn count", p.turn_count)?,
-        started_at: p.started_at.as_millis_i64(),
-        last_activity: p.last_activity.as_millis_i64(),
-        ended_at: p.ended_at.map(Timestamp::as_millis_i64),
-        idle_timeout_ms: to_i64("idle timeout", p.idle_timeout_ms)?,
-        max_turns: p.max_turns.map(|m| to_i64("max turns", m)).transpose()?,
+        turn_count: columns.turn_count,
+        started_at: columns.started_at,
+        last_activity: columns.last_activity,
+        ended_at: columns.ended_at,
+        idle_timeout_ms: columns.idle_timeout_ms,
+        max_turns: columns.max_turns,
         context: if with_context {
             Some(json_text("context", &p.context)?)
         } else {
             None
         },
         metadata: json_text("metadata", &p.metadata)?,
-        version: to_i64("version", p.version)?,
-        busy_until: p.busy_until.map(Timestamp::as_millis_i64),
+        version: columns.version,
+        busy_until: columns.busy_until,
     })
 }
 
