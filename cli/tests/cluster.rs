@@ -164,3 +164,126 @@ async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
     drop(store);
     drop_schema(&url, &schema);
 }
+
+/// A hub stopped with SIGSTOP past the member timeout is fenced by the others, which carry
+/// its conversations on; when it resumes (SIGCONT), nothing it attempts as its old member
+/// lands (its writes are refused), it rejoins under a new epoch, and the transcript stays
+/// contiguous, every reply right after its request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_hub_is_fenced_and_cannot_corrupt_when_it_resumes() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let schema = format!("colloquy_paused_{}", std::process::id());
+    drop_schema(&url, &schema);
+    let (paused, _, base) = common::serve_on(&url, &["--schema", &schema]);
+    let pid = paused.0.id().to_string();
+    let http = reqwest::Client::new();
+    let first = send(&http, &format!("{base}/agents/echo"), "p-1", "before", None).await;
+    let context = first["result"]["task"]["contextId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+
+    // Another hub, with its own echo, and a short member timeout: it fences the silent one.
+    let store = PostgresStore::connect(&url, PostgresOptions::new().schema(&schema).unwrap())
+        .await
+        .unwrap();
+    let other = colloquy_runtime::Hub::builder()
+        .store(std::sync::Arc::new(store))
+        .member_name("other")
+        .member_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    other
+        .register(colloquy_testkit::modules::Echo::new(
+            "echo".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let fenced = colloquy_testkit::eventually(
+        || async {
+            other
+                .members()
+                .await
+                .unwrap()
+                .unwrap()
+                .iter()
+                .any(|m| m.name != "other" && m.fenced)
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(fenced, "the paused hub was fenced");
+    // The conversation goes on through the other hub.
+    let id = context.parse().unwrap();
+    let conversation = other
+        .conversation(id, "a2a-client".parse().unwrap())
+        .await
+        .unwrap();
+    let carried = conversation.send("while it sleeps").await.unwrap();
+    assert_eq!(carried.request.turn, 3);
+
+    // It resumes, and is asked to continue the same conversation at once.
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let resumed = send(
+        &http,
+        &format!("{base}/agents/echo"),
+        "p-2",
+        "after",
+        Some(&context),
+    )
+    .await;
+    // Refused as fenced, or (once it rejoined) written after what the other hub wrote:
+    // never over it.
+    let resumed_task = &resumed["result"]["task"]["id"];
+    assert!(
+        resumed["error"].is_object() || *resumed_task == json!(format!("{context}:5")),
+        "{resumed}"
+    );
+    let transcript = other
+        .reader()
+        .messages(id, MessageRange::All)
+        .await
+        .unwrap();
+    let turns: Vec<u64> = transcript.iter().map(|m| m.turn).collect();
+    assert_eq!(
+        turns,
+        (1..=turns.len() as u64).collect::<Vec<_>>(),
+        "contiguous"
+    );
+    for pair in transcript.chunks(2) {
+        assert_eq!(pair.len(), 2, "every request has its reply");
+        assert_eq!(pair[1].in_reply_to, Some(pair[0].id));
+    }
+    assert_eq!(
+        transcript[2].content, "while it sleeps",
+        "the other hub's turn stands"
+    );
+    // It rejoins under a new epoch.
+    let rejoined = colloquy_testkit::eventually(
+        || async {
+            let members = other.members().await.unwrap().unwrap();
+            members
+                .iter()
+                .filter(|m| m.name != "other")
+                .any(|m| m.alive)
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(rejoined, "the resumed hub joined again");
+    other.shutdown().await;
+    assert!(paused.terminate());
+    drop_schema(&url, &schema);
+}
