@@ -1,7 +1,8 @@
-//! The network front of colloquy: a hub's modules served as A2A agents, so that agents in
-//! any language (the Python and TypeScript A2A SDKs) can converse with them.
+//! The network front of colloquy, both ways: a hub's modules served as A2A agents, so that
+//! agents in any language (the Python and TypeScript A2A SDKs) can converse with them, and
+//! A2A agents elsewhere registered in a hub as modules ([`RemoteAgent`]).
 //!
-//! [`A2aServer`] exposes every registered module as an A2A v1.0 agent over HTTP: its card at
+//! [`A2aServer`] exposes every module the hub can reach as an A2A v1.0 agent over HTTP: its card at
 //! `GET /agents/{module}/.well-known/agent-card.json`, its JSON-RPC 2.0 endpoint at
 //! `POST /agents/{module}`. The protocol mapping lives in [`mapping`]: `contextId` is the
 //! conversation id; one `SendMessage` is one exchange (the request is turn N, the module's
@@ -10,7 +11,9 @@
 //! retried `messageId` gets the same answer and makes no new turn; a handler failure is a
 //! failed task, not an error. The types on the wire are those of `a2a-lf`, the official
 //! a2aproject Rust crate for A2A v1.0; clients still on v0.3 call its method names
-//! (`message/send`, `tasks/get`, `tasks/cancel`) with its JSON and get its JSON back.
+//! (`message/send`, `message/stream`, `tasks/get`, `tasks/cancel`) with its JSON and get
+//! its JSON back. Beside the agents: `GET /healthz` (the hub's health, 200 or 503) and
+//! `GET /metrics` (Prometheus text), and every call held to [`Limits`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,7 +27,9 @@
 //! # What this crate deliberately does not do (yet)
 //!
 //! - **No routing of its own.** Every message goes through the hub (turn lock, versioned
-//!   writes, deadlines); this crate only translates.
+//!   writes, deadlines); this crate only translates, in both directions.
+//! - **No TLS in the client.** [`RemoteAgent`] speaks plain HTTP (agents on a private
+//!   network or behind a proxy that terminates TLS).
 //! - **Streaming is per exchange.** `SendStreamingMessage` reports the stored request
 //!   (submitted, working), then the reply as an artifact and the final status;
 //!   `SubscribeToTask` follows an exchange in flight; `CancelTask` stops its handler (the
