@@ -287,3 +287,83 @@ async fn a_paused_hub_is_fenced_and_cannot_corrupt_when_it_resumes() {
     assert!(paused.terminate());
     drop_schema(&url, &schema);
 }
+
+/// Three `colloquy serve` processes, each hosting the demo's `echo`: 24 A2A clients send into
+/// one conversation through all three at once. Every call succeeds and the stored
+/// transcript is contiguous, every reply right after its request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_through_three_processes_keep_one_order() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let schema = format!("colloquy_order_{}", std::process::id());
+    drop_schema(&url, &schema);
+    let hubs: Vec<_> = (0..3)
+        .map(|_| common::serve_on(&url, &["--schema", &schema]))
+        .collect();
+    let bases: Vec<String> = hubs.iter().map(|(_, _, base)| base.clone()).collect();
+    let http = reqwest::Client::new();
+    let first = send(
+        &http,
+        &format!("{}/agents/echo", bases[0]),
+        "o-0",
+        "open",
+        None,
+    )
+    .await;
+    let context = first["result"]["task"]["contextId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..24 {
+        let (http, endpoint, context) = (
+            http.clone(),
+            format!("{}/agents/echo", bases[sender % 3]),
+            context.clone(),
+        );
+        senders.spawn(async move {
+            for n in 0..3 {
+                let id = format!("o-{sender}-{n}");
+                let answer = send(&http, &endpoint, &id, &id, Some(&context)).await;
+                let task = &answer["result"]["task"];
+                assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
+                assert_eq!(task["artifacts"][0]["parts"][0]["text"], id.as_str());
+            }
+        });
+    }
+    while let Some(done) = senders.join_next().await {
+        done.unwrap();
+    }
+    let store = PostgresStore::connect(
+        &url,
+        PostgresOptions::new()
+            .schema(&schema)
+            .unwrap()
+            .existing_only(),
+    )
+    .await
+    .unwrap();
+    let transcript = store
+        .messages(context.parse().unwrap(), MessageRange::All)
+        .await
+        .unwrap();
+    assert_eq!(transcript.len(), 2 + 24 * 3 * 2);
+    for (i, message) in transcript.iter().enumerate() {
+        assert_eq!(message.turn, i as u64 + 1, "contiguous");
+    }
+    for pair in transcript.chunks(2) {
+        assert_eq!(
+            pair[1].in_reply_to,
+            Some(pair[0].id),
+            "turn {}",
+            pair[1].turn
+        );
+        assert_eq!(pair[1].content, pair[0].content);
+    }
+    for (hub, _, _) in hubs {
+        assert!(hub.terminate());
+    }
+    drop(store);
+    drop_schema(&url, &schema);
+}

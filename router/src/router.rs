@@ -75,11 +75,22 @@ impl std::fmt::Debug for Router {
 /// the same database, wrote first) is decided again on the reloaded truth. Nothing was
 /// delivered yet, so deciding again is safe; the bound keeps a conversation that changes
 /// faster than it can be read from looping forever.
-const CONFLICT_RETRIES: u32 = 16;
+const CONFLICT_RETRIES: u32 = 64;
+
+/// A pause of up to `attempt` milliseconds (at most 20), varying from call to call: enough
+/// to break the symmetry between writers that race for the same turn. Not random in any
+/// strong sense; the sub-second nanoseconds of the clock are enough to spread writers.
+fn jitter(attempt: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let ceiling = u64::from(attempt.clamp(1, 20)) * 1_000;
+    Duration::from_micros(u64::from(nanos) % ceiling)
+}
 
 /// The longest pause between two reads of a conversation another writer's exchange keeps
 /// busy.
-const OTHER_EXCHANGE_POLL: Duration = Duration::from_millis(50);
+const OTHER_EXCHANGE_POLL: Duration = Duration::from_millis(10);
 
 /// How many times a write is tried while the store is unavailable.
 const WRITE_ATTEMPTS: u32 = 4;
@@ -417,7 +428,6 @@ impl Router {
                 }
                 Err(StoreError::Conflict { .. }) if conflicts < CONFLICT_RETRIES => {
                     debug!("request conflicts with the stored conversation, reloading");
-                    conflicts += 1;
                     draft = redraft(message);
                     *guard = None;
                     let reloaded = match self.load(&mut guard, id).await {
@@ -427,10 +437,22 @@ impl Router {
                         }
                         Err(e) => Err(e),
                     };
-                    if let Err(e) = reloaded {
-                        drop(guard);
-                        self.cache.forget_held(id, &lease);
-                        return Err(e);
+                    match reloaded {
+                        // Another writer's exchange was waited for: it made progress, and
+                        // this is not a race lost; only races count against the bound.
+                        Ok(true) => {}
+                        Ok(false) => {
+                            conflicts += 1;
+                            // A race lost to another writer: step aside for a moment of
+                            // varying length, so that the same writer does not win every
+                            // time (writers that always lose would otherwise starve).
+                            tokio::time::sleep(jitter(conflicts)).await;
+                        }
+                        Err(e) => {
+                            drop(guard);
+                            self.cache.forget_held(id, &lease);
+                            return Err(e);
+                        }
                     }
                     guard = self.take_over(&lease, id, guard).await?;
                 }
@@ -746,10 +768,10 @@ impl Router {
         let mut guard = lease.slot().state.lock().await;
         let cold = guard.is_none();
         let loaded = match self.load(&mut guard, id).await {
-            Ok(_) if cold => {
-                self.wait_for_other_exchange(lease.slot(), &mut guard, id)
-                    .await
-            }
+            Ok(_) if cold => self
+                .wait_for_other_exchange(lease.slot(), &mut guard, id)
+                .await
+                .map(|_| ()),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         };
@@ -840,26 +862,28 @@ impl Router {
         slot: &crate::cache::Slot,
         state: &mut Option<Hot>,
         id: ConversationId,
-    ) -> Result<(), RouteError> {
-        let mut pause = Duration::from_millis(2);
+    ) -> Result<bool, RouteError> {
+        let mut pause = Duration::from_millis(1);
+        let mut waited = false;
         loop {
             let Some(hot) = state.as_ref() else {
-                return Ok(());
+                return Ok(waited);
             };
             let now = self.clock.now();
             let Some(until) = hot.conversation.busy_until().filter(|until| *until > now) else {
-                return Ok(());
+                return Ok(waited);
             };
             if slot.is_own_request(hot.conversation.version()) {
-                return Ok(());
+                return Ok(waited);
             }
             let shared = match self.db().membership() {
                 Some(cluster) => cluster.shared().await?,
                 None => false,
             };
             if !shared {
-                return Ok(());
+                return Ok(waited);
             }
+            waited = true;
             debug!(conversation_id = %id, "another writer's exchange is in progress, waiting");
             tokio::time::sleep(pause.min(until.saturating_duration_since(now))).await;
             pause = pause.saturating_mul(2).min(OTHER_EXCHANGE_POLL);

@@ -39,11 +39,13 @@ impl Drop for Running {
 
 /// Starts a process that prints one JSON line when ready; returns it and that line.
 pub(crate) fn start(command: &mut Command) -> (Running, Value) {
-    let mut child = command
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // COLLOQUY_TEST_SERVE_LOG (a RUST_LOG filter) turns the started process's logs on, to
+    // debug a failing test.
+    match std::env::var("COLLOQUY_TEST_SERVE_LOG") {
+        Ok(filter) => command.env("RUST_LOG", filter),
+        Err(_) => command.env_remove("RUST_LOG"),
+    };
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
