@@ -22,6 +22,23 @@ fn drop_schema(url: &str, schema: &str) {
         .output();
 }
 
+/// The stored transcript of the conversation `context` in `schema`.
+async fn transcript(url: &str, schema: &str, context: &str) -> Vec<colloquy_core::Message> {
+    let store = PostgresStore::connect(
+        url,
+        PostgresOptions::new()
+            .schema(schema)
+            .unwrap()
+            .existing_only(),
+    )
+    .await
+    .unwrap();
+    store
+        .messages(context.parse().unwrap(), MessageRange::All)
+        .await
+        .unwrap()
+}
+
 async fn send(
     http: &reqwest::Client,
     endpoint: &str,
@@ -125,19 +142,7 @@ async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
         "three"
     );
 
-    let store = PostgresStore::connect(
-        &url,
-        PostgresOptions::new()
-            .schema(&schema)
-            .unwrap()
-            .existing_only(),
-    )
-    .await
-    .unwrap();
-    let transcript = store
-        .messages(context.parse().unwrap(), MessageRange::All)
-        .await
-        .unwrap();
+    let transcript = transcript(&url, &schema, &context).await;
     let turns: Vec<u64> = transcript.iter().map(|m| m.turn).collect();
     assert_eq!(turns, [1, 2, 3, 4, 5, 6]);
     for pair in transcript.chunks(2) {
@@ -161,7 +166,6 @@ async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
     for hub in [hub_a, hub_b, hub_c] {
         assert!(hub.terminate());
     }
-    drop(store);
     drop_schema(&url, &schema);
 }
 
@@ -335,19 +339,7 @@ async fn concurrent_senders_through_three_processes_keep_one_order() {
     while let Some(done) = senders.join_next().await {
         done.unwrap();
     }
-    let store = PostgresStore::connect(
-        &url,
-        PostgresOptions::new()
-            .schema(&schema)
-            .unwrap()
-            .existing_only(),
-    )
-    .await
-    .unwrap();
-    let transcript = store
-        .messages(context.parse().unwrap(), MessageRange::All)
-        .await
-        .unwrap();
+    let transcript = transcript(&url, &schema, &context).await;
     assert_eq!(transcript.len(), 2 + 24 * 3 * 2);
     for (i, message) in transcript.iter().enumerate() {
         assert_eq!(message.turn, i as u64 + 1, "contiguous");
@@ -364,6 +356,5 @@ async fn concurrent_senders_through_three_processes_keep_one_order() {
     for (hub, _, _) in hubs {
         assert!(hub.terminate());
     }
-    drop(store);
     drop_schema(&url, &schema);
 }
