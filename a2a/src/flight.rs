@@ -52,7 +52,7 @@ impl Flight {
     /// The task as it stands while the handler runs.
     pub(crate) fn working(&self) -> Option<a2a::Task> {
         self.request()
-            .map(|request| task(request, Outcome::Working, &self.caller))
+            .map(|request| task(request, Outcome::Without(TaskState::Working), &self.caller))
     }
 
     pub(crate) fn emit(&self, event: StreamResponse) {
@@ -74,8 +74,11 @@ impl Flights {
         }
         let id = TaskRef::of(request);
         self.lock().insert(id.to_string(), Arc::clone(flight));
-        let mut submitted = task(request, Outcome::Working, &flight.caller);
-        submitted.status.state = TaskState::Submitted;
+        let submitted = task(
+            request,
+            Outcome::Without(TaskState::Submitted),
+            &flight.caller,
+        );
         flight.emit(StreamResponse::Task(submitted));
         flight.emit(status_update(
             request,

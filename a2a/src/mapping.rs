@@ -113,20 +113,19 @@ pub fn to_a2a(message: &Message, caller: &ModuleName) -> A2aMessage {
 }
 
 /// How an exchange stands.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Outcome<'a> {
     /// The module replied.
     Replied(&'a Message),
-    /// The turn ended without a reply.
-    Done,
     /// The module failed (error, deadline, panic, or an answer that could not be applied).
     Failed(&'a str),
-    /// The module is still working on it.
-    Working,
+    /// No reply (yet), and the task in this state: submitted or working while the module
+    /// runs, completed when the turn ended without a reply, canceled when it was stopped.
+    Without(TaskState),
 }
 
 /// The task of one exchange: completed with the reply (as its status message and its
-/// artifact), completed without one, failed with the reason, or still working.
+/// artifact), failed with the reason, or in a state without a reply.
 pub fn task(request: &Message, outcome: Outcome<'_>, caller: &ModuleName) -> Task {
     let id = TaskRef {
         conversation: request.conversation_id,
@@ -147,14 +146,13 @@ pub fn task(request: &Message, outcome: Outcome<'_>, caller: &ModuleName) -> Tas
             };
             (TaskState::Completed, Some(answer), Some(vec![artifact]))
         }
-        Outcome::Done => (TaskState::Completed, None, None),
         Outcome::Failed(reason) => {
             let mut why = A2aMessage::new(Role::Agent, vec![Part::text(reason)]);
             why.context_id = Some(request.conversation_id.to_string());
             why.task_id = Some(id.to_string());
             (TaskState::Failed, Some(why), None)
         }
-        Outcome::Working => (TaskState::Working, None, None),
+        Outcome::Without(state) => (state, None, None),
     };
     Task {
         id: id.to_string(),

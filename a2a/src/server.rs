@@ -120,6 +120,9 @@ pub struct A2aServer {
     unanswered: Remembered<String, (ModuleName, ModuleName, Task)>,
     flights: Arc<Flights>,
     metrics: Metrics,
+    /// The caller participants (`A2aOptions::participants`), computed once: they are not
+    /// agents, and every call asks.
+    callers: Vec<ModuleName>,
 }
 
 type AnswerKey = (ModuleName, ModuleName, String);
@@ -181,9 +184,10 @@ impl RpcError {
 impl A2aServer {
     /// A server for `hub`'s modules. Registers the caller participant in the hub.
     pub async fn new(hub: Hub, options: A2aOptions) -> Result<Arc<Self>, A2aError> {
-        for participant in options.participants() {
+        let callers = options.participants();
+        for participant in &callers {
             hub.register_with(
-                Arc::new(Caller(participant)),
+                Arc::new(Caller(participant.clone())),
                 Registration::new().replacing(),
             )
             .await?;
@@ -195,6 +199,7 @@ impl A2aServer {
             unanswered: Remembered::new(REMEMBERED),
             flights: Arc::default(),
             metrics: Metrics::new(),
+            callers,
         }))
     }
 
@@ -244,7 +249,7 @@ impl A2aServer {
     /// The module `name` if it is registered and is not a caller participant.
     fn module(&self, name: &str) -> Option<Arc<ModuleInfo>> {
         let name: ModuleName = name.parse().ok()?;
-        if self.options.participants().contains(&name) {
+        if self.callers.contains(&name) {
             return None;
         }
         self.hub
@@ -424,19 +429,19 @@ impl A2aServer {
             .await;
         self.flights.landed(&flight);
         let caller = &flight.caller;
-        let (task, last) = match (sent, flight.request()) {
+        // `unanswered`: the exchange ended without a reply the store could show.
+        let (task, unanswered) = match (sent, flight.request()) {
             (Ok(exchange), _) => {
                 let outcome = match &exchange.reply {
                     Some(reply) => Outcome::Replied(reply),
-                    None => Outcome::Done,
+                    None => Outcome::Without(TaskState::Completed),
                 };
-                (task(&exchange.request, outcome, caller), None)
+                (task(&exchange.request, outcome, caller), false)
             }
-            (Err(HubError::Route(RouteError::Canceled { .. })), Some(request)) => {
-                let mut canceled = task(request, Outcome::Working, caller);
-                canceled.status.state = TaskState::Canceled;
-                (canceled, Some(request))
-            }
+            (Err(HubError::Route(RouteError::Canceled { .. })), Some(request)) => (
+                task(request, Outcome::Without(TaskState::Canceled), caller),
+                true,
+            ),
             (
                 Err(HubError::Route(
                     failure @ (RouteError::HandlerFailed { .. }
@@ -449,10 +454,7 @@ impl A2aServer {
                 // The request is stored and the exchange is over: a failed task, not an
                 // HTTP or JSON-RPC error.
                 let reason = failure.to_string();
-                (
-                    task(request, Outcome::Failed(&reason), caller),
-                    Some(request),
-                )
+                (task(request, Outcome::Failed(&reason), caller), true)
             }
             (Err(e), _) => return Err(hub_error(e)),
         };
@@ -463,7 +465,7 @@ impl A2aServer {
         };
         self.metrics
             .exchange(module, outcome, started.elapsed().as_secs_f64());
-        if last.is_some() {
+        if unanswered {
             self.unanswered.insert(
                 task.id.clone(),
                 (caller.clone(), module.clone(), task.clone()),
@@ -528,8 +530,8 @@ impl A2aServer {
             conversation.busy_until().is_some() && conversation.turn_count() == task_ref.turn;
         let outcome = match reply {
             Some(reply) => Outcome::Replied(reply),
-            None if in_flight => Outcome::Working,
-            None => Outcome::Done,
+            None if in_flight => Outcome::Without(TaskState::Working),
+            None => Outcome::Without(TaskState::Completed),
         };
         Ok((task(request, outcome, caller), in_flight))
     }
@@ -541,16 +543,7 @@ impl A2aServer {
         params: &RawValue,
     ) -> Result<Raw, RpcError> {
         let request: GetTaskRequest = parse_params(params, "GetTask")?;
-        if let Some((flight, _)) = self.flights.follow(&request.id, caller, module) {
-            if let Some(working) = flight.working() {
-                return to_raw(&working);
-            }
-        }
-        if let Some(task) = self.unanswered_task(caller, module, &request.id) {
-            return to_raw(&task);
-        }
-        let (task, _) = self.stored_task(caller, module, &request.id).await?;
-        to_raw(&task)
+        to_raw(&self.known_task(caller, module, &request.id).await?)
     }
 
     async fn cancel_task(
@@ -569,11 +562,7 @@ impl A2aServer {
                 }
             }
             drop(flight);
-            if let Some(task) = self.unanswered_task(caller, module, &request.id) {
-                return to_raw(&task);
-            }
-            let (task, _) = self.stored_task(caller, module, &request.id).await?;
-            return to_raw(&task);
+            return to_raw(&self.known_task(caller, module, &request.id).await?);
         }
         // Not in flight here: finished (not cancelable), or not found.
         let (_, in_flight) = self.stored_task(caller, module, &request.id).await?;
@@ -593,12 +582,29 @@ impl A2aServer {
         }
     }
 
-    /// A recent task between the caller and `module` that ended failed or canceled.
-    fn unanswered_task(&self, caller: &ModuleName, module: &ModuleName, id: &str) -> Option<Task> {
-        self.unanswered
+    /// The task `id` between the caller and `module` as it stands: in flight here, ended
+    /// without a reply the store could show (failed or canceled, remembered), or as stored.
+    async fn known_task(
+        &self,
+        caller: &ModuleName,
+        module: &ModuleName,
+        id: &str,
+    ) -> Result<Task, RpcError> {
+        if let Some(working) = self
+            .flights
+            .follow(id, caller, module)
+            .and_then(|(flight, _)| flight.working())
+        {
+            return Ok(working);
+        }
+        if let Some((_, _, task)) = self
+            .unanswered
             .get(&id.to_owned())
             .filter(|(c, m, _)| c == caller && m == module)
-            .map(|(_, _, task)| task)
+        {
+            return Ok(task);
+        }
+        Ok(self.stored_task(caller, module, id).await?.0)
     }
 
     /// A streaming call: `SendStreamingMessage` (the exchange's events as it runs) or
@@ -670,22 +676,12 @@ impl Events {
     /// The next event, or `None` after the last.
     async fn next(&mut self) -> Option<Result<StreamResponse, RpcError>> {
         if let Some(first) = self.first.take() {
-            if is_last(&first) {
-                self.events = None;
-                self.failure = None;
-            }
-            return Some(Ok(first));
+            return Some(Ok(self.passing(first)));
         }
         let events = self.events.as_mut()?;
         loop {
             match events.recv().await {
-                Ok(event) => {
-                    if is_last(&event) {
-                        self.events = None;
-                        self.failure = None;
-                    }
-                    return Some(Ok(event));
-                }
+                Ok(event) => return Some(Ok(self.passing(event))),
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => {
                     self.events = None;
@@ -694,6 +690,17 @@ impl Events {
                 }
             }
         }
+    }
+}
+
+impl Events {
+    /// Passes `event` on; after the last one, the stream has nothing more to wait for.
+    fn passing(&mut self, event: StreamResponse) -> StreamResponse {
+        if is_last(&event) {
+            self.events = None;
+            self.failure = None;
+        }
+        event
     }
 }
 

@@ -16,8 +16,8 @@ use std::{
 };
 
 use colloquy_core::{
-    Conversation, ConversationId, CoreError, Draft, HandshakeOutcome, Message, ModuleName, Status,
-    TurnOutcome,
+    Conversation, ConversationId, CoreError, Draft, HandshakeOutcome, Message, MessageId,
+    ModuleName, Status, TurnOutcome,
 };
 use colloquy_registry::{
     ConversationView, History, Invitation, ModuleDirectory, Registered, Response, Turn,
@@ -77,15 +77,18 @@ impl std::fmt::Debug for Router {
 /// faster than it can be read from looping forever.
 const CONFLICT_RETRIES: u32 = 64;
 
-/// A pause of up to `attempt` milliseconds (at most 20), varying from call to call: enough
-/// to break the symmetry between writers that race for the same turn. Not random in any
-/// strong sense; the sub-second nanoseconds of the clock are enough to spread writers.
-fn jitter(attempt: u32) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+/// A pause of up to `attempt` milliseconds (at most 20), varying with `seed`: enough to
+/// break the symmetry between writers that race for the same turn. The seed is the random
+/// part of the refused request's id (UUID v7), so no clock is read here (only `clock.rs`
+/// reads one).
+fn jitter(attempt: u32, seed: MessageId) -> Duration {
+    let random = u64::from_le_bytes(
+        seed.as_uuid().as_bytes()[8..16]
+            .try_into()
+            .unwrap_or([0; 8]),
+    );
     let ceiling = u64::from(attempt.clamp(1, 20)) * 1_000;
-    Duration::from_micros(u64::from(nanos) % ceiling)
+    Duration::from_micros(random % ceiling)
 }
 
 /// The longest pause between two reads of a conversation another writer's exchange keeps
@@ -428,6 +431,7 @@ impl Router {
                 }
                 Err(StoreError::Conflict { .. }) if conflicts < CONFLICT_RETRIES => {
                     debug!("request conflicts with the stored conversation, reloading");
+                    let refused = message.id;
                     draft = redraft(message);
                     *guard = None;
                     let reloaded = match self.load(&mut guard, id).await {
@@ -446,7 +450,7 @@ impl Router {
                             // A race lost to another writer: step aside for a moment of
                             // varying length, so that the same writer does not win every
                             // time (writers that always lose would otherwise starve).
-                            tokio::time::sleep(jitter(conflicts)).await;
+                            tokio::time::sleep(jitter(conflicts, refused)).await;
                         }
                         Err(e) => {
                             drop(guard);

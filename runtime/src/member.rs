@@ -30,20 +30,18 @@ impl Membership {
     }
 }
 
-/// The wall clock in milliseconds since the epoch (for deadlines that cross processes).
-pub(crate) fn wall_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, colloquy_core::duration_millis)
-}
-
 /// Learns what the other members host, for the cluster's directory.
 pub(crate) async fn refresh_directory(inner: &HubInner, store: &Arc<dyn ConversationStore>) {
     let (Some(cluster), Some(directory)) = (store.membership(), inner.directory.as_ref()) else {
         return;
     };
     match cluster.members(inner.member_timeout, Duration::ZERO).await {
-        Ok(members) => directory.refresh(&members, inner.membership.get(), store),
+        Ok(members) => directory.refresh(
+            &members,
+            inner.membership.get(),
+            store,
+            *inner.router.clock(),
+        ),
         Err(e) => debug!(error = %e, "could not read the members' modules"),
     }
 }

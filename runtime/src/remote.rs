@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::hub::HubInner;
+use crate::{hub::HubInner, Clock};
 
 /// The longest pause between two polls, for a delivery's answer and for new deliveries. A
 /// store's wake-up ([`Signal`], `NOTIFY` on PostgreSQL) usually comes first; polling is the
@@ -62,6 +62,7 @@ impl ClusterDirectory {
         members: &[MemberRecord],
         own: Option<Member>,
         store: &Arc<dyn ConversationStore>,
+        clock: Clock,
     ) {
         let mut remote = HashMap::new();
         for member in members.iter().filter(|m| m.alive && Some(m.member) != own) {
@@ -73,6 +74,7 @@ impl ClusterDirectory {
                         module: Arc::new(RemoteModule {
                             info: info.clone(),
                             store: Arc::clone(store),
+                            clock,
                         }) as Arc<dyn Module>,
                         deadline: None,
                         delivery: HandlerDelivery::Task,
@@ -125,6 +127,8 @@ impl ModuleDirectory for ClusterDirectory {
 struct RemoteModule {
     info: ModuleInfo,
     store: Arc<dyn ConversationStore>,
+    /// The hub's clock: the delivery's deadline is a wall time the host compares with its own.
+    clock: Clock,
 }
 
 #[async_trait::async_trait]
@@ -143,7 +147,7 @@ impl Module for RemoteModule {
             conversation: turn.conversation.clone(),
             history: turn.history.iter().map(|m| Message::clone(m)).collect(),
         };
-        let now = crate::member::wall_millis();
+        let now = self.clock.now().as_millis();
         let delivery = Delivery {
             message_id: turn.message.id.as_uuid(),
             module: self.info.name.to_string(),
@@ -242,9 +246,10 @@ pub(crate) async fn deliver(hub: Weak<HubInner>, store: Arc<dyn ConversationStor
                 .ok()
                 .and_then(|name| inner.registry.get(&name));
             let store = Arc::clone(&store);
+            let clock = *inner.router.clock();
             tokio::spawn(async move {
                 let answer = match registered {
-                    Some(registered) => run(registered, &delivery).await,
+                    Some(registered) => run(registered, &delivery, clock).await,
                     None => {
                         json!({"error": format!("{} is no longer hosted here", delivery.module)})
                     }
@@ -266,14 +271,12 @@ pub(crate) async fn deliver(hub: Weak<HubInner>, store: Arc<dyn ConversationStor
 }
 
 /// Runs a delivered turn on the local module within what is left of its deadline.
-async fn run(registered: Registered, delivery: &Delivery) -> Value {
+async fn run(registered: Registered, delivery: &Delivery, clock: Clock) -> Value {
     let wire: WireTurn = match serde_json::from_value(delivery.turn.clone()) {
         Ok(wire) => wire,
         Err(e) => return json!({"error": format!("the delivered turn cannot be read: {e}")}),
     };
-    let left = delivery
-        .deadline_ms
-        .saturating_sub(crate::member::wall_millis());
+    let left = delivery.deadline_ms.saturating_sub(clock.now().as_millis());
     let deadline = Duration::from_millis(left);
     let turn = Turn {
         message: Arc::new(wire.message),

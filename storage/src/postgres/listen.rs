@@ -75,7 +75,7 @@ impl Listener {
                     }
                 })
             }
-            _ => {
+            Signal::Deliveries => {
                 let mut deliveries = self.deliveries.subscribe();
                 Box::pin(async move {
                     if deliveries.changed().await.is_err() {

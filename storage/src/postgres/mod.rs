@@ -383,6 +383,7 @@ impl PostgresStore {
     async fn append_locked<M: std::borrow::Borrow<Message> + Sync>(
         &self,
         conversation: &Conversation,
+        state: &rows::ConvParams,
         messages: &[M],
     ) -> Result<AppendOutcome, StoreError> {
         let id = conversation.id();
@@ -441,10 +442,9 @@ impl PostgresStore {
         let new = &messages[first_new..];
         if !new.is_empty() {
             check_write(id, conversation.version(), stored)?;
-            let state = encode_conversation(conversation)?;
             let columns = encode_messages(new)?;
             let written = tx
-                .execute(&update_sql(""), &state.values())
+                .execute(LOCKED_UPDATE.as_str(), &state.values())
                 .await
                 .map_err(self.err())?;
             if written != 1 {
@@ -452,12 +452,9 @@ impl PostgresStore {
             }
             let mut values: Vec<&(dyn ToSql + Sync)> = vec![&state.id];
             values.extend_from_slice(&columns.values());
-            tx.execute(
-                &format!("{INSERT_MESSAGES} FROM {}", unnest_messages(2)),
-                &values,
-            )
-            .await
-            .map_err(self.err())?;
+            tx.execute(LOCKED_INSERT.as_str(), &values)
+                .await
+                .map_err(self.err())?;
         }
         tx.commit().await.map_err(self.err())?;
         Ok(AppendOutcome {
@@ -484,17 +481,15 @@ impl PostgresStore {
         // by the locked path, which reports exactly why.
         let fast = {
             let client = self.client().await?;
-            let sql = format!(
-                "WITH updated AS ({}) {INSERT_MESSAGES} FROM updated, {}",
-                update_sql(&format!("AND turn_count = $25 {}", NOT_FENCED_26)),
-                unnest_messages(17),
-            );
             let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
             values.extend_from_slice(&columns.values());
             values.push(&previous_turns);
             values.push(&writer_id);
             values.push(&writer_epoch);
-            let statement = client.prepare_cached(&sql).await.map_err(self.err())?;
+            let statement = client
+                .prepare_cached(FAST_APPEND.as_str())
+                .await
+                .map_err(self.err())?;
             client.execute(&statement, &values).await
         };
         match fast {
@@ -502,9 +497,9 @@ impl PostgresStore {
                 inserted: messages.len(),
                 duplicates: 0,
             }),
-            Ok(_) => self.append_locked(conversation, messages).await,
+            Ok(_) => self.append_locked(conversation, &state, messages).await,
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                self.append_locked(conversation, messages).await
+                self.append_locked(conversation, &state, messages).await
             }
             Err(e) => Err(self.site.err(e)),
         }
@@ -516,6 +511,27 @@ impl PostgresStore {
 const INSERT_MESSAGES: &str = "INSERT INTO messages \
      (id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at) \
      SELECT m.id, $1, m.turn, m.source, m.target, m.kind, m.content, m.in_reply_to, m.sent_at";
+
+/// The SQL of the writes, built once. The fast append: the conversation's conditional
+/// update feeding the messages' insert, fenced, at the stored turn count `$25`.
+static FAST_APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH updated AS ({}) {INSERT_MESSAGES} FROM updated, {}",
+        update_sql(&format!("AND turn_count = $25 {NOT_FENCED_26}")),
+        unnest_messages(17),
+    )
+});
+
+/// The locked append's update (its conditions were checked under the row lock).
+static LOCKED_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| update_sql(""));
+
+/// The locked append's insert of the new messages.
+static LOCKED_INSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{INSERT_MESSAGES} FROM {}", unnest_messages(2)));
+
+/// A state change without new turns: conditional and fenced, at the given turn count.
+static UPDATE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| update_sql(&format!("AND turn_count = $7 {NOT_FENCED_17}")));
 
 /// The messages as rows, from the eight column arrays numbered from `$first`.
 fn unnest_messages(first: usize) -> String {
@@ -655,10 +671,7 @@ impl ConversationStore for PostgresStore {
         let state = encode_conversation(conversation)?;
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(&update_sql(&format!(
-                "AND turn_count = $7 {}",
-                NOT_FENCED_17
-            )))
+            .prepare_cached(UPDATE.as_str())
             .await
             .map_err(self.err())?;
         let (writer_id, writer_epoch) = self.writer();

@@ -24,24 +24,14 @@ pub(crate) const CONVERSATION_COLUMNS: &str =
 pub(crate) const MESSAGE_COLUMNS: &str =
     "id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at";
 
-/// A conversation's state as statement parameters, in [`CONVERSATION_COLUMNS`] order.
+/// A conversation's state as statement parameters, in [`CONVERSATION_COLUMNS`] order: the
+/// scalar columns every SQL backend writes, and PostgreSQL's own types for the rest.
 pub(crate) struct ConvParams {
     pub(crate) id: Uuid,
-    pub(crate) status: &'static str,
-    pub(crate) failure_reason: Option<String>,
-    pub(crate) phase: &'static str,
-    pub(crate) intent: &'static str,
-    pub(crate) participants: Vec<String>,
-    pub(crate) turn_count: i64,
-    pub(crate) started_at: i64,
-    pub(crate) last_activity: i64,
-    pub(crate) ended_at: Option<i64>,
-    pub(crate) idle_timeout_ms: i64,
-    pub(crate) max_turns: Option<i64>,
-    pub(crate) context: Value,
-    pub(crate) metadata: Value,
-    pub(crate) version: i64,
-    pub(crate) busy_until: Option<i64>,
+    columns: StateColumns,
+    participants: Vec<String>,
+    context: Value,
+    metadata: Value,
 }
 
 impl ConvParams {
@@ -49,21 +39,21 @@ impl ConvParams {
     pub(crate) fn values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 16] {
         [
             &self.id,
-            &self.status,
-            &self.failure_reason,
-            &self.phase,
-            &self.intent,
+            &self.columns.status,
+            &self.columns.failure_reason,
+            &self.columns.phase,
+            &self.columns.intent,
             &self.participants,
-            &self.turn_count,
-            &self.started_at,
-            &self.last_activity,
-            &self.ended_at,
-            &self.idle_timeout_ms,
-            &self.max_turns,
+            &self.columns.turn_count,
+            &self.columns.started_at,
+            &self.columns.last_activity,
+            &self.columns.ended_at,
+            &self.columns.idle_timeout_ms,
+            &self.columns.max_turns,
             &self.context,
             &self.metadata,
-            &self.version,
-            &self.busy_until,
+            &self.columns.version,
+            &self.columns.busy_until,
         ]
     }
 }
@@ -100,28 +90,16 @@ impl MessageColumns {
 
 pub(crate) fn encode_conversation(c: &Conversation) -> Result<ConvParams, StoreError> {
     let p = c.parts();
-    let columns = StateColumns::of(c)?;
     Ok(ConvParams {
         id: p.id.as_uuid(),
-        status: columns.status,
-        failure_reason: columns.failure_reason,
-        phase: columns.phase,
-        intent: columns.intent,
+        columns: StateColumns::of(c)?,
         participants: p
             .participants
             .iter()
             .map(|m| m.as_str().to_owned())
             .collect(),
-        turn_count: columns.turn_count,
-        started_at: columns.started_at,
-        last_activity: columns.last_activity,
-        ended_at: columns.ended_at,
-        idle_timeout_ms: columns.idle_timeout_ms,
-        max_turns: columns.max_turns,
         context: Value::Object(Map::clone(&p.context)),
         metadata: Value::Object(Map::clone(&p.metadata)),
-        version: columns.version,
-        busy_until: columns.busy_until,
     })
 }
 
