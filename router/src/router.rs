@@ -790,6 +790,34 @@ impl Router {
         Ok(guard)
     }
 
+    /// Concludes the exchange a dead writer left in conversation `id`, if it has one: its
+    /// request is delivered again to its module, under its own message id, and the reply
+    /// written (at-least-once to the handler, exactly once in the transcript). What a hub
+    /// runs for the conversations it claimed from a fenced member
+    /// (`Membership::claim_orphans`), so that they need not wait for their next sender.
+    /// `Ok(true)`: a reply (or the conversation's end) was stored for it.
+    pub async fn take_over_exchange(&self, id: ConversationId) -> Result<bool, RouteError> {
+        let _flight = self.enter()?;
+        let span = tracing::debug_span!("take_over", conversation_id = %id);
+        async {
+            let lease = self.cache.lease(id).await;
+            let guard = self.lock_loaded(&lease, id).await?;
+            let before = guard.as_ref().map(|hot| hot.conversation.version());
+            let guard = self.take_over(&lease, id, guard).await?;
+            let after = guard.as_ref().map(|hot| hot.conversation.version());
+            let ended = guard
+                .as_ref()
+                .is_none_or(|hot| hot.conversation.status().is_terminal());
+            drop(guard);
+            if ended {
+                self.cache.forget(id, lease);
+            }
+            Ok(after != before)
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Concludes a dead writer's exchange, if the conversation held by `guard` has one
     /// ([`Router::orphaned_request`]): its request is delivered again, under its own message
     /// id, and its reply written; then the conversation is locked and loaded again (the
@@ -858,9 +886,9 @@ impl Router {
     /// doubles up to [`OTHER_EXCHANGE_POLL`]. So this router's request never lands between
     /// another's request and its reply.
     ///
-    /// Only while another writer may be alive: on a store of one process (no membership),
-    /// or once every other member is fenced (dead, or gone), a busy state left behind is a
-    /// dead writer's and is not waited for.
+    /// Only while that writer may be alive (`Membership::held_by_other`): on a store of one
+    /// process (no membership), or once the member that wrote the exchange is fenced (dead,
+    /// or gone), a busy state left behind is a dead writer's and is not waited for.
     async fn wait_for_other_exchange(
         &self,
         slot: &crate::cache::Slot,
@@ -880,11 +908,11 @@ impl Router {
             if slot.is_own_request(hot.conversation.version()) {
                 return Ok(waited);
             }
-            let shared = match self.db().membership() {
-                Some(cluster) => cluster.shared().await?,
+            let held = match self.db().membership() {
+                Some(cluster) => cluster.held_by_other(id).await?,
                 None => false,
             };
-            if !shared {
+            if !held {
                 return Ok(waited);
             }
             waited = true;

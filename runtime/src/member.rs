@@ -124,6 +124,40 @@ pub(crate) async fn heartbeat(hub: Weak<HubInner>, store: Arc<dyn ConversationSt
             Ok(_) => {}
             Err(e) => debug!(error = %e, "could not check for silent members"),
         }
+        take_over_orphans(&inner, &store).await;
+    }
+}
+
+/// How many conversations a hub claims from fenced members at one heartbeat.
+const ORPHANS_PER_HEARTBEAT: usize = 64;
+
+/// Claims the exchanges fenced members left unanswered and concludes each in a task of its
+/// own (a handler may take long; the heartbeat must not wait for it): the takeover needs no
+/// next sender. Left claimed by this hub when it cannot be concluded here (its module is
+/// nowhere reachable): its deadline then ends the wait of other senders.
+async fn take_over_orphans(inner: &Arc<HubInner>, store: &Arc<dyn ConversationStore>) {
+    let (Some(cluster), Some(member)) = (store.membership(), inner.membership.get()) else {
+        return;
+    };
+    let claimed = match cluster.claim_orphans(member, ORPHANS_PER_HEARTBEAT).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            debug!(error = %e, "could not look for exchanges of fenced members");
+            return;
+        }
+    };
+    for id in claimed {
+        let inner = Arc::clone(inner);
+        tokio::spawn(async move {
+            match inner.router.take_over_exchange(id).await {
+                Ok(concluded) => {
+                    debug!(conversation_id = %id, concluded, "took over a fenced member's exchange");
+                }
+                Err(e) => {
+                    warn!(conversation_id = %id, error = %e, "could not take over a fenced member's exchange");
+                }
+            }
+        });
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use colloquy_core::{ModuleInfo, Timestamp};
+use colloquy_core::{ConversationId, ModuleInfo, Timestamp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -86,6 +86,25 @@ pub trait Membership: Send + Sync {
 
     /// True while more than one member is not fenced: another process may be writing.
     async fn shared(&self) -> Result<bool, StoreError>;
+
+    /// Whether the exchange in progress in `conversation` belongs to another writer that may
+    /// still be alive: the member that wrote the conversation last is not the one this
+    /// handle writes as ([`Membership::write_as`]) and is not fenced. A conversation last
+    /// written by no member (a writer outside the cluster): whether another member is
+    /// alive at all ([`Membership::shared`]). The router waits for such an exchange before
+    /// starting its own, and takes over one whose writer was fenced.
+    async fn held_by_other(&self, conversation: ConversationId) -> Result<bool, StoreError>;
+
+    /// Claims for `member` up to `limit` conversations that a fenced member left in an
+    /// exchange (its request stored, no reply): each is recorded as `member`'s, so the
+    /// others wait for `member` to conclude it, and returned. Claims are exclusive (`FOR
+    /// UPDATE SKIP LOCKED`): two members never claim one conversation; nothing is claimed
+    /// once `member` itself is fenced.
+    async fn claim_orphans(
+        &self,
+        member: Member,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, StoreError>;
 
     /// Leaves: the member is fenced at once, so others need not wait for its timeout.
     async fn leave(&self, member: Member) -> Result<(), StoreError>;

@@ -324,11 +324,49 @@ async fn a_dead_hubs_unanswered_request_is_delivered_again_with_its_message_id()
         .unwrap()
         .id();
 
-    // The dead hub: a member that joins, stores turn 1 (a request, busy until its reply is
-    // due a minute later) and never heartbeats again.
+    let orphan = leave_an_orphan(&factory, &live, id).await;
+
+    // The live hub continues the conversation.
+    let handle = live
+        .conversation(id, "client".parse().unwrap())
+        .await
+        .unwrap();
+    let exchange = handle.send("next").await.unwrap();
+    assert_eq!(
+        exchange.request.turn, 3,
+        "after the dead hub's exchange, concluded"
+    );
+    let ids: Vec<_> = seen.messages().iter().map(|m| m.id).collect();
+    assert_eq!(
+        ids.first(),
+        Some(&orphan.id),
+        "delivered again under its own message id"
+    );
+    let transcript = live
+        .reader()
+        .messages(id, colloquy_runtime::MessageRange::All)
+        .await
+        .unwrap();
+    assert_eq!(transcript.len(), 4);
+    assert_eq!(transcript[0].id, orphan.id);
+    assert_eq!(transcript[1].in_reply_to, Some(orphan.id));
+    assert_eq!(transcript[1].content, "left behind");
+    assert_eq!(transcript[3].in_reply_to, Some(transcript[2].id));
+    live.shutdown().await;
+}
+
+/// The dead hub: a member that joins, stores the next turn of conversation `id` (a
+/// request, busy until its reply is due a minute later) as that member, and never
+/// heartbeats again. Returns the request.
+async fn leave_an_orphan(
+    factory: &PostgresFactory,
+    live: &Hub,
+    id: colloquy_runtime::ConversationId,
+) -> colloquy_core::Message {
     let store = factory.open().await.unwrap();
     let cluster = colloquy_storage::ConversationStore::membership(&store).unwrap();
-    cluster.join("doomed", &[]).await.unwrap();
+    let doomed = cluster.join("doomed", &[]).await.unwrap();
+    cluster.write_as(Some(doomed));
     let mut conversation = live.reader().conversation(id).await.unwrap().unwrap();
     let now = colloquy_runtime::Timestamp::from_millis(
         std::time::SystemTime::now()
@@ -359,34 +397,71 @@ async fn a_dead_hubs_unanswered_request_is_delivered_again_with_its_message_id()
     )
     .await
     .unwrap();
+    orphan
+}
 
-    // The live hub continues the conversation.
-    let handle = live
-        .conversation(id, "client".parse().unwrap())
+/// Nobody sends into the conversation a dead hub left in an exchange: one of the two
+/// surviving hubs claims it once the dead one is fenced and delivers the request again, under
+/// its message id, to its own copy of the module; exactly one of them (claims are
+/// exclusive), and the reply is stored right after the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_hubs_exchange_is_taken_over_without_a_next_sender() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    let mut recorders = Vec::new();
+    let mut survivors = Vec::new();
+    for name in ["survivor-1", "survivor-2"] {
+        let live = hub(&factory, name).await;
+        let (server, seen) = colloquy_testkit::modules::Recorder::new("server".parse().unwrap());
+        live.register(server).await.unwrap();
+        live.register(Echo::new("client".parse().unwrap()))
+            .await
+            .unwrap();
+        recorders.push(seen);
+        survivors.push(live);
+    }
+    let id = survivors[0]
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
         .await
-        .unwrap();
-    let exchange = handle.send("next").await.unwrap();
-    assert_eq!(
-        exchange.request.turn, 3,
-        "after the dead hub's exchange, concluded"
-    );
-    let ids: Vec<_> = seen.messages().iter().map(|m| m.id).collect();
-    assert_eq!(
-        ids.first(),
-        Some(&orphan.id),
-        "delivered again under its own message id"
-    );
-    let transcript = live
-        .reader()
+        .unwrap()
+        .id();
+    let orphan = leave_an_orphan(&factory, &survivors[0], id).await;
+
+    let reader = survivors[1].reader();
+    let answered = eventually(
+        || async {
+            reader
+                .messages(id, colloquy_runtime::MessageRange::All)
+                .await
+                .unwrap()
+                .len()
+                == 2
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(answered, "the dead hub's exchange was not taken over");
+    let transcript = reader
         .messages(id, colloquy_runtime::MessageRange::All)
         .await
         .unwrap();
-    assert_eq!(transcript.len(), 4);
     assert_eq!(transcript[0].id, orphan.id);
     assert_eq!(transcript[1].in_reply_to, Some(orphan.id));
     assert_eq!(transcript[1].content, "left behind");
-    assert_eq!(transcript[3].in_reply_to, Some(transcript[2].id));
-    live.shutdown().await;
+    let deliveries: Vec<_> = recorders
+        .iter()
+        .flat_map(|seen| seen.messages())
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(deliveries, vec![orphan.id], "delivered once, under its own id");
+    let conversation = reader.conversation(id).await.unwrap().unwrap();
+    assert_eq!(conversation.busy_until(), None, "no longer busy");
+    assert_eq!(conversation.turn_count(), 2);
+    for live in survivors {
+        live.shutdown().await;
+    }
 }
 
 /// A hub the others fenced (it was silent past the member timeout, as a process stopped

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use colloquy_core::{ModuleInfo, Timestamp};
+use colloquy_core::{ConversationId, ModuleInfo, Timestamp};
 use serde_json::Value;
 
 use super::PostgresStore;
@@ -92,6 +92,78 @@ impl Membership for PostgresStore {
         row.try_get(0).map_err(self.err())
     }
 
+    async fn held_by_other(&self, conversation: ConversationId) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &client
+                    .prepare_cached(
+                        "SELECT c.written_by_id, c.written_by_epoch, h.fenced FROM conversations c \
+                 LEFT JOIN hubs h ON h.id = c.written_by_id AND h.epoch = c.written_by_epoch \
+                 WHERE c.id = $1",
+                    )
+                    .await
+                    .map_err(self.err())?,
+                &[&conversation.as_uuid()],
+            )
+            .await
+            .map_err(self.err())?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let id: Option<uuid::Uuid> = row.try_get(0).map_err(self.err())?;
+        let epoch: Option<i64> = row.try_get(1).map_err(self.err())?;
+        let fenced: Option<bool> = row.try_get(2).map_err(self.err())?;
+        match (id, epoch) {
+            (Some(id), Some(epoch)) => {
+                // A member row forgotten long ago (fenced, then deleted) is not alive.
+                Ok((Some(id), Some(epoch)) != self.writer() && fenced == Some(false))
+            }
+            _ => self.shared().await,
+        }
+    }
+
+    async fn claim_orphans(
+        &self,
+        member: Member,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "WITH orphans AS ( \
+                   SELECT c.id FROM conversations c \
+                   LEFT JOIN hubs h ON h.id = c.written_by_id AND h.epoch = c.written_by_epoch \
+                   WHERE c.busy_until IS NOT NULL AND c.ended_at IS NULL \
+                     AND c.written_by_id IS NOT NULL AND h.fenced IS NOT FALSE \
+                   LIMIT $3 FOR UPDATE OF c SKIP LOCKED) \
+                 UPDATE conversations SET written_by_id = $1, written_by_epoch = $2 \
+                 FROM orphans WHERE conversations.id = orphans.id \
+                   AND EXISTS (SELECT 1 FROM hubs WHERE id = $1 AND epoch = $2 AND NOT fenced) \
+                 RETURNING conversations.id",
+                    )
+                    .await
+                    .map_err(self.err())?,
+                &[&member.id, &member.epoch, &limit],
+            )
+            .await
+            .map_err(self.err())?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: uuid::Uuid = row.try_get(0).map_err(self.err())?;
+            claimed.push(
+                ConversationId::from_uuid(id).map_err(|e| StoreError::Corrupt {
+                    location: format!("conversation {id}"),
+                    detail: e.to_string(),
+                })?,
+            );
+        }
+        Ok(claimed)
+    }
+
     async fn leave(&self, member: Member) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
@@ -126,6 +198,15 @@ impl Membership for PostgresStore {
         client
             .execute(
                 &client.prepare_cached("DELETE FROM hubs WHERE fenced AND heartbeat_at < now() - make_interval(secs => $1)").await.map_err(self.err())?,
+                &[&FORGET_AFTER_SECS],
+            )
+            .await
+            .map_err(self.err())?;
+        // Answers nobody took (the sender died and no takeover asked again) are kept for
+        // as long as a takeover may still ask, then forgotten.
+        client
+            .execute(
+                &client.prepare_cached("DELETE FROM deliveries WHERE deadline_ms < (extract(epoch FROM now()) * 1000)::bigint - ($1 * 1000)::bigint").await.map_err(self.err())?,
                 &[&FORGET_AFTER_SECS],
             )
             .await

@@ -443,8 +443,12 @@ impl PostgresStore {
         if !new.is_empty() {
             check_write(id, conversation.version(), stored)?;
             let columns = encode_messages(new)?;
+            let (writer_id, writer_epoch) = self.writer();
+            let mut update: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
+            update.push(&writer_id);
+            update.push(&writer_epoch);
             let written = tx
-                .execute(LOCKED_UPDATE.as_str(), &state.values())
+                .execute(LOCKED_UPDATE.as_str(), &update)
                 .await
                 .map_err(self.err())?;
             if written != 1 {
@@ -517,13 +521,15 @@ const INSERT_MESSAGES: &str = "INSERT INTO messages \
 static FAST_APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH updated AS ({}) {INSERT_MESSAGES} FROM updated, {}",
-        update_sql(&format!("AND turn_count = $25 {NOT_FENCED_26}")),
+        update_sql(26, &format!("AND turn_count = $25 {NOT_FENCED_26}")),
         unnest_messages(17),
     )
 });
 
-/// The locked append's update (its conditions were checked under the row lock).
-static LOCKED_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| update_sql(""));
+/// The locked append's update (its conditions were checked under the row lock); the
+/// writer is `$17` and `$18`.
+static LOCKED_UPDATE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| update_sql(17, ""));
 
 /// The locked append's insert of the new messages.
 static LOCKED_INSERT: std::sync::LazyLock<String> =
@@ -531,7 +537,7 @@ static LOCKED_INSERT: std::sync::LazyLock<String> =
 
 /// A state change without new turns: conditional and fenced, at the given turn count.
 static UPDATE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| update_sql(&format!("AND turn_count = $7 {NOT_FENCED_17}")));
+    std::sync::LazyLock::new(|| update_sql(17, &format!("AND turn_count = $7 {NOT_FENCED_17}")));
 
 /// The messages as rows, from the eight column arrays numbered from `$first`.
 fn unnest_messages(first: usize) -> String {
@@ -551,14 +557,17 @@ const NOT_FENCED_17: &str =
     "AND NOT EXISTS (SELECT 1 FROM hubs WHERE id = $17 AND epoch = $18 AND fenced)";
 
 /// The conditional update of a conversation row from `$1`..`$16` (in
-/// [`CONVERSATION_COLUMNS`] order): only from the stored version (the given one minus
-/// one), never once ended; `extra` adds conditions.
-fn update_sql(extra: &str) -> String {
+/// [`CONVERSATION_COLUMNS`] order), recording the writer (member id and epoch, parameters
+/// `$writer` and the next one): only from the stored version (the given one minus one),
+/// never once ended; `extra` adds conditions.
+fn update_sql(writer: usize, extra: &str) -> String {
+    let epoch = writer + 1;
     format!(
         "UPDATE conversations SET status = $2, failure_reason = $3, phase = $4, intent = $5, \
          participants = $6, turn_count = $7, started_at = $8, last_activity = $9, \
          ended_at = $10, idle_timeout_ms = $11, max_turns = $12, context = $13, \
-         metadata = $14, version = $15, busy_until = $16 \
+         metadata = $14, version = $15, busy_until = $16, \
+         written_by_id = ${writer}, written_by_epoch = ${epoch} \
          WHERE id = $1 AND version = $15::bigint - 1 \
          AND status NOT IN ('completed', 'timed_out', 'failed') {extra} RETURNING id"
     )

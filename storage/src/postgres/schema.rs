@@ -93,6 +93,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deliveries_pending ON deliveries (module, created_at) WHERE answer IS NULL;
     "#,
+    // Version 4: the member (id and epoch) that wrote a conversation last. While the
+    // conversation is busy, that is the exchange's holder: others wait for it while it is
+    // not fenced, and take the exchange over once it is. Busy conversations are found by
+    // their own small index.
+    r#"
+    ALTER TABLE conversations ADD COLUMN written_by_id uuid, ADD COLUMN written_by_epoch bigint;
+    CREATE INDEX conversations_busy ON conversations (written_by_id, written_by_epoch)
+        WHERE busy_until IS NOT NULL AND ended_at IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes and understands.
