@@ -81,8 +81,14 @@ impl Metrics {
     }
 
     /// The Prometheus text, with the hub's gauges as they stand now.
-    pub(crate) fn render(&self, router: &RouterStats, tasks_in_flight: usize) -> String {
+    pub(crate) fn render(
+        &self,
+        router: &RouterStats,
+        tasks_in_flight: usize,
+        timed_out_total: u64,
+    ) -> String {
         metrics::with_local_recorder(&self.recorder, || {
+            metrics::counter!("colloquy_conversations_timed_out_total").absolute(timed_out_total);
             metrics::gauge!("colloquy_hot_conversations").set(router.hot as f64);
             metrics::gauge!("colloquy_in_flight_operations").set(router.in_flight as f64);
             metrics::gauge!("colloquy_a2a_tasks_in_flight").set(tasks_in_flight as f64);
@@ -115,6 +121,7 @@ pub(crate) fn health_json(health: &Health) -> Value {
         "stale_conversations": health.stale_conversations.len(),
         "hot_conversations": health.router.hot,
         "in_flight": health.router.in_flight,
+        "timed_out_total": health.timed_out_total,
         "modules": health.modules.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }

@@ -925,9 +925,11 @@ async fn healthz(State(server): State<Arc<A2aServer>>) -> Response {
 }
 
 async fn metrics(State(server): State<Arc<A2aServer>>) -> Response {
-    let text = server
-        .metrics
-        .render(&server.hub.stats(), server.flights.len());
+    let text = server.metrics.render(
+        &server.hub.stats(),
+        server.flights.len(),
+        server.hub.timed_out_total(),
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -19,6 +19,12 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     pub(crate) schema: Option<String>,
 
+    /// With a PostgreSQL `--db` that several hubs share: how long a hub may be silent before
+    /// the others fence it and take its exchanges over (30s, 5s, 1500ms) [default: 5s].
+    /// Every hub of a cluster should use the same value.
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) member_timeout: Option<Duration>,
+
     /// Print machine-readable JSON on stdout instead of tables.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -65,6 +71,10 @@ pub(crate) enum Command {
         /// `--tokens FILE`, which other users of the machine cannot read in `ps`).
         #[arg(long, value_parser = parse_token, value_name = "TOKEN=PARTICIPANT")]
         token: Vec<(String, ModuleName)>,
+        /// How long a conversation opened through this server may stay idle before the
+        /// reaper times it out (30s, 5m, 2h) [default: 5m].
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        idle_timeout: Option<Duration>,
     },
     /// List conversations, newest first.
     Conversations {

@@ -1,7 +1,7 @@
 //! Which database a command works on: an SQLite file (`--db PATH`) or a PostgreSQL database
 //! (`--db postgres://...`, in the schema `--schema`), opened the way each command needs.
 
-use std::{ops::Deref, path::PathBuf};
+use std::{ops::Deref, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use colloquy_runtime::HubBuilder;
@@ -20,23 +20,36 @@ pub(crate) enum Db {
         url: String,
         /// The schema.
         schema: String,
+        /// How long a hub sharing it may be silent before the others fence it.
+        member_timeout: Duration,
     },
 }
 
 impl Db {
     /// `text` as a database: a `postgres://` or `postgresql://` URL, else a file path.
-    pub(crate) fn parse(text: &str, schema: Option<&str>) -> Result<Self> {
+    pub(crate) fn parse(
+        text: &str,
+        schema: Option<&str>,
+        member_timeout: Option<Duration>,
+    ) -> Result<Self> {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             let schema = schema.unwrap_or("colloquy").to_owned();
             // Checked now, so a bad name is a usage error before anything connects.
             PostgresOptions::new().schema(&schema)?;
+            if member_timeout.is_some_and(|t| t < MIN_MEMBER_TIMEOUT) {
+                anyhow::bail!("--member-timeout must be at least {MIN_MEMBER_TIMEOUT:?}: a hub heartbeats every fifth of it, and a shorter one fences hubs that are merely busy");
+            }
             Ok(Self::Postgres {
                 url: text.to_owned(),
                 schema,
+                member_timeout: member_timeout.unwrap_or(DEFAULT_MEMBER_TIMEOUT),
             })
         } else {
             if schema.is_some() {
                 anyhow::bail!("--schema applies to a PostgreSQL database (--db postgres://...), not to the file {text}");
+            }
+            if member_timeout.is_some() {
+                anyhow::bail!("--member-timeout applies to hubs sharing a PostgreSQL database (--db postgres://...), not to the file {text}");
             }
             Ok(Self::Sqlite(PathBuf::from(text)))
         }
@@ -47,7 +60,7 @@ impl Db {
     pub(crate) fn describe(&self) -> String {
         match self {
             Self::Sqlite(path) => path.display().to_string(),
-            Self::Postgres { url, schema } => {
+            Self::Postgres { url, schema, .. } => {
                 let shown = match url.split_once('@') {
                     Some((_, rest)) => format!("postgres://{rest}"),
                     None => url.clone(),
@@ -61,8 +74,8 @@ impl Db {
     pub(crate) fn argument(&self) -> String {
         match self {
             Self::Sqlite(path) => path.display().to_string(),
-            Self::Postgres { url, schema } if schema == "colloquy" => url.clone(),
-            Self::Postgres { url, schema } => format!("{url} --schema {schema}"),
+            Self::Postgres { url, schema, .. } if schema == "colloquy" => url.clone(),
+            Self::Postgres { url, schema, .. } => format!("{url} --schema {schema}"),
         }
     }
 
@@ -70,14 +83,27 @@ impl Db {
         Ok(PostgresOptions::new().schema(schema)?)
     }
 
+    /// How long a hub sharing this database may be silent before the others fence it (and
+    /// `health` lists it as gone).
+    pub(crate) fn member_timeout(&self) -> Duration {
+        match self {
+            Self::Sqlite(_) => DEFAULT_MEMBER_TIMEOUT,
+            Self::Postgres { member_timeout, .. } => *member_timeout,
+        }
+    }
+
     /// A hub builder on this database (created if missing).
     pub(crate) fn hub(&self) -> Result<HubBuilder> {
         let builder = colloquy_runtime::Hub::builder();
         Ok(match self {
             Self::Sqlite(path) => builder.sqlite(path),
-            Self::Postgres { url, schema } => {
-                builder.postgres_with(url, Self::postgres_options(schema)?)
-            }
+            Self::Postgres {
+                url,
+                schema,
+                member_timeout,
+            } => builder
+                .postgres_with(url, Self::postgres_options(schema)?)
+                .member_timeout(*member_timeout),
         })
     }
 
@@ -87,7 +113,7 @@ impl Db {
             Self::Sqlite(path) => Backend::Sqlite(
                 SqliteStore::open(path, SqliteOptions::new().existing_only()).await?,
             ),
-            Self::Postgres { url, schema } => Backend::Postgres(
+            Self::Postgres { url, schema, .. } => Backend::Postgres(
                 PostgresStore::connect(url, Self::postgres_options(schema)?.existing_only())
                     .await
                     .with_context(|| format!("cannot open {}", self.describe()))?,
@@ -100,6 +126,7 @@ impl Db {
         Store {
             backend,
             description: self.describe(),
+            member_timeout: self.member_timeout(),
         }
     }
 
@@ -128,7 +155,14 @@ impl Db {
 pub(crate) struct Store {
     backend: Backend,
     description: String,
+    member_timeout: Duration,
 }
+
+/// The shortest member timeout the command line accepts.
+const MIN_MEMBER_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The hubs' default member timeout.
+const DEFAULT_MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 enum Backend {
@@ -140,6 +174,11 @@ impl Store {
     /// The database, for messages (a path, or a server and schema).
     pub(crate) fn describe(&self) -> &str {
         &self.description
+    }
+
+    /// How long a hub may be silent before it counts as gone (`--member-timeout`).
+    pub(crate) fn member_timeout(&self) -> Duration {
+        self.member_timeout
     }
 
     /// Backend-specific integrity problems (SQLite's `integrity_check`); empty when none,

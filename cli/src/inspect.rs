@@ -325,13 +325,10 @@ async fn hubs(store: &Store) -> Result<Option<Vec<colloquy_storage::MemberRecord
     };
     Ok(Some(
         cluster
-            .members(MEMBER_TIMEOUT, Duration::from_secs(60))
+            .members(store.member_timeout(), Duration::from_secs(60))
             .await?,
     ))
 }
-
-/// How long a hub may be silent before it counts as gone (the hubs' default).
-const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The alive hubs hosting `module`.
 fn hosts(hubs: &[colloquy_storage::MemberRecord], module: &ModuleName) -> Vec<String> {

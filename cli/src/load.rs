@@ -4,7 +4,7 @@ use std::{
     io::Write,
     path::PathBuf,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
@@ -214,12 +214,23 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         );
     }
     let next = Arc::new(AtomicUsize::new(0));
+    // Ctrl-C or SIGTERM ends the load early: each worker finishes its exchange in flight,
+    // the hubs shut down, and what was measured is reported.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, interrupted) = (Arc::clone(&stop), crate::serve::interruption()?);
+        tokio::spawn(async move {
+            interrupted.await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..plan.parallel {
-        let (hub, next, bar, payload, ack_log, context) = (
+        let (hub, next, stop, bar, payload, ack_log, context) = (
             hubs[worker % hubs.len()].clone(),
             Arc::clone(&next),
+            Arc::clone(&stop),
             bar.clone(),
             payload.clone(),
             ack_log.clone(),
@@ -228,13 +239,18 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         let (conversations, turns) = (plan.conversations, plan.turns);
         workers.spawn(async move {
             let mut latencies = Vec::with_capacity(turns * conversations.div_ceil(plan.parallel));
-            while next.fetch_add(1, Ordering::Relaxed) < conversations {
+            while !stop.load(Ordering::Relaxed)
+                && next.fetch_add(1, Ordering::Relaxed) < conversations
+            {
                 let conv = hub
                     .start_conversation(
                         ConversationSpec::between("client", "server")?.context(context.clone()),
                     )
                     .await?;
                 for _ in 0..turns {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let sent = Instant::now();
                     let exchange = conv.send(payload.clone()).await?;
                     latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
@@ -252,6 +268,8 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         latencies.extend(joined??);
     }
     let elapsed = started.elapsed();
+    watcher.abort();
+    let interrupted = stop.load(Ordering::Relaxed);
     bar.finish_and_clear();
     for other in &hubs {
         other.shutdown().await;
@@ -269,6 +287,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
     let report = json!({
         "store": plan.store.name(),
         "hubs": plan.hubs.max(1),
+        "interrupted": interrupted,
         "cross_hub": plan.cross_hub,
         "synchronous": match (plan.store, plan.synchronous) {
             (StoreKind::Memory, _) => "none",
@@ -299,6 +318,9 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         || "unknown".to_owned(),
         |b| format!("{:.1} MB", b as f64 / 1e6),
     );
+    if interrupted {
+        out.text("interrupted (Ctrl-C or SIGTERM): the figures cover the load until then\n")?;
+    }
     out.text(&format!(
         "{} conversations x {} round trips, {}-byte payloads{}, {} store{}, handlers {}\n\
          round trips/s       {}\nmessages stored/s   {}\nlatency p50         {} µs\nlatency p99         {} µs\nlatency max         {} µs\npeak RSS            {rss}\nelapsed             {:.2} s\n",

@@ -79,6 +79,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let db = db::Db::parse(
         cli.db.as_deref().unwrap_or("colloquy.db"),
         cli.schema.as_deref(),
+        cli.member_timeout,
     )?;
     let db = &db;
     let mut code = ExitCode::SUCCESS;
@@ -91,6 +92,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             demo_modules,
             tokens,
             token,
+            idle_timeout,
         } => {
             let settings = serve::Settings {
                 listen,
@@ -98,6 +100,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 agents: agent,
                 demo_modules,
                 tokens_file: tokens,
+                idle_timeout,
                 tokens: token,
             };
             serve::run(&mut out, db, settings).await?;
@@ -150,7 +153,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let given = cli
                 .db
                 .as_deref()
-                .map(|text| db::Db::parse(text, cli.schema.as_deref()))
+                .map(|text| db::Db::parse(text, cli.schema.as_deref(), cli.member_timeout))
                 .transpose()?;
             let store = match (store, &given) {
                 (None, Some(db::Db::Postgres { .. })) => args::StoreKind::Postgres,

@@ -17,6 +17,7 @@ pub(crate) struct Settings {
     pub(crate) demo_modules: bool,
     pub(crate) tokens_file: Option<PathBuf>,
     pub(crate) tokens: Vec<(String, ModuleName)>,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()> {
@@ -31,9 +32,11 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
             settings.listen
         );
     }
-    let hub = db
-        .hub()?
-        .handler_deadline(Duration::from_secs(30))
+    let mut builder = db.hub()?.handler_deadline(Duration::from_secs(30));
+    if let Some(idle) = settings.idle_timeout {
+        builder = builder.idle_timeout(idle);
+    }
+    let hub = builder
         .build()
         .await
         .with_context(|| format!("cannot open the database {}", db.describe()))?;
@@ -128,16 +131,22 @@ fn read_tokens(file: &Path) -> Result<Vec<(String, ModuleName)>> {
 
 /// Serves until Ctrl-C or SIGTERM, then returns (in-flight requests finish first).
 async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) -> Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    let stop = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    };
+    let stop = interruption()?;
     axum::serve(listener, router)
         .with_graceful_shutdown(stop)
         .await
         .context("the server failed")
+}
+
+/// Resolves at Ctrl-C or SIGTERM (listening starts now, so a signal that comes before the
+/// future is awaited is not missed).
+pub(crate) fn interruption() -> Result<impl std::future::Future<Output = ()>> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

@@ -1,8 +1,16 @@
-//! Three `colloquy serve` processes on one PostgreSQL schema behave as one hub: a module
-//! that lives only on hub A is served, and answers, through hubs B and C; one conversation
-//! continued through all three stays contiguous; `colloquy health` lists the three.
-//! Needs `COLLOQUY_TEST_POSTGRES`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Hub processes on one PostgreSQL schema behave as one hub: a module that lives only on
+//! hub A is served, and answers, through hubs B and C; one conversation continued through
+//! all three stays contiguous; `colloquy health` lists the three; a paused hub cannot
+//! corrupt; a killed hub's exchanges are taken over by the survivors with nothing
+//! acknowledged lost; a dead hub's idle conversations are timed out once each by two
+//! reapers. Needs `COLLOQUY_TEST_POSTGRES`.
+// The takeover time and the reapers' shares are printed: figures for the record.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 mod common;
 
@@ -354,6 +362,307 @@ async fn concurrent_senders_through_three_processes_keep_one_order() {
         assert_eq!(pair[1].content, pair[0].content);
     }
     for (hub, _, _) in hubs {
+        assert!(hub.terminate());
+    }
+    drop_schema(&url, &schema);
+}
+
+/// `psql` on `schema`: one query, its rows as text (`|` between columns).
+fn sql(url: &str, schema: &str, query: &str) -> String {
+    let output = Command::new("psql")
+        .arg(url)
+        .args(["-qAtX", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("SET search_path TO \"{schema}\"; {query}"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{query}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Three `colloquy load` processes, each a hub on one schema, each hosting the load's
+/// modules; one is killed with SIGKILL mid-load. Within a bounded time (the member timeout,
+/// 2 s here, plus a heartbeat) one of the two survivors takes over every exchange the dead
+/// hub left between request and reply: the request is delivered again under its own
+/// message id and its reply stored right after it, with no next sender. The survivors
+/// carry on undisturbed, and across the three ack logs nothing acknowledged is lost, no
+/// turn is stored twice, and no conversation has a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_of_three_hubs_loses_nothing_and_its_exchanges_are_taken_over() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let schema = format!("colloquy_takeover_{}", std::process::id());
+    drop_schema(&url, &schema);
+    let dir = tempfile::tempdir().unwrap();
+    let logs: Vec<_> = (0..3)
+        .map(|n| dir.path().join(format!("acks-{n}.log")))
+        .collect();
+    let mut hubs: Vec<_> = logs
+        .iter()
+        .map(|log| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+            command
+                .args(["load", "--db", &url, "--schema", &schema])
+                .args(["--member-timeout", "2s", "--json"])
+                .args(["--conversations", "20000", "--turns", "20"])
+                .args(["--parallel", "8", "--ack-log"])
+                .arg(log)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .env_remove("RUST_LOG");
+            common::Running(command.spawn().unwrap())
+        })
+        .collect();
+    for (hub, log) in hubs.iter_mut().zip(&logs) {
+        common::wait_for_acks(&mut hub.0, log, 300);
+        assert!(hub.0.try_wait().unwrap().is_none(), "a load ended early");
+    }
+    let victim = hubs.pop().unwrap();
+    let mut victim = victim;
+    victim.0.kill().unwrap();
+    let killed = Instant::now();
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(victim.0.wait().unwrap().signal(), Some(9));
+    }
+
+    // The dead hub's member, and the exchanges it left: its conversations still busy.
+    let (last_conversation, _, _) = *common::acknowledged(&logs[2]).last().unwrap();
+    let member = sql(
+        &url,
+        &schema,
+        &format!("SELECT written_by_id FROM conversations WHERE id = '{last_conversation}'"),
+    );
+    let orphans: Vec<(String, u64)> = sql(
+        &url,
+        &schema,
+        &format!(
+            "SELECT id, turn_count FROM conversations \
+             WHERE written_by_id = '{member}' AND busy_until IS NOT NULL"
+        ),
+    )
+    .lines()
+    .map(|line| {
+        let (id, turns) = line.split_once('|').unwrap();
+        (id.to_owned(), turns.parse().unwrap())
+    })
+    .collect();
+    assert!(!orphans.is_empty(), "the kill cut no exchange");
+
+    // Taken over with no next sender: each is answered, by a survivor.
+    let ids = orphans
+        .iter()
+        .map(|(id, _)| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = sql(
+            &url,
+            &schema,
+            &format!(
+                "SELECT count(*) FROM conversations c JOIN unnest(ARRAY[{ids}]::uuid[]) AS o (id) \
+                 USING (id) WHERE c.busy_until IS NOT NULL OR c.written_by_id = '{member}'"
+            ),
+        );
+        if pending == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < limit,
+            "{pending} of the dead hub's {} exchanges not taken over after 60 s",
+            orphans.len()
+        );
+        for hub in &mut hubs {
+            assert!(
+                hub.0.try_wait().unwrap().is_none(),
+                "a survivor ended before the takeover"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let takeover = killed.elapsed();
+    eprintln!(
+        "takeover after SIGKILL: {} exchanges concluded {} ms after the kill (member timeout 2 s)",
+        orphans.len(),
+        takeover.as_millis()
+    );
+    assert_eq!(
+        sql(
+            &url,
+            &schema,
+            &format!("SELECT bool_and(fenced) FROM hubs WHERE id = '{member}'")
+        ),
+        "t",
+        "the dead hub is fenced"
+    );
+    let store = PostgresStore::connect(
+        &url,
+        PostgresOptions::new()
+            .schema(&schema)
+            .unwrap()
+            .existing_only(),
+    )
+    .await
+    .unwrap();
+    for (id, turns) in &orphans {
+        let answered = store
+            .messages(
+                id.parse().unwrap(),
+                MessageRange::Turns {
+                    first: *turns,
+                    last: turns + 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(answered.len(), 2, "{id}: the request and its reply");
+        assert_eq!(
+            answered[1].in_reply_to,
+            Some(answered[0].id),
+            "{id}: the reply answers the request delivered again under its own id"
+        );
+        assert_eq!(answered[1].content, answered[0].content);
+    }
+
+    // The survivors stop when asked (SIGTERM), report, and leave.
+    for mut hub in hubs {
+        let child = &mut hub.0;
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "a survivor failed: {stderr}");
+        let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(report["interrupted"], true, "{report}");
+        assert!(report["round_trips"].as_u64().unwrap() >= 150, "{report}");
+    }
+    let acks: Vec<_> = logs
+        .iter()
+        .flat_map(|log| common::acknowledged(log))
+        .collect();
+    common::verify(&store, &acks).await;
+    drop(store);
+    drop_schema(&url, &schema);
+}
+
+/// Conversations a hub drove, left idle when it was killed, are timed out once each by the
+/// two hubs that run on: both reapers scan them, every conversation ends `timed_out`, and
+/// the hubs' counts (`colloquy_conversations_timed_out_total` on `/metrics`) add up to the
+/// number of conversations, never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_time_out_a_dead_hubs_conversations_once_each() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let schema = format!("colloquy_reapers_{}", std::process::id());
+    drop_schema(&url, &schema);
+    let idle = ["--schema", schema.as_str(), "--idle-timeout", "1s"];
+    let (driver, _, base) = common::serve_on(&url, &idle);
+    let http = reqwest::Client::new();
+    let mut contexts = Vec::new();
+    for n in 0..30 {
+        let answer = send(
+            &http,
+            &format!("{base}/agents/echo"),
+            &format!("r-{n}"),
+            "hello",
+            None,
+        )
+        .await;
+        contexts.push(
+            answer["result"]["task"]["contextId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{answer}"))
+                .to_owned(),
+        );
+    }
+    let mut driver = driver;
+    driver.0.kill().unwrap();
+    driver.0.wait().unwrap();
+    // Idle past their timeout before the others start (progress, not a timer: the store
+    // says so).
+    let limit = Instant::now() + Duration::from_secs(30);
+    while sql(
+        &url,
+        &schema,
+        "SELECT count(*) FROM conversations WHERE status = 'active' \
+         AND last_activity + idle_timeout_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    ) != "30"
+    {
+        assert!(Instant::now() < limit, "the conversations never became idle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both started at once, so their first scans overlap.
+    let mut commands: Vec<Command> = (0..2)
+        .map(|_| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+            command
+                .args(["serve", "--listen", "127.0.0.1:0", "--json", "--db", &url])
+                .args(idle);
+            command
+        })
+        .collect();
+    let reapers = common::start_all(&mut commands);
+    let limit = Instant::now() + Duration::from_secs(60);
+    while sql(
+        &url,
+        &schema,
+        "SELECT count(*) FROM conversations WHERE status = 'timed_out'",
+    ) != "30"
+    {
+        assert!(Instant::now() < limit, "not every conversation timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counted = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix("colloquy_conversations_timed_out_total "))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let limit = Instant::now() + Duration::from_secs(30);
+    let counts = loop {
+        let mut counts = Vec::new();
+        for (_, ready) in &reapers {
+            let metrics = http
+                .get(format!(
+                    "http://{}/metrics",
+                    ready["listening"].as_str().unwrap()
+                ))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            counts.push(counted(&metrics));
+        }
+        if counts.iter().sum::<u64>() >= 30 || Instant::now() >= limit {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("timed out by each hub: {counts:?}");
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        30,
+        "each conversation timed out once: {counts:?}"
+    );
+    for context in &contexts {
+        let stored = transcript(&url, &schema, context).await;
+        assert_eq!(stored.len(), 2, "{context}: nothing added by the reapers");
+    }
+    for (hub, _) in reapers {
         assert!(hub.terminate());
     }
     drop_schema(&url, &schema);

@@ -3,7 +3,10 @@
 use std::{
     future::Future,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError, Weak,
+    },
     time::Duration,
 };
 
@@ -226,6 +229,7 @@ impl HubBuilder {
             reaper: Mutex::new(None),
             reaper_stop: Notify::new(),
             last_reap: Mutex::new(None),
+            timed_out_total: AtomicU64::new(0),
             reaper_interval: self.reaper_interval,
             started: clock.now(),
             cold_after: self.cold_after,
@@ -265,6 +269,8 @@ pub(crate) struct HubInner {
     reaper: Mutex<Option<JoinHandle<()>>>,
     reaper_stop: Notify,
     last_reap: Mutex<Option<(Timestamp, ReapReport)>>,
+    /// Conversations the reaper timed out since the hub started.
+    timed_out_total: AtomicU64,
     reaper_interval: Duration,
     started: Timestamp,
     cold_after: Duration,
@@ -276,6 +282,18 @@ pub(crate) struct HubInner {
     /// The cluster's directory, on a store several hubs share.
     pub(crate) directory: Option<Arc<crate::remote::ClusterDirectory>>,
     drain: Duration,
+}
+
+impl HubInner {
+    /// Remembers what a reaper pass did, for health.
+    fn record_reap(&self, now: Timestamp, report: ReapReport) {
+        self.timed_out_total
+            .fetch_add(report.timed_out as u64, Ordering::Relaxed);
+        *self
+            .last_reap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((now, report));
+    }
 }
 
 /// The background reaper. It sleeps until the earliest moment a conversation in memory
@@ -320,11 +338,7 @@ async fn reaper(hub: Weak<HubInner>) {
         } else {
             router.reap_hot(inner.cold_after).await
         };
-        let now = router.clock().now();
-        *inner
-            .last_reap
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((now, report));
+        inner.record_reap(router.clock().now(), report);
     }
 }
 
@@ -357,6 +371,7 @@ impl std::fmt::Debug for Hub {
 
 /// What [`Hub::health`] found.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Health {
     /// True when the store answers, the reaper is running and the hub is not shutting down.
     pub healthy: bool,
@@ -371,6 +386,9 @@ pub struct Health {
     pub router: RouterStats,
     /// When the reaper last ran, and what it did.
     pub reaper_last_run: Option<(Timestamp, ReapReport)>,
+    /// Conversations this hub's reaper timed out since the hub started. On a database
+    /// several hubs share, each expired conversation is counted by exactly one of them.
+    pub timed_out_total: u64,
     /// Registered modules.
     pub modules: Vec<ModuleName>,
 }
@@ -625,6 +643,12 @@ impl Hub {
         self.router().stats()
     }
 
+    /// Conversations this hub's reaper timed out since the hub started (as in
+    /// [`Health::timed_out_total`], without the checks `health` makes).
+    pub fn timed_out_total(&self) -> u64 {
+        self.inner.timed_out_total.load(Ordering::Relaxed)
+    }
+
     /// Checks the store, the reaper and the hot set. Active conversations idle for
     /// `stale_after` (each one's own idle timeout when `None`) are listed as stale, by the
     /// same rule as `colloquy health --stale-after` ([`find_stale`](crate::find_stale)).
@@ -668,6 +692,7 @@ impl Hub {
             stale_conversations,
             router: router.stats(),
             reaper_last_run,
+            timed_out_total: self.inner.timed_out_total.load(Ordering::Relaxed),
             modules: self.inner.registry.names(),
         }
     }
@@ -691,11 +716,7 @@ impl Hub {
     /// every `reaper_interval`).
     pub async fn reap(&self) -> ReapReport {
         let report = self.router().reap(self.inner.cold_after).await;
-        *self
-            .inner
-            .last_reap
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((self.clock().now(), report));
+        self.inner.record_reap(self.clock().now(), report);
         report
     }
 

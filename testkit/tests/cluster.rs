@@ -455,7 +455,11 @@ async fn a_dead_hubs_exchange_is_taken_over_without_a_next_sender() {
         .flat_map(|seen| seen.messages())
         .map(|m| m.id)
         .collect();
-    assert_eq!(deliveries, vec![orphan.id], "delivered once, under its own id");
+    assert_eq!(
+        deliveries,
+        vec![orphan.id],
+        "delivered once, under its own id"
+    );
     let conversation = reader.conversation(id).await.unwrap().unwrap();
     assert_eq!(conversation.busy_until(), None, "no longer busy");
     assert_eq!(conversation.turn_count(), 2);

@@ -39,19 +39,35 @@ impl Drop for Running {
 
 /// Starts a process that prints one JSON line when ready; returns it and that line.
 pub(crate) fn start(command: &mut Command) -> (Running, Value) {
-    // COLLOQUY_TEST_SERVE_LOG (a RUST_LOG filter) turns the started process's logs on, to
-    // debug a failing test.
-    match std::env::var("COLLOQUY_TEST_SERVE_LOG") {
-        Ok(filter) => command.env("RUST_LOG", filter),
-        Err(_) => command.env_remove("RUST_LOG"),
-    };
-    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    (Running(child), ready)
+    let mut started = start_all(std::slice::from_mut(command));
+    started.pop().unwrap()
+}
+
+/// Starts every command at once, then waits for each one's ready line.
+/// COLLOQUY_TEST_SERVE_LOG (a RUST_LOG filter) turns the started processes' logs on, to
+/// debug a failing test.
+pub(crate) fn start_all(commands: &mut [Command]) -> Vec<(Running, Value)> {
+    let children: Vec<Child> = commands
+        .iter_mut()
+        .map(|command| {
+            match std::env::var("COLLOQUY_TEST_SERVE_LOG") {
+                Ok(filter) => command.env("RUST_LOG", filter),
+                Err(_) => command.env_remove("RUST_LOG"),
+            };
+            command.stdout(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|mut child| {
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+            (Running(child), ready)
+        })
+        .collect()
 }
 
 /// `colloquy serve --demo-modules` on a free loopback port and `db`, with `extra`
@@ -123,8 +139,8 @@ pub(crate) fn wait_for_acks(child: &mut Child, log: &Path, lines: usize) {
     }
 }
 
-/// Everything acknowledged is stored; every conversation's turns are 1..=n; every reply's
-/// `in_reply_to` exists. Returns the active conversations with their turn counts.
+/// Everything acknowledged is stored; every conversation's turns are 1..=n; every reply
+/// answers the turn right before it (the load's exchanges are never interleaved). Returns the active conversations with their turn counts.
 pub(crate) async fn verify(
     store: &dyn ConversationStore,
     acks: &[(ConversationId, u64, MessageId)],
@@ -169,9 +185,10 @@ pub(crate) async fn verify(
         let ids: HashMap<MessageId, u64> = messages.iter().map(|m| (m.id, m.turn)).collect();
         for m in &messages {
             if let Some(parent) = m.in_reply_to {
-                assert!(
-                    ids.contains_key(&parent),
-                    "reply {} points at a missing message",
+                assert_eq!(
+                    ids.get(&parent),
+                    Some(&(m.turn - 1)),
+                    "reply {} does not answer the turn before it",
                     m.id
                 );
             }

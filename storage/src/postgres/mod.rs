@@ -528,8 +528,7 @@ static FAST_APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// The locked append's update (its conditions were checked under the row lock); the
 /// writer is `$17` and `$18`.
-static LOCKED_UPDATE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| update_sql(17, ""));
+static LOCKED_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| update_sql(17, ""));
 
 /// The locked append's insert of the new messages.
 static LOCKED_INSERT: std::sync::LazyLock<String> =
