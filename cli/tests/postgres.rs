@@ -290,6 +290,23 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
             active.iter().any(|(_, turns)| *turns < 100),
             "round {round}: the kill left no conversation mid-way"
         );
+        // Which of them the kill cut off between request and reply, read before any hub
+        // runs again (a new hub may conclude them on its own, or at their next send).
+        let mut cut_offs = Vec::new();
+        for (id, turns) in active.iter().take(10) {
+            let last = colloquy_storage::ConversationStore::messages(
+                &store,
+                *id,
+                colloquy_storage::MessageRange::Last(1),
+            )
+            .await
+            .unwrap();
+            let cut_off = last
+                .first()
+                .filter(|m| m.in_reply_to.is_none())
+                .map(|m| m.id);
+            cut_offs.push((*id, *turns, cut_off));
+        }
         // A new hub continues a conversation the kill cut off at its next turn.
         let hub = colloquy_runtime::Hub::builder()
             .store(std::sync::Arc::new(store))
@@ -309,18 +326,9 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
         // Every active conversation continues; one the kill cut off between its request
         // and the reply is first concluded: the new hub delivers that request again (under
         // its message id) and stores its reply, then the new exchange follows.
-        for (id, turns) in active.iter().take(10) {
-            let last = hub
-                .reader()
-                .messages(*id, colloquy_storage::MessageRange::Last(1))
-                .await
-                .unwrap();
-            let cut_off = last
-                .first()
-                .filter(|m| m.in_reply_to.is_none())
-                .map(|m| m.id);
+        for (id, turns, cut_off) in cut_offs {
             let conversation = hub
-                .conversation(*id, "client".parse().unwrap())
+                .conversation(id, "client".parse().unwrap())
                 .await
                 .unwrap();
             let exchange = conversation.send("after the crash").await.unwrap();
@@ -331,7 +339,7 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
                     let answered = hub
                         .reader()
                         .messages(
-                            *id,
+                            id,
                             colloquy_storage::MessageRange::Turns {
                                 first: turns + 1,
                                 last: turns + 1,
