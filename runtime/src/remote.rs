@@ -161,7 +161,11 @@ impl Module for RemoteModule {
                 self.info.name
             ))
         };
-        cluster
+        // Subscribed before queueing: the answer's notification cannot come first.
+        let mut answered = cluster.signal(Signal::Answered(delivery.message_id));
+        // A new delivery has no answer yet: the first look waits for the signal (or the
+        // first poll). One queued before (a takeover delivers again) may have one already.
+        let mut look = !cluster
             .send_delivery(&delivery)
             .await
             .map_err(unreachable)?;
@@ -169,16 +173,19 @@ impl Module for RemoteModule {
         // woken by the store's signal, or by polling.
         let mut pause = Duration::from_millis(1);
         loop {
-            let answered = cluster.signal(Signal::Answered(delivery.message_id));
-            if let Some(answer) = cluster
-                .take_answer(delivery.message_id)
-                .await
-                .map_err(unreachable)?
-            {
-                return decode(answer);
+            if look {
+                answered = cluster.signal(Signal::Answered(delivery.message_id));
+                if let Some(answer) = cluster
+                    .take_answer(delivery.message_id)
+                    .await
+                    .map_err(unreachable)?
+                {
+                    return decode(answer);
+                }
             }
+            look = true;
             tokio::select! {
-                () = answered => {}
+                () = &mut answered => {}
                 () = tokio::time::sleep(pause) => {}
             }
             pause = pause.saturating_mul(2).min(MAX_POLL);

@@ -115,7 +115,9 @@ pub trait Membership: Send + Sync {
     async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError>;
 
     /// Queues `delivery` for a hub that hosts its module.
-    async fn send_delivery(&self, delivery: &Delivery) -> Result<(), StoreError>;
+    /// `Ok(false)`: a delivery of that request was queued before (the request is delivered
+    /// again after a takeover); it keeps its row, and its answer if it has one.
+    async fn send_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError>;
 
     /// Claims, for `member`, up to `limit` unanswered deliveries to `modules`: those nobody
     /// claimed, or that a fenced member had claimed (they are delivered again). Claims are

@@ -222,18 +222,20 @@ impl Membership for PostgresStore {
             .map_err(self.err())
     }
 
-    async fn send_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+    async fn send_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
         self.refuse_if_closed()?;
         let deadline = i64::try_from(delivery.deadline_ms).unwrap_or(i64::MAX);
         let client = self.client().await?;
         // A request delivered again (after a takeover) keeps its row: its answer, if any,
-        // stands.
-        client
-            .execute(
+        // stands. Queued and announced in one statement (the notification is sent at
+        // commit), so the hosting hub need not wait for its next poll.
+        let row = client
+            .query_one(
                 &client
                     .prepare_cached(
-                        "INSERT INTO deliveries (message_id, module, turn, deadline_ms) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
+                        "WITH queued AS (INSERT INTO deliveries (message_id, module, turn, deadline_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING RETURNING 1) \
+                 SELECT (SELECT count(*) FROM queued), pg_notify($5, 'd:' || $2)",
                     )
                     .await
                     .map_err(self.err())?,
@@ -242,11 +244,13 @@ impl Membership for PostgresStore {
                     &delivery.module,
                     &delivery.turn,
                     &deadline,
+                    &self.listener.channel,
                 ],
             )
             .await
             .map_err(self.err())?;
-        Ok(())
+        let queued: i64 = row.try_get(0).map_err(self.err())?;
+        Ok(queued == 1)
     }
 
     async fn claim_deliveries(
