@@ -225,7 +225,7 @@ impl Membership for PostgresStore {
     async fn send_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
         self.refuse_if_closed()?;
         let deadline = i64::try_from(delivery.deadline_ms).unwrap_or(i64::MAX);
-        let client = self.client().await?;
+        let client = self.relaxed_client().await?;
         // A request delivered again (after a takeover) keeps its row: its answer, if any,
         // stands. Queued and announced in one statement (the notification is sent at
         // commit), so the hosting hub need not wait for its next poll.
@@ -260,7 +260,7 @@ impl Membership for PostgresStore {
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.client().await?;
+        let client = self.relaxed_client().await?;
         let rows = client
             .query(
                 &client.prepare_cached("WITH claimable AS ( \
@@ -296,7 +296,7 @@ impl Membership for PostgresStore {
         message_id: uuid::Uuid,
         answer: &Value,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
+        let client = self.relaxed_client().await?;
         // Recorded and announced in one statement.
         let row = client
             .query_one(
@@ -314,7 +314,7 @@ impl Membership for PostgresStore {
     }
 
     async fn take_answer(&self, message_id: uuid::Uuid) -> Result<Option<Value>, StoreError> {
-        let client = self.client().await?;
+        let client = self.relaxed_client().await?;
         let row = client
             .query_opt(
                 &client.prepare_cached("DELETE FROM deliveries WHERE message_id = $1 AND answer IS NOT NULL RETURNING answer").await.map_err(self.err())?,

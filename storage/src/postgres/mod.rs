@@ -226,6 +226,14 @@ impl Site {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Connections for the cluster's deliveries (queue, claim, answer, take), which commit
+    /// without waiting for the WAL flush: a delivery is coordination between live hubs, not
+    /// a fact of the transcript. The request it carries was stored durably first (it is the
+    /// real outbox: a takeover delivers it again), and the reply is stored durably after.
+    /// What a server crash can lose is a delivery in flight, and then every hub lost its
+    /// connections too: the exchange fails with a typed error, as any exchange in flight
+    /// when the database goes down.
+    relaxed: Pool,
     site: Arc<Site>,
     closed: Arc<AtomicBool>,
     /// The cluster member this handle writes as (see `Membership::write_as`).
@@ -273,23 +281,16 @@ impl PostgresStore {
             lock_timeout: options.lock_timeout,
         });
         let listener = listen::Listener::new(config.clone(), &options.schema);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                // A connection the server closed is noticed (is_closed) and replaced
-                // without a round trip per checkout.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
-            .build()
-            .map_err(|e| StoreError::InvalidInput {
-                reason: format!("cannot build the connection pool: {e}"),
-            })?;
+        let mut relaxed = config.clone();
+        relaxed.options(format!(
+            "{} -c synchronous_commit=off",
+            config.get_options().unwrap_or_default()
+        ));
+        let pool = connection_pool(config, options.pool_size)?;
+        let relaxed = connection_pool(relaxed, RELAXED_POOL_SIZE)?;
         let store = Self {
             pool,
+            relaxed,
             site,
             closed: Arc::new(AtomicBool::new(false)),
             writer: Arc::default(),
@@ -328,6 +329,12 @@ impl PostgresStore {
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| self.site.pool_err(e))
+    }
+
+    /// A connection whose commits do not wait for the WAL flush, for deliveries only (see
+    /// the field `relaxed`).
+    pub(crate) async fn relaxed_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.relaxed.get().await.map_err(|e| self.site.pool_err(e))
     }
 
     /// The member this handle writes as: its id and epoch as parameters (both `NULL` when
@@ -618,6 +625,28 @@ fn describe(config: &tokio_postgres::Config) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let database = config.get_dbname().unwrap_or("postgres");
     format!("postgres://{host}:{port}/{database}")
+}
+
+/// Connections for deliveries, per store handle.
+const RELAXED_POOL_SIZE: usize = 4;
+
+/// A pool of connections made with `config`.
+fn connection_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // A connection the server closed is noticed (is_closed) and replaced without a
+            // round trip per checkout.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| StoreError::InvalidInput {
+            reason: format!("cannot build the connection pool: {e}"),
+        })
 }
 
 fn int(n: u64) -> i64 {
