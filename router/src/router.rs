@@ -801,6 +801,9 @@ impl Router {
         let span = tracing::debug_span!("take_over", conversation_id = %id);
         async {
             let lease = self.cache.lease(id).await;
+            // The claim says another member wrote the conversation since this hub last saw
+            // it: a copy held in memory is stale (it would not show the exchange at all).
+            *lease.slot().state.lock().await = None;
             let guard = self.lock_loaded(&lease, id).await?;
             let before = guard.as_ref().map(|hot| hot.conversation.version());
             let guard = self.take_over(&lease, id, guard).await?;

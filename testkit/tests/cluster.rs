@@ -406,30 +406,43 @@ async fn leave_an_orphan(
 /// exclusive), and the reply is stored right after the request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_hubs_exchange_is_taken_over_without_a_next_sender() {
+    taken_over_without_a_next_sender(2).await;
+}
+
+/// The same with one survivor, which holds the conversation in memory from before the dead
+/// hub's request: its copy is stale, and the takeover reads the store instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_with_a_stale_copy_takes_a_dead_hubs_exchange_over() {
+    taken_over_without_a_next_sender(1).await;
+}
+
+async fn taken_over_without_a_next_sender(survivors: usize) {
     let Some(url) = colloquy_testkit::postgres_url() else {
         return;
     };
     let factory = PostgresFactory::new(&url).unwrap();
     let mut recorders = Vec::new();
-    let mut survivors = Vec::new();
-    for name in ["survivor-1", "survivor-2"] {
-        let live = hub(&factory, name).await;
+    let mut live = Vec::new();
+    for n in 0..survivors {
+        let hub = hub(&factory, &format!("survivor-{n}")).await;
         let (server, seen) = colloquy_testkit::modules::Recorder::new("server".parse().unwrap());
-        live.register(server).await.unwrap();
-        live.register(Echo::new("client".parse().unwrap()))
+        hub.register(server).await.unwrap();
+        hub.register(Echo::new("client".parse().unwrap()))
             .await
             .unwrap();
         recorders.push(seen);
-        survivors.push(live);
+        live.push(hub);
     }
-    let id = survivors[0]
+    let conversation = live[0]
         .start_conversation(ConversationSpec::between("client", "server").unwrap())
         .await
-        .unwrap()
-        .id();
-    let orphan = leave_an_orphan(&factory, &survivors[0], id).await;
+        .unwrap();
+    let id = conversation.id();
+    // The first survivor holds the conversation in memory, at turn 2.
+    conversation.send("before").await.unwrap();
+    let orphan = leave_an_orphan(&factory, &live[0], id).await;
 
-    let reader = survivors[1].reader();
+    let reader = live[survivors - 1].reader();
     let answered = eventually(
         || async {
             reader
@@ -437,7 +450,7 @@ async fn a_dead_hubs_exchange_is_taken_over_without_a_next_sender() {
                 .await
                 .unwrap()
                 .len()
-                == 2
+                == 4
         },
         Duration::from_secs(20),
     )
@@ -447,24 +460,25 @@ async fn a_dead_hubs_exchange_is_taken_over_without_a_next_sender() {
         .messages(id, colloquy_runtime::MessageRange::All)
         .await
         .unwrap();
-    assert_eq!(transcript[0].id, orphan.id);
-    assert_eq!(transcript[1].in_reply_to, Some(orphan.id));
-    assert_eq!(transcript[1].content, "left behind");
+    assert_eq!(transcript[2].id, orphan.id);
+    assert_eq!(transcript[3].in_reply_to, Some(orphan.id));
+    assert_eq!(transcript[3].content, "left behind");
     let deliveries: Vec<_> = recorders
         .iter()
         .flat_map(|seen| seen.messages())
         .map(|m| m.id)
+        .filter(|id| *id != transcript[0].id)
         .collect();
     assert_eq!(
         deliveries,
         vec![orphan.id],
         "delivered once, under its own id"
     );
-    let conversation = reader.conversation(id).await.unwrap().unwrap();
-    assert_eq!(conversation.busy_until(), None, "no longer busy");
-    assert_eq!(conversation.turn_count(), 2);
-    for live in survivors {
-        live.shutdown().await;
+    let stored = reader.conversation(id).await.unwrap().unwrap();
+    assert_eq!(stored.busy_until(), None, "no longer busy");
+    assert_eq!(stored.turn_count(), 4);
+    for hub in live {
+        hub.shutdown().await;
     }
 }
 
