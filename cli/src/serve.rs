@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::Path, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use colloquy_a2a::{A2aOptions, A2aServer, RemoteAgent};
+use colloquy_inspector::{Inspector, InspectorOptions};
 use colloquy_runtime::ModuleName;
 
 use crate::{db::Db, Out};
@@ -61,6 +62,11 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
         .unwrap_or_else(|| format!("http://{address}"));
     let mut options = A2aOptions::new(&base_url)?;
     let open = tokens.is_empty();
+    // The inspector reads with the same tokens: a reader sees its participant's
+    // conversations.
+    let inspector = tokens.iter().fold(InspectorOptions::new(), |o, (t, p)| {
+        o.token(t.clone(), p.clone())
+    });
     for (token, participant) in tokens {
         options = options.token(token, participant);
     }
@@ -76,6 +82,7 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
         // One line, so that a supervisor (or a test) can read it as the server's "ready".
         let ready = serde_json::json!({
             "listening": address.to_string(),
+            "inspector": format!("{base_url}/inspect"),
             "cards": cards,
             "tokens": !open,
         });
@@ -91,7 +98,7 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
             out.text("no modules to serve: add --agent URL or --demo-modules\n")?;
         }
         out.text(&format!(
-            "serving {} agents on {address} (Ctrl-C stops); their cards:\n{}\nhealth: {base_url}/healthz   metrics: {base_url}/metrics\n",
+            "serving {} agents on {address} (Ctrl-C stops); their cards:\n{}\ninspector: {base_url}/inspect   health: {base_url}/healthz   metrics: {base_url}/metrics\n",
             cards.len(),
             cards.join("\n")
         ))?;
@@ -100,7 +107,9 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
         }
     }
     out.flush()?;
-    let router = server.router();
+    let router = server
+        .router()
+        .merge(Inspector::new(hub.clone(), inspector).router());
     axum_serve(listener, router).await?;
     // Stopped accepting and answered what was in progress; now drain the hub's turns and
     // close the store.

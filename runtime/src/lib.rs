@@ -49,6 +49,7 @@
 //!   `tokio::time::pause()` makes idle timeouts, deadlines and the reaper instant.
 
 mod error;
+mod events;
 mod handle;
 mod hub;
 mod member;
@@ -60,6 +61,7 @@ pub use colloquy_router::{
     Clock, ConversationSpec, Exchange, ReapReport, RouteError, RouteOptions, RouterStats,
     ShutdownReport, StoredHook,
 };
+pub use events::HubEvent;
 
 // One crate for a first application: everything a module, a conversation and its errors
 // need, so that `colloquy-runtime` is the only dependency (with `async-trait`, re-exported
@@ -78,7 +80,7 @@ pub use colloquy_registry::{
 pub use colloquy_storage::PostgresOptions;
 pub use colloquy_storage::{
     Analytics, ConversationPage, ListCursor, ListFilter, Member, MemberRecord, MessageRange,
-    ModuleRecord, SqliteOptions, StoreError, Synchronous, TimeRange,
+    ModuleRecord, SqliteOptions, StoreError, Synchronous, TimeRange, MAX_PAGE,
 };
 pub use error::HubError;
 pub use handle::ConversationHandle;

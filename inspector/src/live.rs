@@ -1,0 +1,128 @@
+//! `/inspect/conversations/{id}/live`: a conversation's new turns and status changes as
+//! Server-Sent Events, fed by the hub's own writes ([`Hub::subscribe`]).
+//!
+//! Events: `turn` (a [`TurnRow`] as JSON), `status` (a [`StateView`]), and `reload` when
+//! the stream fell too far behind to be trusted (the page then reloads itself). The page
+//! says which turn it shows last (`?after=`); turns stored between the page's render and the
+//! stream's start are read from the store first, so none is missed or shown twice.
+//!
+//! [`Hub::subscribe`]: colloquy_runtime::Hub::subscribe
+
+use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{Path, Query, State},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+    Extension,
+};
+use colloquy_runtime::{HubEvent, MessageRange};
+use futures_util::stream;
+use tokio::sync::broadcast::{error::RecvError, Receiver};
+
+use crate::{
+    auth::Reader,
+    pages::visible,
+    view::{StateView, TurnRow},
+    InspectorError, Shared,
+};
+
+/// The last turn the page shows.
+#[derive(serde::Deserialize)]
+pub(crate) struct After {
+    #[serde(default)]
+    after: u64,
+}
+
+/// The stream of one conversation.
+pub(crate) async fn events(
+    State(shared): State<Arc<Shared>>,
+    Extension(reader): Extension<Reader>,
+    Path(id): Path<String>,
+    Query(After { after }): Query<After>,
+) -> Result<Response, InspectorError> {
+    // Subscribed before reading, so that nothing stored in between is lost.
+    let events = shared.hub.subscribe();
+    let conversation = visible(&shared, &reader, &id).await?;
+    let missed = if conversation.turn_count() > after {
+        shared
+            .hub
+            .reader()
+            .messages(conversation.id(), MessageRange::After(after))
+            .await?
+    } else {
+        Vec::new()
+    };
+    let turns: HashMap<_, _> = missed.iter().map(|m| (m.id, m.turn)).collect();
+    let mut first: Vec<Event> = missed
+        .iter()
+        .filter_map(|m| json_event("turn", &TurnRow::of(m, &turns)))
+        .collect();
+    first.extend(json_event("status", &StateView::of(&conversation)));
+    let state = Live {
+        id: conversation.id(),
+        events,
+        last_turn: conversation.turn_count().max(after),
+        known: turns,
+        queued: first,
+    };
+    let stream = stream::unfold(state, next_event);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+struct Live {
+    id: colloquy_runtime::ConversationId,
+    events: Receiver<HubEvent>,
+    /// The last turn sent: later events of earlier turns are not sent again.
+    last_turn: u64,
+    /// Message ids sent, with their turns, to name the turn a reply answers.
+    known: HashMap<colloquy_runtime::MessageId, u64>,
+    queued: Vec<Event>,
+}
+
+async fn next_event(mut live: Live) -> Option<(Result<Event, Infallible>, Live)> {
+    loop {
+        if !live.queued.is_empty() {
+            let event = live.queued.remove(0);
+            return Some((Ok(event), live));
+        }
+        match live.events.recv().await {
+            Ok(event) if event.conversation_id() == live.id => live.queue(&event),
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => {
+                live.queued
+                    .push(Event::default().event("reload").data("lagged"));
+            }
+            // The hub shut down: the stream ends.
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
+impl Live {
+    fn queue(&mut self, event: &HubEvent) {
+        if let HubEvent::Stored { messages, .. } = event {
+            for message in messages {
+                self.known.insert(message.id, message.turn);
+                if message.turn > self.last_turn {
+                    self.last_turn = message.turn;
+                    self.queued
+                        .extend(json_event("turn", &TurnRow::of(message, &self.known)));
+                }
+            }
+        }
+        self.queued
+            .extend(json_event("status", &StateView::of(event.conversation())));
+    }
+}
+
+fn json_event(name: &str, value: &impl serde::Serialize) -> Option<Event> {
+    // Serializing these plain structs cannot fail; a failure would only skip the event.
+    serde_json::to_string(value)
+        .ok()
+        .map(|data| Event::default().event(name).data(data))
+}

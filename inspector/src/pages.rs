@@ -1,0 +1,404 @@
+//! The pages: each reads the store through the hub's reader, checks what the reader may
+//! see, and renders its template.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
+
+use askama::Template;
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, StatusCode},
+    response::{Html, IntoResponse, Response},
+    Extension,
+};
+use colloquy_runtime::{
+    ConversationId, ListCursor, ListFilter, MessageRange, ModuleName, StatusKind, TimeRange,
+};
+
+use crate::{
+    auth::Reader,
+    view::{
+        bars, duration, pretty, time, Choice, ConversationPage, ConversationRow, Filters,
+        HealthPage, HubRow, ListPage, ModuleActivityRow, ModuleRow, ModulesPage, StateView,
+        TurnRow,
+    },
+    InspectorError, Shared,
+};
+
+/// Conversations per page of the list.
+const LIST_PAGE: usize = 50;
+/// Turns per page of a transcript.
+const TRANSCRIPT_PAGE: u64 = 500;
+/// How many of the newest conversations the health page's distributions cover.
+const SAMPLE: usize = 1_000;
+
+const STATUSES: &[(&str, &str)] = &[
+    ("active", "active"),
+    ("paused", "paused"),
+    ("completed", "completed"),
+    ("timed_out", "timed out"),
+    ("failed", "failed"),
+];
+const PERIODS: &[(&str, &str)] = &[
+    ("15m", "last 15 minutes"),
+    ("1h", "last hour"),
+    ("24h", "last day"),
+    ("7d", "last week"),
+];
+
+fn render(page: &impl Template) -> Result<Response, InspectorError> {
+    Ok(Html(page.render()?).into_response())
+}
+
+fn bad(reason: String) -> InspectorError {
+    InspectorError::BadRequest { reason }
+}
+
+/// The list's query: the filters and the cursor of the page.
+#[derive(serde::Deserialize)]
+pub(crate) struct ListQuery {
+    #[serde(flatten)]
+    filters: Filters,
+    #[serde(default)]
+    after: String,
+}
+
+/// `/inspect`: conversations, newest first, a page at a time.
+pub(crate) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Extension(reader): Extension<Reader>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, InspectorError> {
+    let filters = query.filters;
+    let mut filter = ListFilter::new().limit(LIST_PAGE);
+    if !filters.status.is_empty() {
+        let status = StatusKind::from_str(&filters.status)
+            .map_err(|e| bad(format!("status {:?}: {e}", filters.status)))?;
+        filter = filter.status(status);
+    }
+    let module = if filters.module.is_empty() {
+        None
+    } else {
+        Some(
+            ModuleName::from_str(&filters.module)
+                .map_err(|e| bad(format!("module {:?}: {e}", filters.module)))?,
+        )
+    };
+    // The store narrows to the reader's conversations; a module filter on top of that is
+    // applied to the page.
+    match (reader.participant(), &module) {
+        (Some(me), _) => filter = filter.participant(me.clone()),
+        (None, Some(module)) => filter = filter.participant(module.clone()),
+        (None, None) => {}
+    }
+    if !filters.since.is_empty() {
+        let period = humantime::parse_duration(&filters.since)
+            .map_err(|e| bad(format!("since {:?}: {e}; use 15m, 1h, 7d", filters.since)))?;
+        let now = shared.hub.clock().now();
+        filter = filter.started(TimeRange::since(now.saturating_sub(period)));
+    }
+    if !query.after.is_empty() {
+        let cursor = ListCursor::from_str(&query.after).map_err(|e| bad(e.to_string()))?;
+        filter = filter.after(cursor);
+    }
+    let page = shared.hub.reader().list(&filter).await?;
+    let rows = page
+        .conversations
+        .iter()
+        .filter(|c| {
+            module
+                .as_ref()
+                .is_none_or(|module| c.participants().contains(module))
+        })
+        .map(ConversationRow::of)
+        .collect();
+    render(&ListPage {
+        rows,
+        status_choices: Choice::all(STATUSES, &filters.status),
+        since_choices: Choice::all(PERIODS, &filters.since),
+        filters,
+        next: page.next.map(|cursor| cursor.to_string()),
+        reader: reader.participant().map(ToString::to_string),
+    })
+}
+
+/// The transcript page asked for.
+#[derive(serde::Deserialize)]
+pub(crate) struct TranscriptQuery {
+    from: Option<u64>,
+}
+
+/// Reads conversation `id` if the reader may see it.
+pub(crate) async fn visible(
+    shared: &Shared,
+    reader: &Reader,
+    id: &str,
+) -> Result<colloquy_runtime::Conversation, InspectorError> {
+    let not_found = || InspectorError::NotFound { id: id.to_owned() };
+    let parsed = ConversationId::from_str(id).map_err(|_| not_found())?;
+    match shared.hub.reader().conversation(parsed).await? {
+        Some(conversation) if reader.may_see(&conversation) => Ok(conversation),
+        _ => Err(not_found()),
+    }
+}
+
+/// `/inspect/conversations/{id}`: one conversation and a page of its transcript.
+pub(crate) async fn conversation(
+    State(shared): State<Arc<Shared>>,
+    Extension(reader): Extension<Reader>,
+    Path(id): Path<String>,
+    Query(query): Query<TranscriptQuery>,
+) -> Result<Response, InspectorError> {
+    let conversation = visible(&shared, &reader, &id).await?;
+    let total = conversation.turn_count();
+    let first = query.from.unwrap_or(1).clamp(1, total.max(1));
+    let last = first.saturating_add(TRANSCRIPT_PAGE - 1).min(total);
+    // The turn before the page too, so that a reply at its top still names its request.
+    let messages = if total == 0 {
+        Vec::new()
+    } else {
+        shared
+            .hub
+            .reader()
+            .messages(
+                conversation.id(),
+                MessageRange::Turns {
+                    first: first.saturating_sub(1).max(1),
+                    last,
+                },
+            )
+            .await?
+    };
+    let turns: HashMap<_, _> = messages.iter().map(|m| (m.id, m.turn)).collect();
+    let rows = messages
+        .iter()
+        .filter(|m| m.turn >= first)
+        .map(|m| TurnRow::of(m, &turns))
+        .collect();
+    render(&ConversationPage {
+        state: StateView::of(&conversation),
+        phase: conversation.phase().as_str(),
+        intent: conversation.intent().as_str(),
+        participants: conversation
+            .participants()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        initiator: conversation.initiator().to_string(),
+        started: time(conversation.started_at()),
+        ended: conversation.ended_at().map(time),
+        idle_timeout: duration(conversation.idle_timeout()),
+        max_turns: conversation.max_turns(),
+        context: pretty(&serde_json::Value::Object(conversation.context().clone())),
+        metadata: pretty(&serde_json::Value::Object(conversation.metadata().clone())),
+        rows,
+        first,
+        last,
+        previous_page: (first > 1).then(|| first.saturating_sub(TRANSCRIPT_PAGE).max(1)),
+        next_page: (last < total).then_some(last + 1),
+        live: last == total,
+    })
+}
+
+/// `/inspect/modules`: the modules this hub reaches and those the store has on record.
+pub(crate) async fn modules(
+    State(shared): State<Arc<Shared>>,
+    Extension(_reader): Extension<Reader>,
+) -> Result<Response, InspectorError> {
+    let hub = &shared.hub;
+    let local: Vec<ModuleName> = hub.modules().iter().map(|m| m.name.clone()).collect();
+    let members = match hub.members().await {
+        Some(members) => Some(members.map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    let mut rows: BTreeMap<String, ModuleRow> = BTreeMap::new();
+    for info in hub.reachable_modules() {
+        rows.insert(info.name.to_string(), module_row(&info, None));
+    }
+    for record in hub.reader().modules().await? {
+        rows.entry(record.info.name.to_string())
+            .or_insert_with(|| module_row(&record.info, None))
+            .registered = Some(time(record.registered_at));
+    }
+    for (name, row) in &mut rows {
+        if local.iter().any(|m| m.as_str() == name) {
+            row.hosts.push("this hub".to_owned());
+        }
+        for member in members.iter().flatten() {
+            let hosts = member.alive
+                && Some(member.member) != hub.member()
+                && member.modules.iter().any(|m| m.name.as_str() == name);
+            if hosts {
+                row.hosts.push(member.name.clone());
+            }
+        }
+    }
+    render(&ModulesPage {
+        modules: rows.into_values().collect(),
+        cluster: members.is_some(),
+    })
+}
+
+fn module_row(info: &colloquy_runtime::ModuleInfo, registered: Option<String>) -> ModuleRow {
+    ModuleRow {
+        name: info.name.to_string(),
+        description: info.description.clone(),
+        version: info.version.clone(),
+        capabilities: info.capabilities.iter().map(ToString::to_string).collect(),
+        input_schema: pretty(&info.input_schema),
+        output_schema: pretty(&info.output_schema),
+        hosts: Vec::new(),
+        registered,
+    }
+}
+
+/// `/inspect/health`: the hub's health and the store's analytics.
+pub(crate) async fn health(
+    State(shared): State<Arc<Shared>>,
+    Extension(_reader): Extension<Reader>,
+) -> Result<Response, InspectorError> {
+    let hub = &shared.hub;
+    let health = hub.health(None).await;
+    let analytics = hub.reader().analytics(TimeRange::all()).await?;
+    let hubs = match hub.members().await {
+        Some(Ok(members)) => members
+            .iter()
+            .map(|m| HubRow {
+                name: m.name.clone(),
+                alive: m.alive,
+                heartbeat: time(m.heartbeat_at),
+                modules: m.modules.len(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    // Distributions over the newest conversations, read a page at a time.
+    let mut sample = Vec::new();
+    let mut filter = ListFilter::new().limit(colloquy_runtime::MAX_PAGE);
+    while sample.len() < SAMPLE {
+        let page = hub.reader().list(&filter).await?;
+        sample.extend(page.conversations);
+        match page.next {
+            Some(cursor) => filter = filter.after(cursor),
+            None => break,
+        }
+    }
+    sample.truncate(SAMPLE);
+    let now = hub.clock().now();
+    let turn_buckets: [(u64, &str); 6] = [
+        (0, "0"),
+        (2, "1-2"),
+        (5, "3-5"),
+        (10, "6-10"),
+        (50, "11-50"),
+        (u64::MAX, "more than 50"),
+    ];
+    let mut turns = vec![0u64; turn_buckets.len()];
+    for c in &sample {
+        let i = turn_buckets
+            .iter()
+            .position(|(max, _)| c.turn_count() <= *max)
+            .unwrap_or(turn_buckets.len() - 1);
+        turns[i] += 1;
+    }
+    let duration_buckets: [(Duration, &str); 6] = [
+        (Duration::from_secs(1), "under 1 s"),
+        (Duration::from_secs(10), "1-10 s"),
+        (Duration::from_secs(60), "10 s-1 min"),
+        (Duration::from_secs(600), "1-10 min"),
+        (Duration::from_secs(3_600), "10 min-1 h"),
+        (Duration::MAX, "over 1 h"),
+    ];
+    let mut durations = vec![0u64; duration_buckets.len()];
+    for c in &sample {
+        let lasted = c
+            .ended_at()
+            .unwrap_or(now)
+            .saturating_duration_since(c.started_at());
+        let i = duration_buckets
+            .iter()
+            .position(|(max, _)| lasted < *max)
+            .unwrap_or(duration_buckets.len() - 1);
+        durations[i] += 1;
+    }
+    let most = analytics
+        .modules
+        .iter()
+        .map(|m| m.participated)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let bar = |label: &str, value: u64| crate::view::Bar {
+        label: label.to_owned(),
+        value,
+        percent: value.saturating_mul(100) / most,
+    };
+    render(&HealthPage {
+        healthy: health.healthy,
+        problems: health.problems.clone(),
+        backend: hub.reader().backend(),
+        store_latency: health
+            .store_latency
+            .map(|d| format!("{:.2} ms", d.as_secs_f64() * 1e3)),
+        stale: health.stale_conversations.len(),
+        hot: health.router.hot,
+        in_flight: health.router.in_flight,
+        timed_out_total: health.timed_out_total,
+        hubs,
+        conversations: analytics.conversations,
+        average_turns: format!("{:.1}", analytics.average_turns()),
+        average_duration: duration(analytics.average_duration()),
+        by_status: bars(
+            STATUSES
+                .iter()
+                .filter_map(|(s, _)| StatusKind::from_str(s).ok())
+                .map(|s| (s.as_str().to_owned(), analytics.by_status.get(s)))
+                .collect(),
+        ),
+        modules: analytics
+            .modules
+            .iter()
+            .map(|m| ModuleActivityRow {
+                name: m.module.to_string(),
+                initiated: bar("opened", m.initiated),
+                participated: bar("took part", m.participated),
+            })
+            .collect(),
+        sample: sample.len(),
+        turns: bars(
+            turn_buckets
+                .iter()
+                .zip(turns)
+                .map(|((_, label), n)| ((*label).to_owned(), n))
+                .collect(),
+        ),
+        durations: bars(
+            duration_buckets
+                .iter()
+                .zip(durations)
+                .map(|((_, label), n)| ((*label).to_owned(), n))
+                .collect(),
+        ),
+    })
+}
+
+/// `/inspect/assets/{file}`: the stylesheet and the live transcript's script.
+pub(crate) async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "inspector.css" => (
+            include_str!("../assets/inspector.css"),
+            "text/css; charset=utf-8",
+        ),
+        "live.js" => (
+            include_str!("../assets/live.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}

@@ -1,0 +1,298 @@
+//! What each page shows, as plain values for its template (askama escapes every one of
+//! them when it renders), and the few conversions they share.
+
+use std::{collections::HashMap, time::Duration};
+
+use askama::Template;
+use colloquy_runtime::{Conversation, Message, MessageId, MessageKind, Status, Timestamp};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A page that could not be shown.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub(crate) struct ErrorPage {
+    pub(crate) title: String,
+    pub(crate) message: String,
+    /// Offer a form to give a token.
+    pub(crate) ask_token: bool,
+}
+
+/// The conversations list.
+#[derive(Template)]
+#[template(path = "list.html")]
+pub(crate) struct ListPage {
+    pub(crate) rows: Vec<ConversationRow>,
+    pub(crate) filters: Filters,
+    /// The statuses the filter offers.
+    pub(crate) status_choices: Vec<Choice>,
+    /// The start-time choices the filter offers.
+    pub(crate) since_choices: Vec<Choice>,
+    /// The cursor of the next page, if there is one.
+    pub(crate) next: Option<String>,
+    /// The participant the reader is, if the inspector has tokens.
+    pub(crate) reader: Option<String>,
+}
+
+/// An option of a filter.
+pub(crate) struct Choice {
+    pub(crate) value: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) selected: bool,
+}
+
+impl Choice {
+    /// The options `(value, label)`, the one equal to `current` selected.
+    pub(crate) fn all(options: &[(&'static str, &'static str)], current: &str) -> Vec<Self> {
+        options
+            .iter()
+            .map(|(value, label)| Self {
+                value,
+                label,
+                selected: *value == current,
+            })
+            .collect()
+    }
+}
+
+/// The filters a list was asked for, as given (empty: none).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub(crate) struct Filters {
+    #[serde(default)]
+    pub(crate) status: String,
+    #[serde(default)]
+    pub(crate) module: String,
+    #[serde(default)]
+    pub(crate) since: String,
+}
+
+/// One conversation in the list.
+pub(crate) struct ConversationRow {
+    pub(crate) id: String,
+    pub(crate) status: &'static str,
+    pub(crate) reason: Option<String>,
+    pub(crate) turns: u64,
+    pub(crate) participants: String,
+    pub(crate) started: String,
+    pub(crate) last_activity: String,
+}
+
+impl ConversationRow {
+    pub(crate) fn of(conversation: &Conversation) -> Self {
+        Self {
+            id: conversation.id().to_string(),
+            status: conversation.status().kind().as_str(),
+            reason: failure(conversation.status()),
+            turns: conversation.turn_count(),
+            participants: participants(conversation),
+            started: time(conversation.started_at()),
+            last_activity: time(conversation.last_activity()),
+        }
+    }
+}
+
+/// One conversation and (a page of) its transcript.
+#[derive(Template)]
+#[template(path = "conversation.html")]
+pub(crate) struct ConversationPage {
+    pub(crate) state: StateView,
+    pub(crate) phase: &'static str,
+    pub(crate) intent: &'static str,
+    pub(crate) participants: String,
+    pub(crate) initiator: String,
+    pub(crate) started: String,
+    pub(crate) ended: Option<String>,
+    pub(crate) idle_timeout: String,
+    pub(crate) max_turns: Option<u64>,
+    pub(crate) context: String,
+    pub(crate) metadata: String,
+    pub(crate) rows: Vec<TurnRow>,
+    /// The first turn shown (transcripts are shown a page at a time).
+    pub(crate) first: u64,
+    /// The last turn shown.
+    pub(crate) last: u64,
+    /// The first turn of the previous and next pages, if any.
+    pub(crate) previous_page: Option<u64>,
+    pub(crate) next_page: Option<u64>,
+    /// True when the page ends at the last stored turn: new turns are appended live.
+    pub(crate) live: bool,
+}
+
+/// What changes as a conversation goes on: on the page, and in the live stream's
+/// `status` events.
+#[derive(Serialize)]
+pub(crate) struct StateView {
+    pub(crate) id: String,
+    pub(crate) status: &'static str,
+    pub(crate) reason: Option<String>,
+    pub(crate) turns: u64,
+    pub(crate) last_activity: String,
+    pub(crate) context: String,
+}
+
+impl StateView {
+    pub(crate) fn of(conversation: &Conversation) -> Self {
+        Self {
+            id: conversation.id().to_string(),
+            status: conversation.status().kind().as_str(),
+            reason: failure(conversation.status()),
+            turns: conversation.turn_count(),
+            last_activity: time(conversation.last_activity()),
+            context: pretty(&Value::Object(conversation.context().clone())),
+        }
+    }
+}
+
+/// One turn of a transcript: on the page, and in the live stream's `turn` events.
+#[derive(Serialize)]
+pub(crate) struct TurnRow {
+    pub(crate) turn: u64,
+    pub(crate) time: String,
+    pub(crate) source: String,
+    pub(crate) target: String,
+    pub(crate) kind: &'static str,
+    /// The turn this one answers, when it is known.
+    pub(crate) reply_to: Option<u64>,
+    /// Indented JSON.
+    pub(crate) content: String,
+    /// A control turn (handshake, transfer, end): marked on the page.
+    pub(crate) control: bool,
+}
+
+impl TurnRow {
+    /// `message` as a row; `turns` maps the ids of messages it may answer to their turns.
+    pub(crate) fn of(message: &Message, turns: &HashMap<MessageId, u64>) -> Self {
+        Self {
+            turn: message.turn,
+            time: time(message.sent_at),
+            source: message.source.to_string(),
+            target: message.target.to_string(),
+            kind: message.kind.as_str(),
+            reply_to: message.in_reply_to.and_then(|id| turns.get(&id).copied()),
+            content: pretty(&message.content),
+            control: message.kind == MessageKind::Control,
+        }
+    }
+}
+
+/// The modules page.
+#[derive(Template)]
+#[template(path = "modules.html")]
+pub(crate) struct ModulesPage {
+    pub(crate) modules: Vec<ModuleRow>,
+    /// True on a database several hubs share.
+    pub(crate) cluster: bool,
+}
+
+/// One module.
+pub(crate) struct ModuleRow {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) version: String,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) input_schema: String,
+    pub(crate) output_schema: String,
+    /// Where it runs: "this hub", other hubs' names, or nowhere now.
+    pub(crate) hosts: Vec<String>,
+    pub(crate) registered: Option<String>,
+}
+
+/// The health and analytics page.
+#[derive(Template)]
+#[template(path = "health.html")]
+pub(crate) struct HealthPage {
+    pub(crate) healthy: bool,
+    pub(crate) problems: Vec<String>,
+    pub(crate) backend: &'static str,
+    pub(crate) store_latency: Option<String>,
+    pub(crate) stale: usize,
+    pub(crate) hot: usize,
+    pub(crate) in_flight: usize,
+    pub(crate) timed_out_total: u64,
+    pub(crate) hubs: Vec<HubRow>,
+    pub(crate) conversations: u64,
+    pub(crate) average_turns: String,
+    pub(crate) average_duration: String,
+    pub(crate) by_status: Vec<Bar>,
+    pub(crate) modules: Vec<ModuleActivityRow>,
+    /// How many of the newest conversations the distributions cover.
+    pub(crate) sample: usize,
+    pub(crate) turns: Vec<Bar>,
+    pub(crate) durations: Vec<Bar>,
+}
+
+/// A hub sharing the database.
+pub(crate) struct HubRow {
+    pub(crate) name: String,
+    pub(crate) alive: bool,
+    pub(crate) heartbeat: String,
+    pub(crate) modules: usize,
+}
+
+/// One module's activity, with its bars.
+pub(crate) struct ModuleActivityRow {
+    pub(crate) name: String,
+    pub(crate) initiated: Bar,
+    pub(crate) participated: Bar,
+}
+
+/// A bar of a chart: its label, its value and its length in percent of the longest.
+pub(crate) struct Bar {
+    pub(crate) label: String,
+    pub(crate) value: u64,
+    pub(crate) percent: u64,
+}
+
+/// Bars for `values`, scaled to the largest.
+pub(crate) fn bars(values: Vec<(String, u64)>) -> Vec<Bar> {
+    let max = values.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
+    values
+        .into_iter()
+        .map(|(label, value)| Bar {
+            label,
+            value,
+            percent: value.saturating_mul(100) / max,
+        })
+        .collect()
+}
+
+/// A time as UTC, to the millisecond.
+pub(crate) fn time(t: Timestamp) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(t.as_millis());
+    humantime::format_rfc3339_millis(at)
+        .to_string()
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+/// A duration as people read it (`1m 30s`), to the second, or to the millisecond under one.
+pub(crate) fn duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    }
+}
+
+/// Indented JSON.
+pub(crate) fn pretty(value: &Value) -> String {
+    // Serializing a `Value` cannot fail (its map keys are strings).
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+fn failure(status: &Status) -> Option<String> {
+    match status {
+        Status::Failed { reason } => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+fn participants(conversation: &Conversation) -> String {
+    conversation
+        .participants()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,238 @@
+//! The inspector over real HTTP, on a hub in memory: what each page shows, that content is
+//! escaped, that the list pages by the store's cursor and filters, that a token's reader
+//! sees only its participant's conversations, and that the live stream carries new turns.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use colloquy_inspector::{Inspector, InspectorOptions};
+use colloquy_runtime::{ConversationSpec, Hub};
+use colloquy_testkit::modules::Echo;
+
+/// A hub with `client`, `server` and `other` echo modules, and the inspector served on a
+/// free loopback port; returns the hub and the base URL.
+async fn serve(options: InspectorOptions) -> (Hub, String) {
+    let hub = Hub::builder().memory().build().await.unwrap();
+    for name in ["client", "server", "other"] {
+        hub.register(Echo::new(name.parse().unwrap()))
+            .await
+            .unwrap();
+    }
+    let app = Inspector::new(hub.clone(), options).router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (hub, base)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn page(http: &reqwest::Client, url: &str) -> (u16, String) {
+    let response = http.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_shows_every_turn_with_hostile_content_as_text() {
+    let (hub, base) = serve(InspectorOptions::new()).await;
+    let conversation = hub
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    conversation
+        .send("<script>window.pwned = 1</script><b>bold</b>")
+        .await
+        .unwrap();
+    conversation.send("second").await.unwrap();
+    let id = conversation.id();
+    let (status, html) = page(&client(), &format!("{base}/inspect/conversations/{id}")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(r#"id="turn-4""#), "four turns shown");
+    assert!(
+        html.contains(r##"<a href="#turn-3">turn 3</a>"##),
+        "a reply names its request"
+    );
+    let escaped = html.replace("&#60;", "&lt;").replace("&#62;", "&gt;");
+    assert!(escaped.contains("&lt;script&gt;window.pwned = 1&lt;/script&gt;&lt;b&gt;bold"));
+    assert!(!html.contains("<script>window.pwned"), "content is escaped");
+    assert!(!html.contains("<b>bold</b>"));
+    assert!(html.contains("client → server"));
+
+    // The list names it, with its turn count.
+    let (status, html) = page(&client(), &format!("{base}/inspect")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&id.to_string()));
+
+    // An unknown conversation is a 404 page, not an error of the server.
+    let (status, _) = page(
+        &client(),
+        &format!("{base}/inspect/conversations/0190f0a0-0000-7000-8000-000000000000"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = page(&client(), &format!("{base}/inspect/conversations/nonsense")).await;
+    assert_eq!(status, 404);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_pages_by_cursor_and_filters_by_status_and_module() {
+    let (hub, base) = serve(InspectorOptions::new()).await;
+    let mut failed = Vec::new();
+    for n in 0..60 {
+        let target = if n % 2 == 0 { "server" } else { "other" };
+        let conversation = hub
+            .start_conversation(ConversationSpec::between("client", target).unwrap())
+            .await
+            .unwrap();
+        if n % 10 == 0 {
+            conversation.fail(format!("failure {n}")).await.unwrap();
+            failed.push(conversation.id());
+        }
+    }
+    let http = client();
+    let (_, first) = page(&http, &format!("{base}/inspect")).await;
+    assert_eq!(first.matches("class=\"conversation-link\"").count(), 50);
+    let next = first
+        .split("id=\"next-page\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to the next page")
+        .replace("&amp;", "&");
+    let (_, second) = page(&http, &format!("{base}{next}")).await;
+    assert_eq!(second.matches("class=\"conversation-link\"").count(), 10);
+    assert!(!second.contains("id=\"next-page\""));
+
+    let (_, only_failed) = page(&http, &format!("{base}/inspect?status=failed")).await;
+    assert_eq!(
+        only_failed.matches("class=\"conversation-link\"").count(),
+        6
+    );
+    for id in &failed {
+        assert!(only_failed.contains(&id.to_string()));
+    }
+    assert!(only_failed.contains("failure 50"), "the reason is listed");
+    let (_, with_other) = page(&http, &format!("{base}/inspect?module=other")).await;
+    assert_eq!(
+        with_other.matches("class=\"conversation-link\"").count(),
+        30
+    );
+    let (status, bad) = page(&http, &format!("{base}/inspect?status=sleeping")).await;
+    assert_eq!(status, 400, "{bad}");
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_reads_only_its_participants_conversations() {
+    let options = InspectorOptions::new().token("t-other", "other".parse().unwrap());
+    let (hub, base) = serve(options).await;
+    let mine = hub
+        .start_conversation(ConversationSpec::between("client", "other").unwrap())
+        .await
+        .unwrap()
+        .id();
+    let theirs = hub
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap()
+        .id();
+    let http = client();
+    let (status, html) = page(&http, &format!("{base}/inspect")).await;
+    assert_eq!(status, 401);
+    assert!(html.contains("name=\"token\""), "a form asks for the token");
+    let (status, _) = page(&http, &format!("{base}/inspect?token=wrong")).await;
+    assert_eq!(status, 401);
+
+    // ?token= answers with a redirect that sets the cookie.
+    let response = http
+        .get(format!("{base}/inspect?status=active&token=t-other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    assert_eq!(
+        response.headers()["location"].to_str().unwrap(),
+        "/inspect?status=active"
+    );
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly"));
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let with_cookie = |url: String| {
+        let http = http.clone();
+        let cookie = cookie.clone();
+        async move {
+            let response = http.get(url).header("cookie", cookie).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, html) = with_cookie(format!("{base}/inspect")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&mine.to_string()));
+    assert!(
+        !html.contains(&theirs.to_string()),
+        "another's conversation is not listed"
+    );
+    let (status, _) = with_cookie(format!("{base}/inspect/conversations/{mine}")).await;
+    assert_eq!(status, 200);
+    let (status, _) = with_cookie(format!("{base}/inspect/conversations/{theirs}")).await;
+    assert_eq!(status, 404, "another's conversation is not found");
+    // A bearer token works too.
+    let response = http
+        .get(format!("{base}/inspect/conversations/{mine}"))
+        .bearer_auth("t-other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_stream_carries_new_turns_and_the_end() {
+    let (hub, base) = serve(InspectorOptions::new()).await;
+    let conversation = hub
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    conversation.send("before the page").await.unwrap();
+    let id = conversation.id();
+    // The page showed turn 1 only: turn 2 is caught up from the store, then live turns.
+    let mut stream = client()
+        .get(format!("{base}/inspect/conversations/{id}/live?after=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let sent = tokio::spawn(async move {
+        conversation.send("<i>live</i>").await.unwrap();
+        conversation.end().await.unwrap();
+    });
+    let mut text = String::new();
+    while !text.contains("\"status\":\"completed\"") {
+        let chunk = stream.chunk().await.unwrap().expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    sent.await.unwrap();
+    let turns: Vec<u64> = text
+        .split("event: turn\ndata: ")
+        .skip(1)
+        .map(|event| {
+            let data = event.lines().next().unwrap();
+            serde_json::from_str::<serde_json::Value>(data).unwrap()["turn"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(turns, [2, 3, 4], "each turn once, in order");
+    assert!(text.contains(r#""content":"\"<i>live</i>\"""#), "{text}");
+    assert!(text.contains(r#""reply_to":3"#));
+    hub.shutdown().await;
+}
