@@ -47,27 +47,6 @@ async fn transcript(url: &str, schema: &str, context: &str) -> Vec<colloquy_core
         .unwrap()
 }
 
-async fn send(
-    http: &reqwest::Client,
-    endpoint: &str,
-    id: &str,
-    text: &str,
-    context: Option<&str>,
-) -> Value {
-    let mut message = json!({"messageId": id, "role": "ROLE_USER", "parts": [{"text": text}]});
-    if let Some(context) = context {
-        message["contextId"] = json!(context);
-    }
-    http.post(endpoint)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
     let Some(url) = colloquy_testkit::postgres_url() else {
@@ -114,12 +93,13 @@ async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
     }
 
     // One conversation, continued through C, then B, then C: every reply comes from A.
-    let first = send(&http, &format!("{base_c}/agents/echo"), "m-1", "one", None).await;
+    let first =
+        common::send_text(&http, &format!("{base_c}/agents/echo"), "m-1", "one", None).await;
     let task = &first["result"]["task"];
     assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{first}");
     assert_eq!(task["artifacts"][0]["parts"][0]["text"], "one");
     let context = task["contextId"].as_str().unwrap().to_owned();
-    let second = send(
+    let second = common::send_text(
         &http,
         &format!("{base_b}/agents/echo"),
         "m-2",
@@ -132,7 +112,7 @@ async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
         format!("{context}:3"),
         "{second}"
     );
-    let third = send(
+    let third = common::send_text(
         &http,
         &format!("{base_c}/agents/echo"),
         "m-3",
@@ -191,7 +171,8 @@ async fn a_paused_hub_is_fenced_and_cannot_corrupt_when_it_resumes() {
     let (paused, _, base) = common::serve_on(&url, &["--schema", &schema]);
     let pid = paused.0.id().to_string();
     let http = reqwest::Client::new();
-    let first = send(&http, &format!("{base}/agents/echo"), "p-1", "before", None).await;
+    let first =
+        common::send_text(&http, &format!("{base}/agents/echo"), "p-1", "before", None).await;
     let context = first["result"]["task"]["contextId"]
         .as_str()
         .unwrap_or_else(|| panic!("{first}"))
@@ -248,7 +229,7 @@ async fn a_paused_hub_is_fenced_and_cannot_corrupt_when_it_resumes() {
         .status()
         .unwrap()
         .success());
-    let resumed = send(
+    let resumed = common::send_text(
         &http,
         &format!("{base}/agents/echo"),
         "p-2",
@@ -315,7 +296,7 @@ async fn concurrent_senders_through_three_processes_keep_one_order() {
         .collect();
     let bases: Vec<String> = hubs.iter().map(|(_, _, base)| base.clone()).collect();
     let http = reqwest::Client::new();
-    let first = send(
+    let first = common::send_text(
         &http,
         &format!("{}/agents/echo", bases[0]),
         "o-0",
@@ -337,7 +318,7 @@ async fn concurrent_senders_through_three_processes_keep_one_order() {
         senders.spawn(async move {
             for n in 0..3 {
                 let id = format!("o-{sender}-{n}");
-                let answer = send(&http, &endpoint, &id, &id, Some(&context)).await;
+                let answer = common::send_text(&http, &endpoint, &id, &id, Some(&context)).await;
                 let task = &answer["result"]["task"];
                 assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{answer}");
                 assert_eq!(task["artifacts"][0]["parts"][0]["text"], id.as_str());
@@ -573,7 +554,7 @@ async fn two_hubs_time_out_a_dead_hubs_conversations_once_each() {
     let http = reqwest::Client::new();
     let mut contexts = Vec::new();
     for n in 0..30 {
-        let answer = send(
+        let answer = common::send_text(
             &http,
             &format!("{base}/agents/echo"),
             &format!("r-{n}"),

@@ -136,23 +136,14 @@ impl Browser {
 }
 
 async fn send(base: &str, text: &str, context: Option<&str>) -> Value {
-    let mut message = json!({
-        "messageId": uuid_like(text),
-        "role": "ROLE_USER",
-        "parts": [{"text": text}],
-    });
-    if let Some(context) = context {
-        message["contextId"] = json!(context);
-    }
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{base}/agents/echo"))
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = common::send_text(
+        &reqwest::Client::new(),
+        &format!("{base}/agents/echo"),
+        &uuid_like(text),
+        text,
+        context,
+    )
+    .await;
     assert_eq!(
         answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
         "{answer}"
@@ -200,6 +191,15 @@ async fn the_inspector_in_a_browser() {
         .unwrap();
     assert_eq!(rows.len(), 12, "the demo's conversations are listed");
     browser.screenshot("inspector-list.png").await;
+    // A conversation opened meanwhile is announced without a reload.
+    assert!(!browser
+        .wait_for("#new-conversations")
+        .await
+        .is_displayed()
+        .await
+        .unwrap());
+    send(&base, "opened while the list is shown", None).await;
+    browser.wait_for("#new-conversations:not([hidden])").await;
 
     // Filtered to failed conversations: the demo's deliberate failure.
     page.find(Locator::Css("#filter-status"))

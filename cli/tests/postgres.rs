@@ -396,3 +396,42 @@ async fn a_running_hub_is_listed_by_health_and_modules() {
     assert_eq!(gone["alive"], false, "{after}");
     assert_eq!(gone["fenced"], true, "it left when it stopped: {after}");
 }
+
+/// The web inspector reads a PostgreSQL database as it reads SQLite: the demo's
+/// conversations listed, filtered to the failed one, its reason shown, modules and health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_reads_a_postgres_database() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let schema = Schema::new(&url, "inspect");
+    let (code, _, stderr) = schema.run(&["demo", "--conversations", "6"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (server, _, base) = common::serve_on(&url, &["--schema", &schema.name]);
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            response.text().await.unwrap()
+        }
+    };
+    let list = get("/inspect").await;
+    assert_eq!(list.matches("class=\"conversation-link\"").count(), 6);
+    let failed = get("/inspect?status=failed").await;
+    let id = failed
+        .split("/inspect/conversations/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the deliberate failure is listed")
+        .to_owned();
+    let page = get(&format!("/inspect/conversations/{id}")).await;
+    assert!(page.contains("validator rejected the record"), "{page}");
+    assert!(page.contains("id=\"turn-1\""));
+    let modules = get("/inspect/modules").await;
+    assert!(modules.contains("id=\"module-echo\""));
+    assert!(modules.contains("this hub"));
+    let health = get("/inspect/health").await;
+    assert!(health.contains("postgres, answers in"), "{health}");
+    assert!(server.terminate());
+}

@@ -5,7 +5,9 @@
 //! merges it on the A2A port) with these pages, all under `/inspect`:
 //!
 //! - `/inspect`: conversations, newest first, filtered by status, module and start time,
-//!   paged by the store's cursor (a page at a time, never everything);
+//!   paged by the store's cursor (a page at a time, never everything); statuses, turn
+//!   counts and activity follow as they change, and new conversations are announced
+//!   (`/inspect/live`);
 //! - `/inspect/conversations/{id}`: one conversation: its state, why it ended, its
 //!   transcript turn by turn (source -> target, kind, time, the turn it answers, content as
 //!   indented JSON), control turns (handshake, transfers) marked, and its shared context;
@@ -105,6 +107,7 @@ impl Inspector {
             .route("/inspect", get(pages::list))
             .route("/inspect/conversations/{id}", get(pages::conversation))
             .route("/inspect/conversations/{id}/live", get(live::events))
+            .route("/inspect/live", get(live::list_events))
             .route("/inspect/modules", get(pages::modules))
             .route("/inspect/health", get(pages::health))
             .route_layer(axum::middleware::from_fn_with_state(

@@ -1,5 +1,6 @@
-//! `/inspect/conversations/{id}/live`: a conversation's new turns and status changes as
-//! Server-Sent Events, fed by the hub's own writes ([`Hub::subscribe`]).
+//! Server-Sent Events fed by the hub's own writes ([`Hub::subscribe`]):
+//! `/inspect/conversations/{id}/live`, a conversation's new turns and status changes, and
+//! `/inspect/live`, every visible conversation's changes for the list.
 //!
 //! Events: `turn` (a [`TurnRow`] as JSON), `status` (a [`StateView`]), and `reload` when
 //! the stream fell too far behind to be trusted (the page then reloads itself). The page
@@ -25,7 +26,7 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 use crate::{
     auth::Reader,
     pages::visible,
-    view::{StateView, TurnRow},
+    view::{ConversationRow, StateView, TurnRow},
     InspectorError, Shared,
 };
 
@@ -125,4 +126,44 @@ fn json_event(name: &str, value: &impl serde::Serialize) -> Option<Event> {
     serde_json::to_string(value)
         .ok()
         .map(|data| Event::default().event(name).data(data))
+}
+
+/// A conversation in the list's stream: its row, and whether it was just opened.
+#[derive(serde::Serialize)]
+struct ListChange {
+    #[serde(flatten)]
+    row: ConversationRow,
+    opened: bool,
+}
+
+/// The list's stream: a `conversation` event (a row, and `opened`) for each change of a
+/// conversation the reader may see; `reload` when it fell behind.
+pub(crate) async fn list_events(
+    State(shared): State<Arc<Shared>>,
+    Extension(reader): Extension<Reader>,
+) -> Response {
+    let events = shared.hub.subscribe();
+    let stream = stream::unfold((events, reader), |(mut events, reader)| async move {
+        loop {
+            let event = match events.recv().await {
+                Ok(event) if reader.may_see(event.conversation()) => {
+                    let change = ListChange {
+                        row: ConversationRow::of(event.conversation()),
+                        opened: matches!(event, HubEvent::Opened { .. }),
+                    };
+                    match json_event("conversation", &change) {
+                        Some(event) => event,
+                        None => continue,
+                    }
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => Event::default().event("reload").data("lagged"),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((Ok::<_, Infallible>(event), (events, reader)));
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }

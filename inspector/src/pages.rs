@@ -194,7 +194,6 @@ pub(crate) async fn conversation(
         ended: conversation.ended_at().map(time),
         idle_timeout: duration(conversation.idle_timeout()),
         max_turns: conversation.max_turns(),
-        context: pretty(&serde_json::Value::Object(conversation.context().clone())),
         metadata: pretty(&serde_json::Value::Object(conversation.metadata().clone())),
         rows,
         first,
@@ -396,6 +395,10 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Response {
         ),
         "live.js" => (
             include_str!("../assets/live.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "list.js" => (
+            include_str!("../assets/list.js"),
             "text/javascript; charset=utf-8",
         ),
         _ => return StatusCode::NOT_FOUND.into_response(),

@@ -66,7 +66,9 @@ pub(crate) struct Filters {
     pub(crate) since: String,
 }
 
-/// One conversation in the list.
+/// One conversation in the list: on the page, and in the list's live `conversation`
+/// events.
+#[derive(Serialize)]
 pub(crate) struct ConversationRow {
     pub(crate) id: String,
     pub(crate) status: &'static str,
@@ -104,7 +106,6 @@ pub(crate) struct ConversationPage {
     pub(crate) ended: Option<String>,
     pub(crate) idle_timeout: String,
     pub(crate) max_turns: Option<u64>,
-    pub(crate) context: String,
     pub(crate) metadata: String,
     pub(crate) rows: Vec<TurnRow>,
     /// The first turn shown (transcripts are shown a page at a time).
@@ -119,25 +120,18 @@ pub(crate) struct ConversationPage {
 }
 
 /// What changes as a conversation goes on: on the page, and in the live stream's
-/// `status` events.
+/// `status` events (its row, as the list shows it, and its context).
 #[derive(Serialize)]
 pub(crate) struct StateView {
-    pub(crate) id: String,
-    pub(crate) status: &'static str,
-    pub(crate) reason: Option<String>,
-    pub(crate) turns: u64,
-    pub(crate) last_activity: String,
+    #[serde(flatten)]
+    pub(crate) row: ConversationRow,
     pub(crate) context: String,
 }
 
 impl StateView {
     pub(crate) fn of(conversation: &Conversation) -> Self {
         Self {
-            id: conversation.id().to_string(),
-            status: conversation.status().kind().as_str(),
-            reason: failure(conversation.status()),
-            turns: conversation.turn_count(),
-            last_activity: time(conversation.last_activity()),
+            row: ConversationRow::of(conversation),
             context: pretty(&Value::Object(conversation.context().clone())),
         }
     }

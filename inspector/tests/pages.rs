@@ -236,3 +236,51 @@ async fn the_live_stream_carries_new_turns_and_the_end() {
     assert!(text.contains(r#""reply_to":3"#));
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lists_stream_carries_only_the_readers_conversations() {
+    let options = InspectorOptions::new().token("t-other", "other".parse().unwrap());
+    let (hub, base) = serve(options).await;
+    let mut stream = client()
+        .get(format!("{base}/inspect/live"))
+        .bearer_auth("t-other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let theirs = hub
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    theirs.end().await.unwrap();
+    let mine = hub
+        .start_conversation(ConversationSpec::between("client", "other").unwrap())
+        .await
+        .unwrap();
+    mine.end().await.unwrap();
+    let mut text = String::new();
+    while !text.contains("\"status\":\"completed\"") {
+        let chunk = stream.chunk().await.unwrap().expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let events: Vec<serde_json::Value> = text
+        .split("event: conversation\ndata: ")
+        .skip(1)
+        .map(|event| serde_json::from_str(event.lines().next().unwrap()).unwrap())
+        .collect();
+    // Opened, its handshake concluded, ended: every one about the reader's conversation.
+    assert!(events.len() >= 2, "{text}");
+    assert!(
+        events.iter().all(|e| e["id"] == mine.id().to_string()),
+        "{text}"
+    );
+    assert_eq!(events[0]["opened"], true);
+    assert_eq!(events[0]["status"], "active");
+    assert_eq!(events.last().unwrap()["status"], "completed");
+    assert_eq!(events.last().unwrap()["opened"], false);
+    assert!(
+        !text.contains(&theirs.id().to_string()),
+        "another's conversation is not streamed"
+    );
+    hub.shutdown().await;
+}

@@ -101,6 +101,30 @@ pub(crate) fn serve_with(
     (server, ready, base)
 }
 
+/// An A2A `SendMessage` of `text` with message id `id` to `endpoint` (in the conversation
+/// `context`, or a new one); returns the JSON-RPC answer.
+pub(crate) async fn send_text(
+    http: &reqwest::Client,
+    endpoint: &str,
+    id: &str,
+    text: &str,
+    context: Option<&str>,
+) -> Value {
+    let mut message =
+        serde_json::json!({"messageId": id, "role": "ROLE_USER", "parts": [{"text": text}]});
+    if let Some(context) = context {
+        message["contextId"] = serde_json::json!(context);
+    }
+    http.post(endpoint)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Acknowledged messages: complete lines of the ack log.
 pub(crate) fn acknowledged(log: &Path) -> Vec<(ConversationId, u64, MessageId)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
