@@ -253,6 +253,16 @@ async fn the_inspector_in_a_browser() {
         .await
         .unwrap()
         .is_empty());
+    // The shared state's history: the end is one of its changes.
+    let mut changes = String::new();
+    for row in page.find_all(Locator::Css("tr.change")).await.unwrap() {
+        changes.push_str(&row.text().await.unwrap());
+    }
+    assert!(
+        changes.contains("status failed: validator rejected the record"),
+        "{changes}"
+    );
+    assert!(changes.contains("phase termination"), "{changes}");
     browser.screenshot("inspector-conversation.png").await;
 
     // Live: a conversation with echo, opened in the browser, continued through the API.

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    context::merge_patch, ConversationId, CoreError, Draft, Message, MessageId, ModuleName,
-    Timestamp,
+    change::{diff, Baseline, StateChange},
+    context::merge_patch,
+    ConversationId, CoreError, Draft, Message, MessageId, ModuleName, Timestamp,
 };
 
 /// Where a conversation stands. Only `Active` accepts turns; the last three are terminal.
@@ -193,10 +194,33 @@ pub struct ConversationParts {
 /// assert!(conv.expired(t0.saturating_add(Duration::from_secs(300))));
 /// # Ok::<(), CoreError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "ConversationParts", into = "ConversationParts")]
 pub struct Conversation {
     parts: ConversationParts,
+    /// The shared state as last stored, read, or (before the first write) created.
+    stored: Baseline,
+    /// Never written yet: its first write (the creation) stores its whole state.
+    fresh: bool,
+    /// The change the next write stores (see [`Conversation::state_change`]).
+    sealed: Option<StateChange>,
+}
+
+/// Two conversations are equal when their states are: what each remembers of its last
+/// write is bookkeeping, not state.
+impl PartialEq for Conversation {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts == other.parts
+    }
+}
+
+/// The state, as [`PartialEq`] compares it.
+impl fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conversation")
+            .field("parts", &self.parts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Conversation {
@@ -214,25 +238,23 @@ impl Conversation {
         if idle_timeout.is_zero() {
             return Err(CoreError::ZeroIdleTimeout);
         }
-        Ok(Self {
-            parts: ConversationParts {
-                id,
-                participants: participants.into(),
-                status: Status::Active,
-                phase: Phase::Handshake,
-                intent,
-                turn_count: 0,
-                started_at: now,
-                last_activity: now,
-                ended_at: None,
-                idle_timeout_ms: crate::time::duration_millis(idle_timeout),
-                max_turns: None,
-                context: Arc::default(),
-                metadata: Arc::default(),
-                version: 0,
-                busy_until: None,
-            },
-        })
+        Ok(Self::created(ConversationParts {
+            id,
+            participants: participants.into(),
+            status: Status::Active,
+            phase: Phase::Handshake,
+            intent,
+            turn_count: 0,
+            started_at: now,
+            last_activity: now,
+            ended_at: None,
+            idle_timeout_ms: crate::time::duration_millis(idle_timeout),
+            max_turns: None,
+            context: Arc::default(),
+            metadata: Arc::default(),
+            version: 0,
+            busy_until: None,
+        }))
     }
 
     /// Limits the conversation to `max_turns` turns (clamped to `i64::MAX`, so that every
@@ -245,6 +267,9 @@ impl Conversation {
     /// Sets the initial shared context.
     pub fn with_context(mut self, context: Map<String, Value>) -> Self {
         self.parts.context = Arc::new(context);
+        if self.fresh {
+            self.stored = Baseline::of(&self.parts);
+        }
         self
     }
 
@@ -283,7 +308,23 @@ impl Conversation {
                 parts.status, parts.ended_at
             ));
         }
-        Ok(Self { parts })
+        // Read from a store: this is the state it holds.
+        Ok(Self {
+            stored: Baseline::of(&parts),
+            fresh: false,
+            sealed: None,
+            parts,
+        })
+    }
+
+    /// A conversation about to be created with `parts`.
+    fn created(parts: ConversationParts) -> Self {
+        Self {
+            stored: Baseline::of(&parts),
+            fresh: true,
+            sealed: None,
+            parts,
+        }
     }
 
     /// The plain fields.
@@ -400,8 +441,40 @@ impl Conversation {
     /// state read from (or last written to) a store; a store refuses a write whose version
     /// is not the stored one plus one, so a stale writer gets a conflict, never a silent
     /// overwrite.
+    ///
+    /// It also seals what the shared state changed since the last write (or read), as the
+    /// new version's [`state_change`](Self::state_change).
     pub fn bump_version(&mut self) {
         self.parts.version = self.parts.version.saturating_add(1);
+        self.sealed = diff(Some(&self.stored), &self.parts);
+        self.stored = Baseline::of(&self.parts);
+        self.fresh = false;
+    }
+
+    /// This state as a store holds it once written: equal to `self`, with nothing left to
+    /// record (what [`from_parts`](Self::from_parts) of its parts would give, without the
+    /// checks). For stores that keep conversations in memory.
+    pub fn stored_copy(&self) -> Self {
+        Self {
+            stored: Baseline::of(&self.parts),
+            fresh: false,
+            sealed: None,
+            parts: self.parts.clone(),
+        }
+    }
+
+    /// What the write of this state changes in the shared state (context, participants,
+    /// phase, status), for a store to keep with the write: the whole state for a
+    /// conversation never stored (its creation), the difference sealed by
+    /// [`bump_version`](Self::bump_version) otherwise, `None` when nothing shared changed.
+    pub fn state_change(&self) -> Option<StateChange> {
+        if self.fresh {
+            return diff(None, &self.parts);
+        }
+        self.sealed
+            .as_ref()
+            .filter(|change| change.version == self.parts.version)
+            .cloned()
     }
 
     /// While a turn is in progress, the latest time its reply can arrive.

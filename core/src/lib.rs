@@ -63,6 +63,7 @@ macro_rules! named_enum {
     };
 }
 
+mod change;
 mod content;
 mod context;
 mod conversation;
@@ -75,6 +76,7 @@ mod schema;
 mod time;
 mod turn;
 
+pub use change::StateChange;
 pub use content::{check_content, check_object};
 pub use context::{json_depth_exceeds, merge_patch, MAX_JSON_DEPTH};
 pub use conversation::{

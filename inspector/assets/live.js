@@ -41,7 +41,51 @@
     tr.appendChild(content);
     return tr;
   };
-  const events = new EventSource(`/inspect/conversations/${encodeURIComponent(id)}/live?after=${last}`);
+  const version = Number(body.dataset.version || "0");
+  const change = (c) => {
+    const tr = document.createElement("tr");
+    tr.id = `change-${c.version}`;
+    tr.className = "change fresh";
+    tr.appendChild(cell("", "number"));
+    tr.appendChild(cell(c.time, "time"));
+    const label = cell();
+    label.colSpan = 3;
+    const span = document.createElement("span");
+    span.className = "kind";
+    span.textContent = "state change";
+    label.appendChild(span);
+    tr.appendChild(label);
+    const what = cell();
+    const list = document.createElement("ul");
+    list.className = "change-items";
+    for (const item of c.items) {
+      const li = document.createElement("li");
+      li.textContent = item;
+      list.appendChild(li);
+    }
+    what.appendChild(list);
+    if (c.context !== null && c.context !== undefined) {
+      const details = document.createElement("details");
+      const summary = document.createElement("summary");
+      summary.textContent = "context after";
+      const pre = document.createElement("pre");
+      pre.className = "content";
+      pre.textContent = c.context;
+      details.appendChild(summary);
+      details.appendChild(pre);
+      what.appendChild(details);
+    }
+    tr.appendChild(what);
+    return tr;
+  };
+  const events = new EventSource(
+    `/inspect/conversations/${encodeURIComponent(id)}/live?after=${last}&version=${version}`,
+  );
+  events.addEventListener("change", (e) => {
+    const c = JSON.parse(e.data);
+    if (document.getElementById(`change-${c.version}`)) return;
+    rows.appendChild(change(c));
+  });
   events.addEventListener("turn", (e) => {
     const t = JSON.parse(e.data);
     if (t.turn <= last) return;

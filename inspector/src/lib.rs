@@ -10,7 +10,9 @@
 //!   (`/inspect/live`);
 //! - `/inspect/conversations/{id}`: one conversation: its state, why it ended, its
 //!   transcript turn by turn (source -> target, kind, time, the turn it answers, content as
-//!   indented JSON), control turns (handshake, transfers) marked, and its shared context;
+//!   indented JSON), control turns marked, and after the turn each came with, every change
+//!   of the shared state (the store's `state_changes`: what a patch changed and the context
+//!   after it, the handshake's phase, transfers, the end and its reason);
 //!   new turns and status changes appear as they are stored (Server-Sent Events from
 //!   `/inspect/conversations/{id}/live`, fed by [`Hub::subscribe`]);
 //! - `/inspect/modules`: modules with their capabilities and schemas, and the hubs hosting
@@ -35,8 +37,6 @@
 //!   transcript, one stylesheet, embedded in the crate.
 //! - **No other hubs' live turns.** The live transcript shows what this hub stores; on a
 //!   database several hubs share, a turn stored through another hub appears on reload.
-//! - **No context history.** The store keeps a conversation's current context, not each
-//!   turn's patch, so the page shows the context as it stands.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,7 +2,8 @@
 //! `/inspect/conversations/{id}/live`, a conversation's new turns and status changes, and
 //! `/inspect/live`, every visible conversation's changes for the list.
 //!
-//! Events: `turn` (a [`TurnRow`] as JSON), `status` (a [`StateView`]), and `reload` when
+//! Events: `turn` (a [`TurnRow`] as JSON), `change` (a change of the shared state, a
+//! `ChangeRow`), `status` (a [`StateView`]), and `reload` when
 //! the stream fell too far behind to be trusted (the page then reloads itself). The page
 //! says which turn it shows last (`?after=`); turns stored between the page's render and the
 //! stream's start are read from the store first, so none is missed or shown twice.
@@ -26,15 +27,17 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 use crate::{
     auth::Reader,
     pages::visible,
-    view::{ConversationRow, StateView, TurnRow},
+    view::{ConversationRow, SharedState, StateView, TurnRow},
     InspectorError, Shared,
 };
 
-/// The last turn the page shows.
+/// The last turn the page shows, and the version of the conversation it showed.
 #[derive(serde::Deserialize)]
 pub(crate) struct After {
     #[serde(default)]
     after: u64,
+    #[serde(default)]
+    version: u64,
 }
 
 /// The stream of one conversation.
@@ -42,7 +45,7 @@ pub(crate) async fn events(
     State(shared): State<Arc<Shared>>,
     Extension(reader): Extension<Reader>,
     Path(id): Path<String>,
-    Query(After { after }): Query<After>,
+    Query(After { after, version }): Query<After>,
 ) -> Result<Response, InspectorError> {
     // Subscribed before reading, so that nothing stored in between is lost.
     let events = shared.hub.subscribe();
@@ -61,11 +64,24 @@ pub(crate) async fn events(
         .iter()
         .filter_map(|m| json_event("turn", &TurnRow::of(m, &turns)))
         .collect();
+    // The shared state followed from its first change; those after the page's version are
+    // sent (after the turns they came with: the page places them).
+    let mut shared_state = SharedState::default();
+    let mut last_version = version;
+    for change in shared.hub.reader().state_changes(conversation.id()).await? {
+        let row = shared_state.follow(&change);
+        if change.version > version {
+            first.extend(json_event("change", &row));
+            last_version = change.version;
+        }
+    }
     first.extend(json_event("status", &StateView::of(&conversation)));
     let state = Live {
         id: conversation.id(),
         events,
         last_turn: conversation.turn_count().max(after),
+        last_version,
+        shared_state,
         known: turns,
         queued: first,
     };
@@ -80,6 +96,9 @@ struct Live {
     events: Receiver<HubEvent>,
     /// The last turn sent: later events of earlier turns are not sent again.
     last_turn: u64,
+    /// The version of the last state change sent, and the shared state it left.
+    last_version: u64,
+    shared_state: SharedState,
     /// Message ids sent, with their turns, to name the turn a reply answers.
     known: HashMap<colloquy_runtime::MessageId, u64>,
     queued: Vec<Event>,
@@ -114,6 +133,13 @@ impl Live {
                     self.queued
                         .extend(json_event("turn", &TurnRow::of(message, &self.known)));
                 }
+            }
+        }
+        if let Some(change) = event.conversation().state_change() {
+            if change.version > self.last_version {
+                self.last_version = change.version;
+                let row = self.shared_state.follow(&change);
+                self.queued.extend(json_event("change", &row));
             }
         }
         self.queued

@@ -23,8 +23,8 @@ use crate::{
     auth::Reader,
     view::{
         bars, duration, pretty, time, Choice, ConversationPage, ConversationRow, Filters,
-        HealthPage, HubRow, ListPage, ModuleActivityRow, ModuleRow, ModulesPage, StateView,
-        TurnRow,
+        HealthPage, HubRow, ListPage, ModuleActivityRow, ModuleRow, ModulesPage, SharedState,
+        StateView, TurnRow,
     },
     InspectorError, Shared,
 };
@@ -179,6 +179,19 @@ pub(crate) async fn conversation(
         .filter(|m| m.turn >= first)
         .map(|m| TurnRow::of(m, &turns))
         .collect();
+    // The shared state's history, said change by change; those of this page's turns shown
+    // (the creation's and the handshake's, at turn 0, on the first page).
+    let mut shared_state = SharedState::default();
+    let lowest = if first == 1 { 0 } else { first };
+    let changes = shared
+        .hub
+        .reader()
+        .state_changes(conversation.id())
+        .await?
+        .iter()
+        .map(|change| shared_state.follow(change))
+        .filter(|row| (lowest..=last).contains(&row.turn))
+        .collect();
     render(&ConversationPage {
         state: StateView::of(&conversation),
         phase: conversation.phase().as_str(),
@@ -196,6 +209,8 @@ pub(crate) async fn conversation(
         max_turns: conversation.max_turns(),
         metadata: pretty(&serde_json::Value::Object(conversation.metadata().clone())),
         rows,
+        changes,
+        version: conversation.version(),
         first,
         last,
         previous_page: (first > 1).then(|| first.saturating_sub(TRANSCRIPT_PAGE).max(1)),

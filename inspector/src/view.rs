@@ -4,9 +4,11 @@
 use std::{collections::HashMap, time::Duration};
 
 use askama::Template;
-use colloquy_runtime::{Conversation, Message, MessageId, MessageKind, Status, Timestamp};
+use colloquy_runtime::{
+    Conversation, Message, MessageId, MessageKind, ModuleName, StateChange, Status, Timestamp,
+};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A page that could not be shown.
 #[derive(Template)]
@@ -108,6 +110,11 @@ pub(crate) struct ConversationPage {
     pub(crate) max_turns: Option<u64>,
     pub(crate) metadata: String,
     pub(crate) rows: Vec<TurnRow>,
+    /// The changes of the shared state, by the turn they came with.
+    pub(crate) changes: Vec<ChangeRow>,
+    /// The conversation's version when the page was read (the live stream sends the
+    /// changes after it).
+    pub(crate) version: u64,
     /// The first turn shown (transcripts are shown a page at a time).
     pub(crate) first: u64,
     /// The last turn shown.
@@ -289,4 +296,99 @@ fn participants(conversation: &Conversation) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A change of the shared state: on the page (after the turn it came with), and in the
+/// live stream's `change` events.
+#[derive(Serialize)]
+pub(crate) struct ChangeRow {
+    pub(crate) version: u64,
+    pub(crate) turn: u64,
+    pub(crate) time: String,
+    /// What changed, one line each (`context +found = 7`, `transfer beta -> gamma`, ...).
+    pub(crate) items: Vec<String>,
+    /// The context after the change, when it changed (indented JSON).
+    pub(crate) context: Option<String>,
+}
+
+/// The shared state as a reader follows it from change to change.
+#[derive(Default, Clone)]
+pub(crate) struct SharedState {
+    context: Map<String, Value>,
+    participants: Vec<ModuleName>,
+}
+
+impl SharedState {
+    /// `change` as a row, said against this state; then the state moves on.
+    pub(crate) fn follow(&mut self, change: &StateChange) -> ChangeRow {
+        let mut items = Vec::new();
+        if let Some(status) = &change.status {
+            items.push(match status {
+                Status::Failed { reason } => format!("status failed: {reason}"),
+                other => format!("status {}", other.kind().as_str()),
+            });
+        }
+        if let Some(phase) = change.phase {
+            items.push(format!("phase {}", phase.as_str()));
+        }
+        if let Some(participants) = &change.participants {
+            let gone: Vec<_> = self
+                .participants
+                .iter()
+                .filter(|p| !participants.contains(p))
+                .collect();
+            let new: Vec<_> = participants
+                .iter()
+                .filter(|p| !self.participants.contains(p))
+                .collect();
+            items.push(match (gone.as_slice(), new.as_slice()) {
+                ([from], [to]) if !self.participants.is_empty() => {
+                    format!("transfer {from} -> {to}")
+                }
+                _ => format!("participants {}", join(participants)),
+            });
+            self.participants = participants.clone();
+        }
+        let mut context = None;
+        if let Some(after) = &change.context {
+            for (key, value) in after {
+                match self.context.get(key) {
+                    None => items.push(format!("context +{key} = {}", short(value))),
+                    Some(before) if before != value => {
+                        items.push(format!("context ~{key} = {}", short(value)));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for key in self.context.keys().filter(|k| !after.contains_key(*k)) {
+                items.push(format!("context -{key}"));
+            }
+            context = Some(pretty(&Value::Object(after.clone())));
+            self.context = after.clone();
+        }
+        ChangeRow {
+            version: change.version,
+            turn: change.turn,
+            time: time(change.at),
+            items,
+            context,
+        }
+    }
+}
+
+fn join(names: &[ModuleName]) -> String {
+    names
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A value on one line, cut to 80 characters.
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }

@@ -23,6 +23,10 @@ async fn serve(options: InspectorOptions) -> (Hub, String) {
     (hub, base)
 }
 
+fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    value.as_object().unwrap().clone()
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -48,9 +52,31 @@ async fn a_transcript_shows_every_turn_with_hostile_content_as_text() {
         .await
         .unwrap();
     conversation.send("second").await.unwrap();
+    conversation
+        .patch_context(object(serde_json::json!({"found": 7})))
+        .await
+        .unwrap();
+    conversation
+        .transfer("server".parse().unwrap(), "other".parse().unwrap())
+        .await
+        .unwrap();
     let id = conversation.id();
     let (status, html) = page(&client(), &format!("{base}/inspect/conversations/{id}")).await;
     assert_eq!(status, 200, "{html}");
+    // The shared state's history: the creation, the handshake, the patch, the transfer,
+    // each after the turn it came with.
+    assert!(html.contains("<li>phase execution</li>"), "{html}");
+    assert!(html.contains("<li>context +found = 7</li>"), "{html}");
+    assert!(
+        html.contains("<li>transfer server -&gt; other</li>")
+            || html.contains("<li>transfer server -&#62; other</li>"),
+        "{html}"
+    );
+    let after_turn_4 = html.split(r#"id="turn-4""#).nth(1).unwrap();
+    assert!(
+        after_turn_4.contains("context +found = 7"),
+        "the patch follows turn 4"
+    );
     assert!(html.contains(r#"id="turn-4""#), "four turns shown");
     assert!(
         html.contains(r##"<a href="#turn-3">turn 3</a>"##),
@@ -213,6 +239,10 @@ async fn the_live_stream_carries_new_turns_and_the_end() {
     );
     let sent = tokio::spawn(async move {
         conversation.send("<i>live</i>").await.unwrap();
+        conversation
+            .patch_context(object(serde_json::json!({"seen": true})))
+            .await
+            .unwrap();
         conversation.end().await.unwrap();
     });
     let mut text = String::new();
@@ -234,6 +264,15 @@ async fn the_live_stream_carries_new_turns_and_the_end() {
     assert_eq!(turns, [2, 3, 4], "each turn once, in order");
     assert!(text.contains(r#""content":"\"<i>live</i>\"""#), "{text}");
     assert!(text.contains(r#""reply_to":3"#));
+    assert!(text.contains("event: change\n"), "{text}");
+    assert!(
+        text.contains(r#""items":["context +seen = true"]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""items":["status completed","phase termination"]"#),
+        "{text}"
+    );
     hub.shutdown().await;
 }
 

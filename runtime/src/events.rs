@@ -143,6 +143,13 @@ impl ConversationStore for ObservedStore {
         Ok(())
     }
 
+    async fn state_changes(
+        &self,
+        id: ConversationId,
+    ) -> Result<Vec<colloquy_core::StateChange>, StoreError> {
+        self.inner.state_changes(id).await
+    }
+
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
         self.inner.conversation(id).await
     }

@@ -69,8 +69,8 @@ pub use events::HubEvent;
 pub use async_trait::async_trait;
 pub use colloquy_core::{
     Capability, Conversation, ConversationId, CoreError, HandshakeOutcome, Intent, Message,
-    MessageId, MessageKind, ModuleInfo, ModuleName, Phase, Status, StatusKind, Timestamp,
-    MAX_NAME_LEN,
+    MessageId, MessageKind, ModuleInfo, ModuleName, Phase, StateChange, Status, StatusKind,
+    Timestamp, MAX_NAME_LEN,
 };
 pub use colloquy_registry::{
     ConversationView, Delivery, History, Invitation, Module, ModuleError, Registration,

@@ -41,6 +41,15 @@ impl StoreReader {
         self.0.conversation(id).await
     }
 
+    /// What each write changed in a conversation's shared state, in version order (see
+    /// [`ConversationStore::state_changes`](colloquy_storage::ConversationStore::state_changes)).
+    pub async fn state_changes(
+        &self,
+        id: ConversationId,
+    ) -> Result<Vec<colloquy_core::StateChange>, StoreError> {
+        self.0.state_changes(id).await
+    }
+
     /// Messages of a conversation in ascending turn order.
     pub async fn messages(
         &self,

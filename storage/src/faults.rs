@@ -240,6 +240,14 @@ impl<S: ConversationStore> ConversationStore for FaultyStore<S> {
         self.faults.after_write()
     }
 
+    async fn state_changes(
+        &self,
+        id: ConversationId,
+    ) -> Result<Vec<colloquy_core::StateChange>, StoreError> {
+        self.faults.before(false).await?;
+        self.inner.state_changes(id).await
+    }
+
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
         self.faults.before(false).await?;
         self.inner.conversation(id).await

@@ -13,7 +13,8 @@ use std::{
 
 use async_trait::async_trait;
 use colloquy_core::{
-    Conversation, ConversationId, Message, MessageId, ModuleInfo, ModuleName, Timestamp,
+    Conversation, ConversationId, Message, MessageId, ModuleInfo, ModuleName, StateChange,
+    Timestamp,
 };
 
 use crate::{
@@ -76,6 +77,8 @@ struct Entry {
     conversation: Conversation,
     /// `messages[i].turn == i + 1`; shared with the router, which made them.
     messages: Vec<Arc<Message>>,
+    /// What each write changed in the shared state, in version order.
+    changes: Vec<StateChange>,
 }
 
 impl Entry {
@@ -158,7 +161,8 @@ impl Inner {
     ) -> Result<AppendOutcome, StoreError> {
         let id = conversation.id();
         // Copy outside the lock, so concurrent appends wait only for the bookkeeping.
-        let state_copy = conversation.clone();
+        let state_copy = conversation.stored_copy();
+        let change = conversation.state_change();
         let mut shard = write(self.shard(id));
         let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
         let stored_turns = entry.messages.len() as u64;
@@ -183,6 +187,7 @@ impl Inner {
         if inserted > 0 {
             replaced = Some(std::mem::replace(&mut entry.conversation, state_copy));
             entry.messages.extend(messages[first_new..].iter().cloned());
+            entry.changes.extend(change);
         }
         // The previous state is freed after the lock is released.
         drop(shard);
@@ -263,8 +268,9 @@ impl ConversationStore for MemoryStore {
         check_create(conversation)?;
         let id = conversation.id();
         let entry = Entry {
-            conversation: conversation.clone(),
+            conversation: conversation.stored_copy(),
             messages: Vec::new(),
+            changes: conversation.state_change().into_iter().collect(),
         };
         {
             let mut shard = write(self.inner.shard(id));
@@ -302,12 +308,14 @@ impl ConversationStore for MemoryStore {
         self.inner.refuse_if_closed()?;
         check_state(conversation)?;
         let id = conversation.id();
-        let copy = conversation.clone();
+        let copy = conversation.stored_copy();
+        let change = conversation.state_change();
         let mut shard = write(self.inner.shard(id));
         let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
         check_update(id, conversation.turn_count(), entry.messages.len() as u64)?;
         check_write(id, conversation.version(), entry.stored())?;
         let replaced = std::mem::replace(&mut entry.conversation, copy);
+        entry.changes.extend(change);
         drop(shard);
         if replaced.started_at() != conversation.started_at() {
             let mut by_start = write(&self.inner.by_start);
@@ -315,6 +323,12 @@ impl ConversationStore for MemoryStore {
             by_start.insert((conversation.started_at(), id));
         }
         Ok(())
+    }
+
+    async fn state_changes(&self, id: ConversationId) -> Result<Vec<StateChange>, StoreError> {
+        let shard = read(self.inner.shard(id));
+        let entry = shard.get(&id).ok_or_else(|| not_found(id))?;
+        Ok(entry.changes.clone())
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {

@@ -4,7 +4,8 @@ use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use colloquy_core::{
-    Conversation, ConversationId, Message, ModuleInfo, ModuleName, StatusKind, Timestamp,
+    Conversation, ConversationId, Message, ModuleInfo, ModuleName, StateChange, StatusKind,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,14 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Errors: [`StoreError::NotFound`]; [`StoreError::Conflict`] if the stored turn count
     /// differs (the given state is stale or ahead of the stored messages).
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError>;
+
+    /// What each write of a conversation changed in its shared state (context,
+    /// participants, phase, status), in version order: the whole state at its creation,
+    /// then one entry per write that changed any of them ([`Conversation::state_change`],
+    /// stored in the same transaction as the write; a retried write stores it once).
+    ///
+    /// Errors: [`StoreError::NotFound`] if the conversation is not stored.
+    async fn state_changes(&self, id: ConversationId) -> Result<Vec<StateChange>, StoreError>;
 
     /// The stored state of a conversation, or `None`.
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError>;
@@ -483,6 +492,10 @@ impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
         (**self).update(conversation).await
     }
+    async fn state_changes(&self, id: ConversationId) -> Result<Vec<StateChange>, StoreError> {
+        (**self).state_changes(id).await
+    }
+
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
         (**self).conversation(id).await
     }

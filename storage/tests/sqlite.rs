@@ -560,6 +560,7 @@ async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
         .execute_batch(
             "ALTER TABLE conversations DROP COLUMN version; \
              ALTER TABLE conversations DROP COLUMN busy_until; \
+             DROP TABLE state_changes; \
              PRAGMA user_version = 1;",
         )
         .unwrap();

@@ -461,6 +461,12 @@ impl PostgresStore {
             if written != 1 {
                 return Err(StoreError::NotFound { conversation: id });
             }
+            if let Some(change) = &state.change {
+                let version = int(conversation.version());
+                tx.execute(LOCKED_CHANGE, &[&state.id, &version, change])
+                    .await
+                    .map_err(self.err())?;
+            }
             let mut values: Vec<&(dyn ToSql + Sync)> = vec![&state.id];
             values.extend_from_slice(&columns.values());
             tx.execute(LOCKED_INSERT.as_str(), &values)
@@ -497,6 +503,7 @@ impl PostgresStore {
             values.push(&previous_turns);
             values.push(&writer_id);
             values.push(&writer_epoch);
+            values.push(&state.change);
             let statement = client
                 .prepare_cached(FAST_APPEND.as_str())
                 .await
@@ -527,11 +534,22 @@ const INSERT_MESSAGES: &str = "INSERT INTO messages \
 /// update feeding the messages' insert, fenced, at the stored turn count `$25`.
 static FAST_APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH updated AS ({}) {INSERT_MESSAGES} FROM updated, {}",
+        "WITH updated AS ({}), {} {INSERT_MESSAGES} FROM updated, {}",
         update_sql(26, &format!("AND turn_count = $25 {NOT_FENCED_26}")),
+        record_change(28),
         unnest_messages(17),
     )
 });
+
+/// A CTE that records the write's state change (`$change`, `NULL` for none) for the row
+/// `updated` returned: part of the write's own statement.
+fn record_change(change: usize) -> String {
+    format!(
+        "recorded AS (INSERT INTO state_changes (conversation_id, version, change) \
+         SELECT updated.id, $15, ${change}::jsonb FROM updated WHERE ${change}::jsonb IS NOT NULL \
+         ON CONFLICT DO NOTHING)"
+    )
+}
 
 /// The locked append's update (its conditions were checked under the row lock); the
 /// writer is `$17` and `$18`.
@@ -541,9 +559,19 @@ static LOCKED_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
 static LOCKED_INSERT: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("{INSERT_MESSAGES} FROM {}", unnest_messages(2)));
 
-/// A state change without new turns: conditional and fenced, at the given turn count.
-static UPDATE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| update_sql(17, &format!("AND turn_count = $7 {NOT_FENCED_17}")));
+/// A state change without new turns: conditional and fenced, at the given turn count;
+/// answers how many rows it updated.
+static UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH updated AS ({}), {} SELECT count(*) FROM updated",
+        update_sql(17, &format!("AND turn_count = $7 {NOT_FENCED_17}")),
+        record_change(19),
+    )
+});
+
+/// The locked append's record of the state change (its row is locked and updated).
+const LOCKED_CHANGE: &str = "INSERT INTO state_changes (conversation_id, version, change) \
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 
 /// The messages as rows, from the eight column arrays numbered from `$first`.
 fn unnest_messages(first: usize) -> String {
@@ -666,15 +694,20 @@ impl ConversationStore for PostgresStore {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
-                "INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES \
+                "WITH updated AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 ON CONFLICT (id) DO NOTHING"
+                 ON CONFLICT (id) DO NOTHING RETURNING id), {} SELECT count(*) FROM updated",
+                record_change(17)
             ))
             .await
             .map_err(self.err())?;
-        let inserted = client
-            .execute(&statement, &state.values())
+        let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
+        values.push(&state.change);
+        let inserted: i64 = client
+            .query_one(&statement, &values)
             .await
+            .map_err(self.err())?
+            .try_get(0)
             .map_err(self.err())?;
         if inserted == 0 {
             return Err(StoreError::AlreadyExists {
@@ -715,9 +748,12 @@ impl ConversationStore for PostgresStore {
         let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
         values.push(&writer_id);
         values.push(&writer_epoch);
-        let updated = client
-            .execute(&statement, &values)
+        values.push(&state.change);
+        let updated: i64 = client
+            .query_one(&statement, &values)
             .await
+            .map_err(self.err())?
+            .try_get(0)
             .map_err(self.err())?;
         if updated == 1 {
             return Ok(());
@@ -736,6 +772,13 @@ impl ConversationStore for PostgresStore {
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
         self.reading(|| self.conversation_once(id)).await
+    }
+
+    async fn state_changes(
+        &self,
+        id: ConversationId,
+    ) -> Result<Vec<colloquy_core::StateChange>, StoreError> {
+        self.reading(|| self.state_changes_once(id)).await
     }
 
     async fn messages(
@@ -820,6 +863,40 @@ impl PostgresStore {
             .map_err(self.err())?
             .map(|row| decode_conversation(&row))
             .transpose()
+    }
+
+    async fn state_changes_once(
+        &self,
+        id: ConversationId,
+    ) -> Result<Vec<colloquy_core::StateChange>, StoreError> {
+        let client = self.client().await?;
+        let uuid = id.as_uuid();
+        // The conversation's row comes along, so that none is told from "no changes".
+        let rows = client
+            .query(
+                "SELECT s.change FROM conversations c \
+                 LEFT JOIN state_changes s ON s.conversation_id = c.id \
+                 WHERE c.id = $1 ORDER BY s.version",
+                &[&uuid],
+            )
+            .await
+            .map_err(self.err())?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound { conversation: id });
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let change: Option<serde_json::Value> = row.try_get(0).map_err(self.err())?;
+            if let Some(change) = change {
+                out.push(
+                    serde_json::from_value(change).map_err(|e| StoreError::Corrupt {
+                        location: format!("a state change of conversation {id}"),
+                        detail: e.to_string(),
+                    })?,
+                );
+            }
+        }
+        Ok(out)
     }
 
     async fn messages_once(

@@ -32,6 +32,8 @@ pub(crate) struct ConvParams {
     participants: Vec<String>,
     context: Value,
     metadata: Value,
+    /// What the write changes in the shared state (`StateChange` as JSON), if anything.
+    pub(crate) change: Option<Value>,
 }
 
 impl ConvParams {
@@ -100,6 +102,14 @@ pub(crate) fn encode_conversation(c: &Conversation) -> Result<ConvParams, StoreE
             .collect(),
         context: Value::Object(Map::clone(&p.context)),
         metadata: Value::Object(Map::clone(&p.metadata)),
+        change: c
+            .state_change()
+            .map(|change| {
+                serde_json::to_value(change).map_err(|e| StoreError::InvalidInput {
+                    reason: format!("the state change cannot be serialized: {e}"),
+                })
+            })
+            .transpose()?,
     })
 }
 

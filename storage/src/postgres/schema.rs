@@ -102,6 +102,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX conversations_busy ON conversations (written_by_id, written_by_epoch)
         WHERE busy_until IS NOT NULL AND ended_at IS NULL;
     "#,
+    // Version 5: what each write changed in a conversation's shared state (context,
+    // participants, phase, status: a `StateChange`), keyed by the version written.
+    r#"
+    CREATE TABLE state_changes (
+        conversation_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        version         bigint NOT NULL,
+        change          jsonb NOT NULL,
+        PRIMARY KEY (conversation_id, version)
+    );
+    "#,
 ];
 
 /// The schema version this build writes and understands.

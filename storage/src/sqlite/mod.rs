@@ -586,6 +586,14 @@ impl ConversationStore for SqliteStore {
             .await
     }
 
+    async fn state_changes(
+        &self,
+        id: ConversationId,
+    ) -> Result<Vec<colloquy_core::StateChange>, StoreError> {
+        self.read(move |conn, site| read::state_changes(conn, site, id))
+            .await
+    }
+
     async fn messages(
         &self,
         id: ConversationId,

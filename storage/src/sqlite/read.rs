@@ -33,6 +33,36 @@ pub(crate) fn conversation(
     }
 }
 
+pub(crate) fn state_changes(
+    conn: &Connection,
+    site: &Site,
+    id: ConversationId,
+) -> Result<Vec<colloquy_core::StateChange>, StoreError> {
+    let err = |e| site.err(e);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT change FROM state_changes WHERE conversation_id = ?1 ORDER BY version",
+        )
+        .map_err(err)?;
+    let mut rows = stmt.query([id.to_string()]).map_err(err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(err)? {
+        let text: String = row.get(0).map_err(err)?;
+        out.push(
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                location: format!("a state change of conversation {id}"),
+                detail: e.to_string(),
+            })?,
+        );
+    }
+    drop(rows);
+    drop(stmt);
+    if out.is_empty() && !exists(conn, site, id)? {
+        return Err(StoreError::NotFound { conversation: id });
+    }
+    Ok(out)
+}
+
 pub(crate) fn messages(
     conn: &Connection,
     site: &Site,

@@ -34,6 +34,8 @@ pub(crate) struct ConvRow {
     pub metadata: String,
     pub version: i64,
     pub busy_until: Option<i64>,
+    /// What the write changes in the shared state, as JSON (`None`: nothing).
+    pub change: Option<String>,
 }
 
 /// A message ready to be written.
@@ -98,6 +100,10 @@ pub(crate) fn encode_state(c: &Conversation, with_context: bool) -> Result<ConvR
         metadata: json_text("metadata", &p.metadata)?,
         version: columns.version,
         busy_until: columns.busy_until,
+        change: c
+            .state_change()
+            .map(|change| json_text("state change", &change))
+            .transpose()?,
     })
 }
 

@@ -69,6 +69,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE conversations ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE conversations ADD COLUMN busy_until INTEGER;
     "#,
+    // Version 3: what each write changed in a conversation's shared state (context,
+    // participants, phase, status: a `StateChange` as JSON), keyed by the version written.
+    r#"
+    CREATE TABLE state_changes (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        version         INTEGER NOT NULL,
+        change          TEXT NOT NULL,  -- JSON of StateChange
+        PRIMARY KEY (conversation_id, version)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

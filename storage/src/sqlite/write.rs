@@ -113,6 +113,7 @@ impl Write for Create {
         }
         insert_conversation(conn, row).map_err(dirty(site))?;
         write_participants(conn, row).map_err(dirty(site))?;
+        record_change(conn, row).map_err(dirty(site))?;
         Ok(())
     }
 }
@@ -188,6 +189,7 @@ impl Write for Append {
             if stored_participants != row.participants {
                 write_participants(conn, row).map_err(dirty(site))?;
             }
+            record_change(conn, row).map_err(dirty(site))?;
         }
         Ok(AppendOutcome {
             inserted: new.len(),
@@ -215,6 +217,7 @@ impl Write for Update {
         if stored_participants != self.row.participants {
             write_participants(conn, &self.row).map_err(dirty(site))?;
         }
+        record_change(conn, &self.row).map_err(dirty(site))?;
         Ok(())
     }
 }
@@ -341,10 +344,30 @@ fn append_fast(
         return Ok(None);
     }
     insert_messages(conn, &row.id, messages).map_err(dirty(site))?;
+    record_change(conn, row).map_err(dirty(site))?;
     Ok(Some(AppendOutcome {
         inserted: messages.len(),
         duplicates: 0,
     }))
+}
+
+/// Records what the write of `row` changed in the shared state, if anything (once per
+/// version: a retried write finds it there).
+fn record_change(conn: &Connection, row: &ConvRow) -> rusqlite::Result<()> {
+    let Some(change) = &row.change else {
+        return Ok(());
+    };
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO state_changes (conversation_id, version, change) \
+         VALUES (:conversation_id, :version, :change)",
+    )?;
+    let values = bind!(insert,
+        ":conversation_id" => row.id,
+        ":version" => row.version,
+        ":change" => change,
+    );
+    insert.execute(values)?;
+    Ok(())
 }
 
 fn insert_messages(

@@ -650,6 +650,98 @@ pub async fn transfer_updates_participant_filter<F: StoreFactory>(f: &F) -> Chec
     Ok(())
 }
 
+/// Each write's change to the shared state is stored with it: the whole state at creation,
+/// then one entry per write that changed the context, participants, phase or status; none
+/// for a write that changed only turns, none twice for a retried write, none for a
+/// refused one.
+pub async fn state_changes_are_stored_with_their_writes<F: StoreFactory>(f: &F) -> CheckResult {
+    let store = f.open().await?;
+    let c = conversation(&["a", "b"], at(0))?;
+    let mut c = c.with_context(object(json!({"goal": "x"})));
+    store.create(&c).await?;
+    let created = store.state_changes(c.id()).await?;
+    ensure_eq!(created.len(), 1, "the creation is recorded");
+    ensure_eq!(created[0].version, 0, "at version 0");
+    ensure_eq!(
+        created[0].context,
+        Some(object(json!({"goal": "x"}))),
+        "with its context"
+    );
+    ensure_eq!(
+        created[0].participants,
+        Some(vec![name("a")?, name("b")?]),
+        "and participants"
+    );
+    ensure_eq!(created[0].status, Some(Status::Active), "and status");
+
+    let plain = talk(&mut c, 2, at(1_000))?;
+    store.append(&c, &plain).await?;
+    ensure_eq!(
+        store.state_changes(c.id()).await?.len(),
+        1,
+        "turns alone change nothing shared"
+    );
+
+    let stale = c.clone();
+    c.apply_context_patch(&object(json!({"goal": null, "found": 7})), at(3_000))?;
+    let patched = talk(&mut c, 1, at(3_000))?;
+    store.append(&c, &patched).await?;
+    store.append(&c, &patched).await?;
+    let changes = store.state_changes(c.id()).await?;
+    ensure_eq!(changes.len(), 2, "the patch is recorded once, retry or not");
+    ensure_eq!(changes[1].version, c.version(), "at the version written");
+    ensure_eq!(changes[1].turn, 3, "with the turn it came with");
+    ensure_eq!(
+        changes[1].context,
+        Some(object(json!({"found": 7}))),
+        "the context after it"
+    );
+
+    let mut refused = stale;
+    refused.apply_context_patch(&object(json!({"lost": true})), at(4_000))?;
+    refused.bump_version();
+    ensure_err!(
+        store.update(&refused).await,
+        StoreError::Conflict { .. },
+        "a stale write"
+    );
+    ensure_eq!(
+        store.state_changes(c.id()).await?.len(),
+        2,
+        "a refused write records nothing"
+    );
+
+    c.transfer(&name("b")?, name("c")?, at(5_000))?;
+    c.fail("gave up", at(5_000))?;
+    c.bump_version();
+    store.update(&c).await?;
+    let changes = store.state_changes(c.id()).await?;
+    ensure_eq!(changes.len(), 3, "the end is recorded");
+    let last = &changes[2];
+    ensure_eq!(
+        last.participants,
+        Some(vec![name("a")?, name("c")?]),
+        "the transfer"
+    );
+    ensure_eq!(
+        last.status,
+        Some(Status::Failed {
+            reason: "gave up".into()
+        }),
+        "the failure"
+    );
+    ensure_eq!(last.phase, Some(Phase::Termination), "the phase");
+    ensure_eq!(last.context, None, "the context did not change");
+
+    let unknown = conversation(&["a", "b"], at(0))?.id();
+    ensure_err!(
+        store.state_changes(unknown).await,
+        StoreError::NotFound { conversation } if conversation == unknown,
+        "changes of an unknown conversation"
+    );
+    Ok(())
+}
+
 /// Creates conversations started at the given offsets (seconds) and ends some of them.
 async fn population(
     store: &impl ConversationStore,

@@ -230,6 +230,7 @@ suite!(
     writes_after_close_are_closed,
     failure_reason_round_trips,
     transfer_updates_participant_filter,
+    state_changes_are_stored_with_their_writes,
     list_filters_by_status,
     list_filters_by_participant,
     list_filters_by_start_range,
