@@ -20,7 +20,7 @@ use axum::{
     },
     Extension,
 };
-use colloquy_runtime::{HubEvent, MessageRange};
+use colloquy_runtime::{ConversationEvent, MessageRange};
 use futures_util::stream;
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 
@@ -93,7 +93,7 @@ pub(crate) async fn events(
 
 struct Live {
     id: colloquy_runtime::ConversationId,
-    events: Receiver<HubEvent>,
+    events: Receiver<ConversationEvent>,
     /// The last turn sent: later events of earlier turns are not sent again.
     last_turn: u64,
     /// The version of the last state change sent, and the shared state it left.
@@ -124,8 +124,8 @@ async fn next_event(mut live: Live) -> Option<(Result<Event, Infallible>, Live)>
 }
 
 impl Live {
-    fn queue(&mut self, event: &HubEvent) {
-        if let HubEvent::Stored { messages, .. } = event {
+    fn queue(&mut self, event: &ConversationEvent) {
+        if let ConversationEvent::Stored { messages, .. } = event {
             for message in messages {
                 self.known.insert(message.id, message.turn);
                 if message.turn > self.last_turn {
@@ -175,7 +175,7 @@ pub(crate) async fn list_events(
                 Ok(event) if reader.may_see(event.conversation()) => {
                     let change = ListChange {
                         row: ConversationRow::of(event.conversation()),
-                        opened: matches!(event, HubEvent::Opened { .. }),
+                        opened: matches!(event, ConversationEvent::Opened { .. }),
                     };
                     match json_event("conversation", &change) {
                         Some(event) => event,

@@ -24,11 +24,13 @@
 mod cache;
 mod clock;
 mod error;
+mod events;
 mod router;
 mod types;
 
 pub use clock::{Clock, IdMinter};
 pub use error::RouteError;
+pub use events::ConversationEvent;
 pub use router::Router;
 pub use types::{
     Change, ConversationSpec, Exchange, Opened, ReapReport, RouteOptions, RouterConfig,

@@ -59,6 +59,8 @@ pub struct Router {
     reaper_wake: std::sync::atomic::AtomicU64,
     /// Wakes the reaper when a conversation's deadline comes before its plan.
     earlier_deadline: Notify,
+    /// Every write that landed, for subscribers (one atomic load per write when none).
+    events: tokio::sync::broadcast::Sender<crate::ConversationEvent>,
 }
 
 impl std::fmt::Debug for Router {
@@ -148,6 +150,23 @@ impl Router {
             reap_cursor: Mutex::new(None),
             reaper_wake: std::sync::atomic::AtomicU64::new(u64::MAX),
             earlier_deadline: Notify::new(),
+            events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFERED).0,
+        }
+    }
+
+    /// Every write this router makes from now on, as it lands: conversations opened, turns
+    /// stored, state changes ([`ConversationEvent`](crate::ConversationEvent)). A subscriber
+    /// that falls more than 1,024 events behind is told so (`RecvError::Lagged`) and should
+    /// read the store again.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::ConversationEvent> {
+        self.events.subscribe()
+    }
+
+    /// Announces the event `make` builds, if anyone listens (built only then).
+    fn announce(&self, make: impl FnOnce() -> crate::ConversationEvent) {
+        if self.events.receiver_count() > 0 {
+            // A send fails only when every receiver left meanwhile: nobody to tell.
+            let _ = self.events.send(make());
         }
     }
 
@@ -188,10 +207,19 @@ impl Router {
         conversation: &Conversation,
         messages: &[Arc<Message>],
     ) -> Result<(), StoreError> {
-        retrying(|| self.db().append_shared(conversation, messages))
+        let outcome = retrying(|| self.db().append_shared(conversation, messages))
             .await
-            .0
-            .map(|_| ())
+            .0?;
+        if outcome.inserted > 0 {
+            self.announce(|| crate::ConversationEvent::Stored {
+                conversation: Arc::new(conversation.clone()),
+                messages: messages
+                    .get(outcome.duplicates..)
+                    .unwrap_or_default()
+                    .to_vec(),
+            });
+        }
+        Ok(())
     }
 
     /// Creates `conversation`, retrying while the store is unavailable; a retry that finds
@@ -199,9 +227,13 @@ impl Router {
     /// for this call), so it succeeds.
     async fn create_durably(&self, conversation: &Conversation) -> Result<(), StoreError> {
         match retrying(|| self.db().create(conversation)).await {
-            (Err(StoreError::AlreadyExists { .. }), retried) if retried => Ok(()),
-            (outcome, _) => outcome,
+            (Err(StoreError::AlreadyExists { .. }), retried) if retried => {}
+            (outcome, _) => outcome?,
         }
+        self.announce(|| crate::ConversationEvent::Opened {
+            conversation: Arc::new(conversation.clone()),
+        });
+        Ok(())
     }
 
     /// Stores `conversation`'s new state, retrying while the store is unavailable; a retry
@@ -211,12 +243,16 @@ impl Router {
         match retrying(|| self.db().update(conversation)).await {
             (Err(conflict @ StoreError::Conflict { .. }), true) => {
                 match self.db().conversation(conversation.id()).await {
-                    Ok(Some(stored)) if stored == *conversation => Ok(()),
-                    _ => Err(conflict),
+                    Ok(Some(stored)) if stored == *conversation => {}
+                    _ => return Err(conflict),
                 }
             }
-            (outcome, _) => outcome,
+            (outcome, _) => outcome?,
         }
+        self.announce(|| crate::ConversationEvent::Changed {
+            conversation: Arc::new(conversation.clone()),
+        });
+        Ok(())
     }
 
     /// Publishes the deadline of a conversation that came into memory or changed outside a

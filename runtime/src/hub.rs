@@ -212,9 +212,7 @@ impl HubBuilder {
             }
             StoreChoice::Custom(store) => store,
         };
-        // Every write that lands is announced to subscribers (Hub::subscribe).
-        let observed = Arc::new(crate::events::ObservedStore::new(store));
-        let store: Arc<dyn ConversationStore> = Arc::clone(&observed) as Arc<dyn ConversationStore>;
+
         let registry = Arc::new(Registry::new());
         let clock = self.clock.unwrap_or_else(Clock::system);
         // On a store several hubs share, modules other hubs host are found too.
@@ -242,7 +240,6 @@ impl HubBuilder {
             member_timeout: self.member_timeout,
             heartbeat: Mutex::new(Vec::new()),
             directory,
-            observed,
         });
         let task = tokio::spawn(reaper(Arc::downgrade(&inner)));
         *inner.reaper.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
@@ -285,8 +282,7 @@ pub(crate) struct HubInner {
     heartbeat: Mutex<Vec<JoinHandle<()>>>,
     /// The cluster's directory, on a store several hubs share.
     pub(crate) directory: Option<Arc<crate::remote::ClusterDirectory>>,
-    /// The store as the router sees it, announcing each write.
-    observed: Arc<crate::events::ObservedStore>,
+
     drain: Duration,
 }
 
@@ -650,11 +646,12 @@ impl Hub {
     }
 
     /// Every write this hub makes from now on, as it lands: conversations opened, turns
-    /// stored, state changes (see [`HubEvent`](crate::HubEvent)). A subscriber that falls
-    /// more than 1,024 events behind is told so (`RecvError::Lagged`) and should read the
-    /// store again. Writes of other hubs sharing the database are not included.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::HubEvent> {
-        self.inner.observed.subscribe()
+    /// stored, state changes (see [`ConversationEvent`](crate::ConversationEvent)). A
+    /// subscriber that falls more than 1,024 events behind is told so (`RecvError::Lagged`)
+    /// and should read the store again. Writes of other hubs sharing the database are not
+    /// included.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::ConversationEvent> {
+        self.inner.router.subscribe()
     }
 
     /// Conversations this hub's reaper timed out since the hub started (as in

@@ -49,7 +49,6 @@
 //!   `tokio::time::pause()` makes idle timeouts, deadlines and the reaper instant.
 
 mod error;
-mod events;
 mod handle;
 mod hub;
 mod member;
@@ -58,10 +57,9 @@ mod remote;
 mod stale;
 
 pub use colloquy_router::{
-    Clock, ConversationSpec, Exchange, ReapReport, RouteError, RouteOptions, RouterStats,
-    ShutdownReport, StoredHook,
+    Clock, ConversationEvent, ConversationSpec, Exchange, ReapReport, RouteError, RouteOptions,
+    RouterStats, ShutdownReport, StoredHook,
 };
-pub use events::HubEvent;
 
 // One crate for a first application: everything a module, a conversation and its errors
 // need, so that `colloquy-runtime` is the only dependency (with `async-trait`, re-exported

@@ -160,8 +160,9 @@ impl Inner {
         messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
         let id = conversation.id();
-        // Copy outside the lock, so concurrent appends wait only for the bookkeeping.
-        let state_copy = conversation.stored_copy();
+        // Copy outside the lock, so concurrent appends wait only for the bookkeeping. (A
+        // state bumped for this write already counts itself as stored: a plain clone.)
+        let state_copy = conversation.clone();
         let change = conversation.state_change();
         let mut shard = write(self.shard(id));
         let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
@@ -308,7 +309,7 @@ impl ConversationStore for MemoryStore {
         self.inner.refuse_if_closed()?;
         check_state(conversation)?;
         let id = conversation.id();
-        let copy = conversation.stored_copy();
+        let copy = conversation.clone();
         let change = conversation.state_change();
         let mut shard = write(self.inner.shard(id));
         let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
