@@ -318,7 +318,9 @@ pub(crate) async fn health(
             .iter()
             .position(|(max, _)| c.turn_count() <= *max)
             .unwrap_or(turn_buckets.len() - 1);
-        turns[i] += 1;
+        if let Some(count) = turns.get_mut(i) {
+            *count += 1;
+        }
     }
     let duration_buckets: [(Duration, &str); 6] = [
         (Duration::from_secs(1), "under 1 s"),
@@ -338,7 +340,9 @@ pub(crate) async fn health(
             .iter()
             .position(|(max, _)| lasted < *max)
             .unwrap_or(duration_buckets.len() - 1);
-        durations[i] += 1;
+        if let Some(count) = durations.get_mut(i) {
+            *count += 1;
+        }
     }
     let most = analytics
         .modules
