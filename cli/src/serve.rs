@@ -50,7 +50,11 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
         let agent = RemoteAgent::connect(url)
             .await
             .with_context(|| format!("cannot register the agent at {url}"))?;
-        remote.push((agent.endpoint().to_owned(), url.clone()));
+        remote.push((
+            agent.endpoint().to_owned(),
+            url.clone(),
+            colloquy_runtime::Module::info(&agent).name,
+        ));
         hub.register(agent).await?;
     }
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -66,6 +70,9 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
     // conversations.
     let inspector = tokens.iter().fold(InspectorOptions::new(), |o, (t, p)| {
         o.token(t.clone(), p.clone())
+    });
+    let inspector = remote.iter().fold(inspector, |o, (endpoint, _, name)| {
+        o.remote_agent(name.clone(), endpoint.clone())
     });
     for (token, participant) in tokens {
         options = options.token(token, participant);
@@ -102,7 +109,7 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
             cards.len(),
             cards.join("\n")
         ))?;
-        for (endpoint, url) in remote {
+        for (endpoint, url, _) in remote {
             out.text(&format!("remote agent {url} -> {endpoint}\n"))?;
         }
     }

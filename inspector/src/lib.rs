@@ -15,8 +15,8 @@
 //!   after it, the handshake's phase, transfers, the end and its reason);
 //!   new turns and status changes appear as they are stored (Server-Sent Events from
 //!   `/inspect/conversations/{id}/live`, fed by [`Hub::subscribe`]);
-//! - `/inspect/modules`: modules with their capabilities and schemas, and the hubs hosting
-//!   them on a shared database;
+//! - `/inspect/modules`: modules with their capabilities and schemas, the hubs hosting
+//!   them on a shared database, and the endpoint of each remote A2A agent;
 //! - `/inspect/health`: the hub's health, counts by status, turn and duration
 //!   distributions and per-module activity, drawn as bars.
 //!
@@ -65,6 +65,7 @@ pub use error::InspectorError;
 #[derive(Debug, Clone, Default)]
 pub struct InspectorOptions {
     tokens: HashMap<String, ModuleName>,
+    remote: HashMap<ModuleName, String>,
 }
 
 impl InspectorOptions {
@@ -77,6 +78,12 @@ impl InspectorOptions {
     /// token is given, a request without a known token is refused (401).
     pub fn token(mut self, token: impl Into<String>, participant: ModuleName) -> Self {
         self.tokens.insert(token.into(), participant);
+        self
+    }
+
+    /// Marks `module` as a remote A2A agent at `endpoint` on the modules page.
+    pub fn remote_agent(mut self, module: ModuleName, endpoint: impl Into<String>) -> Self {
+        self.remote.insert(module, endpoint.into());
         self
     }
 }

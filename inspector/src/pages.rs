@@ -240,6 +240,12 @@ pub(crate) async fn modules(
             .registered = Some(time(record.registered_at));
     }
     for (name, row) in &mut rows {
+        row.remote = shared
+            .options
+            .remote
+            .iter()
+            .find(|(module, _)| module.as_str() == name)
+            .map(|(_, endpoint)| endpoint.clone());
         if local.iter().any(|m| m.as_str() == name) {
             row.hosts.push("this hub".to_owned());
         }
@@ -268,6 +274,7 @@ fn module_row(info: &colloquy_runtime::ModuleInfo, registered: Option<String>) -
         output_schema: pretty(&info.output_schema),
         hosts: Vec::new(),
         registered,
+        remote: None,
     }
 }
 

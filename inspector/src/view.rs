@@ -196,6 +196,8 @@ pub(crate) struct ModuleRow {
     /// Where it runs: "this hub", other hubs' names, or nowhere now.
     pub(crate) hosts: Vec<String>,
     pub(crate) registered: Option<String>,
+    /// The endpoint, for a remote A2A agent.
+    pub(crate) remote: Option<String>,
 }
 
 /// The health and analytics page.

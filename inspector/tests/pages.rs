@@ -323,3 +323,25 @@ async fn the_lists_stream_carries_only_the_readers_conversations() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_modules_page_names_hosts_capabilities_and_remote_agents() {
+    let options =
+        InspectorOptions::new().remote_agent("other".parse().unwrap(), "http://agents.example/a2a");
+    let (hub, base) = serve(options).await;
+    let (status, html) = page(&client(), &format!("{base}/inspect/modules")).await;
+    assert_eq!(status, 200);
+    for name in ["client", "server", "other"] {
+        assert!(html.contains(&format!("id=\"module-{name}\"")), "{html}");
+    }
+    assert!(html.contains("this hub"));
+    assert!(
+        html.contains("remote A2A agent at http://agents.example/a2a"),
+        "{html}"
+    );
+    let (status, html) = page(&client(), &format!("{base}/inspect/health")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Healthy"), "{html}");
+    assert!(html.contains("memory, answers in"), "{html}");
+    hub.shutdown().await;
+}
