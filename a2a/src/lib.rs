@@ -41,8 +41,13 @@
 //! - **Callers are participants, named by bearer tokens** ([`A2aOptions::token`]): a caller
 //!   sees and continues only its participant's conversations (another's are "not found").
 //!   Without tokens every caller speaks as one participant ([`A2aOptions::caller`]).
-//! - **Answers to retried `messageId`s are remembered in memory** (the last 10,000), not
-//!   across restarts.
+//! - **A retried `messageId` is recognised by the store**, through any hub and after a
+//!   restart: the request's stored id (and, for a send without `contextId`, the
+//!   conversation's) is derived from the caller, the module and the `messageId`
+//!   ([`mapping`]), so the store refuses to store it twice and the stored exchange is the
+//!   answer. Answers are also remembered in memory (the last 10,000), so a retry to the
+//!   same process costs no store read. What is not stored is why a task failed or was
+//!   canceled: a retry elsewhere sees the stored request without a reply.
 
 mod error;
 mod flight;

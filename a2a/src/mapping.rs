@@ -2,6 +2,10 @@
 //! colloquy's messages and turns. Pure functions; the server (`server.rs`) does the IO.
 //!
 //! - `contextId` is the conversation id.
+//! - A request is stored under an id derived from the caller, the module and the client's
+//!   `messageId` ([`request_id`]; a send without `contextId` opens the conversation
+//!   [`context_id`]), so that the same send arriving again, at any hub, after any restart,
+//!   is recognised by the store instead of becoming a new turn.
 //! - One `SendMessage` is one exchange: the request is turn N, the module's reply turn N+1.
 //!   The task is that exchange; its id is `<conversation id>:<N>` ([`TaskRef`]), so a task
 //!   is found again in the store after any restart, without a table of its own.
@@ -168,6 +172,47 @@ pub fn task(request: &Message, outcome: Outcome<'_>, caller: &ModuleName) -> Tas
     }
 }
 
+/// The namespace of the ids derived from A2A `messageId`s (a fixed random UUID).
+const DERIVED: uuid::Uuid = uuid::Uuid::from_u128(0x6d1f_4c1e_8a0b_4f5e_9c37_2b8e_51d4_a903);
+
+/// Ten bytes that only `parts` give, for the random part of a derived id.
+fn derived_bytes(parts: &[&str]) -> [u8; 10] {
+    let name = parts.join("\n");
+    let hash = uuid::Uuid::new_v5(&DERIVED, name.as_bytes());
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&hash.as_bytes()[6..]);
+    bytes
+}
+
+/// The stored id of the request a caller sends to `module` with `message_id`: the same
+/// wherever and whenever it is sent, so that a retry (through another hub, or after a
+/// restart) is recognised by the store instead of becoming a new turn. A version 7 UUID
+/// whose time field is zero (it is derived, not minted: no time is meant) and whose other
+/// bits come from a SHA-1 name hash of the three.
+pub fn request_id(
+    caller: &ModuleName,
+    module: &ModuleName,
+    message_id: &str,
+) -> colloquy_runtime::MessageId {
+    colloquy_runtime::MessageId::from_parts(
+        colloquy_runtime::Timestamp::EPOCH,
+        derived_bytes(&["request", caller.as_str(), module.as_str(), message_id]),
+    )
+}
+
+/// The conversation a caller's `message_id` opens when it names no context, derived the
+/// same way (see [`request_id`]).
+pub fn context_id(
+    caller: &ModuleName,
+    module: &ModuleName,
+    message_id: &str,
+) -> colloquy_runtime::ConversationId {
+    colloquy_runtime::ConversationId::from_parts(
+        colloquy_runtime::Timestamp::EPOCH,
+        derived_bytes(&["context", caller.as_str(), module.as_str(), message_id]),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +261,24 @@ mod tests {
         assert!("0190a8f2-7c3e-7b5a-9f1e-2d4c6b8a0e13:x"
             .parse::<TaskRef>()
             .is_err());
+    }
+
+    #[test]
+    fn derived_ids_depend_on_caller_module_and_message_id_only(
+    ) -> Result<(), colloquy_runtime::CoreError> {
+        let (a, b): (ModuleName, ModuleName) = ("alice".parse()?, "bob".parse()?);
+        let echo: ModuleName = "echo".parse()?;
+        assert_eq!(request_id(&a, &echo, "m-1"), request_id(&a, &echo, "m-1"));
+        assert_ne!(request_id(&a, &echo, "m-1"), request_id(&a, &echo, "m-2"));
+        assert_ne!(request_id(&a, &echo, "m-1"), request_id(&b, &echo, "m-1"));
+        assert_ne!(request_id(&a, &echo, "m-1"), request_id(&a, &a, "m-1"));
+        assert_eq!(context_id(&a, &echo, "m-1"), context_id(&a, &echo, "m-1"));
+        assert_ne!(
+            context_id(&a, &echo, "m-1").as_uuid(),
+            request_id(&a, &echo, "m-1").as_uuid()
+        );
+        // Version 7, so every store and parser takes them.
+        assert_eq!(request_id(&a, &echo, "m-1").as_uuid().get_version_num(), 7);
+        Ok(())
     }
 }

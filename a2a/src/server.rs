@@ -139,6 +139,9 @@ enum Prepared {
 /// One exchange about to run.
 struct Exchange {
     key: AnswerKey,
+    /// The request's stored id, derived from the caller's `messageId` (see
+    /// [`mapping::request_id`](crate::mapping::request_id)).
+    request_id: colloquy_runtime::MessageId,
     conversation: ConversationHandle,
     content: Value,
     flight: Arc<Flight>,
@@ -371,11 +374,22 @@ impl A2aServer {
         if let Some(answer) = self.answered.get(&key) {
             return Ok(Prepared::Answered(answer));
         }
+        let message_id = &request.message.message_id;
         let conversation = match &request.message.context_id {
             None => {
-                let spec = ConversationSpec::new(caller.clone(), [module.clone()]);
+                // Derived from the messageId too: a retry through another hub (or after a
+                // restart) finds the conversation the first attempt opened.
+                let id = crate::mapping::context_id(caller, module, message_id);
+                let spec = ConversationSpec::new(caller.clone(), [module.clone()]).id(id);
                 match self.hub.start_conversation(spec).await {
                     Ok(handle) => handle,
+                    Err(HubError::Store(colloquy_runtime::StoreError::AlreadyExists {
+                        ..
+                    })) => self
+                        .hub
+                        .conversation(id, caller.clone())
+                        .await
+                        .map_err(hub_error)?,
                     Err(HubError::Rejected {
                         conversation,
                         reason,
@@ -402,6 +416,7 @@ impl A2aServer {
         };
         Ok(Prepared::Ready(Exchange {
             key,
+            request_id: crate::mapping::request_id(caller, module, message_id),
             conversation,
             content: content_from_parts(&request.message.parts),
             flight: Flight::new(caller.clone(), module.clone()),
@@ -414,6 +429,7 @@ impl A2aServer {
     async fn run(&self, module: &ModuleName, exchange: Exchange) -> Result<(Task, Raw), RpcError> {
         let Exchange {
             key,
+            request_id,
             conversation,
             content,
             flight,
@@ -422,12 +438,26 @@ impl A2aServer {
         let flights = Arc::clone(&self.flights);
         let stored = Arc::clone(&flight);
         let options = RouteOptions::default()
+            .message_id(request_id)
             .cancel_on(flight.cancel.clone())
             .on_stored(move |request| flights.stored(&stored, request));
         let sent = conversation
             .send_with(module.clone(), MessageKind::Request, content, options)
             .await;
         self.flights.landed(&flight);
+        if let Err(HubError::Route(RouteError::AlreadyStored {
+            conversation, turn, ..
+        })) = &sent
+        {
+            // Sent before (through another hub, or before a restart): the stored exchange
+            // is the answer, as GetTask would give it.
+            let (task, _) = self
+                .stored_task(&flight.caller, module, &format!("{conversation}:{turn}"))
+                .await?;
+            let answer = to_raw(&SendMessageResponse::Task(task.clone()))?;
+            self.answered.insert(key, Arc::clone(&answer));
+            return Ok((task, answer));
+        }
         let caller = &flight.caller;
         // `unanswered`: the exchange ended without a reply the store could show.
         let (task, unanswered) = match (sent, flight.request()) {

@@ -667,3 +667,86 @@ async fn limits_refuse_a_large_body_and_a_call_beyond_the_most_at_once() -> Resu
     );
     Ok(())
 }
+
+/// A hub on the SQLite file `db` with an echo module, served on a free port; returns the
+/// hub and the base URL.
+async fn served_on(db: &std::path::Path) -> Result<(colloquy_runtime::Hub, String)> {
+    let hub = colloquy_runtime::Hub::builder().sqlite(db).build().await?;
+    hub.register(Echo::new(name("echo"))).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = A2aServer::new(hub.clone(), A2aOptions::new(&base)?).await?;
+    tokio::spawn(async move {
+        let _ = Arc::clone(&server).serve(listener).await;
+    });
+    Ok((hub, base))
+}
+
+/// A `messageId` sent again to another server on the same database (a restart, or another
+/// hub of a cluster, which keeps nothing of the first one's memory) is recognised by the
+/// store: the same task, in the same conversation, and no new turn; with or without the
+/// contextId.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_message_id_is_recognised_by_the_store_after_a_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("retry.db");
+    let http = reqwest::Client::new();
+    let rpc = |base: String, params: Value| {
+        let http = http.clone();
+        async move {
+            let body =
+                json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": params});
+            let answer: Value = http
+                .post(format!("{base}/agents/echo"))
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::Ok(answer)
+        }
+    };
+    let (first_hub, first) = served_on(&db).await?;
+    let opened = rpc(first.clone(), message("r-1", "hello", None)).await?;
+    let context = opened["result"]["task"]["contextId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let continued = rpc(first.clone(), message("r-2", "more", Some(&context))).await?;
+    assert_eq!(continued["result"]["task"]["id"], format!("{context}:3"));
+    first_hub.shutdown().await;
+
+    let (second_hub, second) = served_on(&db).await?;
+    let again = rpc(second.clone(), message("r-1", "hello", None)).await?;
+    assert_eq!(
+        again["result"]["task"]["id"],
+        format!("{context}:1"),
+        "{again}"
+    );
+    assert_eq!(
+        again["result"]["task"]["status"]["state"],
+        "TASK_STATE_COMPLETED"
+    );
+    assert_eq!(
+        again["result"]["task"]["artifacts"][0]["parts"][0]["text"],
+        "hello"
+    );
+    let again = rpc(second.clone(), message("r-2", "more", Some(&context))).await?;
+    assert_eq!(
+        again["result"]["task"]["id"],
+        format!("{context}:3"),
+        "{again}"
+    );
+    let id: ConversationId = context.parse()?;
+    let stored = second_hub.reader().messages(id, MessageRange::All).await?;
+    assert_eq!(
+        stored.iter().map(|m| m.turn).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4],
+        "no new turn"
+    );
+    // A new messageId is a new exchange, as ever.
+    let new = rpc(second, message("r-3", "new", Some(&context))).await?;
+    assert_eq!(new["result"]["task"]["id"], format!("{context}:5"));
+    second_hub.shutdown().await;
+    Ok(())
+}

@@ -130,6 +130,29 @@ async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
         "three"
     );
 
+    // A retry through another hub (its memory has nothing of the first send) is the same
+    // task, with or without the contextId: the store recognises the message id.
+    let retried =
+        common::send_text(&http, &format!("{base_b}/agents/echo"), "m-1", "one", None).await;
+    assert_eq!(
+        retried["result"]["task"]["id"],
+        format!("{context}:1"),
+        "{retried}"
+    );
+    let retried = common::send_text(
+        &http,
+        &format!("{base_b}/agents/echo"),
+        "m-3",
+        "three",
+        Some(&context),
+    )
+    .await;
+    assert_eq!(
+        retried["result"]["task"]["id"],
+        format!("{context}:5"),
+        "{retried}"
+    );
+
     let transcript = transcript(&url, &schema, &context).await;
     let turns: Vec<u64> = transcript.iter().map(|m| m.turn).collect();
     assert_eq!(turns, [1, 2, 3, 4, 5, 6]);

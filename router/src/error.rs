@@ -12,6 +12,19 @@ use crate::RouteOptions;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RouteError {
+    /// The request's message id ([`RouteOptions::message_id`](crate::RouteOptions)) is
+    /// stored already: this request was sent before (through this hub or another) and is
+    /// turn `turn` of `conversation`. Read that exchange instead of sending it again.
+    #[error("message {message} is stored already, as turn {turn} of conversation {conversation}: it was sent before; read that exchange instead of sending it again")]
+    AlreadyStored {
+        /// The conversation it is stored in.
+        conversation: ConversationId,
+        /// The message id.
+        message: colloquy_core::MessageId,
+        /// Its turn there.
+        turn: u64,
+    },
+
     /// No conversation with this id exists (in memory or in the store).
     #[error("conversation {conversation} does not exist; start one first (or check the id)")]
     UnknownConversation {

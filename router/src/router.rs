@@ -302,7 +302,7 @@ impl Router {
         let now = self.clock.now();
         let idle_timeout = spec.idle_timeout.unwrap_or(self.config.idle_timeout);
         let mut conversation = Conversation::new(
-            self.ids.conversation(now),
+            spec.id.unwrap_or_else(|| self.ids.conversation(now)),
             spec.participants.clone(),
             spec.intent,
             idle_timeout,
@@ -431,7 +431,7 @@ impl Router {
                 .unwrap_or(self.config.handler_deadline);
             let accepted = hot.conversation.begin_turn(
                 draft,
-                self.ids.message(now),
+                options.message_id.unwrap_or_else(|| self.ids.message(now)),
                 now,
                 now.saturating_add(deadline),
             );
@@ -466,6 +466,25 @@ impl Router {
                     break (message, target, deadline);
                 }
                 Err(StoreError::Conflict { .. }) if conflicts < CONFLICT_RETRIES => {
+                    // A caller's own id may conflict because that very request was stored
+                    // before: then it is answered as such, never stored again.
+                    if options.message_id.is_some() {
+                        match self.db().message(message.id).await {
+                            Ok(Some(stored)) => {
+                                *guard = None;
+                                return Err(RouteError::AlreadyStored {
+                                    conversation: stored.conversation_id,
+                                    message: stored.id,
+                                    turn: stored.turn,
+                                });
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                *guard = None;
+                                return Err(e.into());
+                            }
+                        }
+                    }
                     debug!("request conflicts with the stored conversation, reloading");
                     let refused = message.id;
                     draft = redraft(message);

@@ -4,7 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use colloquy_core::{
-    Conversation, CoreError, HandshakeOutcome, Intent, Message, ModuleName, Phase, Status,
+    Conversation, ConversationId, CoreError, HandshakeOutcome, Intent, Message, MessageId,
+    ModuleName, Phase, Status,
 };
 use serde_json::{Map, Value};
 
@@ -70,6 +71,9 @@ pub struct ConversationSpec {
     pub context: Map<String, Value>,
     /// Free-form metadata.
     pub metadata: Map<String, Value>,
+    /// The conversation's id, when the caller derives it from a key of its own (so that
+    /// opening it again, through any hub, finds the same conversation); minted otherwise.
+    pub id: Option<ConversationId>,
 }
 
 impl ConversationSpec {
@@ -84,7 +88,15 @@ impl ConversationSpec {
             max_turns: None,
             context: Map::new(),
             metadata: Map::new(),
+            id: None,
         }
+    }
+
+    /// Opens the conversation under `id` instead of a minted one: a second open with the
+    /// same id is refused as `StoreError::AlreadyExists` (the first one happened).
+    pub fn id(mut self, id: ConversationId) -> Self {
+        self.id = Some(id);
+        self
     }
 
     /// A two-party conversation, parsing both names.
@@ -162,6 +174,10 @@ pub struct RouteOptions {
     /// Called once the request is stored, before it is delivered (to report progress, as a
     /// streaming network front does).
     pub on_stored: Option<StoredHook>,
+    /// The request's message id, when the caller derives it from a key of its own (a
+    /// client's message id), so that the same request sent again, through any hub, is
+    /// recognised: it is refused as [`RouteError::AlreadyStored`] instead of stored twice.
+    pub message_id: Option<MessageId>,
 }
 
 impl RouteOptions {
@@ -176,6 +192,12 @@ impl RouteOptions {
     /// Cancels the handler call when `token` is cancelled.
     pub fn cancel_on(mut self, token: tokio_util::sync::CancellationToken) -> Self {
         self.cancel = Some(token);
+        self
+    }
+
+    /// Stores the request under `id` instead of a minted id (see the field).
+    pub fn message_id(mut self, id: MessageId) -> Self {
+        self.message_id = Some(id);
         self
     }
 

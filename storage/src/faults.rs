@@ -240,6 +240,11 @@ impl<S: ConversationStore> ConversationStore for FaultyStore<S> {
         self.faults.after_write()
     }
 
+    async fn message(&self, id: colloquy_core::MessageId) -> Result<Option<Message>, StoreError> {
+        self.faults.before(false).await?;
+        self.inner.message(id).await
+    }
+
     async fn state_changes(
         &self,
         id: ConversationId,

@@ -326,6 +326,22 @@ impl ConversationStore for MemoryStore {
         Ok(())
     }
 
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        let Some((conversation, turn)) = self.inner.stored_id(id) else {
+            return Ok(None);
+        };
+        let shard = read(self.inner.shard(conversation));
+        Ok(shard
+            .get(&conversation)
+            .and_then(|entry| {
+                entry
+                    .messages
+                    .get(usize::try_from(turn).ok()?.checked_sub(1)?)
+            })
+            .filter(|m| m.id == id)
+            .map(|m| Message::clone(m)))
+    }
+
     async fn state_changes(&self, id: ConversationId) -> Result<Vec<StateChange>, StoreError> {
         let shard = read(self.inner.shard(id));
         let entry = shard.get(&id).ok_or_else(|| not_found(id))?;

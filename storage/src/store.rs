@@ -4,8 +4,8 @@ use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use colloquy_core::{
-    Conversation, ConversationId, Message, ModuleInfo, ModuleName, StateChange, StatusKind,
-    Timestamp,
+    Conversation, ConversationId, Message, MessageId, ModuleInfo, ModuleName, StateChange,
+    StatusKind, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +67,11 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Errors: [`StoreError::NotFound`]; [`StoreError::Conflict`] if the stored turn count
     /// differs (the given state is stale or ahead of the stored messages).
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError>;
+
+    /// The stored message with id `id`, in whichever conversation, or `None`. (A caller
+    /// that derives ids from its own keys finds out with it whether a message was stored
+    /// already, by any process.)
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError>;
 
     /// What each write of a conversation changed in its shared state (context,
     /// participants, phase, status), in version order: the whole state at its creation,
@@ -492,6 +497,10 @@ impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
         (**self).update(conversation).await
     }
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        (**self).message(id).await
+    }
+
     async fn state_changes(&self, id: ConversationId) -> Result<Vec<StateChange>, StoreError> {
         (**self).state_changes(id).await
     }

@@ -781,6 +781,24 @@ impl ConversationStore for PostgresStore {
         self.reading(|| self.state_changes_once(id)).await
     }
 
+    async fn message(&self, id: colloquy_core::MessageId) -> Result<Option<Message>, StoreError> {
+        self.reading(|| async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"
+                ))
+                .await
+                .map_err(self.err())?;
+            let row = client
+                .query_opt(&statement, &[&id.as_uuid()])
+                .await
+                .map_err(self.err())?;
+            row.as_ref().map(decode_message).transpose()
+        })
+        .await
+    }
+
     async fn messages(
         &self,
         id: ConversationId,

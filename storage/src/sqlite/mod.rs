@@ -594,6 +594,11 @@ impl ConversationStore for SqliteStore {
             .await
     }
 
+    async fn message(&self, id: colloquy_core::MessageId) -> Result<Option<Message>, StoreError> {
+        self.read(move |conn, site| read::message(conn, site, id))
+            .await
+    }
+
     async fn messages(
         &self,
         id: ConversationId,

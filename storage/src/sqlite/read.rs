@@ -33,6 +33,20 @@ pub(crate) fn conversation(
     }
 }
 
+pub(crate) fn message(
+    conn: &Connection,
+    site: &Site,
+    id: colloquy_core::MessageId,
+) -> Result<Option<Message>, StoreError> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql).map_err(|e| site.err(e))?;
+    let mut rows = stmt.query([id.to_string()]).map_err(|e| site.err(e))?;
+    match rows.next().map_err(|e| site.err(e))? {
+        Some(row) => decode_message(row).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn state_changes(
     conn: &Connection,
     site: &Site,

@@ -650,6 +650,27 @@ pub async fn transfer_updates_participant_filter<F: StoreFactory>(f: &F) -> Chec
     Ok(())
 }
 
+/// A stored message is found by its id alone, in whichever conversation; an id never stored
+/// finds nothing.
+pub async fn a_message_is_found_by_its_id<F: StoreFactory>(f: &F) -> CheckResult {
+    let store = f.open().await?;
+    let (_, first) = stored_with_turns(&store, &["a", "b"], at(0), 2).await?;
+    let (_, second) = stored_with_turns(&store, &["c", "d"], at(10_000), 3).await?;
+    for message in first.iter().chain(&second) {
+        ensure_eq!(
+            store.message(message.id).await?,
+            Some(message.clone()),
+            "a stored message by its id"
+        );
+    }
+    ensure_eq!(
+        store.message(message_id(at(20_000))).await?,
+        None,
+        "an id never stored"
+    );
+    Ok(())
+}
+
 /// Each write's change to the shared state is stored with it: the whole state at creation,
 /// then one entry per write that changed the context, participants, phase or status; none
 /// for a write that changed only turns, none twice for a retried write, none for a

@@ -231,6 +231,7 @@ suite!(
     failure_reason_round_trips,
     transfer_updates_participant_filter,
     state_changes_are_stored_with_their_writes,
+    a_message_is_found_by_its_id,
     list_filters_by_status,
     list_filters_by_participant,
     list_filters_by_start_range,
