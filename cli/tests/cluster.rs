@@ -638,17 +638,11 @@ async fn two_hubs_time_out_a_dead_hubs_conversations_once_each() {
     let counts = loop {
         let mut counts = Vec::new();
         for (_, ready) in &reapers {
-            let metrics = http
-                .get(format!(
-                    "http://{}/metrics",
-                    ready["listening"].as_str().unwrap()
-                ))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = common::get_text(&format!(
+                "http://{}/metrics",
+                ready["listening"].as_str().unwrap()
+            ))
+            .await;
             counts.push(counted(&metrics));
         }
         if counts.iter().sum::<u64>() >= 30 || Instant::now() >= limit {

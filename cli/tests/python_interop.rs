@@ -246,12 +246,7 @@ async fn an_agent_written_with_the_python_sdk_joins_a_hub_as_a_remote_agent() {
 
     // Served with `--agent`, the inspector names it a remote agent with its endpoint.
     let (server, _, base) = common::serve_with(&db, false, &["--agent", &url]);
-    let modules = reqwest::get(format!("{base}/inspect/modules"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let modules = common::get_text(&format!("{base}/inspect/modules")).await;
     assert!(
         modules.contains("id=\"module-python-counter\""),
         "{modules}"

@@ -68,14 +68,7 @@ async fn serve_answers_a2a_calls_with_stored_exchanges_and_stops_on_sigterm() {
     assert_eq!(health.status(), 200);
     let health: Value = health.json().await.unwrap();
     assert_eq!(health["healthy"], true, "{health}");
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&format!("{base}/metrics")).await;
     assert!(
         metrics
             .contains(r#"colloquy_a2a_exchanges_total{module="extractor",outcome="completed"} 1"#),

@@ -125,6 +125,11 @@ pub(crate) async fn send_text(
         .unwrap()
 }
 
+/// The body of a GET of `url`, as text.
+pub(crate) async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// Acknowledged messages: complete lines of the ack log.
 pub(crate) fn acknowledged(log: &Path) -> Vec<(ConversationId, u64, MessageId)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
