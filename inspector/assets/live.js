@@ -6,76 +6,53 @@
   if (!id || body.dataset.live !== "true") return;
   const rows = document.querySelector("#transcript tbody");
   let last = Number(body.dataset.lastTurn || "0");
-  const cell = (text, className) => {
-    const td = document.createElement("td");
-    if (className) td.className = className;
-    if (text !== undefined && text !== null) td.textContent = String(text);
+  // An element with a class and a text, both optional.
+  const element = (tag, className, text) => {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  };
+  // A table cell holding `children`.
+  const cell = (className, text, ...children) => {
+    const td = element("td", className, text);
+    for (const child of children) td.appendChild(child);
     return td;
   };
   const row = (t) => {
-    const tr = document.createElement("tr");
+    const tr = element("tr", `${t.kind}${t.control ? " control" : ""} fresh`);
     tr.id = `turn-${t.turn}`;
-    tr.className = `${t.kind}${t.control ? " control" : ""} fresh`;
-    tr.appendChild(cell(t.turn, "number"));
-    tr.appendChild(cell(t.time, "time"));
-    tr.appendChild(cell(`${t.source} → ${t.target}`));
-    const kind = cell();
-    const span = document.createElement("span");
-    span.className = "kind";
-    span.textContent = t.kind;
-    kind.appendChild(span);
-    tr.appendChild(kind);
     const answers = cell();
     if (t.reply_to !== null && t.reply_to !== undefined) {
-      const a = document.createElement("a");
+      const a = element("a", null, `turn ${t.reply_to}`);
       a.href = `#turn-${t.reply_to}`;
-      a.textContent = `turn ${t.reply_to}`;
       answers.appendChild(a);
     }
-    tr.appendChild(answers);
-    const content = cell();
-    const pre = document.createElement("pre");
-    pre.className = "content";
-    pre.textContent = t.content;
-    content.appendChild(pre);
-    tr.appendChild(content);
+    tr.append(
+      cell("number", t.turn),
+      cell("time", t.time),
+      cell(null, `${t.source} → ${t.target}`),
+      cell(null, null, element("span", "kind", t.kind)),
+      answers,
+      cell(null, null, element("pre", "content", t.content)),
+    );
     return tr;
   };
   const version = Number(body.dataset.version || "0");
   const change = (c) => {
-    const tr = document.createElement("tr");
+    const tr = element("tr", "change fresh");
     tr.id = `change-${c.version}`;
-    tr.className = "change fresh";
-    tr.appendChild(cell("", "number"));
-    tr.appendChild(cell(c.time, "time"));
-    const label = cell();
+    const label = cell(null, null, element("span", "kind", "state change"));
     label.colSpan = 3;
-    const span = document.createElement("span");
-    span.className = "kind";
-    span.textContent = "state change";
-    label.appendChild(span);
-    tr.appendChild(label);
-    const what = cell();
-    const list = document.createElement("ul");
-    list.className = "change-items";
-    for (const item of c.items) {
-      const li = document.createElement("li");
-      li.textContent = item;
-      list.appendChild(li);
-    }
-    what.appendChild(list);
+    const list = element("ul", "change-items");
+    for (const item of c.items) list.appendChild(element("li", null, item));
+    const what = cell(null, null, list);
     if (c.context !== null && c.context !== undefined) {
-      const details = document.createElement("details");
-      const summary = document.createElement("summary");
-      summary.textContent = "context after";
-      const pre = document.createElement("pre");
-      pre.className = "content";
-      pre.textContent = c.context;
-      details.appendChild(summary);
-      details.appendChild(pre);
+      const details = element("details");
+      details.append(element("summary", null, "context after"), element("pre", "content", c.context));
       what.appendChild(details);
     }
-    tr.appendChild(what);
+    tr.append(cell("number", ""), cell("time", c.time), label, what);
     return tr;
   };
   const events = new EventSource(

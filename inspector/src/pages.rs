@@ -16,15 +16,16 @@ use axum::{
     Extension,
 };
 use colloquy_runtime::{
-    ConversationId, ListCursor, ListFilter, MessageRange, ModuleName, StatusKind, TimeRange,
+    Conversation, ConversationId, ListCursor, ListFilter, MessageRange, ModuleName, StatusKind,
+    TimeRange,
 };
 
 use crate::{
     auth::Reader,
     view::{
-        bars, duration, pretty, time, Choice, ConversationPage, ConversationRow, Filters,
-        HealthPage, HubRow, ListPage, ModuleActivityRow, ModuleRow, ModulesPage, SharedState,
-        StateView, TurnRow,
+        bars, distribution, duration, pretty, time, Bar, Choice, ConversationPage, ConversationRow,
+        Filters, HealthPage, HubRow, ListPage, ModuleActivityRow, ModuleRow, ModulesPage,
+        SharedState, StateView, TurnRow,
     },
     InspectorError, Shared,
 };
@@ -137,7 +138,7 @@ pub(crate) async fn visible(
     shared: &Shared,
     reader: &Reader,
     id: &str,
-) -> Result<colloquy_runtime::Conversation, InspectorError> {
+) -> Result<Conversation, InspectorError> {
     let not_found = || InspectorError::NotFound { id: id.to_owned() };
     let parsed = ConversationId::from_str(id).map_err(|_| not_found())?;
     match shared.hub.reader().conversation(parsed).await? {
@@ -232,11 +233,11 @@ pub(crate) async fn modules(
     };
     let mut rows: BTreeMap<String, ModuleRow> = BTreeMap::new();
     for info in hub.reachable_modules() {
-        rows.insert(info.name.to_string(), module_row(&info, None));
+        rows.insert(info.name.to_string(), module_row(&info));
     }
     for record in hub.reader().modules().await? {
         rows.entry(record.info.name.to_string())
-            .or_insert_with(|| module_row(&record.info, None))
+            .or_insert_with(|| module_row(&record.info))
             .registered = Some(time(record.registered_at));
     }
     for (name, row) in &mut rows {
@@ -264,7 +265,7 @@ pub(crate) async fn modules(
     })
 }
 
-fn module_row(info: &colloquy_runtime::ModuleInfo, registered: Option<String>) -> ModuleRow {
+fn module_row(info: &colloquy_runtime::ModuleInfo) -> ModuleRow {
     ModuleRow {
         name: info.name.to_string(),
         description: info.description.clone(),
@@ -273,7 +274,7 @@ fn module_row(info: &colloquy_runtime::ModuleInfo, registered: Option<String>) -
         input_schema: pretty(&info.input_schema),
         output_schema: pretty(&info.output_schema),
         hosts: Vec::new(),
-        registered,
+        registered: None,
         remote: None,
     }
 }
@@ -311,58 +312,39 @@ pub(crate) async fn health(
     }
     sample.truncate(SAMPLE);
     let now = hub.clock().now();
-    let turn_buckets: [(u64, &str); 6] = [
-        (0, "0"),
-        (2, "1-2"),
-        (5, "3-5"),
-        (10, "6-10"),
-        (50, "11-50"),
-        (u64::MAX, "more than 50"),
-    ];
-    let mut turns = vec![0u64; turn_buckets.len()];
-    for c in &sample {
-        let i = turn_buckets
-            .iter()
-            .position(|(max, _)| c.turn_count() <= *max)
-            .unwrap_or(turn_buckets.len() - 1);
-        if let Some(count) = turns.get_mut(i) {
-            *count += 1;
-        }
-    }
-    let duration_buckets: [(Duration, &str); 6] = [
-        (Duration::from_secs(1), "under 1 s"),
-        (Duration::from_secs(10), "1-10 s"),
-        (Duration::from_secs(60), "10 s-1 min"),
-        (Duration::from_secs(600), "1-10 min"),
-        (Duration::from_secs(3_600), "10 min-1 h"),
-        (Duration::MAX, "over 1 h"),
-    ];
-    let mut durations = vec![0u64; duration_buckets.len()];
-    for c in &sample {
-        let lasted = c
-            .ended_at()
-            .unwrap_or(now)
-            .saturating_duration_since(c.started_at());
-        let i = duration_buckets
-            .iter()
-            .position(|(max, _)| lasted < *max)
-            .unwrap_or(duration_buckets.len() - 1);
-        if let Some(count) = durations.get_mut(i) {
-            *count += 1;
-        }
-    }
+    // Upper bounds, exclusive.
+    let turns = distribution(
+        sample.iter().map(Conversation::turn_count),
+        &[
+            (1, "0"),
+            (3, "1-2"),
+            (6, "3-5"),
+            (11, "6-10"),
+            (51, "11-50"),
+            (u64::MAX, "more than 50"),
+        ],
+    );
+    let durations = distribution(
+        sample.iter().map(|c| {
+            c.ended_at()
+                .unwrap_or(now)
+                .saturating_duration_since(c.started_at())
+        }),
+        &[
+            (Duration::from_secs(1), "under 1 s"),
+            (Duration::from_secs(10), "1-10 s"),
+            (Duration::from_secs(60), "10 s-1 min"),
+            (Duration::from_secs(600), "1-10 min"),
+            (Duration::from_secs(3_600), "10 min-1 h"),
+            (Duration::MAX, "over 1 h"),
+        ],
+    );
     let most = analytics
         .modules
         .iter()
         .map(|m| m.participated)
         .max()
-        .unwrap_or(0)
-        .max(1);
-    let bar = |label: &str, value: u64| crate::view::Bar {
-        label: label.to_owned(),
-        value,
-        percent: value.saturating_mul(100) / most,
-    };
+        .unwrap_or(0);
     render(&HealthPage {
         healthy: health.healthy,
         problems: health.problems.clone(),
@@ -390,25 +372,13 @@ pub(crate) async fn health(
             .iter()
             .map(|m| ModuleActivityRow {
                 name: m.module.to_string(),
-                initiated: bar("opened", m.initiated),
-                participated: bar("took part", m.participated),
+                initiated: Bar::scaled("opened", m.initiated, most),
+                participated: Bar::scaled("took part", m.participated, most),
             })
             .collect(),
         sample: sample.len(),
-        turns: bars(
-            turn_buckets
-                .iter()
-                .zip(turns)
-                .map(|((_, label), n)| ((*label).to_owned(), n))
-                .collect(),
-        ),
-        durations: bars(
-            duration_buckets
-                .iter()
-                .zip(durations)
-                .map(|((_, label), n)| ((*label).to_owned(), n))
-                .collect(),
-        ),
+        turns,
+        durations,
     })
 }
 

@@ -246,17 +246,49 @@ pub(crate) struct Bar {
     pub(crate) percent: u64,
 }
 
+impl Bar {
+    /// A bar of `value`, its length in percent of `max` (taken as at least 1).
+    pub(crate) fn scaled(label: impl Into<String>, value: u64, max: u64) -> Self {
+        Self {
+            label: label.into(),
+            value,
+            percent: value.saturating_mul(100) / max.max(1),
+        }
+    }
+}
+
 /// Bars for `values`, scaled to the largest.
 pub(crate) fn bars(values: Vec<(String, u64)>) -> Vec<Bar> {
-    let max = values.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
+    let max = values.iter().map(|(_, v)| *v).max().unwrap_or(0);
     values
         .into_iter()
-        .map(|(label, value)| Bar {
-            label,
-            value,
-            percent: value.saturating_mul(100) / max,
-        })
+        .map(|(label, value)| Bar::scaled(label, value, max))
         .collect()
+}
+
+/// How many of `values` fall in each bucket, as bars: a value goes to the first bucket
+/// whose bound it is below, else to the last.
+pub(crate) fn distribution<T: PartialOrd>(
+    values: impl Iterator<Item = T>,
+    buckets: &[(T, &str)],
+) -> Vec<Bar> {
+    let mut counts = vec![0u64; buckets.len()];
+    for value in values {
+        let i = buckets
+            .iter()
+            .position(|(bound, _)| value < *bound)
+            .unwrap_or(buckets.len().saturating_sub(1));
+        if let Some(count) = counts.get_mut(i) {
+            *count += 1;
+        }
+    }
+    bars(
+        buckets
+            .iter()
+            .zip(counts)
+            .map(|((_, label), n)| ((*label).to_owned(), n))
+            .collect(),
+    )
 }
 
 /// A time as UTC, to the millisecond.

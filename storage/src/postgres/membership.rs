@@ -181,33 +181,26 @@ impl Membership for PostgresStore {
 
     async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError> {
         let client = self.client().await?;
+        // One statement, one round trip per heartbeat: the fencing, and the housekeeping of
+        // long-fenced members and of answers nobody took (the sender died and no takeover
+        // asked again; kept for as long as a takeover may still ask). The three touch
+        // disjoint rows (the fenced rows deleted were fenced long before this statement).
         let rows = client
             .query(
                 &client
                     .prepare_cached(
-                        "UPDATE hubs SET fenced = true \
+                        "WITH fenced AS (UPDATE hubs SET fenced = true \
                  WHERE NOT fenced AND heartbeat_at < now() - make_interval(secs => $1) \
-                 RETURNING id, epoch",
+                 RETURNING id, epoch), \
+                 forgotten AS (DELETE FROM hubs \
+                 WHERE fenced AND heartbeat_at < now() - make_interval(secs => $2)), \
+                 expired AS (DELETE FROM deliveries \
+                 WHERE deadline_ms < (extract(epoch FROM now()) * 1000)::bigint - ($2 * 1000)::bigint) \
+                 SELECT id, epoch FROM fenced",
                     )
                     .await
                     .map_err(self.err())?,
-                &[&timeout.as_secs_f64()],
-            )
-            .await
-            .map_err(self.err())?;
-        client
-            .execute(
-                &client.prepare_cached("DELETE FROM hubs WHERE fenced AND heartbeat_at < now() - make_interval(secs => $1)").await.map_err(self.err())?,
-                &[&FORGET_AFTER_SECS],
-            )
-            .await
-            .map_err(self.err())?;
-        // Answers nobody took (the sender died and no takeover asked again) are kept for
-        // as long as a takeover may still ask, then forgotten.
-        client
-            .execute(
-                &client.prepare_cached("DELETE FROM deliveries WHERE deadline_ms < (extract(epoch FROM now()) * 1000)::bigint - ($1 * 1000)::bigint").await.map_err(self.err())?,
-                &[&FORGET_AFTER_SECS],
+                &[&timeout.as_secs_f64(), &FORGET_AFTER_SECS],
             )
             .await
             .map_err(self.err())?;
