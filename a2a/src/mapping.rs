@@ -175,29 +175,34 @@ pub fn task(request: &Message, outcome: Outcome<'_>, caller: &ModuleName) -> Tas
 /// The namespace of the ids derived from A2A `messageId`s (a fixed random UUID).
 const DERIVED: uuid::Uuid = uuid::Uuid::from_u128(0x6d1f_4c1e_8a0b_4f5e_9c37_2b8e_51d4_a903);
 
-/// Ten bytes that only `parts` give, for the random part of a derived id.
-fn derived_bytes(parts: &[&str]) -> [u8; 10] {
+/// The time field and the ten random bytes of a derived id, all from a SHA-1 name hash of
+/// `parts`: the same on every hub and after every restart, and as varied as a minted id in
+/// every digit (a zero time field made ids read as nil placeholders, `00000000-0000-7...`).
+fn derived(parts: &[&str]) -> (colloquy_runtime::Timestamp, [u8; 10]) {
     let name = parts.join("\n");
     let hash = uuid::Uuid::new_v5(&DERIVED, name.as_bytes());
-    let mut bytes = [0u8; 10];
-    bytes.copy_from_slice(&hash.as_bytes()[6..]);
-    bytes
+    let hash = hash.as_bytes();
+    // Bytes 0-5 of a version 5 UUID are hash bits only: the 48-bit time field.
+    let time = hash[..6]
+        .iter()
+        .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&hash[6..]);
+    (colloquy_runtime::Timestamp::from_millis(time), random)
 }
 
 /// The stored id of the request a caller sends to `module` with `message_id`: the same
 /// wherever and whenever it is sent, so that a retry (through another hub, or after a
 /// restart) is recognised by the store instead of becoming a new turn. A version 7 UUID
-/// whose time field is zero (it is derived, not minted: no time is meant) and whose other
-/// bits come from a SHA-1 name hash of the three.
+/// whose bits, its time field included, come from a SHA-1 name hash of the three: it is
+/// derived, not minted, so its time field means no time.
 pub fn request_id(
     caller: &ModuleName,
     module: &ModuleName,
     message_id: &str,
 ) -> colloquy_runtime::MessageId {
-    colloquy_runtime::MessageId::from_parts(
-        colloquy_runtime::Timestamp::EPOCH,
-        derived_bytes(&["request", caller.as_str(), module.as_str(), message_id]),
-    )
+    let (time, random) = derived(&["request", caller.as_str(), module.as_str(), message_id]);
+    colloquy_runtime::MessageId::from_parts(time, random)
 }
 
 /// The conversation a caller's `message_id` opens when it names no context, derived the
@@ -207,10 +212,8 @@ pub fn context_id(
     module: &ModuleName,
     message_id: &str,
 ) -> colloquy_runtime::ConversationId {
-    colloquy_runtime::ConversationId::from_parts(
-        colloquy_runtime::Timestamp::EPOCH,
-        derived_bytes(&["context", caller.as_str(), module.as_str(), message_id]),
-    )
+    let (time, random) = derived(&["context", caller.as_str(), module.as_str(), message_id]);
+    colloquy_runtime::ConversationId::from_parts(time, random)
 }
 
 #[cfg(test)]
@@ -279,6 +282,15 @@ mod tests {
         );
         // Version 7, so every store and parser takes them.
         assert_eq!(request_id(&a, &echo, "m-1").as_uuid().get_version_num(), 7);
+        // Not nil-looking: the time field is hash bits too, not zeros.
+        for id in [
+            request_id(&a, &echo, "m-1").as_uuid(),
+            context_id(&a, &echo, "m-1").as_uuid(),
+            context_id(&b, &echo, "m-2").as_uuid(),
+        ] {
+            assert!(!id.to_string().starts_with("0000"), "{id}");
+            assert_ne!(id.as_u128() >> 80, 0, "{id} has a zero time field");
+        }
         Ok(())
     }
 }

@@ -154,7 +154,7 @@ struct Caller(ModuleName);
 #[async_trait]
 impl Module for Caller {
     fn info(&self) -> ModuleInfo {
-        ModuleInfo::new(self.0.clone()).with_description("A2A callers of this hub's network front")
+        ModuleInfo::caller(self.0.clone(), "A2A callers of this hub's network front")
     }
 
     async fn handle(&self, _turn: Turn) -> Result<HubResponse, ModuleError> {

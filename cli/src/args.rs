@@ -3,15 +3,15 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use colloquy_core::{ConversationId, ModuleName, StatusKind};
+use colloquy_core::{ModuleName, StatusKind};
 
 /// colloquy: multi-turn conversations between modules, durably stored.
 #[derive(Debug, Parser)]
 #[command(name = "colloquy", version, about, propagate_version = true)]
 pub(crate) struct Cli {
     /// The conversation database: an SQLite file, or a PostgreSQL URL
-    /// (`postgres://user@host:port/database`) [default: colloquy.db; for `load`, a
-    /// temporary file].
+    /// (`postgres://user@host:port/database`) [default: colloquy.db; `load` without it runs
+    /// in memory, or with `--store sqlite` in a temporary file].
     #[arg(long, global = true, value_name = "PATH|URL")]
     pub(crate) db: Option<String>,
 
@@ -91,12 +91,27 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 50, value_name = "N")]
         limit: usize,
     },
-    /// Show one conversation and its transcript.
+    /// Show one conversation: its transcript, every change of its shared state (transfers,
+    /// phase, context) and why it ended.
     Show {
-        /// The conversation id.
-        #[arg(value_parser = parse_id)]
-        id: ConversationId,
+        /// The conversation: its id, or a unique start or end of it (the last 8 characters
+        /// that lists print will do).
+        #[arg(value_name = "ID", value_parser = parse_id_part)]
+        id: String,
     },
+    /// End an active or paused conversation (completed; failed with --reason), for
+    /// conversations left open by a hub that stopped.
+    End {
+        /// The conversation: its id, or a unique start or end of it.
+        #[arg(value_name = "ID", value_parser = parse_id_part)]
+        id: String,
+        /// End it as failed, with this reason.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Time out, once, every active conversation idle past its idle timeout, as a running
+    /// hub's reaper would (for conversations that a hub which stopped left open).
+    Reap,
     /// Aggregates: counts by status, turns, durations, module activity.
     Analytics {
         /// Only conversations started within this long ago (30s, 5m, 7d).
@@ -124,8 +139,8 @@ pub(crate) enum Command {
     /// Measure throughput and latency: C conversations in parallel between echo modules,
     /// T request/reply round trips each, through the full hub.
     Load {
-        /// Where conversations are stored [default: memory; postgres when --db is a
-        /// PostgreSQL URL].
+        /// Where conversations are stored [default: memory; sqlite when --db is a file,
+        /// postgres when it is a PostgreSQL URL].
         #[arg(long, value_enum)]
         store: Option<StoreKind>,
         /// Conversations.
@@ -174,14 +189,21 @@ pub(crate) enum Command {
         #[arg(long, value_name = "URL")]
         peer: Option<String>,
     },
-    /// Export messages as JSON, one object per message (readable back as colloquy messages).
+    /// Export messages as JSON, one object per message (readable back as colloquy messages);
+    /// with --audit, one object per conversation with its state, messages, state changes
+    /// and why it ended.
     Export {
-        /// Only this conversation.
-        #[arg(value_parser = parse_id)]
-        id: Option<ConversationId>,
-        /// jsonl: one message per line; json: one array.
+        /// Only this conversation (its id, or a unique start or end of it).
+        #[arg(value_name = "ID", value_parser = parse_id_part)]
+        id: Option<String>,
+        /// jsonl: one object per line; json: one array.
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
+        /// One object per conversation: `conversation` (its state), `messages`,
+        /// `state_changes` (what each write changed: context, participants, phase, status)
+        /// and `ended` (when and why), for audits.
+        #[arg(long)]
+        audit: bool,
     },
 }
 
@@ -206,17 +228,23 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e}; use forms like 30s, 5m, 2h or 7d"))
 }
 
+/// A conversation id, or at least 4 hex digits of one (its start or its end).
+fn parse_id_part(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let shaped = text.len() >= 4 && text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if shaped {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("invalid conversation id {text:?}: give an id that `colloquy conversations` lists, or at least 4 hex digits from its start or end"))
+    }
+}
+
 fn parse_status(text: &str) -> Result<StatusKind, String> {
     text.parse()
         .map_err(|e: colloquy_core::CoreError| e.to_string())
 }
 
 fn parse_module(text: &str) -> Result<ModuleName, String> {
-    text.parse()
-        .map_err(|e: colloquy_core::CoreError| e.to_string())
-}
-
-fn parse_id(text: &str) -> Result<ConversationId, String> {
     text.parse()
         .map_err(|e: colloquy_core::CoreError| e.to_string())
 }

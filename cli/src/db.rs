@@ -130,19 +130,18 @@ impl Db {
         }
     }
 
-    /// Opens an existing database for a command that only reads: writable if it can be (so
-    /// an older schema is migrated), read-only if the file cannot be written (a read-only
-    /// mount, a protected backup).
+    /// Opens an existing database for a command that only reads: read-only, so reading
+    /// writes nothing and creates no file (and works on a read-only mount or a protected
+    /// backup); only a file of an older schema is opened for writing, once, to migrate it.
     pub(crate) async fn open_for_reading(&self) -> Result<Store> {
         match self {
             Self::Sqlite(path) => {
-                let store =
-                    match SqliteStore::open(path, SqliteOptions::new().existing_only()).await {
-                        Err(StoreError::ReadOnly { .. }) => {
-                            SqliteStore::open_read_only(path, SqliteOptions::new()).await?
-                        }
-                        opened => opened?,
-                    };
+                let store = match SqliteStore::open_read_only(path, SqliteOptions::new()).await {
+                    Err(StoreError::SchemaTooOld { .. }) => {
+                        SqliteStore::open(path, SqliteOptions::new().existing_only()).await?
+                    }
+                    opened => opened?,
+                };
                 Ok(self.opened(Backend::Sqlite(store)))
             }
             Self::Postgres { .. } => self.open_existing().await,
@@ -171,6 +170,14 @@ enum Backend {
 }
 
 impl Store {
+    /// The same store as a shared handle, for the runtime's operator functions.
+    pub(crate) fn shared(&self) -> std::sync::Arc<dyn ConversationStore> {
+        match &self.backend {
+            Backend::Sqlite(store) => std::sync::Arc::new(store.clone()),
+            Backend::Postgres(store) => std::sync::Arc::new(store.clone()),
+        }
+    }
+
     /// The database, for messages (a path, or a server and schema).
     pub(crate) fn describe(&self) -> &str {
         &self.description
@@ -181,12 +188,12 @@ impl Store {
         self.member_timeout
     }
 
-    /// Backend-specific integrity problems (SQLite's `integrity_check`); empty when none,
-    /// or when the backend checks its own integrity (PostgreSQL).
-    pub(crate) async fn integrity_problems(&self) -> Result<Vec<String>, StoreError> {
+    /// Backend-specific integrity problems (SQLite's `quick_check`): empty when the check
+    /// passed, `None` when the backend checks its own pages (PostgreSQL).
+    pub(crate) async fn integrity_problems(&self) -> Result<Option<Vec<String>>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(store) => store.integrity_check().await,
-            Backend::Postgres(_) => Ok(Vec::new()),
+            Backend::Sqlite(store) => store.integrity_check().await.map(Some),
+            Backend::Postgres(_) => Ok(None),
         }
     }
 }

@@ -7,8 +7,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{bail, Context, Result};
-use colloquy_core::{Conversation, ConversationId, ModuleName, StatusKind, Timestamp};
+use anyhow::{bail, Result};
+use colloquy_core::{
+    Conversation, ConversationId, ModuleName, StateChange, Status, StatusKind, Timestamp,
+};
 use colloquy_storage::{ListFilter, MessageRange, TimeRange};
 use serde_json::{json, Value};
 
@@ -100,16 +102,119 @@ pub(crate) async fn conversations(
     Ok(())
 }
 
-pub(crate) async fn show(out: &mut Out, store: &Store, id: ConversationId) -> Result<()> {
-    let conversation = store.conversation(id).await?.with_context(|| {
-        format!(
-            "conversation {id} is not in {}; list them with `colloquy conversations`",
+/// The conversation `text` names: a whole id, or a unique start or end of one (lists print
+/// the last 8 characters). An ambiguous part lists the candidates.
+pub(crate) async fn resolve(store: &Store, text: &str) -> Result<ConversationId> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<ConversationId>() {
+        return Ok(id);
+    }
+    let part = text.to_ascii_lowercase();
+    if part.len() < 4 || !part.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        bail!("{text:?} is not a conversation id: give an id that `colloquy conversations` lists, or at least 4 hex digits from its start or end");
+    }
+    let mut found = Vec::new();
+    let mut filter = ListFilter::new().limit(colloquy_storage::MAX_PAGE);
+    loop {
+        let page = store.list(&filter).await?;
+        found.extend(
+            page.conversations
+                .iter()
+                .map(Conversation::id)
+                .filter(|id| {
+                    let id = id.to_string();
+                    id.starts_with(&part) || id.ends_with(&part)
+                }),
+        );
+        match page.next {
+            // Enough to show that it is ambiguous.
+            Some(_) if found.len() > 10 => break,
+            Some(cursor) => filter = filter.after(cursor),
+            None => break,
+        }
+    }
+    match found.as_slice() {
+        [id] => Ok(*id),
+        [] => bail!(
+            "no conversation in {} has an id that starts or ends with {text}; list them with `colloquy conversations`",
             store.describe()
-        )
-    })?;
+        ),
+        many => bail!(
+            "{text} is part of {} conversation ids ({}{}); give more of the id",
+            if many.len() > 10 { "more than 10".to_owned() } else { many.len().to_string() },
+            many.iter().take(10).map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            if many.len() > 10 { ", ..." } else { "" }
+        ),
+    }
+}
+
+fn unknown(store: &Store, id: ConversationId) -> anyhow::Error {
+    anyhow::anyhow!(
+        "conversation {id} is not in {}; list them with `colloquy conversations`",
+        store.describe()
+    )
+}
+
+/// When and why `c` ended, in words (`None` while it has not).
+pub(crate) fn why_ended(c: &Conversation) -> Option<String> {
+    let at = time(c.ended_at()?);
+    Some(match c.status() {
+        Status::Completed => format!("completed at {at}"),
+        Status::Failed { reason } => format!("failed at {at}: {reason}"),
+        Status::TimedOut => format!(
+            "timed out at {at}: idle for longer than its idle timeout of {}",
+            duration(c.idle_timeout())
+        ),
+        other => format!("{other} at {at}"),
+    })
+}
+
+/// What each change of the shared state did, in words, with the turn it came with.
+fn described_changes(changes: &[StateChange]) -> Vec<(u64, Timestamp, String)> {
+    let mut participants: Option<&[ModuleName]> = None;
+    changes
+        .iter()
+        .map(|change| {
+            let mut parts = Vec::new();
+            if let Some(now) = &change.participants {
+                parts.push(match participants {
+                    None => format!("opened between {}", names(now)),
+                    Some(before) => format!("transfer: {} -> {}", names(before), names(now)),
+                });
+                participants = Some(now);
+            }
+            if let Some(phase) = change.phase {
+                parts.push(format!("phase {phase}"));
+            }
+            if let Some(status) = &change.status {
+                parts.push(format!("status {status}"));
+            }
+            if let Some(context) = &change.context {
+                parts.push(format!(
+                    "context {}",
+                    summary(&Value::Object(context.clone()), 80)
+                ));
+            }
+            (change.turn, change.at, parts.join("; "))
+        })
+        .collect()
+}
+
+pub(crate) async fn show(out: &mut Out, store: &Store, id: ConversationId) -> Result<()> {
+    let conversation = store
+        .conversation(id)
+        .await?
+        .ok_or_else(|| unknown(store, id))?;
     let messages = store.messages(id, MessageRange::All).await?;
+    let changes = store.state_changes(id).await?;
+    let ended = why_ended(&conversation);
     if out.json {
-        return out.json_value(&json!({ "conversation": conversation, "messages": messages }));
+        return out.json_value(&json!({
+            "conversation": conversation,
+            "messages": messages,
+            "state_changes": changes,
+            "ended": ended,
+        }));
     }
     let c = &conversation;
     let mut head = format!(
@@ -123,6 +228,9 @@ pub(crate) async fn show(out: &mut Out, store: &Store, id: ConversationId) -> Re
         time(c.started_at()),
         time(c.last_activity()),
     );
+    if let Some(ended) = &ended {
+        head.push_str(&format!("ended         {ended}\n"));
+    }
     if !c.context().is_empty() {
         head.push_str(&format!(
             "context       {}\n",
@@ -131,7 +239,47 @@ pub(crate) async fn show(out: &mut Out, store: &Store, id: ConversationId) -> Re
     }
     head.push('\n');
     out.text(&head)?;
-    out.text(&transcript(&messages, 60))
+    out.text(&transcript(&messages, 60))?;
+    let rows: Vec<Vec<String>> = described_changes(&changes)
+        .into_iter()
+        .map(|(turn, at, what)| vec![turn.to_string(), time(at), what])
+        .collect();
+    if !rows.is_empty() {
+        out.text("\n")?;
+        out.text(&table(&["after turn", "time", "state change"], &rows))?;
+    }
+    Ok(())
+}
+
+/// `colloquy end`: ends one conversation through a router, as a hub would.
+pub(crate) async fn end(
+    out: &mut Out,
+    store: &Store,
+    id: ConversationId,
+    reason: Option<String>,
+) -> Result<()> {
+    if store.conversation(id).await?.is_none() {
+        return Err(unknown(store, id));
+    }
+    let ended = colloquy_runtime::end_conversation(store.shared(), id, reason).await?;
+    let why = why_ended(&ended).unwrap_or_default();
+    if out.json {
+        return out.json_value(&json!({ "conversation": id.to_string(), "status": ended.status().kind().as_str(), "ended": why }));
+    }
+    out.text(&format!("conversation {id} {why}\n"))
+}
+
+/// `colloquy reap`: one pass of a hub's reaper over the whole database.
+pub(crate) async fn reap(out: &mut Out, store: &Store) -> Result<()> {
+    let report = colloquy_runtime::reap_stored(store.shared()).await?;
+    if out.json {
+        return out
+            .json_value(&json!({ "checked": report.scanned, "timed_out": report.timed_out }));
+    }
+    out.text(&format!(
+        "timed out {} of {} active conversation(s) idle past their idle timeout\n",
+        report.timed_out, report.scanned
+    ))
 }
 
 pub(crate) async fn analytics(
@@ -190,6 +338,26 @@ pub(crate) fn analytics_text(a: &colloquy_storage::Analytics) -> String {
     text
 }
 
+/// How a hub stands, in words: `alive`, `silent` (past its heartbeat, not yet fenced),
+/// `left` (shut down cleanly) or `lost` (fenced by the others: killed, paused, cut off).
+fn hub_state(hub: &colloquy_storage::MemberRecord) -> &'static str {
+    match (hub.alive, hub.fenced, hub.left) {
+        (true, _, _) => "alive",
+        (false, false, _) => "silent",
+        (false, true, true) => "left",
+        (false, true, false) => "lost",
+    }
+}
+
+/// The modules a hub hosts, callers (participants that speak over a network front) left out.
+fn hosted(hub: &colloquy_storage::MemberRecord) -> Vec<String> {
+    hub.modules
+        .iter()
+        .filter(|m| !m.is_caller())
+        .map(|m| m.name.to_string())
+        .collect()
+}
+
 /// Returns whether the database is healthy.
 pub(crate) async fn health(
     out: &mut Out,
@@ -197,6 +365,7 @@ pub(crate) async fn health(
     stale_after: Option<Duration>,
 ) -> Result<bool> {
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
     let started = std::time::Instant::now();
     let ping = match store.ping().await {
         Ok(()) => Some(started.elapsed()),
@@ -205,11 +374,18 @@ pub(crate) async fn health(
             None
         }
     };
-    match store.integrity_problems().await {
-        Ok(issues) if issues.is_empty() => {}
-        Ok(issues) => problems.push(format!("integrity check failed: {}", issues.join("; "))),
-        Err(e) => problems.push(format!("integrity check could not run: {e}")),
-    }
+    let integrity = match store.integrity_problems().await {
+        Ok(Some(issues)) if issues.is_empty() => "passed".to_owned(),
+        Ok(Some(issues)) => {
+            problems.push(format!("integrity check failed: {}", issues.join("; ")));
+            "failed".to_owned()
+        }
+        Ok(None) => "kept by the server".to_owned(),
+        Err(e) => {
+            problems.push(format!("integrity check could not run: {e}"));
+            "not run".to_owned()
+        }
+    };
     let now = now();
     let (active_count, stale_count, stale): (u64, u64, Vec<Conversation>) =
         match colloquy_runtime::find_stale(&**store, now, stale_after, usize::MAX).await {
@@ -221,7 +397,7 @@ pub(crate) async fn health(
         };
     if !stale.is_empty() {
         problems.push(format!(
-            "{stale_count} active conversation(s) idle past {}; no running hub is timing them out",
+            "{stale_count} active conversation(s) idle past {}; no running hub is timing them out: `colloquy reap` times them out now, `colloquy end ID` ends one",
             stale_after.map_or_else(|| "their idle timeout".to_owned(), |d| format!("{d:?}")),
         ));
     }
@@ -232,22 +408,65 @@ pub(crate) async fn health(
             None
         }
     };
+    let mut unreachable = Vec::new();
+    if let Some(hubs) = &hubs {
+        for hub in hubs.iter().filter(|h| hub_state(h) == "lost") {
+            notes.push(format!(
+                "hub {} was lost (fenced after its last heartbeat at {}): the others took its exchanges over",
+                hub.name,
+                time(hub.heartbeat_at)
+            ));
+        }
+        // A module that a hub gone in the last minute hosted and that no live hub hosts:
+        // turns to it fail until a hub that registers it runs again.
+        for hub in hubs.iter().filter(|h| !h.alive) {
+            for module in hosted(hub) {
+                let live = hubs
+                    .iter()
+                    .any(|h| h.alive && h.modules.iter().any(|m| m.name.as_str() == module));
+                if !live && !unreachable.contains(&module) {
+                    unreachable.push(module);
+                }
+            }
+        }
+        unreachable.sort();
+        if !unreachable.is_empty() {
+            let message = format!(
+                "no live hub hosts {}: turns to {} fail until a hub that registers {} runs again",
+                unreachable.join(", "),
+                if unreachable.len() == 1 { "it" } else { "them" },
+                if unreachable.len() == 1 { "it" } else { "them" },
+            );
+            // With no hub alive at all nothing is serving: that is a stopped cluster, not a
+            // broken one.
+            if hubs.iter().any(|h| h.alive) {
+                problems.push(message);
+            } else {
+                notes.push(message);
+            }
+        }
+    }
     let healthy = problems.is_empty();
     if out.json {
         out.json_value(&json!({
             "healthy": healthy,
             "problems": problems,
+            "notes": notes,
             "ping_us": ping.map(|d| d.as_micros() as u64),
+            "integrity_check": integrity,
             "active_conversations": active_count,
             "stale_conversations": stale.iter().map(|c| c.id().to_string()).collect::<Vec<_>>(),
+            "unreachable_modules": unreachable,
             "hubs": hubs.as_ref().map(|hubs| hubs.iter().map(|h| json!({
                 "name": h.name,
                 "id": h.member.id,
                 "epoch": h.member.epoch,
+                "state": hub_state(h),
                 "alive": h.alive,
                 "fenced": h.fenced,
+                "left": h.left,
                 "heartbeat_at": h.heartbeat_at,
-                "modules": h.modules.iter().map(|m| m.name.to_string()).collect::<Vec<_>>(),
+                "modules": hosted(h),
             })).collect::<Vec<_>>()),
         }))?;
         return Ok(healthy);
@@ -260,8 +479,11 @@ pub(crate) async fn health(
     for problem in &problems {
         text.push_str(&format!("  - {problem}\n"));
     }
+    for note in &notes {
+        text.push_str(&format!("  note: {note}\n"));
+    }
     text.push_str(&format!(
-        "database {}: ping {}, {} active conversation(s)\n",
+        "database {}: ping {}, integrity check {integrity}, {} active conversation(s)\n",
         store.describe(),
         ping.map_or_else(|| "failed".to_owned(), |d| format!("{}µs", d.as_micros())),
         active_count
@@ -272,20 +494,9 @@ pub(crate) async fn health(
             .map(|h| {
                 vec![
                     h.name.clone(),
-                    if h.alive {
-                        "alive"
-                    } else if h.fenced {
-                        "gone"
-                    } else {
-                        "silent"
-                    }
-                    .into(),
+                    hub_state(h).into(),
                     time(h.heartbeat_at),
-                    h.modules
-                        .iter()
-                        .map(|m| m.name.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    hosted(h).join(", "),
                 ]
             })
             .collect();
@@ -339,7 +550,12 @@ fn hosts(hubs: &[colloquy_storage::MemberRecord], module: &ModuleName) -> Vec<St
 }
 
 pub(crate) async fn modules(out: &mut Out, store: &Store) -> Result<()> {
-    let modules = store.modules().await?;
+    // Callers (the participants network clients speak as) are not modules anyone can address.
+    let (callers, modules): (Vec<_>, Vec<_>) = store
+        .modules()
+        .await?
+        .into_iter()
+        .partition(|m| m.info.is_caller());
     let hubs = hubs(store).await?;
     if out.json {
         let mut listed = json!(modules);
@@ -381,7 +597,15 @@ pub(crate) async fn modules(out: &mut Out, store: &Store) -> Result<()> {
     if hubs.is_some() {
         headers.insert(4, "hosted by");
     }
-    out.text(&table(&headers, &rows))
+    out.text(&table(&headers, &rows))?;
+    if !callers.is_empty() {
+        let names: Vec<String> = callers.iter().map(|c| c.info.name.to_string()).collect();
+        out.text(&format!(
+            "\ncallers (clients speak as them over the network; not addressable): {}\n",
+            names.join(", ")
+        ))?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn prune(
@@ -425,14 +649,12 @@ pub(crate) async fn export(
     store: &Store,
     id: Option<ConversationId>,
     format: ExportFormat,
+    audit: bool,
 ) -> Result<()> {
     let ids: Vec<ConversationId> = match id {
         Some(id) => {
             if store.conversation(id).await?.is_none() {
-                bail!(
-                    "conversation {id} is not in {}; list them with `colloquy conversations`",
-                    store.describe()
-                );
+                return Err(unknown(store, id));
             }
             vec![id]
         }
@@ -448,23 +670,41 @@ pub(crate) async fn export(
     if format == ExportFormat::Json {
         out.raw(b"[")?;
     }
-    for id in ids {
-        for message in store.messages(id, MessageRange::All).await? {
-            let line = serde_json::to_string(&message)?;
-            match format {
-                ExportFormat::Jsonl => {
-                    out.raw(line.as_bytes())?;
-                    out.raw(b"\n")?;
-                }
-                ExportFormat::Json => {
-                    if !first {
-                        out.raw(b",")?;
-                    }
-                    out.raw(b"\n  ")?;
-                    out.raw(line.as_bytes())?;
-                }
+    let mut item = |out: &mut Out, line: String| -> Result<()> {
+        match format {
+            ExportFormat::Jsonl => {
+                out.raw(line.as_bytes())?;
+                out.raw(b"\n")?;
             }
-            first = false;
+            ExportFormat::Json => {
+                if !first {
+                    out.raw(b",")?;
+                }
+                out.raw(b"\n  ")?;
+                out.raw(line.as_bytes())?;
+            }
+        }
+        first = false;
+        Ok(())
+    };
+    for id in ids {
+        let messages = store.messages(id, MessageRange::All).await?;
+        if audit {
+            // A conversation pruned since it was listed is left out.
+            let Some(conversation) = store.conversation(id).await? else {
+                continue;
+            };
+            let record = json!({
+                "conversation": conversation,
+                "messages": messages,
+                "state_changes": store.state_changes(id).await?,
+                "ended": why_ended(&conversation),
+            });
+            item(out, serde_json::to_string(&record)?)?;
+            continue;
+        }
+        for message in messages {
+            item(out, serde_json::to_string(&message)?)?;
         }
     }
     if format == ExportFormat::Json {

@@ -181,7 +181,8 @@ async fn senders(plan: &Plan, first: &Hub) -> Result<Vec<Hub>> {
     Ok(hubs)
 }
 
-pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
+/// Runs the load and reports it; returns whether it was interrupted (Ctrl-C or SIGTERM).
+pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<bool> {
     let (hub, temp, db_path) = build_hub(&plan).await?;
     let hubs = senders(&plan, &hub).await?;
     let ack_log = match &plan.ack_log {
@@ -239,6 +240,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         let (conversations, turns) = (plan.conversations, plan.turns);
         workers.spawn(async move {
             let mut latencies = Vec::with_capacity(turns * conversations.div_ceil(plan.parallel));
+            let mut opened = Vec::new();
             while !stop.load(Ordering::Relaxed)
                 && next.fetch_add(1, Ordering::Relaxed) < conversations
             {
@@ -258,19 +260,32 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
                         log.record(&exchange)?;
                     }
                 }
+                opened.push(conv);
                 bar.inc(1);
             }
-            anyhow::Ok(latencies)
+            anyhow::Ok((latencies, opened))
         });
     }
     let mut latencies = Vec::with_capacity(plan.conversations * plan.turns);
+    let mut opened = Vec::new();
     while let Some(joined) = workers.join_next().await {
-        latencies.extend(joined??);
+        let (measured, conversations) = joined??;
+        latencies.extend(measured);
+        opened.extend(conversations);
     }
     let elapsed = started.elapsed();
     watcher.abort();
     let interrupted = stop.load(Ordering::Relaxed);
     bar.finish_and_clear();
+    // The load's conversations end once the clock has stopped (so ending is not measured),
+    // leaving nothing active in the database; an interrupted load leaves them as they are,
+    // to stop at once, and says how many.
+    let left_active = if interrupted {
+        opened.len()
+    } else {
+        end_all(opened, plan.parallel).await?;
+        0
+    };
     for other in &hubs {
         other.shutdown().await;
     }
@@ -288,6 +303,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         "store": plan.store.name(),
         "hubs": plan.hubs.max(1),
         "interrupted": interrupted,
+        "left_active": left_active,
         "cross_hub": plan.cross_hub,
         "synchronous": match (plan.store, plan.synchronous) {
             (StoreKind::Memory, _) => "none",
@@ -312,14 +328,21 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         "database": db_path.as_ref().filter(|_| temp.is_none()),
     });
     if out.json {
-        return out.json_value(&report);
+        out.json_value(&report)?;
+        return Ok(interrupted);
     }
     let rss = report["peak_rss_bytes"].as_u64().map_or_else(
         || "unknown".to_owned(),
         |b| format!("{:.1} MB", b as f64 / 1e6),
     );
     if interrupted {
-        out.text("interrupted (Ctrl-C or SIGTERM): the figures cover the load until then\n")?;
+        out.text(&format!(
+            "interrupted (Ctrl-C or SIGTERM): the figures cover the load until then; {left_active} conversation(s) left active{}\n",
+            match (&report["database"], left_active) {
+                (Value::String(db), 1..) => format!(" in {db} (they time out when idle past their timeout, or now with `colloquy reap --db {db}`)"),
+                _ => String::new(),
+            }
+        ))?;
     }
     out.text(&format!(
         "{} conversations x {} round trips, {}-byte payloads{}, {} store{}, handlers {}\n\
@@ -337,7 +360,28 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         report["p99_us"],
         report["max_us"],
         secs,
-    ))
+    ))?;
+    Ok(interrupted)
+}
+
+/// Ends `conversations`, `parallel` at a time.
+async fn end_all(
+    conversations: Vec<colloquy_runtime::ConversationHandle>,
+    parallel: usize,
+) -> Result<()> {
+    let mut ending = tokio::task::JoinSet::new();
+    for conversation in conversations {
+        if ending.len() >= parallel.max(1) {
+            if let Some(done) = ending.join_next().await {
+                done??;
+            }
+        }
+        ending.spawn(async move { conversation.end().await.map(drop) });
+    }
+    while let Some(done) = ending.join_next().await {
+        done??;
+    }
+    Ok(())
 }
 
 /// The process's peak resident set size (Linux: `VmHWM` in /proc/self/status).

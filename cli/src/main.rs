@@ -114,7 +114,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let store = db.open_for_reading().await?;
             inspect::conversations(&mut out, &store, status, module, since, limit).await?;
         }
-        Command::Show { id } => inspect::show(&mut out, &db.open_for_reading().await?, id).await?,
+        Command::Show { id } => {
+            let store = db.open_for_reading().await?;
+            let id = inspect::resolve(&store, &id).await?;
+            inspect::show(&mut out, &store, id).await?
+        }
+        Command::End { id, reason } => {
+            let store = db.open_existing().await?;
+            let id = inspect::resolve(&store, &id).await?;
+            inspect::end(&mut out, &store, id, reason).await?
+        }
+        Command::Reap => inspect::reap(&mut out, &db.open_existing().await?).await?,
         Command::Analytics { since } => {
             inspect::analytics(&mut out, &db.open_for_reading().await?, since).await?
         }
@@ -157,7 +167,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .transpose()?;
             let store = match (store, &given) {
                 (None, Some(db::Db::Postgres { .. })) => args::StoreKind::Postgres,
-                (None, _) => args::StoreKind::Memory,
+                (None, Some(db::Db::Sqlite(_))) => args::StoreKind::Sqlite,
+                (None, None) => args::StoreKind::Memory,
+                (Some(args::StoreKind::Memory), Some(_)) => anyhow::bail!(
+                    "--store memory keeps nothing in a database: drop --db {}, or measure that database with --store sqlite",
+                    cli.db.as_deref().unwrap_or_default()
+                ),
                 (Some(args::StoreKind::Postgres), Some(db::Db::Postgres { .. }))
                 | (Some(args::StoreKind::Sqlite | args::StoreKind::Memory), None | Some(db::Db::Sqlite(_))) => {
                     store.unwrap_or(args::StoreKind::Memory)
@@ -186,12 +201,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 args::Via::Direct if peer.is_some() => {
                     anyhow::bail!("--peer measures over HTTP: add --via a2a")
                 }
-                args::Via::Direct => load::run(&mut out, plan).await?,
+                args::Via::Direct => {
+                    if load::run(&mut out, plan).await? {
+                        // Interrupted: the shell's code for a command stopped by SIGINT.
+                        code = ExitCode::from(130);
+                    }
+                }
                 args::Via::A2a => load_a2a::run(&mut out, plan, peer).await?,
             }
         }
-        Command::Export { id, format } => {
-            inspect::export(&mut out, &db.open_for_reading().await?, id, format).await?
+        Command::Export { id, format, audit } => {
+            let store = db.open_for_reading().await?;
+            let id = match id {
+                Some(id) => Some(inspect::resolve(&store, &id).await?),
+                None => None,
+            };
+            inspect::export(&mut out, &store, id, format, audit).await?
         }
     }
     out.flush()?;
@@ -214,7 +239,18 @@ fn parse() -> Result<Cli, ExitCode> {
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("error: bad arguments");
-            let _ = writeln!(std::io::stderr(), "{line} (see --help)");
+            // clap's "did you mean" is a `tip:` line of its own: kept, on the same line.
+            let tips: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("tip:"))
+                .collect();
+            let hint = if tips.is_empty() {
+                "see --help".to_owned()
+            } else {
+                format!("{}; see --help", tips.join("; "))
+            };
+            let _ = writeln!(std::io::stderr(), "{line} ({hint})");
             ExitCode::from(2)
         }
     })
@@ -257,10 +293,13 @@ fn hint(e: &anyhow::Error) -> String {
     use colloquy_storage::StoreError;
     match e.downcast_ref::<StoreError>() {
         Some(StoreError::DatabaseMissing { path }) if path.extension().is_some() => {
-            format!(" (create one with `colloquy demo --db {}`)", path.display())
+            format!(
+                ", or create one with `colloquy demo --db {}`",
+                path.display()
+            )
         }
         Some(StoreError::DatabaseMissing { .. }) => {
-            " (create it with `colloquy demo` on the same --db and --schema)".to_owned()
+            ", or create it with `colloquy demo` on the same --db and --schema".to_owned()
         }
         Some(StoreError::SchemaTooOld { path, .. }) => format!(
             " (on a writable copy, `colloquy health --db {}` migrates it)",

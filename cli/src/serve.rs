@@ -33,6 +33,16 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
             settings.listen
         );
     }
+    // The address first: a port that is taken stops the start before anything is opened or
+    // created.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another server using it? pick another with --listen",
+                settings.listen
+            )
+        })?;
     let mut builder = db.hub()?.handler_deadline(Duration::from_secs(30));
     if let Some(idle) = settings.idle_timeout {
         builder = builder.idle_timeout(idle);
@@ -57,9 +67,6 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
         ));
         hub.register(agent).await?;
     }
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
     let base_url = settings
         .base_url
@@ -79,12 +86,22 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
     }
     let callers = options.participants();
     let server = A2aServer::new(hub.clone(), options).await?;
-    let cards: Vec<String> = hub
-        .modules()
+    // Every module a turn from here can reach: this hub's own and, on a database several
+    // hubs share, those the other live hubs host.
+    let served: Vec<_> = hub
+        .reachable_modules()
+        .into_iter()
+        .filter(|m| !m.is_caller() && !callers.contains(&m.name))
+        .collect();
+    let local = hub.modules();
+    let cards: Vec<String> = served
         .iter()
-        .filter(|m| !callers.contains(&m.name))
         .map(|m| format!("{base_url}/agents/{}/.well-known/agent-card.json", m.name))
         .collect();
+    let elsewhere = served
+        .iter()
+        .filter(|m| !local.iter().any(|l| l.name == m.name))
+        .count();
     if out.json {
         // One line, so that a supervisor (or a test) can read it as the server's "ready".
         let ready = serde_json::json!({
@@ -102,11 +119,12 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
             ))?;
         }
         if cards.is_empty() {
-            out.text("no modules to serve: add --agent URL or --demo-modules\n")?;
+            out.text("no modules to serve yet: add --agent URL or --demo-modules, or start a hub with modules on the same database\n")?;
         }
         out.text(&format!(
-            "serving {} agents on {address} (Ctrl-C stops); their cards:\n{}\ninspector: {base_url}/inspect   health: {base_url}/healthz   metrics: {base_url}/metrics\n",
+            "serving {} agent(s) on {address}{} (Ctrl-C stops); their cards:\n{}\ninspector: {base_url}/inspect   health: {base_url}/healthz   metrics: {base_url}/metrics\n",
             cards.len(),
+            if elsewhere > 0 { format!(", {elsewhere} of them hosted by other hubs") } else { String::new() },
             cards.join("\n")
         ))?;
         for (endpoint, url, _) in remote {
@@ -117,10 +135,26 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
     let router = server
         .router()
         .merge(Inspector::new(hub.clone(), inspector).router());
-    axum_serve(listener, router).await?;
+    let in_flight = axum_serve(listener, router, &hub).await?;
     // Stopped accepting and answered what was in progress; now drain the hub's turns and
     // close the store.
-    hub.shutdown().await;
+    let report = hub.shutdown().await;
+    let aborted = if report.aborted > 0 {
+        format!(", {} aborted at the drain deadline", report.aborted)
+    } else {
+        String::new()
+    };
+    if out.json {
+        out.text(&format!(
+            "{}\n",
+            serde_json::json!({ "stopped": true, "in_flight_at_signal": in_flight, "aborted": report.aborted })
+        ))?;
+    } else {
+        out.text(&format!(
+            "stopped: {in_flight} turn(s) were in flight at the signal and finished{aborted}; the database is closed\n"
+        ))?;
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -145,13 +179,32 @@ fn read_tokens(file: &Path) -> Result<Vec<(String, ModuleName)>> {
     Ok(tokens)
 }
 
-/// Serves until Ctrl-C or SIGTERM, then returns (in-flight requests finish first).
-async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) -> Result<()> {
-    let stop = interruption()?;
+/// Serves until Ctrl-C or SIGTERM, then returns (in-flight requests finish first) how many
+/// turns were in flight when the signal came.
+async fn axum_serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    hub: &colloquy_runtime::Hub,
+) -> Result<usize> {
+    let interrupted = interruption()?;
+    let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = {
+        let (hub, in_flight) = (hub.clone(), std::sync::Arc::clone(&in_flight));
+        async move {
+            interrupted.await;
+            in_flight.store(hub.stats().in_flight, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    // `/` leads to the inspector.
+    let router = router.route(
+        "/",
+        axum::routing::get(|| async { axum::response::Redirect::to("/inspect") }),
+    );
     axum::serve(listener, router)
         .with_graceful_shutdown(stop)
         .await
-        .context("the server failed")
+        .context("the server failed")?;
+    Ok(in_flight.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 /// Resolves at Ctrl-C or SIGTERM (listening starts now, so a signal that comes before the

@@ -178,7 +178,7 @@ pub enum CoreError {
     },
 
     /// Stored or deserialized state breaks an invariant of the model.
-    #[error("inconsistent conversation state: {detail}")]
+    #[error("the conversation's state is not valid: {detail}")]
     InvalidState {
         /// What is inconsistent.
         detail: String,

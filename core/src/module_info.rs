@@ -80,4 +80,34 @@ impl ModuleInfo {
     pub fn has_capability(&self, capability: &Capability) -> bool {
         self.capabilities.contains(capability)
     }
+
+    /// A caller participant: someone who speaks in conversations from outside the hub (an
+    /// A2A or MCP client, through a network front) and cannot be addressed as a module. It
+    /// is registered so that it can be a participant, and marked with the capability
+    /// [`CALLER_CAPABILITY`](Self::CALLER_CAPABILITY) so that listings of modules can leave
+    /// it out.
+    ///
+    /// ```
+    /// use colloquy_core::ModuleInfo;
+    /// let caller = ModuleInfo::caller("a2a-client".parse()?, "A2A callers of this hub");
+    /// assert!(caller.is_caller());
+    /// assert_eq!(caller.capabilities, vec![ModuleInfo::CALLER_CAPABILITY.parse()?]);
+    /// assert!(!ModuleInfo::new("echo".parse()?).is_caller());
+    /// # Ok::<(), colloquy_core::CoreError>(())
+    /// ```
+    pub fn caller(name: ModuleName, description: impl Into<String>) -> Self {
+        let mut info = Self::new(name).with_description(description);
+        info.capabilities.push(Capability::caller());
+        info
+    }
+
+    /// The capability that marks a caller participant (see [`caller`](Self::caller)).
+    pub const CALLER_CAPABILITY: &'static str = "colloquy.caller";
+
+    /// True for a caller participant rather than a module that answers turns.
+    pub fn is_caller(&self) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.as_str() == Self::CALLER_CAPABILITY)
+    }
 }

@@ -158,3 +158,13 @@ validated_name!(
     Capability,
     "capability"
 );
+
+impl Capability {
+    /// [`ModuleInfo::CALLER_CAPABILITY`](crate::ModuleInfo::CALLER_CAPABILITY) as a
+    /// capability.
+    pub(crate) fn caller() -> Self {
+        // The constant is 15 characters of the name alphabet; built directly so that no
+        // fallible parse is needed for it.
+        Self(Arc::from(crate::ModuleInfo::CALLER_CAPABILITY))
+    }
+}

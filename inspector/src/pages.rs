@@ -16,8 +16,8 @@ use axum::{
     Extension,
 };
 use colloquy_runtime::{
-    Conversation, ConversationId, ListCursor, ListFilter, MessageRange, ModuleName, StatusKind,
-    TimeRange,
+    Analytics, Conversation, ConversationId, ListCursor, ListFilter, MessageRange, ModuleActivity,
+    ModuleName, StatusKind, TimeRange, Timestamp,
 };
 
 use crate::{
@@ -231,11 +231,18 @@ pub(crate) async fn modules(
         Some(members) => Some(members.map_err(|e| bad(e.to_string()))?),
         None => None,
     };
+    // Callers (the participants that network clients speak as) are not modules: their
+    // names are the callers' own business, and nobody can address them.
     let mut rows: BTreeMap<String, ModuleRow> = BTreeMap::new();
-    for info in hub.reachable_modules() {
+    for info in hub
+        .reachable_modules()
+        .into_iter()
+        .filter(|m| !m.is_caller())
+    {
         rows.insert(info.name.to_string(), module_row(&info));
     }
-    for record in hub.reader().modules().await? {
+    let recorded = hub.reader().modules().await?;
+    for record in recorded.into_iter().filter(|r| !r.info.is_caller()) {
         rows.entry(record.info.name.to_string())
             .or_insert_with(|| module_row(&record.info))
             .registered = Some(time(record.registered_at));
@@ -282,26 +289,34 @@ fn module_row(info: &colloquy_runtime::ModuleInfo) -> ModuleRow {
 /// `/inspect/health`: the hub's health and the store's analytics.
 pub(crate) async fn health(
     State(shared): State<Arc<Shared>>,
-    Extension(_reader): Extension<Reader>,
+    Extension(reader): Extension<Reader>,
 ) -> Result<Response, InspectorError> {
     let hub = &shared.hub;
     let health = hub.health(None).await;
-    let analytics = hub.reader().analytics(TimeRange::all()).await?;
     let hubs = match hub.members().await {
         Some(Ok(members)) => members
             .iter()
             .map(|m| HubRow {
                 name: m.name.clone(),
-                alive: m.alive,
+                state: match (m.alive, m.fenced, m.left) {
+                    (true, _, _) => "alive",
+                    (false, false, _) => "silent",
+                    (false, true, true) => "left",
+                    (false, true, false) => "lost",
+                },
                 heartbeat: time(m.heartbeat_at),
-                modules: m.modules.len(),
+                modules: m.modules.iter().filter(|info| !info.is_caller()).count(),
             })
             .collect(),
         _ => Vec::new(),
     };
-    // Distributions over the newest conversations, read a page at a time.
+    // Distributions over the newest conversations (the reader's own, for a reader with a
+    // token), read a page at a time.
     let mut sample = Vec::new();
     let mut filter = ListFilter::new().limit(colloquy_runtime::MAX_PAGE);
+    if let Some(me) = reader.participant() {
+        filter = filter.participant(me.clone());
+    }
     while sample.len() < SAMPLE {
         let page = hub.reader().list(&filter).await?;
         sample.extend(page.conversations);
@@ -312,6 +327,12 @@ pub(crate) async fn health(
     }
     sample.truncate(SAMPLE);
     let now = hub.clock().now();
+    // A reader with a token sees figures of its own conversations only (the newest of
+    // them): the database's totals and the names in them are other callers' business.
+    let analytics = match reader.participant() {
+        None => hub.reader().analytics(TimeRange::all()).await?,
+        Some(_) => analytics_of(&sample),
+    };
     // Upper bounds, exclusive.
     let turns = distribution(
         sample.iter().map(Conversation::turn_count),
@@ -357,6 +378,7 @@ pub(crate) async fn health(
         in_flight: health.router.in_flight,
         timed_out_total: health.timed_out_total,
         hubs,
+        scope: reader.participant().map(ToString::to_string),
         conversations: analytics.conversations,
         average_turns: format!("{:.1}", analytics.average_turns()),
         average_duration: duration(analytics.average_duration()),
@@ -380,6 +402,37 @@ pub(crate) async fn health(
         turns,
         durations,
     })
+}
+
+/// The analytics of `conversations`, computed here (the store computes them for a whole
+/// database only): a module took part in a conversation it is a participant of.
+fn analytics_of(conversations: &[Conversation]) -> Analytics {
+    let mut out = Analytics::default();
+    let mut modules: BTreeMap<ModuleName, (u64, u64)> = BTreeMap::new();
+    for c in conversations {
+        out.conversations += 1;
+        out.by_status.add(c.status().kind(), 1);
+        out.total_turns += c.turn_count();
+        // As the stores count it: until the end, or the last activity of an open one.
+        let end: Timestamp = c.ended_at().unwrap_or(c.last_activity());
+        out.total_duration_ms +=
+            u64::try_from(end.saturating_duration_since(c.started_at()).as_millis())
+                .unwrap_or(u64::MAX);
+        for (position, module) in c.participants().iter().enumerate() {
+            let slot = modules.entry(module.clone()).or_default();
+            slot.0 += u64::from(position == 0);
+            slot.1 += 1;
+        }
+    }
+    out.modules = modules
+        .into_iter()
+        .map(|(module, (initiated, participated))| ModuleActivity {
+            module,
+            initiated,
+            participated,
+        })
+        .collect();
+    out
 }
 
 /// `/inspect/assets/{file}`: the stylesheet and the live transcript's script.

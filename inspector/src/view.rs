@@ -213,6 +213,8 @@ pub(crate) struct HealthPage {
     pub(crate) in_flight: usize,
     pub(crate) timed_out_total: u64,
     pub(crate) hubs: Vec<HubRow>,
+    /// For a reader with a token: the participant whose conversations the figures cover.
+    pub(crate) scope: Option<String>,
     pub(crate) conversations: u64,
     pub(crate) average_turns: String,
     pub(crate) average_duration: String,
@@ -227,7 +229,8 @@ pub(crate) struct HealthPage {
 /// A hub sharing the database.
 pub(crate) struct HubRow {
     pub(crate) name: String,
-    pub(crate) alive: bool,
+    /// alive, silent, left or lost.
+    pub(crate) state: &'static str,
     pub(crate) heartbeat: String,
     pub(crate) modules: usize,
 }

@@ -52,6 +52,7 @@ mod error;
 mod handle;
 mod hub;
 mod member;
+mod operator;
 mod reader;
 mod remote;
 mod stale;
@@ -78,10 +79,12 @@ pub use colloquy_registry::{
 pub use colloquy_storage::PostgresOptions;
 pub use colloquy_storage::{
     Analytics, ConversationPage, ListCursor, ListFilter, Member, MemberRecord, MessageRange,
-    ModuleRecord, SqliteOptions, StoreError, Synchronous, TimeRange, MAX_PAGE,
+    ModuleActivity, ModuleRecord, SqliteOptions, StatusCounts, StoreError, Synchronous, TimeRange,
+    MAX_PAGE,
 };
 pub use error::HubError;
 pub use handle::ConversationHandle;
 pub use hub::{BroadcastReply, Health, Hub, HubBuilder};
+pub use operator::{end_conversation, reap_stored};
 pub use reader::StoreReader;
 pub use stale::{find_stale, StaleScan};

@@ -40,7 +40,7 @@ pub enum StoreError {
     },
 
     /// The call's arguments are inconsistent with each other.
-    #[error("invalid store call: {reason}")]
+    #[error("the store refused the call: {reason}")]
     InvalidInput {
         /// What is wrong.
         reason: String,
@@ -56,7 +56,7 @@ pub enum StoreError {
     },
 
     /// The database file does not exist and the store was asked not to create one.
-    #[error("database {path} does not exist; check the path, or let the store create it (open it without `existing_only`)", path = path.display())]
+    #[error("database {path} does not exist; check the path", path = path.display())]
     DatabaseMissing {
         /// The path.
         path: PathBuf,
@@ -119,7 +119,7 @@ pub enum StoreError {
     /// The database server cannot be reached, or the connection died during the call. The
     /// call had no effect, or (for a write whose commit was sent) its outcome is unknown:
     /// retrying the same write is safe, appends being idempotent on message id.
-    #[error("the {backend} server is unavailable: {detail}; the call can be retried (a retried append is idempotent)")]
+    #[error("the {backend} server is unavailable: {detail}; retry the call; a retry never stores anything twice")]
     Unavailable {
         /// Which backend ("postgres", ...).
         backend: &'static str,

@@ -37,6 +37,9 @@ pub struct MemberRecord {
     /// True once another member declared it dead (or it left): nothing it writes
     /// afterwards as this member is accepted.
     pub fenced: bool,
+    /// True when it left cleanly (it shut down and said so); a member fenced without
+    /// having left was lost: killed, paused or cut off, and its exchanges taken over.
+    pub left: bool,
     /// The modules it hosts.
     pub modules: Vec<ModuleInfo>,
 }

@@ -410,9 +410,18 @@ impl ConversationStore for MemoryStore {
                 let end = c.ended_at().unwrap_or(c.last_activity());
                 out.total_duration_ms +=
                     colloquy_core::duration_millis(end.saturating_duration_since(c.started_at()));
+                // A module took part if it is a participant now or sent any turn (a
+                // transfer removes it from the participants, not from what it did).
+                let mut took_part: BTreeMap<&ModuleName, bool> = BTreeMap::new();
                 for (position, module) in c.participants().iter().enumerate() {
+                    *took_part.entry(module).or_default() |= position == 0;
+                }
+                for message in &entry.messages {
+                    took_part.entry(&message.source).or_default();
+                }
+                for (module, initiated) in took_part {
                     let slot = modules.entry(module.clone()).or_default();
-                    slot.0 += u64::from(position == 0);
+                    slot.0 += u64::from(initiated);
                     slot.1 += 1;
                 }
             }

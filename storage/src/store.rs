@@ -423,7 +423,9 @@ pub struct ModuleActivity {
     pub module: ModuleName,
     /// Conversations it opened (it is the first participant).
     pub initiated: u64,
-    /// Conversations it takes part in, including those it opened.
+    /// Conversations it took part in, including those it opened: it is a participant, or
+    /// it sent any of their turns (a request or a reply), so a module transferred out of
+    /// a conversation still counts in it.
     pub participated: u64,
 }
 

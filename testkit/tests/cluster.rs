@@ -69,7 +69,7 @@ async fn hubs_join_with_their_modules_and_a_silent_one_is_fenced() {
     c.shutdown().await;
     let all = members(&a).await;
     let gone = named(&all, "hub-c").unwrap();
-    assert!(gone.fenced && !gone.alive, "{gone:?}");
+    assert!(gone.fenced && !gone.alive && gone.left, "{gone:?}");
 
     // A member that joins and then never heartbeats (a process that died; the binary's
     // SIGKILL test does it for real) is fenced by a live hub after the member timeout.
@@ -89,6 +89,17 @@ async fn hubs_join_with_their_modules_and_a_silent_one_is_fenced() {
     let ghost_record = named(&all, "ghost").unwrap();
     assert_eq!(ghost_record.member, ghost);
     assert!(!ghost_record.alive);
+    assert!(
+        !ghost_record.left,
+        "a member fenced by others was lost, not left"
+    );
+    // Saying goodbye after being fenced does not turn a lost member into one that left.
+    colloquy_storage::ConversationStore::membership(&store)
+        .unwrap()
+        .leave(ghost)
+        .await
+        .unwrap();
+    assert!(!named(&members(&a).await, "ghost").unwrap().left);
     // A fenced member's heartbeat is refused: it learns it must rejoin.
     let refused = colloquy_storage::ConversationStore::membership(&store)
         .unwrap()

@@ -11,7 +11,7 @@ use colloquy_storage::ListFilter;
 use tracing::debug;
 
 use super::Router;
-use crate::{cache::Hot, ReapReport};
+use crate::{cache::Hot, ReapReport, RouteError};
 
 impl Router {
     /// One full reaper pass: [`reap_hot`](Self::reap_hot), then the catch-up scan of a
@@ -49,6 +49,34 @@ impl Router {
             debug!(?report, "reaper pass");
         }
         report
+    }
+
+    /// Times out every stored active conversation that is expired now, walking the store
+    /// page by page once (not a batch per pass, as [`reap`](Self::reap) does): what an
+    /// operator runs once when no hub is running (`colloquy reap`). Each conversation is
+    /// timed out under its turn lock with a conditional write, so a hub reaping at the same
+    /// time times each out once between them.
+    ///
+    /// Errors: [`RouteError::Storage`] when the store cannot list the conversations.
+    pub async fn reap_stored(&self) -> Result<ReapReport, RouteError> {
+        let mut report = ReapReport::default();
+        let mut filter = ListFilter::new()
+            .status(colloquy_core::StatusKind::Active)
+            .limit(self.config.reap_batch);
+        loop {
+            let now = self.clock.now();
+            // Keyset pages (by start and id) are not disturbed by the conversations this
+            // walk times out.
+            let page = self.db().list(&filter).await?;
+            report.scanned += page.conversations.len();
+            for conversation in page.conversations.iter().filter(|c| c.expired(now)) {
+                report.timed_out += usize::from(self.reap_one(conversation.id(), now, false).await);
+            }
+            match page.next {
+                Some(cursor) => filter = filter.after(cursor),
+                None => return Ok(report),
+            }
+        }
     }
 
     /// Times out the expired conversations held in memory and evicts those not used for

@@ -169,7 +169,11 @@ impl Membership for PostgresStore {
         client
             .execute(
                 &client
-                    .prepare_cached("UPDATE hubs SET fenced = true WHERE id = $1 AND epoch = $2")
+                    .prepare_cached(
+                        // A member the others fenced already was lost, whatever it says later.
+                        "UPDATE hubs SET fenced = true, left_at = now() \
+                         WHERE id = $1 AND epoch = $2 AND NOT fenced",
+                    )
                     .await
                     .map_err(self.err())?,
                 &[&member.id, &member.epoch],
@@ -334,7 +338,7 @@ impl Membership for PostgresStore {
                    (extract(epoch FROM joined_at) * 1000)::bigint, \
                    (extract(epoch FROM heartbeat_at) * 1000)::bigint, \
                    NOT fenced AND heartbeat_at >= now() - make_interval(secs => $1), \
-                   fenced, modules \
+                   fenced, modules, left_at IS NOT NULL \
                  FROM hubs WHERE NOT fenced OR heartbeat_at >= now() - make_interval(secs => $2) \
                  ORDER BY joined_at, id",
                     )
@@ -357,6 +361,7 @@ impl Membership for PostgresStore {
                 heartbeat_at: millis(row, 4).map_err(self.err())?,
                 alive: row.try_get(5).map_err(self.err())?,
                 fenced: row.try_get(6).map_err(self.err())?,
+                left: row.try_get(8).map_err(self.err())?,
                 modules: serde_json::from_value(modules).map_err(|e| StoreError::Corrupt {
                     location: "a hub's modules".into(),
                     detail: e.to_string(),

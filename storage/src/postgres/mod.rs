@@ -1059,10 +1059,18 @@ impl PostgresStore {
         let rows = tx
             .query(
                 &format!(
-                    "SELECT p.module COLLATE \"C\" AS module, \
-                     count(*) FILTER (WHERE p.position = 1), count(*) \
-                     FROM conversations, unnest(participants) WITH ORDINALITY AS p (module, position)\
-                     {where_sql} GROUP BY 1 ORDER BY 1"
+                    // A module took part if it is a participant now or sent any turn
+                    // (a transfer removes it from the participants, not from what it did).
+                    "SELECT module COLLATE \"C\" AS module, \
+                     count(*) FILTER (WHERE initiated), count(*) FROM ( \
+                       SELECT module, conversation_id, bool_or(initiated) AS initiated FROM ( \
+                         SELECT p.module, id AS conversation_id, p.position = 1 AS initiated \
+                         FROM conversations, unnest(participants) WITH ORDINALITY AS p (module, position)\
+                         {where_sql} \
+                         UNION ALL SELECT m.source, m.conversation_id, false \
+                         FROM messages m JOIN conversations ON conversations.id = m.conversation_id\
+                         {where_sql}) AS took_part GROUP BY 1, 2) AS per_conversation \
+                     GROUP BY 1 ORDER BY 1"
                 ),
                 &params,
             )

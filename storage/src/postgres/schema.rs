@@ -112,6 +112,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conversation_id, version)
     );
     "#,
+    // Version 6: when a hub left cleanly (shut down), so that a hub that left and one the
+    // others fenced after it fell silent (killed, paused, cut off) are told apart.
+    r#"
+    ALTER TABLE hubs ADD COLUMN left_at timestamptz;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

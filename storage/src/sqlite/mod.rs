@@ -244,10 +244,7 @@ impl Site {
                 },
                 Code::CannotOpen => StoreError::Backend {
                     backend: "sqlite",
-                    message: format!(
-                        "cannot open {}: {detail}; check that its directory exists and is writable",
-                        path.display()
-                    ),
+                    message: cannot_open(&path),
                 },
                 _ => StoreError::Backend {
                     backend: "sqlite",
@@ -259,6 +256,34 @@ impl Site {
             backend: "sqlite",
             message: format!("{}: {e}", path.display()),
         }
+    }
+}
+
+/// Why SQLite could not open `path`, in the words of what the user can fix: a missing
+/// directory, a directory that cannot be written, or a path that is a directory.
+fn cannot_open(path: &Path) -> String {
+    let shown = path.display();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if path.is_dir() {
+        format!("cannot open {shown}: it is a directory; name a database file in it")
+    } else if !parent.exists() {
+        format!(
+            "cannot open {shown}: the directory {} does not exist; create it first",
+            parent.display()
+        )
+    } else if !parent.is_dir() {
+        format!(
+            "cannot open {shown}: {} is a file, not a directory",
+            parent.display()
+        )
+    } else {
+        format!(
+            "cannot open {shown}: the file or its directory {} cannot be written; check their permissions",
+            parent.display()
+        )
     }
 }
 
@@ -303,8 +328,8 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> Result<Self, StoreError> {
         let site = Site::new(path.as_ref(), &options);
-        let turnstile = turnstile::Turnstile::open(&site.path)?;
-        let conn = site.retry_busy(|| schema::open_writer(&site, &options, &turnstile))?;
+        let mut turnstile = turnstile::Turnstile::new(&site.path);
+        let conn = site.retry_busy(|| schema::open_writer(&site, &options, &mut turnstile))?;
         let pool = read_pool(&site, &options, false)?;
         let signal = checkpointer::Signal::default();
         let checkpointer = checkpointer::Checkpointer::spawn(&site, &options, signal.clone())?;
@@ -507,12 +532,19 @@ fn read_pool(
 ) -> Result<r2d2::Pool<SqliteConnectionManager>, StoreError> {
     use rusqlite::OpenFlags;
     let init_options = options.clone();
-    // Readers of a writable store open the file read-write like the writer (`query_only`
-    // below keeps them from writing); a store opened read-only never asks for write access.
-    let access = if read_only_file {
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-    } else {
+    // Readers open the file read-write where they may (`query_only` below keeps them from
+    // writing): the last connection to close then folds the log back and removes the
+    // `-wal` and `-shm` files, so reading leaves nothing behind. Only a file that cannot be
+    // written (a read-only mount, a protected backup) is opened read-only.
+    let writable = !read_only_file
+        || std::fs::OpenOptions::new()
+            .write(true)
+            .open(&site.path)
+            .is_ok();
+    let access = if writable {
         OpenFlags::SQLITE_OPEN_READ_WRITE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
     };
     let manager = SqliteConnectionManager::file(&site.path)
         .with_flags(access | OpenFlags::SQLITE_OPEN_NO_MUTEX)

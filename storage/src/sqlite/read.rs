@@ -240,13 +240,20 @@ pub(crate) fn analytics(
     out.by_status.add(StatusKind::TimedOut, timed_out);
     out.by_status.add(StatusKind::Failed, failed);
 
+    // A module took part in a conversation if it is a participant now or sent any of its
+    // turns (a request or a reply): a transfer removes a module from the participants,
+    // not from what it did. One row per (module, conversation), then counted per module.
     let mut modules_sql = String::from(
-        "SELECT p.module, sum(p.position = 0), count(*) FROM participants p \
-         JOIN conversations c ON c.id = p.conversation_id WHERE 1 = 1",
+        "WITH took_part (module, conversation_id, initiated) AS ( \
+           SELECT module, conversation_id, position = 0 FROM participants \
+           UNION ALL SELECT source, conversation_id, 0 FROM messages) \
+         SELECT module, sum(initiated), count(*) FROM ( \
+           SELECT t.module AS module, max(t.initiated) AS initiated FROM took_part t \
+           JOIN conversations c ON c.id = t.conversation_id WHERE 1 = 1",
     );
     let mut params = Vec::new();
     push_range(&mut modules_sql, &mut params, "c.started_at", range);
-    modules_sql.push_str(" GROUP BY p.module ORDER BY p.module");
+    modules_sql.push_str(" GROUP BY t.module, t.conversation_id) GROUP BY module ORDER BY module");
     let mut stmt = tx.prepare_cached(&modules_sql).map_err(err)?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params.iter()))

@@ -99,7 +99,7 @@ pub(crate) fn configure_common(conn: &Connection, options: &SqliteOptions) -> ru
 pub(crate) fn open_writer(
     site: &Site,
     options: &SqliteOptions,
-    turnstile: &super::turnstile::Turnstile,
+    turnstile: &mut super::turnstile::Turnstile,
 ) -> Result<Connection, StoreError> {
     use rusqlite::OpenFlags;
     let path = site.path.as_path();
@@ -210,9 +210,11 @@ pub(crate) fn check_readable(site: &Site, options: &SqliteOptions) -> Result<(),
     if app_id != APPLICATION_ID || version == 0 {
         return Err(StoreError::NotADatabase {
             path: path.to_owned(),
-            detail: format!(
-                "application_id {app_id:#x} and schema version {version} are not colloquy's"
-            ),
+            detail: if app_id == 0 && version == 0 {
+                "it holds no colloquy tables (an empty file, or an SQLite database of another application)".to_owned()
+            } else {
+                format!("it is an SQLite database of another application (application_id {app_id:#x}, schema version {version})")
+            },
         });
     }
     match version.cmp(&SCHEMA_VERSION) {
@@ -235,10 +237,20 @@ pub(crate) fn check_readable(site: &Site, options: &SqliteOptions) -> Result<(),
 fn migrate(
     conn: &mut Connection,
     site: &Site,
-    turnstile: &super::turnstile::Turnstile,
+    turnstile: &mut super::turnstile::Turnstile,
 ) -> Result<(), StoreError> {
     let path = site.path.as_path();
     let err = |e| site.err(e);
+    // A file at this build's schema needs no write: opening it must not take the write
+    // lock (nor create the writers' turnstile), so that opening is never a write.
+    let current = |conn: &Connection| -> rusqlite::Result<bool> {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+        Ok(version == SCHEMA_VERSION && app_id == APPLICATION_ID)
+    };
+    if current(conn).map_err(err)? {
+        return Ok(());
+    }
     // Through the writers' turnstile, like every write: another process loading the file
     // cannot keep the migration from the write lock.
     let passing = turnstile.enter(std::time::Instant::now(), site.lock_wait)?;
@@ -267,7 +279,7 @@ fn migrate(
         if foreign > 0 {
             return Err(StoreError::NotADatabase {
                 path: path.to_owned(),
-                detail: format!("it is an SQLite database with {foreign} tables or indexes that colloquy did not create"),
+                detail: format!("it is an SQLite database of another application ({foreign} {} that colloquy did not create)", if foreign == 1 { "table or index" } else { "tables and indexes" }),
             });
         }
     }

@@ -650,6 +650,44 @@ pub async fn transfer_updates_participant_filter<F: StoreFactory>(f: &F) -> Chec
     Ok(())
 }
 
+/// A module that sent a turn and was then transferred out still took part in the
+/// conversation: analytics count who spoke, not only who is left.
+pub async fn analytics_count_a_module_transferred_out<F: StoreFactory>(f: &F) -> CheckResult {
+    let store = f.open().await?;
+    // a -> b, b -> a: both spoke; then b hands its place to c, who has not spoken yet.
+    let (mut c, _) = stored_with_turns(&store, &["a", "b"], at(0), 2).await?;
+    c.transfer(&name("b")?, name("c")?, at(5_000))?;
+    c.bump_version();
+    store.update(&c).await?;
+    // A second conversation in which b never speaks and is transferred out before any turn:
+    // it did not take part there.
+    let mut quiet = conversation(&["d", "b"], at(10_000))?;
+    store.create(&quiet).await?;
+    quiet.transfer(&name("b")?, name("e")?, at(11_000))?;
+    quiet.bump_version();
+    store.update(&quiet).await?;
+    let got = store.analytics(TimeRange::all()).await?.modules;
+    let module = |m: &str, initiated, participated| {
+        Ok::<_, Failure>(ModuleActivity {
+            module: name(m)?,
+            initiated,
+            participated,
+        })
+    };
+    ensure_eq!(
+        got,
+        vec![
+            module("a", 1, 1)?,
+            module("b", 0, 1)?,
+            module("c", 0, 1)?,
+            module("d", 1, 1)?,
+            module("e", 0, 1)?,
+        ],
+        "module activity after transfers"
+    );
+    Ok(())
+}
+
 /// A stored message is found by its id alone, in whichever conversation; an id never stored
 /// finds nothing.
 pub async fn a_message_is_found_by_its_id<F: StoreFactory>(f: &F) -> CheckResult {

@@ -237,6 +237,7 @@ suite!(
     list_filters_by_start_range,
     list_pages_cover_everything_once,
     analytics_matches_hand_computed,
+    analytics_count_a_module_transferred_out,
     analytics_respects_time_range,
     analytics_of_empty_store_is_zero,
     prune_removes_only_ended_before,
