@@ -662,8 +662,84 @@ async fn two_hubs_time_out_a_dead_hubs_conversations_once_each() {
         let stored = transcript(&url, &schema, context).await;
         assert_eq!(stored.len(), 2, "{context}: nothing added by the reapers");
     }
+    // `colloquy health` tells the killed hub (lost: fenced by the others) from a hub that
+    // left, and reports the modules only it hosted as unreachable while other hubs run.
+    let health = |expect_code: i32| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+            .args(["health", "--json", "--db", &url, "--schema", &schema])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(expect_code), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let limit = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+            .args(["health", "--json", "--db", &url, "--schema", &schema])
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let lost = report["hubs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["state"] == "lost");
+        if lost || Instant::now() >= limit {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report["healthy"], false, "{report}");
+    let states: Vec<&str> = report["hubs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| **s == "lost").count(),
+        1,
+        "{report}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| **s == "alive").count(),
+        2,
+        "{report}"
+    );
+    let unreachable: Vec<&str> = report["unreachable_modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(unreachable.contains(&"echo"), "{report}");
+    assert!(
+        !unreachable.contains(&"a2a-client"),
+        "a caller is not a module: {report}"
+    );
+    for hub in report["hubs"].as_array().unwrap() {
+        assert!(
+            hub["modules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m != "a2a-client"),
+            "{report}"
+        );
+    }
     for (hub, _) in reapers {
         assert!(hub.terminate());
     }
+    // With every hub stopped, the two that shut down are `left`, the killed one `lost`;
+    // nothing serves, which is a stopped cluster, not a broken one.
+    let report = health(0);
+    let mut states: Vec<&str> = report["hubs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    states.sort_unstable();
+    assert_eq!(states, ["left", "left", "lost"], "{report}");
     drop_schema(&url, &schema);
 }

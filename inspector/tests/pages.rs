@@ -345,3 +345,85 @@ async fn the_modules_page_names_hosts_capabilities_and_remote_agents() {
     assert!(html.contains("memory, answers in"), "{html}");
     hub.shutdown().await;
 }
+
+/// A reader with a token sees figures of its own conversations on the health page, and no
+/// caller's name on the health or modules pages; every page's title is plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_reader_sees_its_own_figures_and_no_callers_names() {
+    let options = InspectorOptions::new().token("t-other", "other".parse().unwrap());
+    let (hub, base) = serve(options).await;
+    // A caller participant, as a network front registers one.
+    hub.register_with(
+        std::sync::Arc::new(Echo::with_info(colloquy_runtime::ModuleInfo::caller(
+            "secret-caller".parse().unwrap(),
+            "a caller",
+        ))),
+        colloquy_runtime::Registration::new(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let theirs = hub
+            .start_conversation(ConversationSpec::between("secret-caller", "server").unwrap())
+            .await
+            .unwrap();
+        theirs.send("hi").await.unwrap();
+    }
+    let mine = hub
+        .start_conversation(ConversationSpec::between("client", "other").unwrap())
+        .await
+        .unwrap();
+    mine.send("hello").await.unwrap();
+    mine.end().await.unwrap();
+
+    let http = client();
+    let get = |path: &str| {
+        http.get(format!("{base}{path}"))
+            .bearer_auth("t-other")
+            .send()
+    };
+    let health = get("/inspect/health").await.unwrap().text().await.unwrap();
+    assert!(
+        health.contains("1 in all"),
+        "the reader's one conversation, not the database's four: {health}"
+    );
+    assert!(health.contains("id=\"scope\""), "{health}");
+    assert!(!health.contains("secret-caller"), "{health}");
+    // Every bar is drawn in a track, so its percent is of the same width in every panel.
+    let bars = health.matches("<span class=\"bar\"").count()
+        + health.matches("<span class=\"bar ").count();
+    assert!(bars > 0, "{health}");
+    assert_eq!(
+        health.matches("<span class=\"bar-track\">").count(),
+        bars,
+        "{health}"
+    );
+    let modules = get("/inspect/modules").await.unwrap().text().await.unwrap();
+    assert!(!modules.contains("secret-caller"), "{modules}");
+    assert!(modules.contains("id=\"module-server\""), "{modules}");
+    for path in ["/inspect", "/inspect/modules", "/inspect/health"] {
+        let html = get(path).await.unwrap().text().await.unwrap();
+        let title = html
+            .split("<title>")
+            .nth(1)
+            .and_then(|rest| rest.split("</title>").next())
+            .unwrap();
+        assert!(
+            !title.contains('<'),
+            "{path}: the title holds markup: {title}"
+        );
+    }
+    // Without a token's scope (everyone), the totals are the database's.
+    let (everyone_hub, everyone_base) = serve(InspectorOptions::new()).await;
+    let c = everyone_hub
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    c.send("x").await.unwrap();
+    let (_, all) = page(&client(), &format!("{everyone_base}/inspect/health")).await;
+    assert!(all.contains("1 in all"), "{all}");
+    assert!(all.contains("Module activity"), "{all}");
+    assert!(!all.contains("id=\"scope\""), "{all}");
+    everyone_hub.shutdown().await;
+    hub.shutdown().await;
+}

@@ -440,6 +440,7 @@ impl Hub {
             let _ = self.inner.registry.unregister(&registered.info.name);
             return Err(e.into());
         }
+        crate::member::announce(&self.inner, self.store()).await;
         debug!(module = %registered.info.name, "module registered");
         Ok(())
     }

@@ -81,6 +81,19 @@ pub(crate) async fn join(inner: &HubInner, store: &Arc<dyn ConversationStore>) {
     }
 }
 
+/// Tells the other hubs at once which modules this hub hosts now (after a registration),
+/// instead of at the next heartbeat: a module registered just before the hub dies is still
+/// known as its, and reported unreachable, rather than never seen. A failure is left to the
+/// next heartbeat, which records the same.
+pub(crate) async fn announce(inner: &HubInner, store: &Arc<dyn ConversationStore>) {
+    let (Some(cluster), Some(member)) = (store.membership(), inner.membership.get()) else {
+        return;
+    };
+    if let Err(e) = cluster.heartbeat(member, &hosted(inner)).await {
+        debug!(error = %e, "could not announce this hub's modules; the next heartbeat will");
+    }
+}
+
 /// Heartbeats every `member_timeout / 5` while the hub lives: records the modules it hosts,
 /// rejoins under a new epoch if it was fenced, and fences members silent for longer than
 /// the timeout.

@@ -583,3 +583,79 @@ async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
         2
     );
 }
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The writers' turnstile is made by the first write, never by opening or reading, and the
+/// writer that closes removes it; a store still writing then makes a new one and goes on,
+/// and a store opened after that takes turns with it through the new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_turnstile_exists_only_while_someone_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let turnstile = dir.path().join("c.db-turnstile");
+    let first = open(&path).await.unwrap();
+    first.create(&conversation(1)).await.unwrap();
+    assert!(turnstile.exists(), "a writer passes the turnstile");
+    first.close().await.unwrap();
+    drop(first);
+    assert!(!turnstile.exists(), "the closing writer removes it");
+
+    // Opening a current database writes nothing: no turnstile. Reading neither.
+    let reopened = open(&path).await.unwrap();
+    let reader = SqliteStore::open_read_only(&path, SqliteOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        reader
+            .list(&ListFilter::new())
+            .await
+            .unwrap()
+            .conversations
+            .len(),
+        1
+    );
+    assert!(
+        !turnstile.exists(),
+        "opening and reading made {turnstile:?}"
+    );
+    drop(reader);
+
+    // Two writers; one closes (removing the file) while the other goes on writing.
+    let other = open(&path).await.unwrap();
+    reopened.create(&conversation(2)).await.unwrap();
+    other.create(&conversation(3)).await.unwrap();
+    reopened.close().await.unwrap();
+    drop(reopened);
+    other.create(&conversation(4)).await.unwrap();
+    assert!(turnstile.exists(), "the writer going on made a new one");
+    let third = open(&path).await.unwrap();
+    tokio::join!(
+        async {
+            for seed in 10..40 {
+                other.create(&conversation(seed)).await.unwrap();
+            }
+        },
+        async {
+            for seed in 40..70 {
+                third.create(&conversation(seed)).await.unwrap();
+            }
+        }
+    );
+    let all = other
+        .list(&ListFilter::new().limit(MAX_PAGE))
+        .await
+        .unwrap();
+    assert_eq!(all.conversations.len(), 4 + 60);
+    other.close().await.unwrap();
+    third.close().await.unwrap();
+    drop((other, third));
+    assert_eq!(names_in(dir.path()), ["c.db"], "only the database is left");
+}
