@@ -1,9 +1,12 @@
 //! Operations: `GET /healthz` (the hub's health as JSON) and `GET /metrics` (Prometheus
 //! text), and the limits every call is held to.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use colloquy_runtime::{Health, ModuleName, RouterStats};
+use colloquy_runtime::{
+    ExchangeOutcome, Health, ModuleName, RouterObserver, RouterStats, StatusCounts, StatusKind,
+    StoreError,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use serde_json::{json, Value};
 
@@ -34,8 +37,9 @@ impl Default for Limits {
 
 /// The front's metrics, recorded into its own Prometheus registry (no global recorder, so
 /// two servers in one process, or two tests, never mix their counts).
+#[derive(Clone)]
 pub(crate) struct Metrics {
-    recorder: PrometheusRecorder,
+    recorder: Arc<PrometheusRecorder>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -59,13 +63,23 @@ impl Metrics {
             Err(_) => PrometheusBuilder::new(),
         };
         Self {
-            recorder: builder.build_recorder(),
+            recorder: Arc::new(builder.build_recorder()),
         }
+    }
+
+    /// One JSON-RPC call to `method` (a known method's name, or `unknown`) was answered
+    /// with `code` (`None`: a result).
+    pub(crate) fn request(&self, method: &'static str, code: Option<i32>) {
+        let code = code.map_or_else(|| "ok".to_owned(), |c| c.to_string());
+        metrics::with_local_recorder(&*self.recorder, || {
+            metrics::counter!("colloquy_a2a_requests_total", "method" => method, "code" => code)
+                .increment(1);
+        });
     }
 
     /// One exchange ended (`completed`, `failed`, `canceled`, `rejected`) after `seconds`.
     pub(crate) fn exchange(&self, module: &ModuleName, outcome: &'static str, seconds: f64) {
-        metrics::with_local_recorder(&self.recorder, || {
+        metrics::with_local_recorder(&*self.recorder, || {
             metrics::counter!("colloquy_a2a_exchanges_total", "module" => module.to_string(), "outcome" => outcome)
                 .increment(1);
             metrics::histogram!("colloquy_a2a_exchange_seconds", "module" => module.to_string())
@@ -75,7 +89,7 @@ impl Metrics {
 
     /// A call was refused or answered with an error of `kind`.
     pub(crate) fn error(&self, kind: &'static str) {
-        metrics::with_local_recorder(&self.recorder, || {
+        metrics::with_local_recorder(&*self.recorder, || {
             metrics::counter!("colloquy_a2a_errors_total", "kind" => kind).increment(1);
         });
     }
@@ -86,8 +100,21 @@ impl Metrics {
         router: &RouterStats,
         tasks_in_flight: usize,
         timed_out_total: u64,
+        by_status: Option<&StatusCounts>,
     ) -> String {
-        metrics::with_local_recorder(&self.recorder, || {
+        metrics::with_local_recorder(&*self.recorder, || {
+            if let Some(counts) = by_status {
+                for status in [
+                    StatusKind::Active,
+                    StatusKind::Paused,
+                    StatusKind::Completed,
+                    StatusKind::TimedOut,
+                    StatusKind::Failed,
+                ] {
+                    metrics::gauge!("colloquy_conversations", "status" => status.as_str())
+                        .set(counts.get(status) as f64);
+                }
+            }
             metrics::counter!("colloquy_conversations_timed_out_total").absolute(timed_out_total);
             metrics::gauge!("colloquy_hot_conversations").set(router.hot as f64);
             metrics::gauge!("colloquy_in_flight_operations").set(router.in_flight as f64);
@@ -95,6 +122,55 @@ impl Metrics {
         });
         self.recorder.handle().render()
     }
+}
+
+/// The hub's own series, as its router reports them: every exchange of the hub (not only
+/// those that came over A2A) by module and outcome, exchange and handler times by module,
+/// store errors by kind.
+impl RouterObserver for Metrics {
+    fn exchange(&self, module: &ModuleName, outcome: ExchangeOutcome, elapsed: Duration) {
+        metrics::with_local_recorder(&*self.recorder, || {
+            metrics::counter!("colloquy_exchanges_total", "module" => module.to_string(), "outcome" => outcome.as_str())
+                .increment(1);
+            metrics::histogram!("colloquy_exchange_seconds", "module" => module.to_string())
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    fn handled(&self, module: &ModuleName, elapsed: Duration) {
+        metrics::with_local_recorder(&*self.recorder, || {
+            metrics::histogram!("colloquy_handler_seconds", "module" => module.to_string())
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    fn store_error(&self, error: &StoreError) {
+        metrics::with_local_recorder(&*self.recorder, || {
+            metrics::counter!("colloquy_store_errors_total", "kind" => error.kind()).increment(1);
+        });
+    }
+}
+
+/// The label a JSON-RPC method is counted under: its name if this server knows it, else
+/// `unknown` (a client's arbitrary names never become series of their own).
+pub(crate) fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 10] = [
+        "SendMessage",
+        "SendStreamingMessage",
+        "GetTask",
+        "CancelTask",
+        "SubscribeToTask",
+        "message/send",
+        "message/stream",
+        "tasks/get",
+        "tasks/cancel",
+        "tasks/resubscribe",
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == method)
+        .copied()
+        .unwrap_or("unknown")
 }
 
 /// The name a JSON-RPC error code is counted under.

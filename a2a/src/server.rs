@@ -195,13 +195,17 @@ impl A2aServer {
             )
             .await?;
         }
+        let metrics = Metrics::new();
+        // The hub's own series (every exchange, handler times, store errors) are recorded
+        // into this server's registry too.
+        hub.observe(Arc::new(metrics.clone()));
         Ok(Arc::new(Self {
             hub,
             options,
             answered: Remembered::new(REMEMBERED),
             unanswered: Remembered::new(REMEMBERED),
             flights: Arc::default(),
-            metrics: Metrics::new(),
+            metrics,
             callers,
         }))
     }
@@ -841,7 +845,7 @@ async fn rpc(
         )
             .into_response();
     };
-    let reply = |id: &Value, outcome: Result<Raw, RpcError>| match outcome {
+    let answer = |id: &Value, outcome: Result<Raw, RpcError>| match outcome {
         // The result is already JSON: written as it is, never parsed again.
         Ok(result) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -858,6 +862,12 @@ async fn rpc(
                 .into_response()
         }
     };
+    let reply = |id: &Value, method: &'static str, outcome: Result<Raw, RpcError>| {
+        server
+            .metrics
+            .request(method, outcome.as_ref().err().map(|e| e.code));
+        answer(id, outcome)
+    };
     let call: Call<'_> = match serde_json::from_slice(&body) {
         Ok(call) => call,
         Err(e) => {
@@ -869,6 +879,7 @@ async fn rpc(
             };
             return reply(
                 &Value::Null,
+                "invalid",
                 Err(RpcError::new(code, format!("{what}: {e}"))),
             );
         }
@@ -882,12 +893,14 @@ async fn rpc(
     ) else {
         return reply(
             if valid_id { &id } else { &Value::Null },
+            "invalid",
             Err(RpcError::new(
                 error_code::INVALID_REQUEST,
                 "a JSON-RPC 2.0 request needs \"jsonrpc\": \"2.0\", a string method and a string, number or null id",
             )),
         );
     };
+    let label = crate::ops::method_label(method);
     let null = RawValue::NULL;
     let params = call.params.unwrap_or(null);
     // Clients that speak v0.3 call its method names with its JSON, and get its JSON back.
@@ -900,6 +913,7 @@ async fn rpc(
             Err(e) => {
                 return reply(
                     &id,
+                    label,
                     Err(RpcError::new(error_code::INTERNAL_ERROR, e.to_string())),
                 )
             }
@@ -913,8 +927,11 @@ async fn rpc(
             .stream(caller, info.name.clone(), method, params)
             .await;
         return match events {
-            Ok(events) => sse(id, v03, events),
-            Err(e) => reply(&id, Err(e)),
+            Ok(events) => {
+                server.metrics.request(label, None);
+                sse(id, v03, events)
+            }
+            Err(e) => reply(&id, label, Err(e)),
         };
     }
     let outcome = server.call(&caller, &info.name, method, params).await;
@@ -926,7 +943,7 @@ async fn rpc(
     } else {
         outcome
     };
-    reply(&id, outcome)
+    reply(&id, label, outcome)
 }
 
 /// A JSON-RPC request as read: each member checked after parsing, so that a request with a
@@ -955,10 +972,14 @@ async fn healthz(State(server): State<Arc<A2aServer>>) -> Response {
 }
 
 async fn metrics(State(server): State<Arc<A2aServer>>) -> Response {
+    // Counted by the store at each scrape (an index count); a store that does not answer
+    // leaves the series out of this scrape rather than failing it.
+    let by_status = server.hub.reader().count_by_status().await.ok();
     let text = server.metrics.render(
         &server.hub.stats(),
         server.flights.len(),
         server.hub.timed_out_total(),
+        by_status.as_ref(),
     );
     (
         [(

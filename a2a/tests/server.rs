@@ -750,3 +750,178 @@ async fn a_retried_message_id_is_recognised_by_the_store_after_a_restart() -> Re
     second_hub.shutdown().await;
     Ok(())
 }
+
+/// The value of the series `name` whose labels include every one of `labels` (`k="v"`).
+fn series(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (labelled, value) = rest.rsplit_once(' ')?;
+        let matches = (labelled.is_empty() && labels.is_empty())
+            || (labelled.starts_with('{') && labels.iter().all(|l| labelled.contains(l)));
+        matches.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// `/metrics` carries the hub's own series, and they move: every exchange of the hub (over
+/// A2A or not) by module and outcome, exchange and handler times per module, JSON-RPC
+/// requests by method and code, store errors by kind, conversations by status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exchanges_requests_store_errors_and_statuses() -> Result<()> {
+    let (store, faults) = colloquy_testkit::FaultyStore::new(colloquy_storage::MemoryStore::new());
+    let hub = colloquy_runtime::Hub::builder()
+        .store(Arc::new(store))
+        .build()
+        .await?;
+    hub.register(Echo::new(name("echo"))).await?;
+    hub.register(Echo::new(name("driver"))).await?;
+    hub.register(Failing::new(name("broken"), "out of order"))
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = A2aServer::new(hub.clone(), A2aOptions::new(&base)?).await?;
+    tokio::spawn(async move {
+        let _ = Arc::clone(&server).serve(listener).await;
+    });
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    assert_eq!(
+        series(&before, "colloquy_conversations", &[r#"status="active""#]),
+        Some(0.0),
+        "{before}"
+    );
+    let rpc = |agent: &'static str, method: &'static str, params: Value| {
+        let http = http.clone();
+        let url = format!("{base}/agents/{agent}");
+        async move {
+            http.post(url)
+                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let send = |id: &str| json!({"message": {"messageId": id, "role": "ROLE_USER", "parts": [{"text": "hi"}]}});
+    let first = rpc("echo", "SendMessage", send("m-1")).await;
+    let context = first["result"]["task"]["contextId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = rpc("broken", "SendMessage", send("m-2")).await;
+    assert!(
+        failed["result"].is_object(),
+        "a failed handler is a failed task: {failed}"
+    );
+    assert_eq!(
+        rpc("echo", "NoSuchMethod", json!({})).await["error"]["code"],
+        -32601
+    );
+    assert_eq!(
+        rpc("echo", "SendMessage", json!({})).await["error"]["code"],
+        -32602
+    );
+    // The next request in the first conversation cannot be stored.
+    faults.fail_next_writes(
+        1,
+        colloquy_storage::StoreError::Busy {
+            waited: std::time::Duration::from_millis(5),
+        },
+    );
+    let mut again = send("m-3");
+    again["message"]["contextId"] = json!(context);
+    let refused = rpc("echo", "SendMessage", again).await;
+    assert!(refused["error"].is_object(), "{refused}");
+    // An exchange that never touches A2A is the hub's too.
+    let direct = hub
+        .start_conversation(colloquy_runtime::ConversationSpec::between(
+            "driver", "echo",
+        )?)
+        .await?;
+    direct.send("direct").await?;
+    direct.end().await?;
+
+    let after = scrape().await;
+    let count = |name: &str, labels: &[&str]| {
+        series(&after, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{after}"))
+    };
+    assert_eq!(
+        count(
+            "colloquy_exchanges_total",
+            &[r#"module="echo""#, r#"outcome="answered""#]
+        ),
+        2.0
+    );
+    assert_eq!(
+        count(
+            "colloquy_exchanges_total",
+            &[r#"module="broken""#, r#"outcome="failed""#]
+        ),
+        1.0
+    );
+    assert_eq!(
+        count(
+            "colloquy_exchanges_total",
+            &[r#"module="echo""#, r#"outcome="store_failed""#]
+        ),
+        1.0
+    );
+    assert_eq!(
+        count("colloquy_handler_seconds_count", &[r#"module="echo""#]),
+        2.0
+    );
+    assert_eq!(
+        count("colloquy_handler_seconds_count", &[r#"module="broken""#]),
+        1.0
+    );
+    assert_eq!(
+        count("colloquy_exchange_seconds_count", &[r#"module="echo""#]),
+        3.0
+    );
+    assert_eq!(
+        count("colloquy_store_errors_total", &[r#"kind="busy""#]),
+        1.0
+    );
+    assert_eq!(
+        count(
+            "colloquy_a2a_requests_total",
+            &[r#"method="SendMessage""#, r#"code="ok""#]
+        ),
+        2.0
+    );
+    assert_eq!(
+        count(
+            "colloquy_a2a_requests_total",
+            &[r#"method="SendMessage""#, r#"code="-32602""#]
+        ),
+        1.0
+    );
+    assert_eq!(
+        count(
+            "colloquy_a2a_requests_total",
+            &[r#"method="unknown""#, r#"code="-32601""#]
+        ),
+        1.0
+    );
+    // Two conversations opened over A2A are still active; the direct one completed.
+    assert_eq!(
+        count("colloquy_conversations", &[r#"status="active""#]),
+        2.0
+    );
+    assert_eq!(
+        count("colloquy_conversations", &[r#"status="completed""#]),
+        1.0
+    );
+    hub.shutdown().await;
+    Ok(())
+}

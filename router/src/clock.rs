@@ -41,6 +41,12 @@ impl Clock {
         self.wall_origin.saturating_add(self.origin.elapsed())
     }
 
+    /// The monotonic time, for measuring how long something took (tokio's, so that it
+    /// stands still while the clock is paused).
+    pub fn instant(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+    }
+
     /// How long ago `t` was (zero if it is in the future).
     pub fn since(&self, t: Timestamp) -> Duration {
         self.now().saturating_duration_since(t)

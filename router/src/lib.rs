@@ -25,12 +25,14 @@ mod cache;
 mod clock;
 mod error;
 mod events;
+mod observe;
 mod router;
 mod types;
 
 pub use clock::{Clock, IdMinter};
 pub use error::RouteError;
 pub use events::ConversationEvent;
+pub use observe::{ExchangeOutcome, RouterObserver};
 pub use router::Router;
 pub use types::{
     Change, ConversationSpec, Exchange, Opened, ReapReport, RouteOptions, RouterConfig,

@@ -61,6 +61,8 @@ pub struct Router {
     earlier_deadline: Notify,
     /// Every write that landed, for subscribers (one atomic load per write when none).
     events: tokio::sync::broadcast::Sender<crate::ConversationEvent>,
+    /// Who is told each exchange's outcome, each handler's time and each store error.
+    observers: crate::observe::Observers,
 }
 
 impl std::fmt::Debug for Router {
@@ -151,7 +153,21 @@ impl Router {
             reaper_wake: std::sync::atomic::AtomicU64::new(u64::MAX),
             earlier_deadline: Notify::new(),
             events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFERED).0,
+            observers: crate::observe::Observers::default(),
         }
+    }
+
+    /// Reports every exchange's outcome and time, every handler's time and every store
+    /// error to `observer` from now on (see [`RouterObserver`](crate::RouterObserver)).
+    /// Several observers may be added; each is told everything.
+    pub fn observe(&self, observer: Arc<dyn crate::RouterObserver>) {
+        self.observers.add(observer);
+    }
+
+    /// Tells the observers about a store error, and passes it on.
+    fn noted(&self, error: StoreError) -> StoreError {
+        self.observers.each(|o| o.store_error(&error));
+        error
     }
 
     /// Every write this router makes from now on, as it lands: conversations opened, turns
@@ -209,7 +225,8 @@ impl Router {
     ) -> Result<(), StoreError> {
         let outcome = retrying(|| self.db().append_shared(conversation, messages))
             .await
-            .0?;
+            .0
+            .map_err(|e| self.noted(e))?;
         if outcome.inserted > 0 {
             self.announce(|| crate::ConversationEvent::Stored {
                 conversation: Arc::new(conversation.clone()),
@@ -228,7 +245,7 @@ impl Router {
     async fn create_durably(&self, conversation: &Conversation) -> Result<(), StoreError> {
         match retrying(|| self.db().create(conversation)).await {
             (Err(StoreError::AlreadyExists { .. }), retried) if retried => {}
-            (outcome, _) => outcome?,
+            (outcome, _) => outcome.map_err(|e| self.noted(e))?,
         }
         self.announce(|| crate::ConversationEvent::Opened {
             conversation: Arc::new(conversation.clone()),
@@ -244,10 +261,10 @@ impl Router {
             (Err(conflict @ StoreError::Conflict { .. }), true) => {
                 match self.db().conversation(conversation.id()).await {
                     Ok(Some(stored)) if stored == *conversation => {}
-                    _ => return Err(conflict),
+                    _ => return Err(self.noted(conflict)),
                 }
             }
-            (outcome, _) => outcome?,
+            (outcome, _) => outcome.map_err(|e| self.noted(e))?,
         }
         self.announce(|| crate::ConversationEvent::Changed {
             conversation: Arc::new(conversation.clone()),
@@ -388,8 +405,11 @@ impl Router {
         options: RouteOptions,
     ) -> Result<Exchange, RouteError> {
         let _flight = self.enter()?;
-        // Content too large or too deep is refused before anything happens.
-        colloquy_core::check_content(&draft.content, Some(self.config.max_content_bytes))?;
+        // Measured only when someone listens.
+        let observed = self
+            .observers
+            .any()
+            .then(|| (draft.target.clone(), self.clock.instant()));
         let span = tracing::debug_span!(
             "route",
             conversation_id = %id,
@@ -397,7 +417,20 @@ impl Router {
             source = %draft.source,
             target = %draft.target,
         );
-        self.route_locked(id, draft, options).instrument(span).await
+        // Content too large or too deep is refused before anything happens.
+        let result =
+            match colloquy_core::check_content(&draft.content, Some(self.config.max_content_bytes))
+            {
+                Ok(()) => self.route_locked(id, draft, options).instrument(span).await,
+                Err(e) => Err(e.into()),
+            };
+        if let Some((module, started)) = observed {
+            let outcome = crate::ExchangeOutcome::of(&result);
+            let elapsed = started.elapsed();
+            self.observers
+                .each(|o| o.exchange(&module, outcome, elapsed));
+        }
+        result
     }
 
     async fn route_locked(
@@ -572,9 +605,14 @@ impl Router {
                 async move { module.handle(turn).await }.instrument(tracing::Span::current()),
             ))
         };
+        let started = self.observers.any().then(|| self.clock.instant());
         let called = self
             .call(id, &message.target, deadline, options.cancel.as_ref(), work)
             .await;
+        if let Some(started) = started {
+            let elapsed = started.elapsed();
+            self.observers.each(|o| o.handled(&message.target, elapsed));
+        }
         // The request is stored whatever the handler did. Remembered only now, after the
         // handler's future (and the turn's share of the history) is gone, so the window
         // changes in place instead of being copied.
@@ -992,7 +1030,8 @@ impl Router {
             let conversation = self
                 .db()
                 .conversation(id)
-                .await?
+                .await
+                .map_err(|e| self.noted(e))?
                 .ok_or(RouteError::UnknownConversation { conversation: id })?;
             let window = self.config.history_window as u64;
             let history = if window == 0 || conversation.turn_count() == 0 {
@@ -1000,7 +1039,8 @@ impl Router {
             } else {
                 self.db()
                     .messages(id, MessageRange::Last(window))
-                    .await?
+                    .await
+                    .map_err(|e| self.noted(e))?
                     .into_iter()
                     .map(Arc::new)
                     .collect()

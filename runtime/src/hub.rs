@@ -16,8 +16,8 @@ use colloquy_core::{
 };
 use colloquy_registry::{Module, ModuleDirectory, Registration, Registry};
 use colloquy_router::{
-    Clock, ConversationSpec, ReapReport, RouteOptions, Router, RouterConfig, RouterStats,
-    ShutdownReport,
+    Clock, ConversationSpec, ReapReport, RouteOptions, Router, RouterConfig, RouterObserver,
+    RouterStats, ShutdownReport,
 };
 use colloquy_storage::{
     Analytics, ConversationStore, MemoryStore, SqliteOptions, SqliteStore, TimeRange,
@@ -639,6 +639,12 @@ impl Hub {
         }
         replies.sort_by(|a, b| a.module.cmp(&b.module));
         Ok(replies)
+    }
+
+    /// Reports every exchange's outcome and time, every handler's time and every store
+    /// error to `observer` from now on, for metrics (the A2A front's `/metrics` is one).
+    pub fn observe(&self, observer: Arc<dyn RouterObserver>) {
+        self.router().observe(observer);
     }
 
     /// Cheap counters: hot conversations, the hot set's high-water mark, in-flight turns.

@@ -58,8 +58,8 @@ mod remote;
 mod stale;
 
 pub use colloquy_router::{
-    Clock, ConversationEvent, ConversationSpec, Exchange, ReapReport, RouteError, RouteOptions,
-    RouterStats, ShutdownReport, StoredHook,
+    Clock, ConversationEvent, ConversationSpec, Exchange, ExchangeOutcome, ReapReport, RouteError,
+    RouteOptions, RouterObserver, RouterStats, ShutdownReport, StoredHook,
 };
 
 // One crate for a first application: everything a module, a conversation and its errors

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use colloquy_core::{Conversation, ConversationId, Message};
 use colloquy_storage::{
     Analytics, ConversationPage, ConversationStore, ListFilter, MessageRange, ModuleRecord,
-    StoreError, TimeRange,
+    StatusCounts, StoreError, TimeRange,
 };
 
 /// Read-only access to a hub's store: conversations, messages, listings, analytics and
@@ -67,6 +67,11 @@ impl StoreReader {
     /// Aggregates over the conversations started within `range`.
     pub async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
         self.0.analytics(range).await
+    }
+
+    /// How many conversations are in each status now (cheap: for every metrics scrape).
+    pub async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
+        self.0.count_by_status().await
     }
 
     /// Every recorded module registration, sorted by name.

@@ -159,6 +159,32 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The error's kind in one word, for metrics and logs: `not_found`, `already_exists`,
+    /// `conflict`, `invalid_input`, `corrupt`, `database_missing`, `not_a_database`,
+    /// `schema_too_new`, `schema_too_old`, `full`, `read_only`, `busy`, `unavailable`,
+    /// `statement_timeout`, `fenced`, `closed`, `backend`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::AlreadyExists { .. } => "already_exists",
+            Self::Conflict { .. } => "conflict",
+            Self::InvalidInput { .. } => "invalid_input",
+            Self::Corrupt { .. } => "corrupt",
+            Self::DatabaseMissing { .. } => "database_missing",
+            Self::NotADatabase { .. } => "not_a_database",
+            Self::SchemaTooNew { .. } => "schema_too_new",
+            Self::SchemaTooOld { .. } => "schema_too_old",
+            Self::Full { .. } => "full",
+            Self::ReadOnly { .. } => "read_only",
+            Self::Busy { .. } => "busy",
+            Self::Unavailable { .. } => "unavailable",
+            Self::StatementTimeout { .. } => "statement_timeout",
+            Self::Fenced { .. } => "fenced",
+            Self::Closed => "closed",
+            Self::Backend { .. } => "backend",
+        }
+    }
+
     /// True for errors that may go away if the same call is retried later
     /// ([`Busy`](Self::Busy), [`Full`](Self::Full), [`Unavailable`](Self::Unavailable),
     /// [`StatementTimeout`](Self::StatementTimeout), [`Fenced`](Self::Fenced)).

@@ -23,7 +23,7 @@ use crate::{
         StoredState,
     },
     Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
-    ModuleActivity, ModuleRecord, StoreError, TimeRange,
+    ModuleActivity, ModuleRecord, StatusCounts, StoreError, TimeRange,
 };
 
 /// The maps' hasher: the standard library's SipHash is built to resist hash flooding by
@@ -393,6 +393,16 @@ impl ConversationStore for MemoryStore {
             .filter(|conversation| filter.matches(conversation))
             .map(Ok);
         ConversationPage::from_candidates(limit, candidates)
+    }
+
+    async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
+        let mut out = StatusCounts::default();
+        for shard in &self.inner.shards {
+            for entry in read(shard).values() {
+                out.add(entry.conversation.status().kind(), 1);
+            }
+        }
+        Ok(out)
     }
 
     async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {

@@ -100,6 +100,13 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Aggregates over the conversations started within `range`, computed by the backend.
     async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError>;
 
+    /// How many conversations are in each status now: cheap enough to ask at every
+    /// metrics scrape (the SQL backends count an index). The default takes it from
+    /// [`analytics`](Self::analytics), which a backend may do better.
+    async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
+        Ok(self.analytics(TimeRange::all()).await?.by_status)
+    }
+
     /// Deletes ended conversations (Completed, TimedOut, Failed) that ended before
     /// `ended_before`, with their messages. Returns how many conversations were deleted.
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError>;
@@ -522,6 +529,9 @@ impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
     }
     async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
         (**self).analytics(range).await
+    }
+    async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
+        (**self).count_by_status().await
     }
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
         (**self).prune(ended_before).await

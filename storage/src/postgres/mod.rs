@@ -40,7 +40,7 @@ use crate::{
     batch::{check_append, check_create, check_state, check_update, check_write, plan_append},
     batch::{Existing, StoredState},
     Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
-    ModuleActivity, ModuleRecord, StoreError, TimeRange,
+    ModuleActivity, ModuleRecord, StatusCounts, StoreError, TimeRange,
 };
 
 /// Settings of a [`PostgresStore`].
@@ -815,6 +815,10 @@ impl ConversationStore for PostgresStore {
         self.reading(|| self.analytics_once(range)).await
     }
 
+    async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
+        self.reading(|| self.count_by_status_once()).await
+    }
+
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
         self.prune_batches(ended_before).await
     }
@@ -1000,6 +1004,27 @@ impl PostgresStore {
             .await
             .map_err(self.err())?;
         ConversationPage::from_candidates(limit, rows.iter().map(decode_conversation))
+    }
+
+    async fn count_by_status_once(&self) -> Result<StatusCounts, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT status, count(*) FROM conversations GROUP BY status")
+            .await
+            .map_err(self.err())?;
+        let mut out = StatusCounts::default();
+        for row in client.query(&statement, &[]).await.map_err(self.err())? {
+            let status: &str = row.try_get(0).map_err(self.err())?;
+            let count: i64 = row.try_get(1).map_err(self.err())?;
+            let kind = status
+                .parse::<StatusKind>()
+                .map_err(|e| StoreError::Corrupt {
+                    location: "the conversations' statuses".into(),
+                    detail: format!("{status:?}: {e}"),
+                })?;
+            out.add(kind, count.max(0) as u64);
+        }
+        Ok(out)
     }
 
     async fn analytics_once(&self, range: TimeRange) -> Result<Analytics, StoreError> {

@@ -34,7 +34,7 @@ pub use schema::SCHEMA_VERSION;
 use crate::{
     batch::{check_append, check_create, check_state},
     Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
-    ModuleRecord, StoreError, TimeRange,
+    ModuleRecord, StatusCounts, StoreError, TimeRange,
 };
 use writer::Writer;
 
@@ -649,6 +649,10 @@ impl ConversationStore for SqliteStore {
     async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
         self.read(move |conn, site| read::analytics(conn, site, range))
             .await
+    }
+
+    async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
+        self.read(read::count_by_status).await
     }
 
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     Analytics, ConversationPage, ListFilter, MessageRange, ModuleActivity, ModuleRecord,
-    StoreError, TimeRange,
+    StatusCounts, StoreError, TimeRange,
 };
 
 /// Clamps a count to SQLite's signed integers.
@@ -273,6 +273,28 @@ pub(crate) fn analytics(
             initiated: initiated.max(0) as u64,
             participated: participated.max(0) as u64,
         });
+    }
+    Ok(out)
+}
+
+/// Conversations per status, counted on the status index.
+pub(crate) fn count_by_status(conn: &Connection, site: &Site) -> Result<StatusCounts, StoreError> {
+    let err = |e| site.err(e);
+    let mut stmt = conn
+        .prepare_cached("SELECT status, count(*) FROM conversations GROUP BY status")
+        .map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    let mut out = StatusCounts::default();
+    while let Some(row) = rows.next().map_err(err)? {
+        let status: String = row.get(0).map_err(err)?;
+        let count: i64 = row.get(1).map_err(err)?;
+        let kind = status
+            .parse::<StatusKind>()
+            .map_err(|e| StoreError::Corrupt {
+                location: "the conversations' statuses".into(),
+                detail: format!("{status:?}: {e}"),
+            })?;
+        out.add(kind, count.max(0) as u64);
     }
     Ok(out)
 }

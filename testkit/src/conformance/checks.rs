@@ -999,7 +999,7 @@ pub async fn list_pages_cover_everything_once<F: StoreFactory>(f: &F) -> CheckRe
     Ok(())
 }
 
-/// Analytics equal sums computed by hand.
+/// Analytics equal sums computed by hand, and `count_by_status` agrees with them.
 pub async fn analytics_matches_hand_computed<F: StoreFactory>(f: &F) -> CheckResult {
     let store = f.open().await?;
     // talk() spaces turns 1 s apart from the start; ending adds 10 s after the last turn.
@@ -1035,6 +1035,11 @@ pub async fn analytics_matches_hand_computed<F: StoreFactory>(f: &F) -> CheckRes
         modules: vec![module("a", 2, 3)?, module("b", 1, 3)?, module("c", 1, 3)?],
     };
     ensure_eq!(got, expected, "analytics over all conversations");
+    ensure_eq!(
+        store.count_by_status().await?,
+        expected.by_status,
+        "count_by_status agrees with the analytics"
+    );
     ensure!(
         (got.average_turns() - 2.5).abs() < 1e-9,
         "average turns {} != 2.5",
