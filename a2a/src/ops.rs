@@ -62,9 +62,9 @@ impl Metrics {
             Ok(with_buckets) => with_buckets,
             Err(_) => PrometheusBuilder::new(),
         };
-        Self {
-            recorder: Arc::new(builder.build_recorder()),
-        }
+        let recorder = Arc::new(builder.build_recorder());
+        metrics::with_local_recorder(&*recorder, describe);
+        Self { recorder }
     }
 
     /// One JSON-RPC call to `method` (a known method's name, or `unknown`) was answered
@@ -122,6 +122,46 @@ impl Metrics {
         });
         self.recorder.handle().render()
     }
+}
+
+/// The `# HELP` line of every series.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("colloquy_exchanges_total", "Exchanges of the hub (over A2A or not), by target module and outcome: answered, failed, timed_out, refused, canceled, store_failed.");
+    describe_histogram!("colloquy_exchange_seconds", Unit::Seconds, "Time from routing a request to its outcome (turn lock, request stored, handler, reply stored), by target module.");
+    describe_histogram!("colloquy_handler_seconds", Unit::Seconds, "Time a module's handler ran, until it answered, failed or reached its deadline, by module.");
+    describe_counter!("colloquy_store_errors_total", "Store calls of the router that failed, by kind (conflict, busy, unavailable, fenced, ...).");
+    describe_gauge!(
+        "colloquy_conversations",
+        "Conversations in the database, by status, counted at each scrape."
+    );
+    describe_counter!(
+        "colloquy_conversations_timed_out_total",
+        "Conversations this hub's reaper timed out since it started."
+    );
+    describe_gauge!(
+        "colloquy_hot_conversations",
+        "Conversations held in memory."
+    );
+    describe_gauge!(
+        "colloquy_in_flight_operations",
+        "Routing operations in progress."
+    );
+    describe_counter!("colloquy_a2a_requests_total", "JSON-RPC calls to the A2A front, by method (unknown for names it does not know) and answer code (ok, or the JSON-RPC error code).");
+    describe_counter!(
+        "colloquy_a2a_errors_total",
+        "Calls to the A2A front refused or answered with an error, by kind."
+    );
+    describe_counter!(
+        "colloquy_a2a_exchanges_total",
+        "A2A messages answered, by module and task outcome."
+    );
+    describe_histogram!(
+        "colloquy_a2a_exchange_seconds",
+        Unit::Seconds,
+        "Time to answer an A2A message, by module."
+    );
+    describe_gauge!("colloquy_a2a_tasks_in_flight", "A2A tasks in progress.");
 }
 
 /// The hub's own series, as its router reports them: every exchange of the hub (not only

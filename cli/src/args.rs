@@ -279,9 +279,10 @@ pub(crate) enum SyncLevel {
 }
 
 pub(crate) fn parse_token(text: &str) -> Result<(String, ModuleName), String> {
-    let (token, participant) = text
-        .split_once(['=', ' ', '\t'])
-        .ok_or_else(|| format!("expected TOKEN=PARTICIPANT or TOKEN PARTICIPANT, got {text:?}"))?;
+    // The text is never quoted back: it holds a secret.
+    let (token, participant) = text.split_once(['=', ' ', '\t']).ok_or_else(|| {
+        "expected TOKEN=PARTICIPANT or TOKEN PARTICIPANT (the token is not shown)".to_owned()
+    })?;
     let participant = participant.trim();
     if token.is_empty() {
         return Err("the token is empty".into());

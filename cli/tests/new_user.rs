@@ -473,3 +473,29 @@ async fn reap_times_out_what_a_stopped_server_left_idle() {
     assert_eq!(analytics["by_status"]["timed_out"], 3, "{analytics}");
     assert_eq!(colloquy_in(here, &["health", "--db", "served.db"]).code, 0);
 }
+
+#[test]
+fn a_malformed_tokens_file_is_named_without_quoting_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path();
+    std::fs::write(here.join("tokens"), "# callers\nsuper-secret-token-1234\n").unwrap();
+    let run = colloquy_in(
+        here,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens",
+            "--db",
+            "t.db",
+        ],
+    );
+    fails(&run, "tokens, line 2");
+    assert!(!run.stderr.contains("super-secret"), "{}", run.stderr);
+    assert!(
+        files(here).iter().all(|f| f == "tokens"),
+        "{:?}",
+        files(here)
+    );
+}

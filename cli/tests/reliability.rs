@@ -15,7 +15,7 @@ use std::{
 
 use colloquy_core::{ConversationId, MessageId};
 use colloquy_runtime::Hub;
-use colloquy_storage::{SqliteOptions, SqliteStore};
+use colloquy_storage::{ConversationStore, SqliteOptions, SqliteStore};
 use colloquy_testkit::modules::Echo;
 use serde_json::Value;
 
@@ -225,10 +225,24 @@ async fn two_processes_on_one_file_take_turns_and_lose_nothing() {
             2 * 100 * 50 * 2,
             "every request and reply acknowledged"
         );
-        // Every acknowledged message is stored at its turn; turns are 1..=n everywhere.
+        // Every acknowledged message is stored at its turn; turns are 1..=n everywhere; the
+        // finished loads ended all 200 conversations, each after its 100 turns.
         let active = verify(&db, &acks).await;
-        assert_eq!(active.len(), 200);
-        assert!(active.iter().all(|(_, turns)| *turns == 100), "{active:?}");
+        assert!(active.is_empty(), "{active:?}");
+        let store = SqliteStore::open_read_only(&db, SqliteOptions::new())
+            .await
+            .unwrap();
+        let completed = store
+            .list(
+                &colloquy_storage::ListFilter::new()
+                    .status(colloquy_core::StatusKind::Completed)
+                    .limit(1_000),
+            )
+            .await
+            .unwrap()
+            .conversations;
+        assert_eq!(completed.len(), 200);
+        assert!(completed.iter().all(|c| c.turn_count() == 100));
     }
 }
 

@@ -91,7 +91,7 @@ impl ModuleInfo {
     /// use colloquy_core::ModuleInfo;
     /// let caller = ModuleInfo::caller("a2a-client".parse()?, "A2A callers of this hub");
     /// assert!(caller.is_caller());
-    /// assert_eq!(caller.capabilities, vec![ModuleInfo::CALLER_CAPABILITY.parse()?]);
+    /// assert_eq!(caller.capabilities, vec![ModuleInfo::CALLER_CAPABILITY.parse::<colloquy_core::Capability>()?]);
     /// assert!(!ModuleInfo::new("echo".parse()?).is_caller());
     /// # Ok::<(), colloquy_core::CoreError>(())
     /// ```
