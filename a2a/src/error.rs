@@ -73,6 +73,14 @@ pub enum A2aError {
         reason: String,
     },
 
+    /// A caller participant (the anonymous caller, or a token's) has the name of a module
+    /// of the hub: it would take the module's place.
+    #[error("the caller participant {participant} has the name of a module of the hub; a caller cannot speak as a module: give the participant another name")]
+    CallerIsModule {
+        /// The participant.
+        participant: ModuleName,
+    },
+
     /// Binding or serving the HTTP listener failed.
     #[error("the A2A server's listener failed: {0}; check the address and that the port is free")]
     Io(#[source] std::io::Error),

@@ -185,9 +185,21 @@ impl RpcError {
 }
 
 impl A2aServer {
-    /// A server for `hub`'s modules. Registers the caller participant in the hub.
+    /// A server for `hub`'s modules. Registers the caller participants in the hub.
+    ///
+    /// Errors: [`A2aError::CallerIsModule`] when a caller participant has the name of a
+    /// module of the hub.
     pub async fn new(hub: Hub, options: A2aOptions) -> Result<Arc<Self>, A2aError> {
         let callers = options.participants();
+        let modules = hub.reachable_modules();
+        if let Some(participant) = callers
+            .iter()
+            .find(|p| modules.iter().any(|m| &m.name == *p && !m.is_caller()))
+        {
+            return Err(A2aError::CallerIsModule {
+                participant: participant.clone(),
+            });
+        }
         for participant in &callers {
             hub.register_with(
                 Arc::new(Caller(participant.clone())),
@@ -227,7 +239,13 @@ impl A2aServer {
         };
         Router::new()
             .route("/agents/{module}/.well-known/agent-card.json", get(card))
-            .route("/agents/{module}", post(rpc))
+            .route(
+                "/agents/{module}",
+                post(rpc).route_layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(self),
+                    require_token,
+                )),
+            )
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .with_state(Arc::clone(self))
@@ -370,6 +388,7 @@ impl A2aServer {
         params: &RawValue,
     ) -> Result<Prepared, RpcError> {
         let request: SendMessageRequest = parse_params(params, "SendMessage")?;
+        check_message(&request.message)?;
         let key = (
             caller.clone(),
             module.clone(),
@@ -747,6 +766,23 @@ fn to_raw<T: serde::Serialize>(value: &T) -> Result<Raw, RpcError> {
         .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))
 }
 
+/// The members A2A requires of a message that its JSON shape alone does not enforce:
+/// a message id, a role, at least one part. A message without them is refused before
+/// anything is stored.
+fn check_message(message: &a2a::Message) -> Result<(), RpcError> {
+    let refuse = |what: &str| Err(RpcError::new(error_code::INVALID_PARAMS, what));
+    if message.message_id.trim().is_empty() {
+        return refuse("message.messageId must not be empty: it identifies the message, and a retry with the same id is recognised");
+    }
+    if message.parts.is_empty() {
+        return refuse("message.parts must hold at least one part (text, data, file or url)");
+    }
+    if message.role == a2a::Role::Unspecified {
+        return refuse("message.role must be ROLE_USER or ROLE_AGENT");
+    }
+    Ok(())
+}
+
 /// The params of `method`, or `InvalidParams` saying what is wrong with them.
 fn parse_params<T: serde::de::DeserializeOwned>(
     params: &RawValue,
@@ -824,6 +860,34 @@ async fn card(State(server): State<Arc<A2aServer>>, Path(module): Path<String>) 
     }
 }
 
+/// Checks the caller's token from the headers alone, before anything reads the body: a
+/// call without a token this server knows is answered 401 at once, and a body it announced
+/// but never sends holds nothing.
+async fn require_token(
+    State(server): State<Arc<A2aServer>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    if server.caller_of(authorization).is_none() {
+        server.metrics.error("unauthorized");
+        return unauthorized();
+    }
+    next.run(request).await
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token this server knows is required",
+    )
+        .into_response()
+}
+
 async fn rpc(
     State(server): State<Arc<A2aServer>>,
     Path(module): Path<String>,
@@ -836,14 +900,10 @@ async fn rpc(
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
+    // Checked before the body was read (`require_token`); asked again for the participant.
     let Some(caller) = server.caller_of(authorization) else {
         server.metrics.error("unauthorized");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-            "a bearer token this server knows is required",
-        )
-            .into_response();
+        return unauthorized();
     };
     let answer = |id: &Value, outcome: Result<Raw, RpcError>| match outcome {
         // The result is already JSON: written as it is, never parsed again.
@@ -968,6 +1028,9 @@ async fn healthz(State(server): State<Arc<A2aServer>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // Liveness for anyone who asks; the callers' names are not everyone's business.
+    let mut health = health;
+    health.modules.retain(|m| !server.callers.contains(m));
     (status, Json(health_json(&health))).into_response()
 }
 

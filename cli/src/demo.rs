@@ -55,6 +55,19 @@ struct Report {
     status: Status,
 }
 
+/// The five demo modules' names.
+pub(crate) fn module_names() -> Vec<colloquy_runtime::ModuleName> {
+    use colloquy_runtime::Module;
+    [
+        Coordinator.info().name,
+        Extractor.info().name,
+        Validator.info().name,
+        Planner.info().name,
+        Summarizer.info().name,
+    ]
+    .into()
+}
+
 /// Registers the five demo modules.
 pub(crate) async fn register_modules(hub: &Hub) -> Result<()> {
     hub.register(Coordinator).await?;

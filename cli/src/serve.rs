@@ -21,12 +21,67 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
 }
 
-pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()> {
-    let mut tokens = settings.tokens;
-    if let Some(file) = &settings.tokens_file {
-        tokens.extend(read_tokens(file)?);
+/// A token, the participant it speaks as, and where it was given (for errors: never the
+/// token itself).
+struct Given {
+    token: String,
+    participant: ModuleName,
+    place: String,
+}
+
+/// Refuses a token given twice for different participants, naming both places.
+fn refuse_conflicts(tokens: &[Given]) -> Result<()> {
+    for (i, given) in tokens.iter().enumerate() {
+        if let Some(earlier) = tokens[..i]
+            .iter()
+            .find(|e| e.token == given.token && e.participant != given.participant)
+        {
+            bail!(
+                "{} gives the token of {} to {}, but {} gave it to {}: one token speaks as one participant; give each participant its own token",
+                given.place,
+                earlier.place,
+                given.participant,
+                earlier.place,
+                earlier.participant
+            );
+        }
     }
-    if tokens.is_empty() && !settings.listen.ip().is_loopback() {
+    Ok(())
+}
+
+/// Refuses a participant named like a module the hub serves: the caller would take the
+/// module's place.
+fn refuse_module_names(tokens: &[Given], modules: &[ModuleName]) -> Result<()> {
+    if let Some(given) = tokens.iter().find(|g| modules.contains(&g.participant)) {
+        bail!(
+            "{} names the participant {}, which is also a module of this hub: a caller cannot speak as a module; give the participant another name",
+            given.place,
+            given.participant
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()> {
+    let mut given: Vec<Given> = settings
+        .tokens
+        .into_iter()
+        .map(|(token, participant)| Given {
+            token,
+            participant,
+            place: "--token".to_owned(),
+        })
+        .collect();
+    if let Some(file) = &settings.tokens_file {
+        given.extend(read_tokens(file)?);
+    }
+    refuse_conflicts(&given)?;
+    if settings.demo_modules {
+        let mut demo = crate::demo::module_names();
+        demo.push(crate::demo_modules::module_name("echo"));
+        refuse_module_names(&given, &demo)?;
+    }
+    if given.is_empty() && !settings.listen.ip().is_loopback() {
         bail!(
             "refusing to serve on {} without tokens: anyone who can reach it could read and \
              continue every conversation; give --tokens FILE, or listen on a loopback address",
@@ -35,6 +90,10 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
     }
     // The address first: a port that is taken stops the start before anything is opened or
     // created.
+    let tokens: Vec<(String, ModuleName)> = given
+        .iter()
+        .map(|g| (g.token.clone(), g.participant.clone()))
+        .collect();
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| {
@@ -67,6 +126,13 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
         ));
         hub.register(agent).await?;
     }
+    let serving: Vec<ModuleName> = hub
+        .reachable_modules()
+        .iter()
+        .filter(|m| !m.is_caller())
+        .map(|m| m.name.clone())
+        .collect();
+    refuse_module_names(&given, &serving)?;
     let address = listener.local_addr()?;
     let base_url = settings
         .base_url
@@ -160,7 +226,7 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
 
 /// Tokens from `file`: one `TOKEN PARTICIPANT` (or `TOKEN=PARTICIPANT`) per line; blank
 /// lines and lines starting with `#` are skipped.
-fn read_tokens(file: &Path) -> Result<Vec<(String, ModuleName)>> {
+fn read_tokens(file: &Path) -> Result<Vec<Given>> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the tokens file {}", file.display()))?;
     let mut tokens = Vec::new();
@@ -169,9 +235,14 @@ fn read_tokens(file: &Path) -> Result<Vec<(String, ModuleName)>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let token = crate::args::parse_token(line)
-            .map_err(|e| anyhow::anyhow!("{}, line {}: {e}", file.display(), n + 1))?;
-        tokens.push(token);
+        let place = format!("{}, line {}", file.display(), n + 1);
+        let (token, participant) =
+            crate::args::parse_token(line).map_err(|e| anyhow::anyhow!("{place}: {e}"))?;
+        tokens.push(Given {
+            token,
+            participant,
+            place,
+        });
     }
     if tokens.is_empty() {
         bail!("the tokens file {} names no token", file.display());

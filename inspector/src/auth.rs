@@ -103,18 +103,23 @@ fn presented(headers: &HeaderMap) -> Option<String> {
         .find_map(from_hex)
 }
 
-/// Redirects to `uri` without its `token` parameter, setting the cookie.
+/// Redirects to `uri` without its `token` parameter (however its name is encoded, as
+/// `token` or `%74oken`: the names are compared decoded, as the query was read), setting
+/// the cookie.
 fn remember(uri: &Uri, token: &str) -> Response {
-    let rest: Vec<&str> = uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|pair| !pair.is_empty() && !pair.starts_with("token="))
-        .collect();
-    let location = if rest.is_empty() {
+    let query = uri.query().unwrap_or_default();
+    let mut rest = form_urlencoded::Serializer::new(String::new());
+    let mut kept = 0;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if name != "token" {
+            rest.append_pair(&name, &value);
+            kept += 1;
+        }
+    }
+    let location = if kept == 0 {
         uri.path().to_owned()
     } else {
-        format!("{}?{}", uri.path(), rest.join("&"))
+        format!("{}?{}", uri.path(), rest.finish())
     };
     let cookie = format!(
         "{COOKIE}={}; Path=/inspect; HttpOnly; SameSite=Strict",

@@ -390,11 +390,10 @@ async fn a_token_reader_sees_its_own_figures_and_no_callers_names() {
     assert!(health.contains("id=\"scope\""), "{health}");
     assert!(!health.contains("secret-caller"), "{health}");
     // Every bar is drawn in a track, so its percent is of the same width in every panel.
-    let bars = health.matches("<span class=\"bar\"").count()
-        + health.matches("<span class=\"bar ").count();
+    let bars = health.matches("<rect class=\"bar").count();
     assert!(bars > 0, "{health}");
     assert_eq!(
-        health.matches("<span class=\"bar-track\">").count(),
+        health.matches("<svg class=\"bar-track\"").count(),
         bars,
         "{health}"
     );
@@ -425,5 +424,84 @@ async fn a_token_reader_sees_its_own_figures_and_no_callers_names() {
     assert!(all.contains("Module activity"), "{all}");
     assert!(!all.contains("id=\"scope\""), "{all}");
     everyone_hub.shutdown().await;
+    hub.shutdown().await;
+}
+
+/// Every response carries the security headers; no page holds an inline script or style
+/// (the policy allows only the inspector's own files); a token passed as `?%74oken=` (its
+/// name percent-encoded) is taken once and dropped from the address like `?token=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_served_with_a_strict_policy_and_the_token_leaves_the_address() {
+    let options = InspectorOptions::new().token("t-other", "other".parse().unwrap());
+    let (hub, base) = serve(options).await;
+    let mine = hub
+        .start_conversation(ConversationSpec::between("client", "other").unwrap())
+        .await
+        .unwrap();
+    mine.send("hello").await.unwrap();
+    let http = client();
+    for path in [
+        "/inspect".to_owned(),
+        format!("/inspect/conversations/{}", mine.id()),
+        "/inspect/modules".to_owned(),
+        "/inspect/health".to_owned(),
+        "/inspect/assets/inspector.css".to_owned(),
+    ] {
+        let response = http
+            .get(format!("{base}{path}"))
+            .bearer_auth("t-other")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        let headers = response.headers().clone();
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'"), "{path}: {policy}");
+        assert!(policy.contains("style-src 'self'"), "{path}: {policy}");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert!(!policy.contains("unsafe-inline"), "{path}: {policy}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+        let body = response.text().await.unwrap();
+        if !path.contains("assets") {
+            assert!(!body.contains("<script>"), "{path}: an inline script");
+            assert!(!body.contains("style="), "{path}: an inline style");
+        }
+    }
+    // Unauthenticated, too: the 401 page carries them.
+    let refused = http.get(format!("{base}/inspect")).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert!(refused.headers().contains_key("content-security-policy"));
+
+    for query in [
+        "token=t-other&status=active",
+        "%74oken=t-other&status=active",
+    ] {
+        let response = http
+            .get(format!("{base}/inspect?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 303, "{query}");
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        assert_eq!(location, "/inspect?status=active", "{query}");
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        // Following the redirect with the cookie reads the page; no second redirect.
+        let page = http
+            .get(format!("{base}{location}"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status().as_u16(), 200, "{query}");
+    }
     hub.shutdown().await;
 }
