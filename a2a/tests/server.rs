@@ -925,3 +925,144 @@ async fn metrics_count_exchanges_requests_store_errors_and_statuses() -> Result<
     hub.shutdown().await;
     Ok(())
 }
+
+/// A2A requires a message id, a role and at least one part: a message without one is
+/// `-32602` and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_missing_a_required_member_is_invalid_params_and_stores_nothing() -> Result<()> {
+    let f = front().await?;
+    let stored = || async {
+        f.hub
+            .reader()
+            .list(&colloquy_runtime::ListFilter::new())
+            .await
+            .unwrap()
+            .conversations
+            .len()
+    };
+    let before = stored().await;
+    for (what, message) in [
+        (
+            "no parts",
+            json!({"messageId": "m-1", "role": "ROLE_USER", "parts": []}),
+        ),
+        (
+            "an empty message id",
+            json!({"messageId": " ", "role": "ROLE_USER", "parts": [{"text": "hi"}]}),
+        ),
+        (
+            "no role",
+            json!({"messageId": "m-2", "role": "ROLE_UNSPECIFIED", "parts": [{"text": "hi"}]}),
+        ),
+    ] {
+        let answer = f
+            .rpc("echo", "SendMessage", json!({ "message": message }))
+            .await?;
+        assert_eq!(answer["error"]["code"], -32602, "{what}: {answer}");
+        let streamed = f
+            .rpc(
+                "echo",
+                "SendStreamingMessage",
+                json!({ "message": message }),
+            )
+            .await?;
+        assert_eq!(streamed["error"]["code"], -32602, "{what}: {streamed}");
+    }
+    assert_eq!(stored().await, before, "nothing stored");
+    Ok(())
+}
+
+/// A caller participant cannot take a module's name: the server refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_named_like_a_module_is_refused() -> Result<()> {
+    let hub = TestHub::memory().await?;
+    hub.register(Echo::new(name("echo"))).await?;
+    let options = A2aOptions::new("http://127.0.0.1:1")?.token("t", name("echo"));
+    let refused = A2aServer::new(hub.hub().clone(), options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, colloquy_a2a::A2aError::CallerIsModule { participant } if participant.as_str() == "echo"),
+        "{refused}"
+    );
+    // The module is still the module.
+    assert!(!hub.hub().modules().iter().any(|m| m.is_caller()));
+    Ok(())
+}
+
+/// The token is checked from the headers: 200 connections that announce a body and never
+/// send it are each answered 401 at once, while a caller with a token goes on being served
+/// and `/healthz` tells anyone the hub is alive without naming its callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_calls_without_a_token_are_refused_before_their_body() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = TestHub::memory().await?;
+    hub.register(Echo::new(name("echo"))).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let base = format!("http://{address}");
+    let options = A2aOptions::new(&base)?.token("alice-secret", name("alice"));
+    let server = A2aServer::new(hub.hub().clone(), options).await?;
+    let _serve = tokio::spawn(async move {
+        let _ = server.serve(listener).await;
+    });
+    let http = reqwest::Client::new();
+    let send = |n: usize| {
+        http.post(format!("{base}/agents/echo"))
+            .bearer_auth("alice-secret")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                "params": message(&format!("m-{n}"), "hi", None)}))
+            .send()
+    };
+    let mut idle = Vec::new();
+    for n in 0..50 {
+        let started = std::time::Instant::now();
+        assert_eq!(send(n).await?.status(), 200);
+        idle.push(started.elapsed());
+    }
+    // 200 connections: headers announcing a body, then nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream
+            .write_all(
+                b"POST /agents/echo HTTP/1.1\r\nHost: colloquy\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+            )
+            .await?;
+        stalled.push(stream);
+    }
+    let patience = colloquy_testkit::scaled(std::time::Duration::from_secs(10));
+    for stream in &mut stalled {
+        let mut head = [0u8; 12];
+        tokio::time::timeout(patience, stream.read_exact(&mut head))
+            .await
+            .expect("answered before the body came")?;
+        assert_eq!(&head, b"HTTP/1.1 401", "{}", String::from_utf8_lossy(&head));
+    }
+    let mut busy = Vec::new();
+    for n in 50..100 {
+        let started = std::time::Instant::now();
+        assert_eq!(send(n).await?.status(), 200, "still serving");
+        busy.push(started.elapsed());
+    }
+    let p99 = |mut times: Vec<std::time::Duration>| {
+        times.sort();
+        times[times.len() * 99 / 100 - 1]
+    };
+    // Reported, not asserted: a ratio of times is the machine's, and CI's machine is busy.
+    eprintln!(
+        "valid caller p99: idle {:?}, with 200 stalled connections {:?}",
+        p99(idle),
+        p99(busy)
+    );
+    let health: Value = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(health["healthy"], true, "{health}");
+    assert!(!health.to_string().contains("alice"), "{health}");
+    drop(stalled);
+    Ok(())
+}

@@ -499,3 +499,55 @@ fn a_malformed_tokens_file_is_named_without_quoting_the_token() {
         files(here)
     );
 }
+
+#[test]
+fn a_token_for_two_participants_or_a_participant_named_like_a_module_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path();
+    std::fs::write(
+        here.join("tokens"),
+        "tok-alice alice\ntok-bob bob\ntok-alice mallory\n",
+    )
+    .unwrap();
+    let run = colloquy_in(
+        here,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens",
+            "--db",
+            "t.db",
+        ],
+    );
+    fails(&run, "tokens, line 3");
+    assert!(run.stderr.contains("line 1"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("tok-alice"),
+        "never print a token: {}",
+        run.stderr
+    );
+
+    std::fs::write(here.join("tokens"), "tok-alice alice\ntok-echo echo\n").unwrap();
+    let run = colloquy_in(
+        here,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "tokens",
+            "--demo-modules",
+            "--db",
+            "t.db",
+        ],
+    );
+    fails(&run, "tokens, line 2");
+    assert!(run.stderr.contains("echo"), "{}", run.stderr);
+    assert!(
+        files(here).iter().all(|f| f == "tokens"),
+        "a refused start creates nothing: {:?}",
+        files(here)
+    );
+}
