@@ -1,7 +1,12 @@
 //! The A2A server over real HTTP on a loopback port the OS picks: cards, SendMessage (new
 //! and continued conversations, retries by messageId), GetTask from the store, CancelTask
 //! and the JSON-RPC errors, with the hub's stored turns checked behind each answer.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 use std::sync::Arc;
 

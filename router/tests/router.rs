@@ -446,3 +446,51 @@ async fn a_state_change_whose_answer_was_lost_is_found_stored_on_retry() {
     let resumed = s.router.apply(id, Change::Resume).await.unwrap();
     assert_eq!(resumed.version(), paused.version() + 1);
 }
+
+/// Holds a permit of `permits` while it "works", and never answers.
+struct Hung(Arc<tokio::sync::Semaphore>);
+
+#[async_trait]
+impl Module for Hung {
+    fn info(&self) -> ModuleInfo {
+        ModuleInfo::new(name("b"))
+    }
+
+    async fn handle(&self, _turn: Turn) -> Result<Response, ModuleError> {
+        let _held = self.0.acquire().await;
+        std::future::pending::<()>().await;
+        Ok(Response::NoReply)
+    }
+}
+
+/// When the caller hears `HandlerTimedOut`, the hung handler's future is gone: what it held
+/// is free again. On a multi-threaded runtime, 50 times over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_handler_is_gone_when_its_caller_hears_so() {
+    let permits = Arc::new(tokio::sync::Semaphore::new(1));
+    let s = setup_with({
+        let permits = Arc::clone(&permits);
+        move |_| Arc::new(Hung(permits))
+    });
+    let id = open(&s.router).await;
+    for round in 0..50 {
+        let refused = s
+            .router
+            .route(
+                id,
+                hello("work"),
+                RouteOptions::deadline(Duration::from_millis(20)),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, RouteError::HandlerTimedOut { .. }),
+            "{refused}"
+        );
+        assert_eq!(
+            permits.available_permits(),
+            1,
+            "round {round}: the hung handler still holds its permit after its caller was answered"
+        );
+    }
+}

@@ -14,9 +14,11 @@ impl Router {
     /// [`RouteError::HandlerPanicked`]) and giving up when shutdown aborts.
     ///
     /// [`Work::Task`] runs the call as its own task, so a handler that blocks its thread
-    /// cannot hold the caller past the deadline (on a multi-threaded runtime); the task is
-    /// aborted when the caller stops waiting. Whatever the mode, a result that arrives after
-    /// the deadline is refused as a timeout: a late result is never stored.
+    /// cannot hold the caller past the deadline (on a multi-threaded runtime) by more than
+    /// [`DROP_GRACE`]; a task given up on (deadline, cancel, shutdown) is aborted and the
+    /// caller answered once it is gone, so nothing the handler held outlives the answer
+    /// (except for a handler blocking its thread). Whatever the mode, a result that arrives
+    /// after the deadline is refused as a timeout: a late result is never stored.
     pub(super) async fn call<T: Send + 'static>(
         &self,
         conversation: ConversationId,
@@ -64,7 +66,7 @@ impl Router {
             }
             Work::Task(future) => {
                 let mut task = AbortOnDrop(tokio::spawn(future));
-                tokio::select! {
+                let outcome = tokio::select! {
                     biased;
                     joined = &mut task.0 => joined.map_err(|e| match e.try_into_panic() {
                         Ok(payload) => panicked(payload),
@@ -74,7 +76,18 @@ impl Router {
                     () = tokio::time::sleep_until(due) => Err(timed_out()),
                     () = aborted => Err(RouteError::ShuttingDown),
                     () = canceled => Err(RouteError::Canceled { conversation, module: module.clone() }),
+                };
+                if !task.0.is_finished() {
+                    // Given up on: the handler's future is dropped before the caller hears,
+                    // so what it held (a permit, a connection) is free when it does. A
+                    // handler blocking its thread cannot be dropped until it yields: then
+                    // the deadline wins after a short grace, and the task goes later.
+                    task.0.abort();
+                    if tokio::time::timeout(DROP_GRACE, &mut task.0).await.is_err() {
+                        debug!(module = %module, "handler still running after it was given up on (it blocks its thread)");
+                    }
                 }
+                outcome
             }
         };
         if outcome.is_ok() && tokio::time::Instant::now() > due {
@@ -88,6 +101,11 @@ impl Router {
         outcome
     }
 }
+
+/// The longest a caller waits, past the handler's deadline, for a given-up handler's task to
+/// be dropped. Only a handler that blocks its thread takes it: any other is dropped as soon
+/// as a worker runs its abort (microseconds; the bound is for a busy machine).
+const DROP_GRACE: Duration = Duration::from_millis(50);
 
 /// A module call, as [`Router::call`] runs it.
 pub(super) enum Work<'a, T> {
