@@ -495,6 +495,16 @@ async fn sigkill_of_one_of_three_hubs_loses_nothing_and_its_exchanges_are_taken_
         orphans.len(),
         takeover.as_millis()
     );
+    // The documented bound (docs/CLUSTER.md): the member timeout, a heartbeat to fence the
+    // dead hub and one to claim its exchanges (a fifth of the timeout each), and the time to
+    // deliver them again, which a busy machine stretches (CI-aware).
+    let bound = Duration::from_secs(2)
+        + 2 * Duration::from_millis(400)
+        + colloquy_testkit::scaled(Duration::from_secs(1));
+    assert!(
+        takeover <= bound,
+        "takeover took {takeover:?}, more than the documented {bound:?}"
+    );
     assert_eq!(
         sql(
             &url,
@@ -534,7 +544,7 @@ async fn sigkill_of_one_of_three_hubs_loses_nothing_and_its_exchanges_are_taken_
     }
 
     // The survivors stop when asked (SIGTERM), report, and leave.
-    for mut hub in hubs {
+    for (mut hub, log) in hubs.into_iter().zip(&logs) {
         let child = &mut hub.0;
         let pid = child.id().to_string();
         assert!(Command::new("kill")
@@ -552,13 +562,18 @@ async fn sigkill_of_one_of_three_hubs_loses_nothing_and_its_exchanges_are_taken_
         let report: Value = serde_json::from_str(stdout.trim()).unwrap();
         assert_eq!(report["interrupted"], true, "{report}");
         assert!(report["left_active"].as_u64().unwrap() > 0, "{report}");
-        assert!(report["round_trips"].as_u64().unwrap() >= 150, "{report}");
+        // What it reports is what its ack log shows: two acknowledged messages a round trip.
+        assert_eq!(
+            report["round_trips"].as_u64().unwrap() * 2,
+            common::acknowledged(log).len() as u64,
+            "{report}"
+        );
     }
     let acks: Vec<_> = logs
         .iter()
         .flat_map(|log| common::acknowledged(log))
         .collect();
-    common::verify(&store, &acks).await;
+    common::verify_all_answered(&store, &acks).await;
     drop(store);
     drop_schema(&url, &schema);
 }

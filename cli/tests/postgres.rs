@@ -268,6 +268,7 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("acks.log");
     let mut total = 0;
+    let mut concluded = 0;
     for (round, kill_after) in [200usize, 800, 2_000].into_iter().enumerate() {
         let mut child = schema
             .load(
@@ -309,7 +310,7 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
         // Which of them the kill cut off between request and reply, read before any hub
         // runs again (a new hub may conclude them on its own, or at their next send).
         let mut cut_offs = Vec::new();
-        for (id, turns) in active.iter().take(10) {
+        for (id, turns) in &active {
             let last = colloquy_storage::ConversationStore::messages(
                 &store,
                 *id,
@@ -323,6 +324,10 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
                 .map(|m| m.id);
             cut_offs.push((*id, *turns, cut_off));
         }
+        // Every conversation cut off mid-exchange, and up to 10 others.
+        cut_offs.sort_by_key(|(_, _, cut_off)| cut_off.is_none());
+        let others = cut_offs.iter().filter(|c| c.2.is_some()).count() + 10;
+        cut_offs.truncate(others);
         // A new hub continues a conversation the kill cut off at its next turn.
         let hub = colloquy_runtime::Hub::builder()
             .store(std::sync::Arc::new(store))
@@ -364,12 +369,17 @@ async fn sigkill_of_a_load_on_postgres_loses_nothing_acknowledged() {
                         .await
                         .unwrap();
                     assert_eq!(answered[0].in_reply_to, Some(request), "round {round}");
+                    concluded += 1;
                 }
             }
         }
         hub.shutdown().await;
         drop(hub);
     }
+    assert!(
+        concluded > 0,
+        "no kill cut an exchange between its request and its reply: the takeover was not tested"
+    );
 }
 
 /// A running `colloquy serve` on PostgreSQL is a member: `health` lists it alive with its

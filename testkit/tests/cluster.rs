@@ -17,7 +17,8 @@ async fn hub(factory: &PostgresFactory, name: &str) -> Hub {
     Hub::builder()
         .store(Arc::new(factory.open().await.unwrap()))
         .member_name(name)
-        .member_timeout(Duration::from_millis(500))
+        // Long enough (CI-aware) that a hub merely slowed by a busy machine is not fenced.
+        .member_timeout(colloquy_testkit::scaled(Duration::from_secs(1)))
         .build()
         .await
         .unwrap()
@@ -508,7 +509,7 @@ async fn a_fenced_hub_cannot_write_until_it_rejoins() {
     let paused = Hub::builder()
         .store(store.clone())
         .member_name("paused")
-        .member_timeout(Duration::from_secs(2))
+        .member_timeout(Duration::from_secs(10))
         .build()
         .await
         .unwrap();
@@ -551,6 +552,36 @@ async fn a_fenced_hub_cannot_write_until_it_rejoins() {
         stored.len(),
         2,
         "nothing of the fenced hub's send is stored"
+    );
+    // Every write path is fenced: a state change without a turn (an update) and a new
+    // conversation (a create) too.
+    let fenced = |e: &colloquy_runtime::HubError| {
+        matches!(
+            e,
+            colloquy_runtime::HubError::Store(colloquy_storage::StoreError::Fenced { .. })
+                | colloquy_runtime::HubError::Route(colloquy_runtime::RouteError::Storage(
+                    colloquy_storage::StoreError::Fenced { .. }
+                ))
+        )
+    };
+    let patch = serde_json::Map::from_iter([("k".to_owned(), serde_json::json!(1))]);
+    let refused = conversation.patch_context(patch).await.unwrap_err();
+    assert!(fenced(&refused), "an update while fenced: {refused:?}");
+    let refused = paused
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap_err();
+    assert!(fenced(&refused), "a create while fenced: {refused:?}");
+    let listed = paused
+        .reader()
+        .list(&colloquy_runtime::ListFilter::new())
+        .await
+        .unwrap()
+        .conversations;
+    assert_eq!(listed.len(), 1, "no conversation created while fenced");
+    assert!(
+        listed[0].context().is_empty(),
+        "no context written while fenced"
     );
 
     // Its next heartbeat finds out, and it rejoins under a new epoch; then it writes again.

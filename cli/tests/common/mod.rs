@@ -174,6 +174,33 @@ pub(crate) async fn verify(
     store: &dyn ConversationStore,
     acks: &[(ConversationId, u64, MessageId)],
 ) -> Vec<(ConversationId, u64)> {
+    verify_answering(store, acks, false).await
+}
+
+/// [`verify`], and every request in the store is followed at once by its reply, not only the
+/// acknowledged ones: for a cluster, where a survivor concludes a dead hub's exchanges (on
+/// one SQLite file, a request a killed process left is followed by the next one).
+pub(crate) async fn verify_all_answered(
+    store: &dyn ConversationStore,
+    acks: &[(ConversationId, u64, MessageId)],
+) -> Vec<(ConversationId, u64)> {
+    verify_answering(store, acks, true).await
+}
+
+async fn verify_answering(
+    store: &dyn ConversationStore,
+    acks: &[(ConversationId, u64, MessageId)],
+    every_request: bool,
+) -> Vec<(ConversationId, u64)> {
+    let acked: HashSet<MessageId> = acks.iter().map(|(_, _, id)| *id).collect();
+    // Each message is acknowledged once: a line twice is a message acknowledged twice.
+    let distinct: HashSet<&(ConversationId, u64, MessageId)> = acks.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        acks.len(),
+        "{} ack lines are duplicates",
+        acks.len() - distinct.len()
+    );
     let mut by_conversation: HashMap<ConversationId, Vec<(u64, MessageId)>> = HashMap::new();
     for (conversation, turn, id) in acks {
         by_conversation
@@ -212,6 +239,22 @@ pub(crate) async fn verify(
             conversation.id()
         );
         let ids: HashMap<MessageId, u64> = messages.iter().map(|m| (m.id, m.turn)).collect();
+        // Forwards too: a request is followed at once by its reply (an unanswered request
+        // followed by another one is an interleaving), if it was acknowledged (the ack
+        // comes after the exchange), or always when `every_request` is asked.
+        for pair in messages.windows(2) {
+            let checked = every_request || acked.contains(&pair[0].id);
+            if checked && pair[0].kind == colloquy_core::MessageKind::Request {
+                assert_eq!(
+                    pair[1].in_reply_to,
+                    Some(pair[0].id),
+                    "request {} (turn {}) of {} is not followed by its reply",
+                    pair[0].id,
+                    pair[0].turn,
+                    conversation.id()
+                );
+            }
+        }
         for m in &messages {
             if let Some(parent) = m.in_reply_to {
                 assert_eq!(

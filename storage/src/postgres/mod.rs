@@ -551,6 +551,10 @@ fn record_change(change: usize) -> String {
     )
 }
 
+/// The fencing condition of a create: the writer is `$18` and `$19`.
+const FENCED_CREATE: &str =
+    "WHERE NOT EXISTS (SELECT 1 FROM hubs WHERE id = $18::uuid AND epoch = $19::bigint AND fenced)";
+
 /// The locked append's update (its conditions were checked under the row lock); the
 /// writer is `$17` and `$18`.
 static LOCKED_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| update_sql(17, ""));
@@ -692,17 +696,24 @@ impl ConversationStore for PostgresStore {
         check_create(conversation)?;
         let state = encode_conversation(conversation)?;
         let client = self.client().await?;
+        // Fenced like every write: a member the others fenced creates nothing (the values
+        // are cast to the columns' types, which a SELECT does not infer as VALUES does).
         let statement = client
             .prepare_cached(&format!(
-                "WITH updated AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                "WITH updated AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) \
+                 SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::text[], \
+                 $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint, \
+                 $13::jsonb, $14::jsonb, $15::bigint, $16::bigint {FENCED_CREATE} \
                  ON CONFLICT (id) DO NOTHING RETURNING id), {} SELECT count(*) FROM updated",
                 record_change(17)
             ))
             .await
             .map_err(self.err())?;
+        let (writer_id, writer_epoch) = self.writer();
         let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
         values.push(&state.change);
+        values.push(&writer_id);
+        values.push(&writer_epoch);
         let inserted: i64 = client
             .query_one(&statement, &values)
             .await
@@ -710,6 +721,7 @@ impl ConversationStore for PostgresStore {
             .try_get(0)
             .map_err(self.err())?;
         if inserted == 0 {
+            self.refuse_if_fenced(&**client).await?;
             return Err(StoreError::AlreadyExists {
                 conversation: conversation.id(),
             });
