@@ -13,12 +13,15 @@ use colloquy_testkit::{
     modules::Echo,
 };
 
+/// The hubs' member timeout, before CI's scaling: long enough that a hub merely slowed by
+/// a busy machine is not fenced.
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn hub(factory: &PostgresFactory, name: &str) -> Hub {
     Hub::builder()
         .store(Arc::new(factory.open().await.unwrap()))
         .member_name(name)
-        // Long enough (CI-aware) that a hub merely slowed by a busy machine is not fenced.
-        .member_timeout(colloquy_testkit::scaled(Duration::from_secs(1)))
+        .member_timeout(MEMBER_TIMEOUT.mul_f64(colloquy_testkit::timeout_scale()))
         .build()
         .await
         .unwrap()
@@ -337,6 +340,7 @@ async fn a_dead_hubs_unanswered_request_is_delivered_again_with_its_message_id()
         .id();
 
     let orphan = leave_an_orphan(&factory, &live, id).await;
+    let orphaned = std::time::Instant::now();
 
     // The live hub continues the conversation.
     let handle = live
@@ -344,6 +348,15 @@ async fn a_dead_hubs_unanswered_request_is_delivered_again_with_its_message_id()
         .await
         .unwrap();
     let exchange = handle.send("next").await.unwrap();
+    // Once the dead member is fenced (its timeout, and a heartbeat or two), not when the
+    // dead hub's request falls due a minute later.
+    let waited = orphaned.elapsed();
+    let bound = 2 * MEMBER_TIMEOUT.mul_f64(colloquy_testkit::timeout_scale())
+        + colloquy_testkit::scaled(Duration::from_secs(2));
+    assert!(
+        waited <= bound,
+        "the next sender waited {waited:?}, more than {bound:?}: for the dead hub's deadline?"
+    );
     assert_eq!(
         exchange.request.turn, 3,
         "after the dead hub's exchange, concluded"
