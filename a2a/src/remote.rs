@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use a2a::{
-    AgentCard, GetTaskRequest, Message as A2aMessage, Role, SendMessageRequest,
-    SendMessageResponse, Task, TaskState,
+    AgentCard, CancelTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse,
+    Message as A2aMessage, Role, SendMessageRequest, SendMessageResponse, Task, TaskState,
 };
 use colloquy_runtime::{
     async_trait, Capability, Module, ModuleError, ModuleInfo, ModuleName, Response, Turn,
@@ -25,6 +25,36 @@ const CARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between two `GetTask` polls of a task the agent runs in the background.
 const MAX_POLL: Duration = Duration::from_secs(1);
 
+/// How long each call that cancels a given-up task may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A delivery in progress: dropped before it was answered (the hub gave up on it), it
+/// cancels the agent's unfinished tasks of its context, in the background.
+struct InFlight {
+    /// Set until the agent answered.
+    agent: Option<RemoteAgent>,
+    context: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(agent) = self.agent.take() else {
+            return;
+        };
+        // No runtime (the process is ending): nothing can be sent.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let context = std::mem::take(&mut self.context);
+        runtime.spawn(async move {
+            match agent.cancel_context(context.clone()).await {
+                Ok(canceled) => tracing::debug!(agent = %agent.info.name, %context, canceled, "given-up call canceled at the agent"),
+                Err(e) => tracing::debug!(agent = %agent.info.name, %context, error = %e, "given-up call could not be canceled at the agent"),
+            }
+        });
+    }
+}
+
 /// An A2A agent reached over HTTP, as a hub module: each turn addressed to it is one
 /// `SendMessage` (`contextId` = the conversation id, `messageId` = the stored message id,
 /// so a retried delivery is idempotent at the agent too), and its answer is the reply turn.
@@ -34,6 +64,10 @@ const MAX_POLL: Duration = Duration::from_secs(1);
 /// - A task the agent keeps working on is polled with `GetTask` until it ends, within the
 ///   module's deadline; `input-required` and `auth-required` answer with the agent's
 ///   question as the reply.
+/// - A call the hub gives up on (its deadline passed, its caller canceled it, the hub shuts
+///   down) is canceled at the agent too: the agent's tasks of that context that have not
+///   ended are found with `ListTasks` and canceled with `CancelTask`, in the background
+///   (an agent without `ListTasks` keeps working; the hub has stopped waiting either way).
 /// - A failed, rejected or canceled task, a JSON-RPC error, an HTTP error or the network
 ///   failing are [`A2aError`]s ([`A2aError::AgentFailed`], [`A2aError::AgentError`],
 ///   [`A2aError::AgentUnreachable`], ...): the hub reports them to the sender as the
@@ -151,6 +185,17 @@ impl RemoteAgent {
     /// Delivers `turn` to the agent and returns the reply's content (`None`: the agent
     /// completed the task without output).
     pub async fn deliver(&self, turn: &Turn) -> Result<Option<Value>, A2aError> {
+        let mut in_flight = InFlight {
+            agent: Some(self.clone()),
+            context: turn.message.conversation_id.to_string(),
+        };
+        let delivered = self.deliver_once(turn).await;
+        // Answered (or failed) by the agent: nothing to cancel there.
+        in_flight.agent = None;
+        delivered
+    }
+
+    async fn deliver_once(&self, turn: &Turn) -> Result<Option<Value>, A2aError> {
         let mut message = A2aMessage::new(Role::User, parts_from_content(&turn.message.content));
         message.message_id = turn.message.id.to_string();
         message.context_id = Some(turn.message.conversation_id.to_string());
@@ -185,6 +230,42 @@ impl RemoteAgent {
             task = serde_json::from_value(result).map_err(|e| self.bad_answer(e.to_string()))?;
         }
         self.outcome(task)
+    }
+
+    /// Cancels the agent's tasks of `context` that have not ended (the hub gave up on them).
+    async fn cancel_context(&self, context: String) -> Result<usize, A2aError> {
+        let request = ListTasksRequest {
+            context_id: Some(context),
+            status: None,
+            page_size: Some(20),
+            page_token: None,
+            history_length: Some(0),
+            status_timestamp_after: None,
+            include_artifacts: Some(false),
+            tenant: None,
+        };
+        let listed = self.call("ListTasks", &request, CANCEL_TIMEOUT).await?;
+        let listed: ListTasksResponse =
+            serde_json::from_value(listed).map_err(|e| self.bad_answer(e.to_string()))?;
+        let mut canceled = 0;
+        for task in listed.tasks.into_iter().filter(|t| {
+            matches!(
+                t.status.state,
+                TaskState::Submitted
+                    | TaskState::Working
+                    | TaskState::InputRequired
+                    | TaskState::AuthRequired
+            )
+        }) {
+            let request = CancelTaskRequest {
+                id: task.id,
+                metadata: None,
+                tenant: None,
+            };
+            self.call("CancelTask", &request, CANCEL_TIMEOUT).await?;
+            canceled += 1;
+        }
+        Ok(canceled)
     }
 
     /// The reply an ended task gives, or why it gives none.

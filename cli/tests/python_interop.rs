@@ -171,6 +171,38 @@ fn the_official_python_sdk_client_converses_with_served_modules() {
         last.pointer("/statusUpdate/status/state").unwrap(),
         "TASK_STATE_CANCELED"
     );
+    // And at the Python agent: the call colloquy gave up on was canceled there too (its
+    // executor told to cancel, its work stopped), not left running.
+    let context = seen["canceled"]["contextId"].as_str().unwrap().to_owned();
+    let ended_url = format!("{agent_url}/_test/ended");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let deadline =
+        std::time::Instant::now() + colloquy_testkit::scaled(std::time::Duration::from_secs(10));
+    let ended = loop {
+        let ended: Value = runtime
+            .block_on(async { reqwest::get(&ended_url).await?.json().await })
+            .unwrap();
+        let found = ended
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["context"] == context.as_str());
+        if found || std::time::Instant::now() > deadline {
+            break ended;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let hows: Vec<&str> = ended
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["context"] == context.as_str())
+        .map(|e| e["how"].as_str().unwrap())
+        .collect();
+    assert!(
+        hows.contains(&"cancel"),
+        "the Python agent's task of {context} was not canceled: {ended}"
+    );
 
     let wrong = seen["wrong_token"].as_str().unwrap();
     assert!(wrong.contains("401"), "a wrong token is refused: {wrong}");

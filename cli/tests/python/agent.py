@@ -1,8 +1,9 @@
 """An A2A agent written with the official Python SDK's server, for the interop tests.
 
 It counts the messages of each context and answers "python heard #N: TEXT", so a test can
-see that a conversation's turns reach it as one context. A message "wait" makes it wait
-until the task is canceled (the cancel test's slow agent).
+see that a conversation's turns reach it as one context. A message "wait" makes it start a
+task and work on it until the task is canceled (the cancel test's slow agent); how each such
+task ended is listed at GET /_test/ended, so a test can see the agent's side of a cancel.
 
 Usage: agent.py. Listens on a free loopback port and prints one JSON line, {"url": BASE},
 once it accepts connections; runs until killed.
@@ -16,13 +17,19 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 
-from a2a.helpers.proto_helpers import new_text_message
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from a2a.helpers.proto_helpers import new_task, new_text_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-from a2a.server.tasks import InMemoryTaskStore
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import a2a_pb2
+
+# How each "wait" task ended: {"context": ..., "how": "cancel" | "cancelled"}.
+ENDED = []
 
 
 class Counter(AgentExecutor):
@@ -32,7 +39,20 @@ class Counter(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         text = context.get_user_input()
         if text == "wait":
-            await asyncio.Event().wait()  # ends only when the task is canceled
+            task = new_task(
+                context.task_id,
+                context.context_id,
+                a2a_pb2.TaskState.TASK_STATE_SUBMITTED,
+                history=[context.message],
+            )
+            await event_queue.enqueue_event(task)
+            await TaskUpdater(event_queue, context.task_id, context.context_id).start_work()
+            try:
+                await asyncio.Event().wait()  # ends only when the task is canceled
+            except asyncio.CancelledError:
+                ENDED.append({"context": context.context_id, "how": "cancelled"})
+                raise
+            return
         count = self.seen.get(context.context_id, 0) + 1
         self.seen[context.context_id] = count
         await event_queue.enqueue_event(
@@ -40,7 +60,12 @@ class Counter(AgentExecutor):
         )
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        return None
+        ENDED.append({"context": context.context_id, "how": "cancel"})
+        await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
+
+
+async def ended(_request):
+    return JSONResponse(ENDED)
 
 
 def card(base):
@@ -72,7 +97,11 @@ async def main():
     handler = DefaultRequestHandler(
         agent_executor=Counter(), task_store=InMemoryTaskStore(), agent_card=agent_card
     )
-    routes = create_agent_card_routes(agent_card) + create_jsonrpc_routes(handler, "/")
+    routes = (
+        create_agent_card_routes(agent_card)
+        + [Route("/_test/ended", ended)]
+        + create_jsonrpc_routes(handler, "/")
+    )
     server = uvicorn.Server(
         uvicorn.Config(Starlette(routes=routes), log_level="warning", lifespan="off")
     )
