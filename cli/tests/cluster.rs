@@ -153,9 +153,53 @@ async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
         "{retried}"
     );
 
+    // M4 through C, M5 through B in the same context, then M4 again through C: the stored
+    // exchange, the first time, whatever happened in the context meanwhile.
+    let fourth = common::send_text(
+        &http,
+        &format!("{base_c}/agents/echo"),
+        "m-4",
+        "four",
+        Some(&context),
+    )
+    .await;
+    assert_eq!(
+        fourth["result"]["task"]["id"],
+        format!("{context}:7"),
+        "{fourth}"
+    );
+    let fifth = common::send_text(
+        &http,
+        &format!("{base_b}/agents/echo"),
+        "m-5",
+        "five",
+        Some(&context),
+    )
+    .await;
+    assert_eq!(
+        fifth["result"]["task"]["id"],
+        format!("{context}:9"),
+        "{fifth}"
+    );
+    for retry in 0..2 {
+        let again = common::send_text(
+            &http,
+            &format!("{base_c}/agents/echo"),
+            "m-4",
+            "four",
+            Some(&context),
+        )
+        .await;
+        assert_eq!(
+            again["result"]["task"]["id"],
+            format!("{context}:7"),
+            "retry {retry}: {again}"
+        );
+    }
+
     let transcript = transcript(&url, &schema, &context).await;
     let turns: Vec<u64> = transcript.iter().map(|m| m.turn).collect();
-    assert_eq!(turns, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(turns, (1..=10).collect::<Vec<u64>>());
     for pair in transcript.chunks(2) {
         assert_eq!(pair[1].in_reply_to, Some(pair[0].id));
         assert_eq!(pair[1].source.as_str(), "echo");

@@ -608,3 +608,66 @@ async fn a_fenced_hub_cannot_write_until_it_rejoins() {
     assert_eq!(after.request.turn, 3);
     paused.shutdown().await;
 }
+
+/// A request sent again with its message id through the hub that first stored it, after
+/// another hub continued the conversation (so the first hub's copy is stale), is recognised
+/// as stored, the first time: never a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_another_hubs_turn_is_the_stored_exchange() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let factory = PostgresFactory::new(&url).unwrap();
+    let a = hub(&factory, "hub-a").await;
+    let c = hub(&factory, "hub-c").await;
+    for h in [&a, &c] {
+        h.register(Echo::new("client".parse().unwrap()))
+            .await
+            .unwrap();
+        h.register(Echo::new("server".parse().unwrap()))
+            .await
+            .unwrap();
+    }
+    let on_a = a
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    let id = on_a.id();
+    let m1 = colloquy_runtime::MessageId::from_uuid(
+        uuid::Builder::from_unix_timestamp_millis(1_800_000_000_000, &[1; 10]).into_uuid(),
+    )
+    .unwrap();
+    let send_m1 = || {
+        on_a.send_with(
+            "server".parse().unwrap(),
+            colloquy_runtime::MessageKind::Request,
+            "m1",
+            colloquy_runtime::RouteOptions::default().message_id(m1),
+        )
+    };
+    let first = send_m1().await.unwrap();
+    assert_eq!(first.request.turn, 1);
+    let on_c = c.conversation(id, "client".parse().unwrap()).await.unwrap();
+    for n in 0..3 {
+        on_c.send(format!("m{}", n + 2)).await.unwrap();
+    }
+    let retried = send_m1().await.unwrap_err();
+    assert!(
+        matches!(
+            &retried,
+            colloquy_runtime::HubError::Route(colloquy_runtime::RouteError::AlreadyStored {
+                turn: 1,
+                ..
+            })
+        ),
+        "{retried:?}"
+    );
+    let stored = a
+        .reader()
+        .messages(id, colloquy_runtime::MessageRange::All)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 8, "nothing stored twice");
+    a.shutdown().await;
+    c.shutdown().await;
+}
