@@ -16,8 +16,8 @@ use axum::{
     Extension,
 };
 use colloquy_runtime::{
-    Analytics, Conversation, ConversationId, ListCursor, ListFilter, MessageRange, ModuleActivity,
-    ModuleName, StatusKind, TimeRange, Timestamp,
+    Analytics, AnalyticsTally, Conversation, ConversationId, ListCursor, ListFilter, MessageRange,
+    ModuleName, StatusKind, TimeRange,
 };
 
 use crate::{
@@ -404,35 +404,14 @@ pub(crate) async fn health(
     })
 }
 
-/// The analytics of `conversations`, computed here (the store computes them for a whole
-/// database only): a module took part in a conversation it is a participant of.
+/// The analytics of `conversations`, counted here (the store counts a whole database only;
+/// without each one's messages, a module took part where it is a participant).
 fn analytics_of(conversations: &[Conversation]) -> Analytics {
-    let mut out = Analytics::default();
-    let mut modules: BTreeMap<ModuleName, (u64, u64)> = BTreeMap::new();
+    let mut tally = AnalyticsTally::default();
     for c in conversations {
-        out.conversations += 1;
-        out.by_status.add(c.status().kind(), 1);
-        out.total_turns += c.turn_count();
-        // As the stores count it: until the end, or the last activity of an open one.
-        let end: Timestamp = c.ended_at().unwrap_or(c.last_activity());
-        out.total_duration_ms +=
-            u64::try_from(end.saturating_duration_since(c.started_at()).as_millis())
-                .unwrap_or(u64::MAX);
-        for (position, module) in c.participants().iter().enumerate() {
-            let slot = modules.entry(module.clone()).or_default();
-            slot.0 += u64::from(position == 0);
-            slot.1 += 1;
-        }
+        tally.add(c, []);
     }
-    out.modules = modules
-        .into_iter()
-        .map(|(module, (initiated, participated))| ModuleActivity {
-            module,
-            initiated,
-            participated,
-        })
-        .collect();
-    out
+    tally.finish()
 }
 
 /// `/inspect/assets/{file}`: the stylesheet and the live transcript's script.

@@ -78,9 +78,9 @@ pub use colloquy_registry::{
 #[cfg(feature = "postgres")]
 pub use colloquy_storage::PostgresOptions;
 pub use colloquy_storage::{
-    Analytics, ConversationPage, ListCursor, ListFilter, Member, MemberRecord, MessageRange,
-    ModuleActivity, ModuleRecord, SqliteOptions, StatusCounts, StoreError, Synchronous, TimeRange,
-    MAX_PAGE,
+    Analytics, AnalyticsTally, ConversationPage, ListCursor, ListFilter, Member, MemberRecord,
+    MessageRange, ModuleActivity, ModuleRecord, SqliteOptions, StatusCounts, StoreError,
+    Synchronous, TimeRange, MAX_PAGE,
 };
 pub use error::HubError;
 pub use handle::ConversationHandle;

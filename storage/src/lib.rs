@@ -52,6 +52,6 @@ pub use postgres::{PostgresOptions, PostgresStore, POSTGRES_SCHEMA_VERSION};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};
 pub use store::{
-    Analytics, AppendOutcome, ConversationPage, ConversationStore, ListCursor, ListFilter,
-    MessageRange, ModuleActivity, ModuleRecord, StatusCounts, TimeRange, MAX_PAGE,
+    Analytics, AnalyticsTally, AppendOutcome, ConversationPage, ConversationStore, ListCursor,
+    ListFilter, MessageRange, ModuleActivity, ModuleRecord, StatusCounts, TimeRange, MAX_PAGE,
 };

@@ -23,7 +23,7 @@ use crate::{
         StoredState,
     },
     Analytics, AppendOutcome, ConversationPage, ConversationStore, ListFilter, MessageRange,
-    ModuleActivity, ModuleRecord, StatusCounts, StoreError, TimeRange,
+    ModuleRecord, StatusCounts, StoreError, TimeRange,
 };
 
 /// The maps' hasher: the standard library's SipHash is built to resist hash flooding by
@@ -406,45 +406,18 @@ impl ConversationStore for MemoryStore {
     }
 
     async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
-        let mut out = Analytics::default();
-        let mut modules: BTreeMap<ModuleName, (u64, u64)> = BTreeMap::new();
+        let mut tally = crate::AnalyticsTally::default();
         for shard in &self.inner.shards {
             for entry in read(shard).values() {
-                let c = &entry.conversation;
-                if !range.contains(c.started_at()) {
-                    continue;
-                }
-                out.conversations += 1;
-                out.by_status.add(c.status().kind(), 1);
-                out.total_turns += c.turn_count();
-                let end = c.ended_at().unwrap_or(c.last_activity());
-                out.total_duration_ms +=
-                    colloquy_core::duration_millis(end.saturating_duration_since(c.started_at()));
-                // A module took part if it is a participant now or sent any turn (a
-                // transfer removes it from the participants, not from what it did).
-                let mut took_part: BTreeMap<&ModuleName, bool> = BTreeMap::new();
-                for (position, module) in c.participants().iter().enumerate() {
-                    *took_part.entry(module).or_default() |= position == 0;
-                }
-                for message in &entry.messages {
-                    took_part.entry(&message.source).or_default();
-                }
-                for (module, initiated) in took_part {
-                    let slot = modules.entry(module.clone()).or_default();
-                    slot.0 += u64::from(initiated);
-                    slot.1 += 1;
+                if range.contains(entry.conversation.started_at()) {
+                    tally.add(
+                        &entry.conversation,
+                        entry.messages.iter().map(|m| &m.source),
+                    );
                 }
             }
         }
-        out.modules = modules
-            .into_iter()
-            .map(|(module, (initiated, participated))| ModuleActivity {
-                module,
-                initiated,
-                participated,
-            })
-            .collect();
-        Ok(out)
+        Ok(tally.finish())
     }
 
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {

@@ -410,6 +410,19 @@ impl StatusCounts {
         }
     }
 
+    /// Adds `count` conversations of the status stored as `status` (a backend's row);
+    /// an unknown status is corrupt data.
+    pub(crate) fn add_stored(&mut self, status: &str, count: i64) -> Result<(), StoreError> {
+        let kind = status
+            .parse::<StatusKind>()
+            .map_err(|e| StoreError::Corrupt {
+                location: "the conversations' statuses".into(),
+                detail: format!("{status:?}: {e}"),
+            })?;
+        self.add(kind, u64::try_from(count).unwrap_or(0));
+        Ok(())
+    }
+
     /// Adds one conversation of `status`.
     pub fn add(&mut self, status: StatusKind, n: u64) {
         let slot = match status {
@@ -450,6 +463,68 @@ pub struct Analytics {
     pub total_duration_ms: u64,
     /// Per module, sorted by name.
     pub modules: Vec<ModuleActivity>,
+}
+
+/// [`Analytics`] counted in memory, one conversation at a time: what the memory store
+/// computes, and what a reader computes over the conversations it may see.
+///
+/// ```
+/// use colloquy_storage::AnalyticsTally;
+/// let tally = AnalyticsTally::default();
+/// assert_eq!(tally.finish().conversations, 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct AnalyticsTally {
+    out: Analytics,
+    modules: std::collections::BTreeMap<ModuleName, (u64, u64)>,
+}
+
+impl AnalyticsTally {
+    /// Counts `conversation`; `speakers` are the senders of its turns, where the caller
+    /// has them: a module took part if it is a participant now or sent any turn (a
+    /// transfer removes it from the participants, not from what it did).
+    pub fn add<'a>(
+        &mut self,
+        conversation: &Conversation,
+        speakers: impl IntoIterator<Item = &'a ModuleName>,
+    ) {
+        let c = conversation;
+        self.out.conversations += 1;
+        self.out.by_status.add(c.status().kind(), 1);
+        self.out.total_turns += c.turn_count();
+        // Until the end, or the last activity of an open one.
+        let end = c.ended_at().unwrap_or(c.last_activity());
+        self.out.total_duration_ms +=
+            colloquy_core::duration_millis(end.saturating_duration_since(c.started_at()));
+        let mut took_part: std::collections::BTreeMap<&ModuleName, bool> =
+            std::collections::BTreeMap::new();
+        for (position, module) in c.participants().iter().enumerate() {
+            *took_part.entry(module).or_default() |= position == 0;
+        }
+        for speaker in speakers {
+            took_part.entry(speaker).or_default();
+        }
+        for (module, initiated) in took_part {
+            let slot = self.modules.entry(module.clone()).or_default();
+            slot.0 += u64::from(initiated);
+            slot.1 += 1;
+        }
+    }
+
+    /// The analytics of everything counted, modules sorted by name.
+    pub fn finish(self) -> Analytics {
+        let mut out = self.out;
+        out.modules = self
+            .modules
+            .into_iter()
+            .map(|(module, (initiated, participated))| ModuleActivity {
+                module,
+                initiated,
+                participated,
+            })
+            .collect();
+        out
+    }
 }
 
 impl Analytics {

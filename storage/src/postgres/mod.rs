@@ -1027,14 +1027,7 @@ impl PostgresStore {
         let mut out = StatusCounts::default();
         for row in client.query(&statement, &[]).await.map_err(self.err())? {
             let status: &str = row.try_get(0).map_err(self.err())?;
-            let count: i64 = row.try_get(1).map_err(self.err())?;
-            let kind = status
-                .parse::<StatusKind>()
-                .map_err(|e| StoreError::Corrupt {
-                    location: "the conversations' statuses".into(),
-                    detail: format!("{status:?}: {e}"),
-                })?;
-            out.add(kind, count.max(0) as u64);
+            out.add_stored(status, row.try_get(1).map_err(self.err())?)?;
         }
         Ok(out)
     }

@@ -287,14 +287,7 @@ pub(crate) fn count_by_status(conn: &Connection, site: &Site) -> Result<StatusCo
     let mut out = StatusCounts::default();
     while let Some(row) = rows.next().map_err(err)? {
         let status: String = row.get(0).map_err(err)?;
-        let count: i64 = row.get(1).map_err(err)?;
-        let kind = status
-            .parse::<StatusKind>()
-            .map_err(|e| StoreError::Corrupt {
-                location: "the conversations' statuses".into(),
-                detail: format!("{status:?}: {e}"),
-            })?;
-        out.add(kind, count.max(0) as u64);
+        out.add_stored(&status, row.get(1).map_err(err)?)?;
     }
     Ok(out)
 }
