@@ -56,7 +56,11 @@ async fn three_hubs_serve_a_module_that_lives_on_one_of_them() {
     drop_schema(&url, &schema);
     let (hub_a, _, _) = common::serve_on(&url, &["--schema", &schema]);
     // B and C host no module of their own (but the A2A callers).
-    let (hub_b, _, base_b) = common::serve_with(&url, false, &["--schema", &schema]);
+    let (hub_b, ready_b, base_b) = common::serve_with(&url, false, &["--schema", &schema]);
+    // B, started after A, serves what A hosts (A announced it as it registered it).
+    let cards_b = ready_b["cards"].to_string();
+    assert!(cards_b.contains("/agents/echo/"), "{ready_b}");
+    assert!(!cards_b.contains("a2a-client"), "{ready_b}");
     let (hub_c, _, base_c) = common::serve_with(&url, false, &["--schema", &schema]);
     let http = reqwest::Client::new();
 

@@ -18,12 +18,14 @@
 //! The file is created by the first write, never by opening or reading, and the writer
 //! that closes removes it: a user sees it only beside a database that is being written
 //! (or after a crash). Removing it is safe while others use it, because whoever holds the
-//! lock checks that the path still names the file it locked, and takes the new file when
-//! it does not; only a holder of the lock removes the file.
+//! lock checks that the file it locked has not been removed (one `fstat`: its link count),
+//! and opens the file the path names now when it has; only a holder of the lock removes
+//! the file, so a file that has not been removed is the one the path names.
 
 use std::{
     fs::{File, OpenOptions, TryLockError},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -34,12 +36,12 @@ use crate::StoreError;
 #[derive(Debug)]
 pub(crate) struct Turnstile {
     path: PathBuf,
-    file: Option<File>,
+    file: Option<Arc<File>>,
 }
 
 /// Held while taking the write lock; leaves the turnstile when dropped.
 #[derive(Debug)]
-pub(crate) struct Passing(File);
+pub(crate) struct Passing(Arc<File>);
 
 impl Drop for Passing {
     fn drop(&mut self) {
@@ -88,15 +90,12 @@ impl Turnstile {
         loop {
             let file = match self.file.take() {
                 Some(file) => file,
-                None => self.open()?,
+                None => Arc::new(self.open()?),
             };
             match file.try_lock() {
-                Ok(()) if names(&self.path, &file) => {
-                    // A second handle on the same open file: it holds the same lock, and
-                    // unlocks it when the passing ends.
-                    let passing = file.try_clone().map(Passing);
-                    self.file = Some(file);
-                    return passing.map_err(|e| self.failed("enter", &e));
+                Ok(()) if !removed(&file) => {
+                    self.file = Some(Arc::clone(&file));
+                    return Ok(Passing(file));
                 }
                 // A closing writer removed the file after this one opened it: take the
                 // file that the path names now (creating it if nobody has yet).
@@ -138,7 +137,7 @@ impl Drop for Turnstile {
         while started.elapsed() < Duration::from_millis(20) {
             match file.try_lock() {
                 Ok(()) => {
-                    if cfg!(unix) && names(&self.path, &file) {
+                    if cfg!(unix) && !removed(&file) {
                         let _ = std::fs::remove_file(&self.path);
                     }
                     let _ = file.unlock();
@@ -153,18 +152,16 @@ impl Drop for Turnstile {
     }
 }
 
-/// Whether `path` still names the open `file` (it was not removed or replaced).
+/// Whether the open `file` was removed (no name links to it any more): then the path
+/// names a newer file, or none yet.
 #[cfg(unix)]
-fn names(path: &Path, file: &File) -> bool {
+fn removed(file: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), file.metadata()) {
-        (Ok(named), Ok(open)) => named.dev() == open.dev() && named.ino() == open.ino(),
-        _ => false,
-    }
+    file.metadata().map_or(true, |m| m.nlink() == 0)
 }
 
-/// Elsewhere the file is never replaced: a writer removes it only where this can be told.
+/// Elsewhere the file is never removed (see the `Drop` of [`Turnstile`]).
 #[cfg(not(unix))]
-fn names(path: &Path, _file: &File) -> bool {
-    path.exists()
+fn removed(_file: &File) -> bool {
+    false
 }
