@@ -1090,7 +1090,9 @@ impl PostgresStore {
             .query(
                 &format!(
                     // A module took part if it is a participant now or sent any turn
-                    // (a transfer removes it from the participants, not from what it did).
+                    // (a transfer removes it from the participants, not from what it did);
+                    // only conversations whose participants changed after they opened can
+                    // have such a sender, so only their messages are read.
                     "SELECT module COLLATE \"C\" AS module, \
                      count(*) FILTER (WHERE initiated), count(*) FROM ( \
                        SELECT module, conversation_id, bool_or(initiated) AS initiated FROM ( \
@@ -1098,7 +1100,10 @@ impl PostgresStore {
                          FROM conversations, unnest(participants) WITH ORDINALITY AS p (module, position)\
                          {where_sql} \
                          UNION ALL SELECT m.source, m.conversation_id, false \
-                         FROM messages m JOIN conversations ON conversations.id = m.conversation_id\
+                         FROM (SELECT DISTINCT conversation_id FROM state_changes \
+                               WHERE version > 0 AND change ? 'participants') AS moved \
+                         JOIN messages m ON m.conversation_id = moved.conversation_id \
+                         JOIN conversations ON conversations.id = m.conversation_id\
                          {where_sql}) AS took_part GROUP BY 1, 2) AS per_conversation \
                      GROUP BY 1 ORDER BY 1"
                 ),

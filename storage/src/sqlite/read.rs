@@ -242,11 +242,18 @@ pub(crate) fn analytics(
 
     // A module took part in a conversation if it is a participant now or sent any of its
     // turns (a request or a reply): a transfer removes a module from the participants,
-    // not from what it did. One row per (module, conversation), then counted per module.
+    // not from what it did. Only a conversation whose participants changed after it opened
+    // (a state change after version 0 that names them) can have a sender who is no longer
+    // a participant, so only those conversations' messages are read (through their
+    // (conversation, turn) index), never the whole table. One row per (module,
+    // conversation), then counted per module.
     let mut modules_sql = String::from(
-        "WITH took_part (module, conversation_id, initiated) AS ( \
+        "WITH moved AS (SELECT DISTINCT conversation_id FROM state_changes \
+           WHERE version > 0 AND change LIKE '%\"participants\"%'), \
+         took_part (module, conversation_id, initiated) AS ( \
            SELECT module, conversation_id, position = 0 FROM participants \
-           UNION ALL SELECT source, conversation_id, 0 FROM messages) \
+           UNION ALL SELECT m.source, m.conversation_id, 0 FROM moved \
+             JOIN messages m ON m.conversation_id = moved.conversation_id) \
          SELECT module, sum(initiated), count(*) FROM ( \
            SELECT t.module AS module, max(t.initiated) AS initiated FROM took_part t \
            JOIN conversations c ON c.id = t.conversation_id WHERE 1 = 1",
