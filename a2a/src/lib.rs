@@ -51,6 +51,7 @@
 
 mod error;
 mod flight;
+mod http;
 mod legacy;
 pub mod mapping;
 mod ops;
@@ -58,6 +59,7 @@ mod remote;
 mod server;
 
 pub use error::A2aError;
+pub use http::serve_until;
 pub use ops::Limits;
 pub use remote::RemoteAgent;
 pub use server::{A2aOptions, A2aServer};

@@ -23,6 +23,10 @@ pub struct Limits {
     /// Most calls handled at once; beyond, a call is refused at once with 503 instead of
     /// queueing. Default 1,024.
     pub max_in_flight: usize,
+    /// Longest a client may take to send a request's headers; a connection that has not
+    /// sent them by then is closed (it holds no call, but would hold a connection).
+    /// Default 10 s.
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -31,6 +35,7 @@ impl Default for Limits {
             max_body_bytes: 2 << 20,
             call_timeout: Duration::from_secs(120),
             max_in_flight: 1_024,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -264,11 +264,17 @@ impl A2aServer {
             ))
     }
 
-    /// Serves on `listener` until the process ends.
+    /// Serves on `listener` until the process ends (see [`serve_until`](crate::serve_until)
+    /// for a server that stops, and the header timeout every connection is held to).
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> Result<(), A2aError> {
-        axum::serve(listener, self.router())
-            .await
-            .map_err(A2aError::io)
+        let header_timeout = self.options.limits.header_timeout;
+        crate::serve_until(
+            listener,
+            self.router(),
+            header_timeout,
+            std::future::pending(),
+        )
+        .await
     }
 
     /// The module `name` if it is registered and is not a caller participant.

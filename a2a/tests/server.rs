@@ -1071,3 +1071,34 @@ async fn stalled_calls_without_a_token_are_refused_before_their_body() -> Result
     drop(stalled);
     Ok(())
 }
+
+/// A client that never finishes its request's headers is disconnected after the header
+/// timeout, and the server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_finishes_its_headers_is_closed() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut limits = Limits::default();
+    limits.header_timeout = std::time::Duration::from_millis(200);
+    let f = front_with(limits).await?;
+    let address = f.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await?;
+    slow.write_all(b"POST /agents/echo HTTP/1.1\r\nHost: colloquy\r\n")
+        .await?;
+    // The read ends (the server closed: end of stream, or a reset) long before the test's
+    // patience does; without the timeout it would wait for the rest of the headers forever.
+    let mut rest = Vec::new();
+    let _closed = tokio::time::timeout(
+        colloquy_testkit::scaled(std::time::Duration::from_secs(10)),
+        slow.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the server kept a connection that never finished its headers");
+    let answer = f
+        .rpc("echo", "SendMessage", message("m-1", "still here", None))
+        .await?;
+    assert_eq!(
+        answer["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{answer}"
+    );
+    Ok(())
+}

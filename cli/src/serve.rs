@@ -271,10 +271,14 @@ async fn axum_serve(
         "/",
         axum::routing::get(|| async { axum::response::Redirect::to("/inspect") }),
     );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("the server failed")?;
+    colloquy_a2a::serve_until(
+        listener,
+        router,
+        colloquy_a2a::Limits::default().header_timeout,
+        stop,
+    )
+    .await
+    .context("the server failed")?;
     Ok(in_flight.load(std::sync::atomic::Ordering::SeqCst))
 }
 

@@ -122,6 +122,11 @@ impl Worker {
         }
     }
 
+    /// Leaves the writers' turnstile for good (the store is closing): its file is removed.
+    pub(crate) fn leave_turnstile(&mut self) {
+        self.turnstile.leave();
+    }
+
     /// Commits one write in its own transaction and returns its outcome.
     pub(crate) fn commit_one<W: Write>(&mut self, write: W) -> Result<W::Output, StoreError> {
         let (job, mut answer) = Pending::new(write);

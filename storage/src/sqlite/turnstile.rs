@@ -127,9 +127,18 @@ impl Turnstile {
 }
 
 impl Drop for Turnstile {
-    /// Removes the file, if this writer ever made or used it and can take the lock within
-    /// a few milliseconds (otherwise another writer is busy with it and removes it later).
     fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Turnstile {
+    /// This writer is done: removes the file, if it ever made or used it and can take the
+    /// lock within a few milliseconds (otherwise another writer is busy with it and
+    /// removes it later). Called when the store closes, so that the file is gone when
+    /// `close` returns (a process may end right after, before anything is dropped), and
+    /// again on drop, where it finds nothing left to do.
+    pub(crate) fn leave(&mut self) {
         let Some(file) = self.file.take() else {
             return;
         };

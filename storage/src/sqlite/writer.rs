@@ -219,6 +219,7 @@ fn run(shared: &Shared, mut rx: mpsc::Receiver<Message>, max_batch: usize) {
                 worker.commit_group(std::mem::take(&mut batch));
             }
             worker.closed = true;
+            worker.leave_turnstile();
             let _ = reply.send(());
             return;
         }
