@@ -54,6 +54,22 @@ async fn postgres_store_conforms() {
     assert_eq!(report.passed.len(), CHECKS.len());
 }
 
+/// The membership contract, on PostgreSQL (the one backend that offers membership today).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_membership_conforms() {
+    let Some(url) = colloquy_testkit::postgres_url() else {
+        return;
+    };
+    let report = conformance::membership::run_all(|| {
+        let url = url.clone();
+        async move { conformance::PostgresFactory::new(&url).expect("a valid schema name") }
+    })
+    .await;
+    report.assert_passed();
+    assert_eq!(report.passed.len(), conformance::membership::CHECKS.len());
+    assert_eq!(conformance::membership::CHECKS.len(), 5);
+}
+
 /// Pinned: a check that disappears (or is added without being counted here) shows up.
 #[test]
 fn the_suite_has_44_checks() {

@@ -251,6 +251,8 @@ suite!(
     append_shared_keeps_the_append_contract,
 );
 
+pub mod membership;
+
 /// A [`StoreFactory`] for [`MemoryStore`]: every handle is a clone sharing one store.
 #[derive(Debug, Default)]
 pub struct MemoryFactory(MemoryStore);
