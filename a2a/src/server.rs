@@ -10,13 +10,13 @@ use a2a::{
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::{
         sse::{Event, Sse},
         IntoResponse, Response,
     },
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
 use colloquy_runtime::{
     async_trait, ConversationHandle, ConversationId, ConversationSpec, CoreError, Hub, HubError,
@@ -868,20 +868,22 @@ async fn card(State(server): State<Arc<A2aServer>>, Path(module): Path<String>) 
 
 /// Checks the caller's token from the headers alone, before anything reads the body: a
 /// call without a token this server knows is answered 401 at once, and a body it announced
-/// but never sends holds nothing.
+/// but never sends holds nothing. The caller's participant goes on to the handler as a
+/// request extension.
 async fn require_token(
     State(server): State<Arc<A2aServer>>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let authorization = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    if server.caller_of(authorization).is_none() {
+    let Some(caller) = server.caller_of(authorization) else {
         server.metrics.error("unauthorized");
         return unauthorized();
-    }
+    };
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
@@ -897,19 +899,12 @@ fn unauthorized() -> Response {
 async fn rpc(
     State(server): State<Arc<A2aServer>>,
     Path(module): Path<String>,
-    headers: HeaderMap,
+    // Found from the token by `require_token`, before the body was read.
+    Extension(caller): Extension<ModuleName>,
     body: Bytes,
 ) -> Response {
     let Some(info) = server.module(&module) else {
         return (StatusCode::NOT_FOUND, format!("no agent named {module:?}")).into_response();
-    };
-    let authorization = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
-    // Checked before the body was read (`require_token`); asked again for the participant.
-    let Some(caller) = server.caller_of(authorization) else {
-        server.metrics.error("unauthorized");
-        return unauthorized();
     };
     let answer = |id: &Value, outcome: Result<Raw, RpcError>| match outcome {
         // The result is already JSON: written as it is, never parsed again.

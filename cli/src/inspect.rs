@@ -103,16 +103,13 @@ pub(crate) async fn conversations(
 }
 
 /// The conversation `text` names: a whole id, or a unique start or end of one (lists print
-/// the last 8 characters). An ambiguous part lists the candidates.
+/// the last 8 characters; the command line checked its shape). An ambiguous part lists
+/// the candidates.
 pub(crate) async fn resolve(store: &Store, text: &str) -> Result<ConversationId> {
-    let text = text.trim();
     if let Ok(id) = text.parse::<ConversationId>() {
         return Ok(id);
     }
     let part = text.to_ascii_lowercase();
-    if part.len() < 4 || !part.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        bail!("{text:?} is not a conversation id: give an id that `colloquy conversations` lists, or at least 4 hex digits from its start or end");
-    }
     let mut found = Vec::new();
     let mut filter = ListFilter::new().limit(colloquy_storage::MAX_PAGE);
     loop {
@@ -200,22 +197,52 @@ fn described_changes(changes: &[StateChange]) -> Vec<(u64, Timestamp, String)> {
         .collect()
 }
 
+/// Everything stored of one conversation, as `show --json` and `export --audit` give it:
+/// its state, messages, state changes and why it ended.
+struct Record {
+    conversation: Conversation,
+    messages: Vec<colloquy_core::Message>,
+    changes: Vec<StateChange>,
+    ended: Option<String>,
+}
+
+impl Record {
+    /// Reads it; `None` for a conversation the store does not hold.
+    async fn read(store: &Store, id: ConversationId) -> Result<Option<Self>> {
+        let Some(conversation) = store.conversation(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            messages: store.messages(id, MessageRange::All).await?,
+            changes: store.state_changes(id).await?,
+            ended: why_ended(&conversation),
+            conversation,
+        }))
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "conversation": self.conversation,
+            "messages": self.messages,
+            "state_changes": self.changes,
+            "ended": self.ended,
+        })
+    }
+}
+
 pub(crate) async fn show(out: &mut Out, store: &Store, id: ConversationId) -> Result<()> {
-    let conversation = store
-        .conversation(id)
+    let record = Record::read(store, id)
         .await?
         .ok_or_else(|| unknown(store, id))?;
-    let messages = store.messages(id, MessageRange::All).await?;
-    let changes = store.state_changes(id).await?;
-    let ended = why_ended(&conversation);
     if out.json {
-        return out.json_value(&json!({
-            "conversation": conversation,
-            "messages": messages,
-            "state_changes": changes,
-            "ended": ended,
-        }));
+        return out.json_value(&record.json());
     }
+    let Record {
+        conversation,
+        messages,
+        changes,
+        ended,
+    } = record;
     let c = &conversation;
     let mut head = format!(
         "conversation {}\nstatus        {}\nphase         {}\nintent        {}\nparticipants  {}\nturns         {}\nstarted       {}\nlast activity {}\n",
@@ -258,10 +285,13 @@ pub(crate) async fn end(
     id: ConversationId,
     reason: Option<String>,
 ) -> Result<()> {
-    if store.conversation(id).await?.is_none() {
-        return Err(unknown(store, id));
-    }
-    let ended = colloquy_runtime::end_conversation(store.shared(), id, reason).await?;
+    use colloquy_runtime::{HubError, RouteError};
+    let ended = match colloquy_runtime::end_conversation(store.shared(), id, reason).await {
+        Err(HubError::Route(RouteError::UnknownConversation { .. })) => {
+            return Err(unknown(store, id))
+        }
+        ended => ended?,
+    };
     let why = why_ended(&ended).unwrap_or_default();
     if out.json {
         return out.json_value(&json!({ "conversation": id.to_string(), "status": ended.status().kind().as_str(), "ended": why }));
@@ -338,24 +368,9 @@ pub(crate) fn analytics_text(a: &colloquy_storage::Analytics) -> String {
     text
 }
 
-/// How a hub stands, in words: `alive`, `silent` (past its heartbeat, not yet fenced),
-/// `left` (shut down cleanly) or `lost` (fenced by the others: killed, paused, cut off).
-fn hub_state(hub: &colloquy_storage::MemberRecord) -> &'static str {
-    match (hub.alive, hub.fenced, hub.left) {
-        (true, _, _) => "alive",
-        (false, false, _) => "silent",
-        (false, true, true) => "left",
-        (false, true, false) => "lost",
-    }
-}
-
-/// The modules a hub hosts, callers (participants that speak over a network front) left out.
+/// The names of the modules a hub hosts (callers left out).
 fn hosted(hub: &colloquy_storage::MemberRecord) -> Vec<String> {
-    hub.modules
-        .iter()
-        .filter(|m| !m.is_caller())
-        .map(|m| m.name.to_string())
-        .collect()
+    hub.hosted().map(|m| m.name.to_string()).collect()
 }
 
 /// Returns whether the database is healthy.
@@ -410,7 +425,7 @@ pub(crate) async fn health(
     };
     let mut unreachable = Vec::new();
     if let Some(hubs) = &hubs {
-        for hub in hubs.iter().filter(|h| hub_state(h) == "lost") {
+        for hub in hubs.iter().filter(|h| h.state() == "lost") {
             notes.push(format!(
                 "hub {} was lost (fenced after its last heartbeat at {}): the others took its exchanges over",
                 hub.name,
@@ -419,23 +434,16 @@ pub(crate) async fn health(
         }
         // A module that a hub gone in the last minute hosted and that no live hub hosts:
         // turns to it fail until a hub that registers it runs again.
-        for hub in hubs.iter().filter(|h| !h.alive) {
-            for module in hosted(hub) {
-                let live = hubs
-                    .iter()
-                    .any(|h| h.alive && h.modules.iter().any(|m| m.name.as_str() == module));
-                if !live && !unreachable.contains(&module) {
-                    unreachable.push(module);
-                }
-            }
-        }
-        unreachable.sort();
+        let live: std::collections::BTreeSet<String> =
+            hubs.iter().filter(|h| h.alive).flat_map(hosted).collect();
+        let gone: std::collections::BTreeSet<String> =
+            hubs.iter().filter(|h| !h.alive).flat_map(hosted).collect();
+        unreachable = gone.difference(&live).cloned().collect();
         if !unreachable.is_empty() {
+            let them = if unreachable.len() == 1 { "it" } else { "them" };
             let message = format!(
-                "no live hub hosts {}: turns to {} fail until a hub that registers {} runs again",
+                "no live hub hosts {}: turns to {them} fail until a hub that registers {them} runs again",
                 unreachable.join(", "),
-                if unreachable.len() == 1 { "it" } else { "them" },
-                if unreachable.len() == 1 { "it" } else { "them" },
             );
             // With no hub alive at all nothing is serving: that is a stopped cluster, not a
             // broken one.
@@ -461,7 +469,7 @@ pub(crate) async fn health(
                 "name": h.name,
                 "id": h.member.id,
                 "epoch": h.member.epoch,
-                "state": hub_state(h),
+                "state": h.state(),
                 "alive": h.alive,
                 "fenced": h.fenced,
                 "left": h.left,
@@ -494,7 +502,7 @@ pub(crate) async fn health(
             .map(|h| {
                 vec![
                     h.name.clone(),
-                    hub_state(h).into(),
+                    h.state().into(),
                     time(h.heartbeat_at),
                     hosted(h).join(", "),
                 ]
@@ -688,22 +696,14 @@ pub(crate) async fn export(
         Ok(())
     };
     for id in ids {
-        let messages = store.messages(id, MessageRange::All).await?;
         if audit {
             // A conversation pruned since it was listed is left out.
-            let Some(conversation) = store.conversation(id).await? else {
-                continue;
-            };
-            let record = json!({
-                "conversation": conversation,
-                "messages": messages,
-                "state_changes": store.state_changes(id).await?,
-                "ended": why_ended(&conversation),
-            });
-            item(out, serde_json::to_string(&record)?)?;
+            if let Some(record) = Record::read(store, id).await? {
+                item(out, serde_json::to_string(&record.json())?)?;
+            }
             continue;
         }
-        for message in messages {
+        for message in store.messages(id, MessageRange::All).await? {
             item(out, serde_json::to_string(&message)?)?;
         }
     }

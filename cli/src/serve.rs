@@ -126,13 +126,15 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
         ));
         hub.register(agent).await?;
     }
-    let serving: Vec<ModuleName> = hub
+    // Every module a turn from here can reach: this hub's own and, on a database several
+    // hubs share, those the other live hubs host. No participant may take one's name.
+    let served: Vec<_> = hub
         .reachable_modules()
-        .iter()
+        .into_iter()
         .filter(|m| !m.is_caller())
-        .map(|m| m.name.clone())
         .collect();
-    refuse_module_names(&given, &serving)?;
+    let names: Vec<ModuleName> = served.iter().map(|m| m.name.clone()).collect();
+    refuse_module_names(&given, &names)?;
     let address = listener.local_addr()?;
     let base_url = settings
         .base_url
@@ -152,13 +154,6 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
     }
     let callers = options.participants();
     let server = A2aServer::new(hub.clone(), options).await?;
-    // Every module a turn from here can reach: this hub's own and, on a database several
-    // hubs share, those the other live hubs host.
-    let served: Vec<_> = hub
-        .reachable_modules()
-        .into_iter()
-        .filter(|m| !m.is_caller() && !callers.contains(&m.name))
-        .collect();
     let local = hub.modules();
     let cards: Vec<String> = served
         .iter()
@@ -201,7 +196,7 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
     let router = server
         .router()
         .merge(Inspector::new(hub.clone(), inspector).router());
-    let in_flight = axum_serve(listener, router, &hub).await?;
+    let in_flight = serve_until_interrupted(listener, router, &hub).await?;
     // Stopped accepting and answered what was in progress; now drain the hub's turns and
     // close the store.
     let report = hub.shutdown().await;
@@ -252,7 +247,7 @@ fn read_tokens(file: &Path) -> Result<Vec<Given>> {
 
 /// Serves until Ctrl-C or SIGTERM, then returns (in-flight requests finish first) how many
 /// turns were in flight when the signal came.
-async fn axum_serve(
+async fn serve_until_interrupted(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     hub: &colloquy_runtime::Hub,

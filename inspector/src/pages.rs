@@ -298,14 +298,9 @@ pub(crate) async fn health(
             .iter()
             .map(|m| HubRow {
                 name: m.name.clone(),
-                state: match (m.alive, m.fenced, m.left) {
-                    (true, _, _) => "alive",
-                    (false, false, _) => "silent",
-                    (false, true, true) => "left",
-                    (false, true, false) => "lost",
-                },
+                state: m.state(),
                 heartbeat: time(m.heartbeat_at),
-                modules: m.modules.iter().filter(|info| !info.is_caller()).count(),
+                modules: m.hosted().count(),
             })
             .collect(),
         _ => Vec::new(),

@@ -36,16 +36,6 @@ pub enum ExchangeOutcome {
 }
 
 impl ExchangeOutcome {
-    /// Every outcome, in a fixed order.
-    pub const ALL: [Self; 6] = [
-        Self::Answered,
-        Self::Failed,
-        Self::TimedOut,
-        Self::Refused,
-        Self::Canceled,
-        Self::StoreFailed,
-    ];
-
     /// The outcome of a routed exchange.
     pub fn of(result: &Result<Exchange, RouteError>) -> Self {
         match result {

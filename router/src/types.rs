@@ -298,8 +298,6 @@ pub struct RouterStats {
 /// How [`Router::shutdown`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Operations in progress when the shutdown began.
-    pub in_flight: usize,
     /// True if every in-flight operation finished by itself within the drain deadline.
     pub drained: bool,
     /// Operations still running at the deadline; their handlers were aborted and their

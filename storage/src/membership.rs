@@ -44,6 +44,26 @@ pub struct MemberRecord {
     pub modules: Vec<ModuleInfo>,
 }
 
+impl MemberRecord {
+    /// How it stands, in one word: `alive`; `silent` (past its heartbeat, not fenced yet);
+    /// `left` (it shut down and said so); `lost` (the others fenced it: killed, paused, cut
+    /// off).
+    pub fn state(&self) -> &'static str {
+        match (self.alive, self.fenced, self.left) {
+            (true, _, _) => "alive",
+            (false, false, _) => "silent",
+            (false, true, true) => "left",
+            (false, true, false) => "lost",
+        }
+    }
+
+    /// The modules it hosts that turns can be addressed to: callers (the participants
+    /// network clients speak as, [`ModuleInfo::is_caller`]) left out.
+    pub fn hosted(&self) -> impl Iterator<Item = &ModuleInfo> {
+        self.modules.iter().filter(|m| !m.is_caller())
+    }
+}
+
 /// A turn on its way to a module that another hub hosts: the request's message id (the
 /// delivery's key: a request is delivered again under the same id, never as a new one),
 /// the module, and the turn as JSON.

@@ -412,6 +412,7 @@ impl StatusCounts {
 
     /// Adds `count` conversations of the status stored as `status` (a backend's row);
     /// an unknown status is corrupt data.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn add_stored(&mut self, status: &str, count: i64) -> Result<(), StoreError> {
         let kind = status
             .parse::<StatusKind>()

@@ -64,7 +64,6 @@ impl Router {
     /// [`RouteError::ShuttingDown`]) and waits for them to unwind. Nobody is left hanging.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
         self.set_lifecycle(Lifecycle::Draining);
-        let in_flight = self.in_flight.load(Ordering::SeqCst);
         let drained = self.wait_idle(drain).await;
         let aborted = if drained {
             0
@@ -75,11 +74,7 @@ impl Router {
             self.wait_idle(Duration::from_secs(30)).await;
             still
         };
-        ShutdownReport {
-            in_flight,
-            drained,
-            aborted,
-        }
+        ShutdownReport { drained, aborted }
     }
 
     async fn wait_idle(&self, limit: Duration) -> bool {

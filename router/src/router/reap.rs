@@ -7,7 +7,7 @@ use std::{
 };
 
 use colloquy_core::{ConversationId, Timestamp};
-use colloquy_storage::ListFilter;
+use colloquy_storage::{ListCursor, ListFilter};
 use tracing::debug;
 
 use super::Router;
@@ -20,28 +20,16 @@ impl Router {
     /// process).
     pub async fn reap(&self, cold_after: Duration) -> ReapReport {
         let mut report = self.reap_hot(cold_after).await;
-        let now = self.clock.now();
         let cursor = *self
             .reap_cursor
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut filter = ListFilter::new()
-            .status(colloquy_core::StatusKind::Active)
-            .limit(self.config.reap_batch);
-        if let Some(cursor) = cursor {
-            filter = filter.after(cursor);
-        }
-        match self.db().list(&filter).await {
-            Ok(page) => {
-                report.scanned = page.conversations.len();
-                for conversation in page.conversations.iter().filter(|c| c.expired(now)) {
-                    report.timed_out +=
-                        usize::from(self.reap_one(conversation.id(), now, false).await);
-                }
+        match self.reap_stored_page(cursor, &mut report).await {
+            Ok(next) => {
                 *self
                     .reap_cursor
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = page.next;
+                    .unwrap_or_else(PoisonError::into_inner) = next;
             }
             Err(e) => debug!(error = %e, "reaper could not list active conversations"),
         }
@@ -60,23 +48,37 @@ impl Router {
     /// Errors: [`RouteError::Storage`] when the store cannot list the conversations.
     pub async fn reap_stored(&self) -> Result<ReapReport, RouteError> {
         let mut report = ReapReport::default();
+        let mut cursor = None;
+        // Keyset pages (by start and id) are not disturbed by the conversations this walk
+        // times out.
+        loop {
+            cursor = self.reap_stored_page(cursor, &mut report).await?;
+            if cursor.is_none() {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Times out the expired conversations of one page of stored active ones (after
+    /// `cursor`), adding to `report`; returns the cursor of the next page.
+    async fn reap_stored_page(
+        &self,
+        cursor: Option<ListCursor>,
+        report: &mut ReapReport,
+    ) -> Result<Option<ListCursor>, colloquy_storage::StoreError> {
+        let now = self.clock.now();
         let mut filter = ListFilter::new()
             .status(colloquy_core::StatusKind::Active)
             .limit(self.config.reap_batch);
-        loop {
-            let now = self.clock.now();
-            // Keyset pages (by start and id) are not disturbed by the conversations this
-            // walk times out.
-            let page = self.db().list(&filter).await?;
-            report.scanned += page.conversations.len();
-            for conversation in page.conversations.iter().filter(|c| c.expired(now)) {
-                report.timed_out += usize::from(self.reap_one(conversation.id(), now, false).await);
-            }
-            match page.next {
-                Some(cursor) => filter = filter.after(cursor),
-                None => return Ok(report),
-            }
+        if let Some(cursor) = cursor {
+            filter = filter.after(cursor);
         }
+        let page = self.db().list(&filter).await?;
+        report.scanned += page.conversations.len();
+        for conversation in page.conversations.iter().filter(|c| c.expired(now)) {
+            report.timed_out += usize::from(self.reap_one(conversation.id(), now, false).await);
+        }
+        Ok(page.next)
     }
 
     /// Times out the expired conversations held in memory and evicts those not used for
