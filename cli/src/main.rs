@@ -8,6 +8,7 @@ mod args;
 mod db;
 mod demo;
 mod demo_modules;
+mod health;
 mod inspect;
 mod load;
 mod load_a2a;
@@ -129,11 +130,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             inspect::analytics(&mut out, &db.open_for_reading().await?, since).await?
         }
         Command::Health { stale_after } => {
-            if !inspect::health(&mut out, &db.open_for_reading().await?, stale_after).await? {
+            if !health::health(&mut out, &db.open_for_reading().await?, stale_after).await? {
                 code = ExitCode::FAILURE;
             }
         }
-        Command::Modules => inspect::modules(&mut out, &db.open_for_reading().await?).await?,
+        Command::Modules => health::modules(&mut out, &db.open_for_reading().await?).await?,
         Command::Prune {
             older_than,
             dry_run,
