@@ -33,6 +33,29 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// The cluster link of `serve` on a PostgreSQL database several hubs share: turns to
+/// another hub's modules go to it directly over HTTP/2.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LinkArgs {
+    /// With a PostgreSQL `--db`: where this hub's cluster link listens for turns other hubs
+    /// send to its modules (port 0 picks a free one) [default: 127.0.0.1:0, for hubs of one
+    /// machine]. Beyond loopback it needs `--cluster-secret-file`.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_cluster_link")]
+    pub(crate) cluster_listen: Option<std::net::SocketAddr>,
+    /// The `host:port` other hubs connect to, when it is not the address listened on (as
+    /// when listening on 0.0.0.0).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "no_cluster_link")]
+    pub(crate) cluster_advertise: Option<String>,
+    /// The cluster secret, read from FILE (its first line): every hub of the cluster uses
+    /// the same; a hub without it cannot send turns to this one's link.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_cluster_link")]
+    pub(crate) cluster_secret_file: Option<PathBuf>,
+    /// No cluster link: turns between this hub and the others cross through the database
+    /// (slower; what hubs of versions before the link do).
+    #[arg(long)]
+    pub(crate) no_cluster_link: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the demo workflow: schema negotiations, handoffs and one deliberate failure
@@ -75,6 +98,8 @@ pub(crate) enum Command {
         /// reaper times it out (30s, 5m, 2h) [default: 5m].
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         idle_timeout: Option<Duration>,
+        #[command(flatten)]
+        link: LinkArgs,
     },
     /// List conversations, newest first.
     Conversations {

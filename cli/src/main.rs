@@ -94,6 +94,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             tokens,
             token,
             idle_timeout,
+            link,
         } => {
             let settings = serve::Settings {
                 listen,
@@ -103,6 +104,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 tokens_file: tokens,
                 idle_timeout,
                 tokens: token,
+                link,
             };
             serve::run(&mut out, db, settings).await?;
         }

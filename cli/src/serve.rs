@@ -19,6 +19,44 @@ pub(crate) struct Settings {
     pub(crate) tokens_file: Option<PathBuf>,
     pub(crate) tokens: Vec<(String, ModuleName)>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) link: crate::args::LinkArgs,
+}
+
+/// The cluster link `serve` was asked for (`None`: none), checked against the database.
+fn cluster_link(
+    db: &Db,
+    args: &crate::args::LinkArgs,
+) -> Result<Option<colloquy_runtime::LinkConfig>> {
+    let given = args.cluster_listen.is_some()
+        || args.cluster_advertise.is_some()
+        || args.cluster_secret_file.is_some()
+        || args.no_cluster_link;
+    if !matches!(db, Db::Postgres { .. }) {
+        if given {
+            bail!("the --cluster-* options apply to hubs sharing a PostgreSQL database (--db postgres://...), not to the file {}", db.describe());
+        }
+        return Ok(None);
+    }
+    if args.no_cluster_link {
+        return Ok(None);
+    }
+    let mut link = match args.cluster_listen {
+        Some(listen) => colloquy_runtime::LinkConfig::new(listen),
+        None => colloquy_runtime::LinkConfig::loopback(),
+    };
+    if let Some(advertise) = &args.cluster_advertise {
+        link = link.advertise(advertise);
+    }
+    if let Some(file) = &args.cluster_secret_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the cluster secret file {}", file.display()))?;
+        let secret = text.lines().next().unwrap_or_default().trim();
+        if secret.is_empty() {
+            bail!("the cluster secret file {} is empty: its first line is the secret every hub of the cluster shares", file.display());
+        }
+        link = link.secret(secret);
+    }
+    Ok(Some(link))
 }
 
 /// A token, the participant it speaks as, and where it was given (for errors: never the
@@ -102,7 +140,11 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
                 settings.listen
             )
         })?;
-    let mut builder = db.hub()?.handler_deadline(Duration::from_secs(30));
+    let link = cluster_link(db, &settings.link)?;
+    let mut builder = db
+        .hub()?
+        .handler_deadline(Duration::from_secs(30))
+        .cluster_link(link);
     if let Some(idle) = settings.idle_timeout {
         builder = builder.idle_timeout(idle);
     }

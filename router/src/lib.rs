@@ -25,6 +25,7 @@ mod cache;
 mod clock;
 mod error;
 mod events;
+mod liveness;
 mod observe;
 mod router;
 mod types;
@@ -32,6 +33,7 @@ mod types;
 pub use clock::{Clock, IdMinter};
 pub use error::RouteError;
 pub use events::ConversationEvent;
+pub use liveness::WriterLiveness;
 pub use observe::{ExchangeOutcome, RouterObserver};
 pub use router::Router;
 pub use types::{

@@ -3,6 +3,7 @@
 //! are its submodules.
 
 mod call;
+mod host;
 mod lifecycle;
 mod reap;
 
@@ -63,6 +64,9 @@ pub struct Router {
     events: tokio::sync::broadcast::Sender<crate::ConversationEvent>,
     /// Who is told each exchange's outcome, each handler's time and each store error.
     observers: crate::observe::Observers,
+    /// On a store several hubs share: whether another writer's exchange may still be in
+    /// progress (set once, by the cluster).
+    others: std::sync::OnceLock<Arc<dyn crate::WriterLiveness>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -154,7 +158,16 @@ impl Router {
             earlier_deadline: Notify::new(),
             events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFERED).0,
             observers: crate::observe::Observers::default(),
+            others: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shares the store with other writers that `others` knows of (the hubs of a cluster):
+    /// from now on a conversation busy with an exchange this router did not start is waited
+    /// for while `others` says its writer may be alive, and taken over once it is not. Set
+    /// once; a second call is ignored.
+    pub fn share_with(&self, others: Arc<dyn crate::WriterLiveness>) {
+        let _ = self.others.set(others);
     }
 
     /// Reports every exchange's outcome and time, every handler's time and every store
@@ -887,7 +900,7 @@ impl Router {
     /// request is delivered again to its module, under its own message id, and the reply
     /// written (at-least-once to the handler, exactly once in the transcript). What a hub
     /// runs for the conversations it claimed from a fenced member
-    /// (`Membership::claim_orphans`), so that they need not wait for their next sender.
+    /// (the cluster's orphan claims), so that they need not wait for their next sender.
     /// `Ok(true)`: a reply (or the conversation's end) was stored for it.
     pub async fn take_over_exchange(&self, id: ConversationId) -> Result<bool, RouteError> {
         let _flight = self.enter()?;
@@ -958,7 +971,7 @@ impl Router {
         slot: &crate::cache::Slot,
         state: &Option<Hot>,
     ) -> Option<(Arc<Message>, Registered, Duration)> {
-        self.db().membership()?;
+        self.others.get()?;
         let hot = state.as_ref()?;
         hot.conversation.busy_until()?;
         if slot.is_own_request(hot.conversation.version()) {
@@ -982,7 +995,7 @@ impl Router {
     /// doubles up to [`OTHER_EXCHANGE_POLL`]. So this router's request never lands between
     /// another's request and its reply.
     ///
-    /// Only while that writer may be alive (`Membership::held_by_other`): on a store of one
+    /// Only while that writer may be alive ([`WriterLiveness`](crate::WriterLiveness)): on a store of one
     /// process (no membership), or once the member that wrote the exchange is fenced (dead,
     /// or gone), a busy state left behind is a dead writer's and is not waited for.
     async fn wait_for_other_exchange(
@@ -1004,8 +1017,8 @@ impl Router {
             if slot.is_own_request(hot.conversation.version()) {
                 return Ok(waited);
             }
-            let held = match self.db().membership() {
-                Some(cluster) => cluster.held_by_other(id).await?,
+            let held = match self.others.get() {
+                Some(others) => others.writer_may_be_alive(id).await?,
                 None => false,
             };
             if !held {

@@ -50,6 +50,15 @@ pub enum HubError {
         participants: Vec<ModuleName>,
     },
 
+    /// The hub cannot take part in its cluster (its link cannot listen, or would listen
+    /// beyond this machine without a secret): the message of the
+    /// [`ClusterError`](colloquy_cluster::ClusterError) says what to change.
+    #[error("{reason}")]
+    Cluster {
+        /// What went wrong, and what to change.
+        reason: String,
+    },
+
     /// No module declares the capability a broadcast asked for.
     #[error("no registered module other than the sender declares capability {capability}")]
     NoModuleWithCapability {
@@ -65,6 +74,14 @@ impl From<RouteError> for HubError {
             RouteError::Storage(e) => Self::Store(e),
             RouteError::Refused(e) => Self::Refused(e),
             other => Self::Route(other),
+        }
+    }
+}
+
+impl From<colloquy_cluster::ClusterError> for HubError {
+    fn from(e: colloquy_cluster::ClusterError) -> Self {
+        Self::Cluster {
+            reason: e.to_string(),
         }
     }
 }

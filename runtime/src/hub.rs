@@ -60,6 +60,7 @@ pub struct HubBuilder {
     clock: Option<Clock>,
     member_name: Option<String>,
     member_timeout: Duration,
+    link: Option<colloquy_cluster::LinkConfig>,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -81,6 +82,7 @@ impl Default for HubBuilder {
             clock: None,
             member_name: None,
             member_timeout: Duration::from_secs(5),
+            link: Some(colloquy_cluster::LinkConfig::loopback()),
         }
     }
 }
@@ -201,6 +203,16 @@ impl HubBuilder {
         self
     }
 
+    /// On a store several hubs share: where this hub's cluster link listens, so that turns
+    /// between hubs go hub to hub rather than through the database (default: a free port of
+    /// 127.0.0.1, for hubs of one machine; on several machines give every hub an address
+    /// the others reach and the same secret). `None`: no link, turns to and from this
+    /// hub's modules cross through the database. Nothing listens on a store of one process.
+    pub fn cluster_link(mut self, link: impl Into<Option<colloquy_cluster::LinkConfig>>) -> Self {
+        self.link = link.into();
+        self
+    }
+
     /// Opens the store and starts the hub (and its reaper). Must run inside a tokio runtime.
     pub async fn build(self) -> Result<Hub, HubError> {
         let store: Arc<dyn ConversationStore> = match self.store {
@@ -216,14 +228,26 @@ impl HubBuilder {
         let registry = Arc::new(Registry::new());
         let clock = self.clock.unwrap_or_else(Clock::system);
         // On a store several hubs share, modules other hubs host are found too.
-        let directory = store
-            .membership()
-            .map(|_| Arc::new(crate::remote::ClusterDirectory::new(Arc::clone(&registry))));
-        let modules: Arc<dyn ModuleDirectory> = match &directory {
-            Some(directory) => Arc::clone(directory) as Arc<dyn ModuleDirectory>,
+        let cluster = colloquy_cluster::Cluster::bind(
+            Arc::clone(&store),
+            Arc::clone(&registry),
+            clock,
+            colloquy_cluster::ClusterConfig::new(
+                self.member_name
+                    .unwrap_or_else(colloquy_cluster::ClusterConfig::default_name),
+            )
+            .member_timeout(self.member_timeout)
+            .link(self.link),
+        )
+        .await?;
+        let modules: Arc<dyn ModuleDirectory> = match &cluster {
+            Some(cluster) => cluster.directory(),
             None => Arc::clone(&registry) as Arc<dyn ModuleDirectory>,
         };
-        let router = Router::new(Arc::clone(&store), modules, self.config, clock);
+        let router = Arc::new(Router::new(Arc::clone(&store), modules, self.config, clock));
+        if let Some(cluster) = &cluster {
+            cluster.start(&router).await;
+        }
         let inner = Arc::new(HubInner {
             router,
             registry,
@@ -235,37 +259,16 @@ impl HubBuilder {
             started: clock.now(),
             cold_after: self.cold_after,
             drain: self.drain,
-            membership: crate::member::Membership::default(),
-            member_name: self.member_name.unwrap_or_else(crate::member::default_name),
-            member_timeout: self.member_timeout,
-            heartbeat: Mutex::new(Vec::new()),
-            directory,
+            cluster,
         });
         let task = tokio::spawn(reaper(Arc::downgrade(&inner)));
         *inner.reaper.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
-        if store.membership().is_some() {
-            crate::member::join(&inner, &store).await;
-            crate::member::refresh_directory(&inner, &store).await;
-            let beating = tokio::spawn(crate::member::heartbeat(
-                Arc::downgrade(&inner),
-                Arc::clone(&store),
-            ));
-            let delivering = tokio::spawn(crate::remote::deliver(
-                Arc::downgrade(&inner),
-                Arc::clone(&store),
-            ));
-            inner
-                .heartbeat
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend([beating, delivering]);
-        }
         Ok(Hub { inner })
     }
 }
 
 pub(crate) struct HubInner {
-    pub(crate) router: Router,
+    pub(crate) router: Arc<Router>,
     pub(crate) registry: Arc<Registry>,
     reaper: Mutex<Option<JoinHandle<()>>>,
     reaper_stop: Notify,
@@ -275,13 +278,8 @@ pub(crate) struct HubInner {
     reaper_interval: Duration,
     started: Timestamp,
     cold_after: Duration,
-    pub(crate) membership: crate::member::Membership,
-    pub(crate) member_name: String,
-    pub(crate) member_timeout: Duration,
-    /// The membership tasks (heartbeat, deliveries), on a store several hubs share.
-    heartbeat: Mutex<Vec<JoinHandle<()>>>,
-    /// The cluster's directory, on a store several hubs share.
-    pub(crate) directory: Option<Arc<crate::remote::ClusterDirectory>>,
+    /// This hub as a member of the cluster, on a store several hubs share.
+    cluster: Option<Arc<colloquy_cluster::Cluster>>,
 
     drain: Duration,
 }
@@ -440,7 +438,9 @@ impl Hub {
             let _ = self.inner.registry.unregister(&registered.info.name);
             return Err(e.into());
         }
-        crate::member::announce(&self.inner, self.store()).await;
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.announce().await;
+        }
         debug!(module = %registered.info.name, "module registered");
         Ok(())
     }
@@ -461,16 +461,22 @@ impl Hub {
     /// This hub's membership in the cluster of hubs sharing its store (PostgreSQL); `None`
     /// on a store of one process, or before it could join.
     pub fn member(&self) -> Option<colloquy_storage::Member> {
-        self.inner.membership.get()
+        self.inner.cluster.as_ref()?.member()
+    }
+
+    /// Where other hubs of the cluster reach this one (`host:port` of its link); `None`
+    /// on a store of one process, or without a link.
+    pub fn cluster_address(&self) -> Option<&str> {
+        self.inner.cluster.as_ref()?.address()
     }
 
     /// The hubs sharing this hub's store: alive ones, and those fenced in the last minute;
     /// `None` on a store of one process.
     pub async fn members(&self) -> Option<Result<Vec<colloquy_storage::MemberRecord>, HubError>> {
-        let cluster = self.store().membership()?;
+        let cluster = self.inner.cluster.as_ref()?;
         Some(
             cluster
-                .members(self.inner.member_timeout, Duration::from_secs(60))
+                .members(Duration::from_secs(60))
                 .await
                 .map_err(HubError::from),
         )
@@ -486,8 +492,8 @@ impl Hub {
     /// (learnt at each heartbeat).
     pub fn reachable_modules(&self) -> Vec<Arc<ModuleInfo>> {
         let mut all = self.modules();
-        if let Some(directory) = &self.inner.directory {
-            all.extend(directory.remote_modules());
+        if let Some(cluster) = &self.inner.cluster {
+            all.extend(cluster.remote_modules());
         }
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
@@ -754,18 +760,10 @@ impl Hub {
             task.abort();
             let _ = task.await;
         }
-        let tasks = std::mem::take(
-            &mut *self
-                .inner
-                .heartbeat
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for task in tasks {
-            task.abort();
-            let _ = task.await;
+        // After the drain: the turns this hub hosted for others are answered by now.
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.stop().await;
         }
-        crate::member::leave(&self.inner, self.store()).await;
         if let Err(e) = self.store().close().await {
             warn!(error = %e, "closing the store failed");
         }

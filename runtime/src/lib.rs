@@ -51,10 +51,8 @@
 mod error;
 mod handle;
 mod hub;
-mod member;
 mod operator;
 mod reader;
-mod remote;
 mod stale;
 
 pub use colloquy_router::{
@@ -66,6 +64,7 @@ pub use colloquy_router::{
 // need, so that `colloquy-runtime` is the only dependency (with `async-trait`, re-exported
 // too, for `#[async_trait]` on `Module` impls).
 pub use async_trait::async_trait;
+pub use colloquy_cluster::LinkConfig;
 pub use colloquy_core::{
     Capability, Conversation, ConversationId, CoreError, HandshakeOutcome, Intent, Message,
     MessageId, MessageKind, ModuleInfo, ModuleName, Phase, StateChange, Status, StatusKind,

@@ -42,6 +42,11 @@ pub struct MemberRecord {
     pub left: bool,
     /// The modules it hosts.
     pub modules: Vec<ModuleInfo>,
+    /// Where other hubs reach it directly (`host:port` of its cluster link), if it
+    /// advertised one; turns to its modules then go hub to hub instead of through the
+    /// database. Absent for a hub without a link (or of a version before links).
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 impl MemberRecord {
@@ -94,8 +99,14 @@ pub enum Signal {
 /// that hubs whose clocks disagree still agree on who is alive.
 #[async_trait]
 pub trait Membership: Send + Sync {
-    /// Joins as a new member named `name`, hosting `modules`.
-    async fn join(&self, name: &str, modules: &[ModuleInfo]) -> Result<Member, StoreError>;
+    /// Joins as a new member named `name`, reachable by other hubs at `address` (its
+    /// cluster link, if it has one), hosting `modules`.
+    async fn join(
+        &self,
+        name: &str,
+        address: Option<&str>,
+        modules: &[ModuleInfo],
+    ) -> Result<Member, StoreError>;
 
     /// Records that `member` is alive and hosts `modules`. `Ok(false)`: the member was
     /// fenced (declared dead while it did not heartbeat); it must stop acting as that member

@@ -80,7 +80,7 @@ async fn hubs_join_with_their_modules_and_a_silent_one_is_fenced() {
     let store = factory.open().await.unwrap();
     let ghost = colloquy_storage::ConversationStore::membership(&store)
         .unwrap()
-        .join("ghost", &[])
+        .join("ghost", None, &[])
         .await
         .unwrap();
     let fenced = eventually(
@@ -390,7 +390,7 @@ async fn leave_an_orphan(
 ) -> colloquy_core::Message {
     let store = factory.open().await.unwrap();
     let cluster = colloquy_storage::ConversationStore::membership(&store).unwrap();
-    let doomed = cluster.join("doomed", &[]).await.unwrap();
+    let doomed = cluster.join("doomed", None, &[]).await.unwrap();
     cluster.write_as(Some(doomed));
     let mut conversation = live.reader().conversation(id).await.unwrap().unwrap();
     let now = colloquy_runtime::Timestamp::from_millis(

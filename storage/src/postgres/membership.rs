@@ -25,7 +25,12 @@ fn millis(row: &tokio_postgres::Row, idx: usize) -> Result<Timestamp, tokio_post
 
 #[async_trait]
 impl Membership for PostgresStore {
-    async fn join(&self, name: &str, modules: &[ModuleInfo]) -> Result<Member, StoreError> {
+    async fn join(
+        &self,
+        name: &str,
+        address: Option<&str>,
+        modules: &[ModuleInfo],
+    ) -> Result<Member, StoreError> {
         self.refuse_if_closed()?;
         let modules = modules_json(modules)?;
         let client = self.client().await?;
@@ -33,12 +38,12 @@ impl Membership for PostgresStore {
             .query_one(
                 &client
                     .prepare_cached(
-                        "INSERT INTO hubs (id, epoch, name, modules) \
-                 VALUES (gen_random_uuid(), nextval('hub_epochs'), $1, $2) RETURNING id, epoch",
+                        "INSERT INTO hubs (id, epoch, name, modules, address) \
+                 VALUES (gen_random_uuid(), nextval('hub_epochs'), $1, $2, $3) RETURNING id, epoch",
                     )
                     .await
                     .map_err(self.err())?,
-                &[&name, &modules],
+                &[&name, &modules, &address],
             )
             .await
             .map_err(self.err())?;
@@ -338,7 +343,7 @@ impl Membership for PostgresStore {
                    (extract(epoch FROM joined_at) * 1000)::bigint, \
                    (extract(epoch FROM heartbeat_at) * 1000)::bigint, \
                    NOT fenced AND heartbeat_at >= now() - make_interval(secs => $1), \
-                   fenced, modules, left_at IS NOT NULL \
+                   fenced, modules, left_at IS NOT NULL, address \
                  FROM hubs WHERE NOT fenced OR heartbeat_at >= now() - make_interval(secs => $2) \
                  ORDER BY joined_at, id",
                     )
@@ -362,6 +367,7 @@ impl Membership for PostgresStore {
                 alive: row.try_get(5).map_err(self.err())?,
                 fenced: row.try_get(6).map_err(self.err())?,
                 left: row.try_get(8).map_err(self.err())?,
+                address: row.try_get(9).map_err(self.err())?,
                 modules: serde_json::from_value(modules).map_err(|e| StoreError::Corrupt {
                     location: "a hub's modules".into(),
                     detail: e.to_string(),

@@ -117,6 +117,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE hubs ADD COLUMN left_at timestamptz;
     "#,
+    // Version 7: where each hub's cluster link listens (`host:port`), so that turns to its
+    // modules go hub to hub; NULL for a hub without a link (older hubs during an upgrade).
+    r#"
+    ALTER TABLE hubs ADD COLUMN address text;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -39,11 +39,14 @@ mod checks {
     }
 
     /// Members that join get distinct identities and epochs that only grow; both are
-    /// listed alive, and each heartbeat says it is not fenced.
+    /// listed alive, with the link address each advertised, and each heartbeat says it is
+    /// not fenced.
     pub async fn members_join_with_epochs_that_only_grow<F: StoreFactory>(f: &F) -> CheckResult {
         let (one, two) = (f.open().await?, f.open().await?);
-        let first = membership(&one)?.join("first", &[]).await?;
-        let second = membership(&two)?.join("second", &[]).await?;
+        let first = membership(&one)?.join("first", None, &[]).await?;
+        let second = membership(&two)?
+            .join("second", Some("127.0.0.1:7070"), &[])
+            .await?;
         ensure!(first.id != second.id, "two members, one id: {first:?}");
         ensure!(
             second.epoch > first.epoch,
@@ -62,6 +65,16 @@ mod checks {
             .map(|m| m.member)
             .collect();
         ensure_eq!(alive, vec![first, second], "alive, in join order");
+        let addresses: Vec<_> = listed
+            .iter()
+            .filter(|m| m.alive)
+            .map(|m| m.address.as_deref())
+            .collect();
+        ensure_eq!(
+            addresses,
+            vec![None, Some("127.0.0.1:7070")],
+            "each member's advertised link address"
+        );
         Ok(())
     }
 
@@ -72,7 +85,7 @@ mod checks {
     ) -> CheckResult {
         let store = f.open().await?;
         let cluster = membership(&store)?;
-        let member = cluster.join("leaving", &[]).await?;
+        let member = cluster.join("leaving", None, &[]).await?;
         cluster.leave(member).await?;
         ensure!(
             !cluster.heartbeat(member, &[]).await?,
@@ -96,7 +109,7 @@ mod checks {
     /// at the same moment, is listed as lost, and learns it at its next heartbeat.
     pub async fn a_silent_member_is_fenced_exactly_once<F: StoreFactory>(f: &F) -> CheckResult {
         let silent_store = f.open().await?;
-        let silent = membership(&silent_store)?.join("silent", &[]).await?;
+        let silent = membership(&silent_store)?.join("silent", None, &[]).await?;
         // Silent on the server's clock: the fence below looks for 50 ms of silence.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut tasks = tokio::task::JoinSet::new();
@@ -137,7 +150,7 @@ mod checks {
     pub async fn a_fenced_member_writes_nothing<F: StoreFactory>(f: &F) -> CheckResult {
         let store = f.open().await?;
         let cluster = membership(&store)?;
-        let member = cluster.join("doomed", &[]).await?;
+        let member = cluster.join("doomed", None, &[]).await?;
         cluster.write_as(Some(member));
         let mut c = conversation(&["a", "b"], at(0))?;
         store.create(&c).await?;
@@ -183,7 +196,7 @@ mod checks {
     pub async fn orphans_are_claimed_exactly_once<F: StoreFactory>(f: &F) -> CheckResult {
         let dead_store = f.open().await?;
         let dead_cluster = membership(&dead_store)?;
-        let dead = dead_cluster.join("dead", &[]).await?;
+        let dead = dead_cluster.join("dead", None, &[]).await?;
         dead_cluster.write_as(Some(dead));
         let mut c = conversation(&["a", "b"], at(0))?;
         dead_store.create(&c).await?;
@@ -203,7 +216,7 @@ mod checks {
             tasks.spawn(async move {
                 let claimed = match store.membership() {
                     Some(cluster) => {
-                        let me = cluster.join(&format!("survivor-{n}"), &[]).await?;
+                        let me = cluster.join(&format!("survivor-{n}"), None, &[]).await?;
                         cluster.claim_orphans(me, 10).await?
                     }
                     None => return Err(Failure("this store offers no membership".into())),
