@@ -6,8 +6,10 @@
 #    benches/autogen/requirements.txt): 2,000 round trips sequentially, 10,000 with 100 in
 #    flight; nothing stored;
 # 2. colloquy load on the schema colloquy_bench_cluster (every round trip durable: request
-#    and reply committed): same hub and across hubs sequentially (1 x 2,000), across hubs
-#    with 100 in flight (100 x 100), and 1, 2, 3 hubs with 64 in flight (1,000 x 20);
+#    and reply committed): same hub and across hubs sequentially (1 x 2,000) and with 100 in
+#    flight (100 x 100), and 1, 2, 3 hubs with 64 in flight (1,000 x 20), each with the
+#    database's transactions per round trip (pg_stat_database.xact_commit before and after;
+#    heartbeats and setup included);
 # then prints each figure and its ratio to the peer. The schema is dropped.
 set -euo pipefail
 url="${1:?usage: benches/cluster.sh postgres://user@host:port/database}"
@@ -38,29 +40,42 @@ ready "$logs/host"
 ready "$logs/worker"
 peer_seq=$("$venv/bin/python" "$here/autogen/peer.py" sender "127.0.0.1:$port" 2000 1 2>/dev/null)
 peer_100=$("$venv/bin/python" "$here/autogen/peer.py" sender "127.0.0.1:$port" 10000 100 2>/dev/null)
-load() { # a fresh schema for each run
+commits() {
+  psql "$url" -qAt -c "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+}
+load() { # a fresh schema for each run; prints the report with "commits" added
   psql "$url" -qAt -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null
-  "$colloquy" load --json --db "$url" --schema "$schema" "$@"
+  sleep 1 # the server's statistics of earlier sessions are flushed
+  local before report after
+  before=$(commits)
+  report=$("$colloquy" load --json --db "$url" --schema "$schema" "$@")
+  sleep 1
+  after=$(commits)
+  python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r["commits"] = int(sys.argv[2]); print(json.dumps(r))' "$report" "$((after - before))"
 }
 same_seq=$(load --hubs 1 --conversations 1 --turns 2000 --parallel 1)
 cross_seq=$(load --hubs 2 --cross-hub --conversations 1 --turns 2000 --parallel 1)
+same_100=$(load --hubs 1 --conversations 100 --turns 100 --parallel 100)
 cross_100=$(load --hubs 2 --cross-hub --conversations 100 --turns 100 --parallel 100)
 hubs_1=$(load --hubs 1 --conversations 1000 --turns 20 --parallel 64)
 hubs_2=$(load --hubs 2 --conversations 1000 --turns 20 --parallel 64)
 hubs_3=$(load --hubs 3 --conversations 1000 --turns 20 --parallel 64)
-python3 - "$peer_seq" "$peer_100" "$same_seq" "$cross_seq" "$cross_100" "$hubs_1" "$hubs_2" "$hubs_3" <<'PY'
+python3 - "$peer_seq" "$peer_100" "$same_seq" "$cross_seq" "$same_100" "$cross_100" "$hubs_1" "$hubs_2" "$hubs_3" <<'PY'
 import json, sys
-peer_seq, peer_100, same_seq, cross_seq, cross_100, h1, h2, h3 = map(json.loads, sys.argv[1:])
+peer_seq, peer_100, same_seq, cross_seq, same_100, cross_100, h1, h2, h3 = map(json.loads, sys.argv[1:])
 def line(label, run, peer=None):
     ratio = f" = {run['round_trips_per_sec'] / peer['round_trips_per_sec']:.2f}x the peer" if peer else ""
-    print(f"{label:<44} {run['round_trips_per_sec']:>7.0f} round trips/s{ratio:<20} p50 {run['p50_us'] / 1e3:6.2f} ms  p99 {run['p99_us'] / 1e3:6.2f} ms")
+    per = f"  {run['commits'] / run['round_trips']:.2f} commits/rt" if "commits" in run else ""
+    print(f"{label:<44} {run['round_trips_per_sec']:>7.0f} round trips/s{ratio:<20} p50 {run['p50_us'] / 1e3:6.2f} ms  p99 {run['p99_us'] / 1e3:6.2f} ms{per}")
 line("AutoGen gRPC, 3 processes, sequential", peer_seq)
 line("AutoGen gRPC, 3 processes, 100 in flight", peer_100)
 line("colloquy same hub, sequential", same_seq, peer_seq)
 line("colloquy across hubs, sequential", cross_seq, peer_seq)
+line("colloquy same hub, 100 in flight", same_100, peer_100)
 line("colloquy across hubs, 100 in flight", cross_100, peer_100)
 line("colloquy 1 hub, 64 in flight", h1)
 line("colloquy 2 hubs, 64 in flight", h2)
 line("colloquy 3 hubs, 64 in flight", h3)
-print(f"across hubs / same hub, sequential: latency p50 x{cross_seq['p50_us'] / same_seq['p50_us']:.1f}, p99 x{cross_seq['p99_us'] / same_seq['p99_us']:.1f}")
+print(f"across hubs / same hub, sequential: throughput {cross_seq['round_trips_per_sec'] / same_seq['round_trips_per_sec']:.2f}x, latency p50 +{(cross_seq['p50_us'] - same_seq['p50_us']) / 1e3:.2f} ms, p99 x{cross_seq['p99_us'] / same_seq['p99_us']:.1f}")
+print(f"across hubs / same hub, 100 in flight: throughput {cross_100['round_trips_per_sec'] / same_100['round_trips_per_sec']:.2f}x")
 PY

@@ -27,7 +27,7 @@ use std::{
     process::Command,
 };
 
-use common::{start, Running};
+use common::{python, python_agent, script, Running};
 
 use colloquy_a2a::RemoteAgent;
 use colloquy_runtime::{
@@ -35,35 +35,6 @@ use colloquy_runtime::{
     Turn,
 };
 use serde_json::Value;
-
-/// The Python to use, or `None` (with the reason printed) where the test may skip.
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("COLLOQUY_TEST_PYTHON") {
-        Some(path) => Some(PathBuf::from(path)),
-        None if std::env::var_os("COLLOQUY_REQUIRE_SERVICES").is_some() => panic!(
-            "COLLOQUY_TEST_PYTHON is not set but COLLOQUY_REQUIRE_SERVICES is: \
-             the Python interop tests must run (see .ci/run)"
-        ),
-        None => {
-            eprintln!(
-                "skipped: set COLLOQUY_TEST_PYTHON to a Python with a2a-sdk installed \
-                 (pip install -r cli/tests/python/requirements.txt) to run it"
-            );
-            None
-        }
-    }
-}
-
-fn script(name: &str) -> String {
-    format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The SDK agent; returns it and its base URL.
-fn python_agent(python: &Path) -> (Running, String) {
-    let (agent, ready) = start(Command::new(python).arg(script("agent.py")));
-    let url = ready["url"].as_str().unwrap().to_owned();
-    (agent, url)
-}
 
 /// `colloquy serve` on `db` with the demo modules and a token file; returns it and its
 /// base URL.

@@ -20,10 +20,15 @@ use crate::{
     Cluster,
 };
 
-/// The longest pause between two polls, for a delivery's answer and for new deliveries. A
-/// store's wake-up ([`Signal`], `NOTIFY` on PostgreSQL) usually comes first; polling is the
-/// fallback for the wake-ups lost while its listening connection is down.
+/// The longest pause between two polls for a delivery's answer. A store's wake-up
+/// ([`Signal`], `NOTIFY` on PostgreSQL) usually comes first; polling is the fallback for the
+/// wake-ups lost while its listening connection is down.
 const MAX_POLL: Duration = Duration::from_millis(50);
+
+/// The longest pause between two looks for new deliveries. Longer than [`MAX_POLL`]: turns
+/// between hubs go over the link, so the queue is the exception, and an idle hub should not
+/// ask the database twenty times a second; a queued delivery's `NOTIFY` wakes it at once.
+const MAX_QUEUE_POLL: Duration = Duration::from_millis(500);
 
 /// Most deliveries one hub claims at once.
 const CLAIM_BATCH: usize = 32;
@@ -128,7 +133,7 @@ pub(crate) async fn answer_queued(cluster: Weak<Cluster>) {
             }
         };
         pause = if claimed.is_empty() {
-            pause.saturating_mul(2).min(MAX_POLL)
+            pause.saturating_mul(2).min(MAX_QUEUE_POLL)
         } else {
             Duration::from_millis(1)
         };

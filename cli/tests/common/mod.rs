@@ -1,11 +1,11 @@
 //! Shared by the tests that run `colloquy serve` (and the Python agent): start a process
 //! that prints one JSON line when it is ready, and stop it when the test ends.
-#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::print_stderr)]
 
 use std::{
     collections::{HashMap, HashSet},
     io::{BufRead, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -13,6 +13,35 @@ use std::{
 use colloquy_core::{ConversationId, MessageId, StatusKind};
 use colloquy_storage::{ConversationStore, ListFilter, MessageRange};
 use serde_json::Value;
+
+/// The Python to use, or `None` (with the reason printed) where the test may skip.
+pub(crate) fn python() -> Option<PathBuf> {
+    match std::env::var_os("COLLOQUY_TEST_PYTHON") {
+        Some(path) => Some(PathBuf::from(path)),
+        None if std::env::var_os("COLLOQUY_REQUIRE_SERVICES").is_some() => panic!(
+            "COLLOQUY_TEST_PYTHON is not set but COLLOQUY_REQUIRE_SERVICES is: \
+             the Python interop tests must run (see .ci/run)"
+        ),
+        None => {
+            eprintln!(
+                "skipped: set COLLOQUY_TEST_PYTHON to a Python with a2a-sdk installed \
+                 (pip install -r cli/tests/python/requirements.txt) to run it"
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn script(name: &str) -> String {
+    format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The SDK agent; returns it and its base URL.
+pub(crate) fn python_agent(python: &Path) -> (Running, String) {
+    let (agent, ready) = start(Command::new(python).arg(script("agent.py")));
+    let url = ready["url"].as_str().unwrap().to_owned();
+    (agent, url)
+}
 
 /// A child process killed when the test ends, pass or fail.
 pub(crate) struct Running(pub(crate) Child);

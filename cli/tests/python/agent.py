@@ -3,7 +3,10 @@
 It counts the messages of each context and answers "python heard #N: TEXT", so a test can
 see that a conversation's turns reach it as one context. A message "wait" makes it start a
 task and work on it until the task is canceled (the cancel test's slow agent); how each such
-task ended is listed at GET /_test/ended, so a test can see the agent's side of a cancel.
+task ended is listed at GET /_test/ended, so a test can see the agent's side of a cancel. A
+message "slow" is answered "python took its time" a second after it arrives (a slow tool).
+The contexts of the "wait" and "slow" messages that arrived are listed at GET
+/_test/started, so a test knows a turn reached the agent.
 
 Usage: agent.py. Listens on a free loopback port and prints one JSON line, {"url": BASE},
 once it accepts connections; runs until killed.
@@ -30,6 +33,8 @@ from a2a.types import a2a_pb2
 
 # How each "wait" task ended: {"context": ..., "how": "cancel" | "cancelled"}.
 ENDED = []
+# The contexts of the "wait" and "slow" messages that arrived, in order.
+STARTED = []
 
 
 class Counter(AgentExecutor):
@@ -38,6 +43,14 @@ class Counter(AgentExecutor):
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         text = context.get_user_input()
+        if text in ("wait", "slow"):
+            STARTED.append(context.context_id)
+        if text == "slow":
+            await asyncio.sleep(1.0)
+            await event_queue.enqueue_event(
+                new_text_message("python took its time", context_id=context.context_id)
+            )
+            return
         if text == "wait":
             task = new_task(
                 context.task_id,
@@ -66,6 +79,10 @@ class Counter(AgentExecutor):
 
 async def ended(_request):
     return JSONResponse(ENDED)
+
+
+async def started(_request):
+    return JSONResponse(STARTED)
 
 
 def card(base):
@@ -99,7 +116,7 @@ async def main():
     )
     routes = (
         create_agent_card_routes(agent_card)
-        + [Route("/_test/ended", ended)]
+        + [Route("/_test/ended", ended), Route("/_test/started", started)]
         + create_jsonrpc_routes(handler, "/")
     )
     server = uvicorn.Server(
