@@ -231,7 +231,9 @@ impl Cluster {
         if self.router.set(Arc::downgrade(router)).is_err() {
             return;
         }
-        router.share_with(Arc::clone(self) as Arc<dyn WriterLiveness>);
+        // Weakly: the router must not keep the cluster (and its heartbeats) alive after the
+        // hub that owns both is gone.
+        router.share_with(Arc::new(Liveness(Arc::downgrade(self))));
         member::join(self).await;
         member::refresh_directory(self).await;
         let tasks = vec![
@@ -373,18 +375,21 @@ impl Cluster {
             .map(|info| ModuleInfo::clone(info))
             .collect()
     }
-
-    pub(crate) fn debug_name(&self) -> &str {
-        &self.name
-    }
 }
 
+/// The router's view of the cluster ([`WriterLiveness`]), holding it weakly.
+struct Liveness(Weak<Cluster>);
+
 #[async_trait::async_trait]
-impl WriterLiveness for Cluster {
+impl WriterLiveness for Liveness {
     async fn writer_may_be_alive(&self, conversation: ConversationId) -> Result<bool, StoreError> {
-        let held = self.table()?.held_by_other(conversation).await;
+        // A cluster that is gone belongs to a hub that is gone: its router asks no more.
+        let Some(cluster) = self.0.upgrade() else {
+            return Ok(false);
+        };
+        let held = cluster.table()?.held_by_other(conversation).await;
         if let Ok(true) = held {
-            debug!(hub = %self.debug_name(), conversation_id = %conversation, "another hub's exchange is in progress");
+            debug!(hub = %cluster.name, conversation_id = %conversation, "another hub's exchange is in progress");
         }
         held
     }

@@ -252,7 +252,7 @@ impl HubBuilder {
             router,
             registry,
             reaper: Mutex::new(None),
-            reaper_stop: Notify::new(),
+            reaper_stop: Arc::new(Notify::new()),
             last_reap: Mutex::new(None),
             timed_out_total: AtomicU64::new(0),
             reaper_interval: self.reaper_interval,
@@ -271,7 +271,7 @@ pub(crate) struct HubInner {
     pub(crate) router: Arc<Router>,
     pub(crate) registry: Arc<Registry>,
     reaper: Mutex<Option<JoinHandle<()>>>,
-    reaper_stop: Notify,
+    reaper_stop: Arc<Notify>,
     last_reap: Mutex<Option<(Timestamp, ReapReport)>>,
     /// Conversations the reaper timed out since the hub started.
     timed_out_total: AtomicU64,
@@ -303,28 +303,35 @@ impl HubInner {
 async fn reaper(hub: Weak<HubInner>) {
     let mut next_scan = tokio::time::Instant::now();
     loop {
-        let Some(inner) = hub.upgrade() else {
-            return;
+        // The hub is held only while deciding and acting, never while sleeping: a hub
+        // dropped without shutdown is gone at once (its cluster membership with it), not at
+        // the reaper's next wake.
+        let (router, stop, wake) = {
+            let Some(inner) = hub.upgrade() else {
+                return;
+            };
+            let router = Arc::clone(&inner.router);
+            let now = router.clock().now();
+            let started = tokio::time::Instant::now();
+            let scan_at = next_scan.max(started);
+            // A deadline that has passed but could not be acted on (its conversation is in
+            // a turn, or still leased) is looked at again after a short pause, never in a
+            // spin.
+            let wake = match router.next_reap(inner.cold_after) {
+                Some(due) => (started + due.saturating_duration_since(now))
+                    .min(scan_at)
+                    .max(started + REAPER_PAUSE),
+                None => scan_at,
+            };
+            router.plan_reap(Some(
+                now.saturating_add(wake.saturating_duration_since(started)),
+            ));
+            (router, Arc::clone(&inner.reaper_stop), wake)
         };
-        let router = &inner.router;
-        let now = router.clock().now();
-        let started = tokio::time::Instant::now();
-        let scan_at = next_scan.max(started);
-        // A deadline that has passed but could not be acted on (its conversation is in a
-        // turn, or still leased) is looked at again after a short pause, never in a spin.
-        let wake = match router.next_reap(inner.cold_after) {
-            Some(due) => (started + due.saturating_duration_since(now))
-                .min(scan_at)
-                .max(started + REAPER_PAUSE),
-            None => scan_at,
-        };
-        router.plan_reap(Some(
-            now.saturating_add(wake.saturating_duration_since(started)),
-        ));
         let woke = tokio::select! {
             () = tokio::time::sleep_until(wake) => Wake::Due,
             () = router.earlier_deadline() => Wake::Earlier,
-            () = inner.reaper_stop.notified() => Wake::Stop,
+            () = stop.notified() => Wake::Stop,
         };
         if woke == Wake::Stop || router.is_shutting_down() {
             return;
@@ -332,6 +339,9 @@ async fn reaper(hub: Weak<HubInner>) {
         if woke == Wake::Earlier {
             continue;
         }
+        let Some(inner) = hub.upgrade() else {
+            return;
+        };
         let report = if tokio::time::Instant::now() >= next_scan {
             next_scan = tokio::time::Instant::now() + inner.reaper_interval;
             router.reap(inner.cold_after).await

@@ -124,8 +124,9 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Every recorded module registration, sorted by name.
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError>;
 
-    /// The hubs sharing this store, for a backend that several processes write at once
-    /// (PostgreSQL); `None` (the default) for a store of one process.
+    /// The hubs sharing this store, for a backend that several hubs write at once
+    /// (PostgreSQL, and [`MemoryStore::cluster`](crate::MemoryStore::cluster) for hubs of
+    /// one process); `None` (the default) for a store of one hub.
     fn membership(&self) -> Option<&dyn crate::Membership> {
         None
     }

@@ -54,7 +54,21 @@ async fn postgres_store_conforms() {
     assert_eq!(report.passed.len(), CHECKS.len());
 }
 
-/// The membership contract, on PostgreSQL (the one backend that offers membership today).
+/// The membership contract, in memory: hubs of one process sharing one store; and the
+/// store's own contract on such a shared store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_cluster_membership_conforms() {
+    let report = conformance::run_all(|| async { conformance::MemoryClusterFactory::new() }).await;
+    report.assert_passed();
+    assert_eq!(report.passed.len(), CHECKS.len());
+    let report =
+        conformance::membership::run_all(|| async { conformance::MemoryClusterFactory::new() })
+            .await;
+    report.assert_passed();
+    assert_eq!(report.passed.len(), conformance::membership::CHECKS.len());
+}
+
+/// The membership contract, on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_membership_conforms() {
     let Some(url) = colloquy_testkit::postgres_url() else {

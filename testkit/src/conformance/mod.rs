@@ -307,6 +307,42 @@ impl StoreFactory for SqliteFactory {
     }
 }
 
+/// A [`StoreFactory`] for [`MemoryStore::cluster`](colloquy_storage::MemoryStore::cluster):
+/// every handle writes as its own member of one in-memory cluster, on tokio's clock (so a
+/// paused clock fences without waiting). What the membership suite runs on in memory.
+#[derive(Debug, Clone)]
+pub struct MemoryClusterFactory {
+    store: colloquy_storage::MemoryStore,
+}
+
+impl MemoryClusterFactory {
+    /// A factory over a new, empty cluster, whose clock starts now (tokio's).
+    pub fn new() -> Self {
+        let start = tokio::time::Instant::now();
+        Self {
+            store: colloquy_storage::MemoryStore::cluster(move || {
+                // A plausible wall time that moves with tokio's clock.
+                let elapsed = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                colloquy_core::Timestamp::from_millis(1_767_225_600_000_u64.saturating_add(elapsed))
+            }),
+        }
+    }
+}
+
+impl Default for MemoryClusterFactory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl StoreFactory for MemoryClusterFactory {
+    type Store = colloquy_storage::MemoryStore;
+    async fn open(&self) -> Result<colloquy_storage::MemoryStore, StoreError> {
+        Ok(self.store.handle())
+    }
+}
+
 #[cfg(feature = "postgres")]
 /// A [`StoreFactory`] for [`PostgresStore`](colloquy_storage::PostgresStore): every handle
 /// is a separate store (its own pool) on one fresh schema of the database at the URL, as

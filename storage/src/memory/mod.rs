@@ -17,6 +17,8 @@ use colloquy_core::{
     Timestamp,
 };
 
+mod members;
+
 use crate::{
     batch::{
         check_append, check_create, check_state, check_update, check_write, plan_append, Existing,
@@ -43,6 +45,11 @@ const SHARDS: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
+    /// The members of the cluster this store is shared by ([`MemoryStore::cluster`]).
+    cluster: Option<Arc<members::Members>>,
+    /// The member this handle writes as (`Membership::write_as`); clones share it,
+    /// [`MemoryStore::handle`] makes a new one.
+    writer: Arc<Mutex<Option<crate::Member>>>,
 }
 
 #[derive(Debug)]
@@ -79,6 +86,8 @@ struct Entry {
     messages: Vec<Arc<Message>>,
     /// What each write changed in the shared state, in version order.
     changes: Vec<StateChange>,
+    /// The cluster member whose write stored it last (`None`: a writer outside a cluster).
+    written_by: Option<crate::Member>,
 }
 
 impl Entry {
@@ -158,6 +167,7 @@ impl Inner {
         &self,
         conversation: &Conversation,
         messages: &[Arc<Message>],
+        writer: Option<crate::Member>,
     ) -> Result<AppendOutcome, StoreError> {
         let id = conversation.id();
         // Copy outside the lock, so concurrent appends wait only for the bookkeeping. (A
@@ -189,6 +199,7 @@ impl Inner {
             replaced = Some(std::mem::replace(&mut entry.conversation, state_copy));
             entry.messages.extend(messages[first_new..].iter().cloned());
             entry.changes.extend(change);
+            entry.written_by = writer;
         }
         // The previous state is freed after the lock is released.
         drop(shard);
@@ -252,6 +263,55 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// An empty store that several hubs of this process share as a cluster: it offers
+    /// [`Membership`](crate::Membership) (join, heartbeat, fencing, orphan claims, the
+    /// delivery queue), with liveness judged on `now` (the cluster's clock: pass the hubs'
+    /// clock, so that paused time fences and takes over in tests without waiting). Give each
+    /// hub its own [`handle`](Self::handle): a handle writes as the member it joined as.
+    pub fn cluster(now: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Self {
+            cluster: Some(Arc::new(members::Members::new(Box::new(now)))),
+            ..Self::default()
+        }
+    }
+
+    /// Another handle on the same data (and cluster), writing as no member until told
+    /// (`Membership::write_as`): what a second hub of a [`cluster`](Self::cluster) opens.
+    pub fn handle(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            cluster: self.cluster.clone(),
+            writer: Arc::default(),
+        }
+    }
+
+    /// In a cluster: the members' lock, held across a conversation write so that "this
+    /// handle's member is not fenced" and the write are one step; refuses the write of a
+    /// fenced member. Outside a cluster: nothing to hold.
+    fn fence(
+        &self,
+    ) -> Result<
+        (
+            Option<MutexGuard<'_, members::Table>>,
+            Option<crate::Member>,
+        ),
+        StoreError,
+    > {
+        let Some(cluster) = &self.cluster else {
+            return Ok((None, None));
+        };
+        let table = cluster.table();
+        let writer = *lock(&self.writer);
+        if let Some(member) = writer {
+            if table.is_fenced(member) {
+                return Err(StoreError::Fenced {
+                    member: format!("{} epoch {}", member.id, member.epoch),
+                });
+            }
+        }
+        Ok((Some(table), writer))
+    }
 }
 
 fn not_found(id: ConversationId) -> StoreError {
@@ -268,10 +328,12 @@ impl ConversationStore for MemoryStore {
         self.inner.refuse_if_closed()?;
         check_create(conversation)?;
         let id = conversation.id();
+        let (_fence, written_by) = self.fence()?;
         let entry = Entry {
             conversation: conversation.stored_copy(),
             messages: Vec::new(),
             changes: conversation.state_change().into_iter().collect(),
+            written_by,
         };
         {
             let mut shard = write(self.inner.shard(id));
@@ -292,7 +354,8 @@ impl ConversationStore for MemoryStore {
         self.inner.refuse_if_closed()?;
         check_append(conversation, messages)?;
         let shared: Vec<Arc<Message>> = messages.iter().cloned().map(Arc::new).collect();
-        self.inner.append(conversation, &shared)
+        let (_fence, writer) = self.fence()?;
+        self.inner.append(conversation, &shared, writer)
     }
 
     async fn append_shared(
@@ -302,7 +365,8 @@ impl ConversationStore for MemoryStore {
     ) -> Result<AppendOutcome, StoreError> {
         self.inner.refuse_if_closed()?;
         check_append(conversation, messages)?;
-        self.inner.append(conversation, messages)
+        let (_fence, writer) = self.fence()?;
+        self.inner.append(conversation, messages, writer)
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
@@ -311,13 +375,16 @@ impl ConversationStore for MemoryStore {
         let id = conversation.id();
         let copy = conversation.clone();
         let change = conversation.state_change();
+        let (fence, writer) = self.fence()?;
         let mut shard = write(self.inner.shard(id));
         let entry = shard.get_mut(&id).ok_or_else(|| not_found(id))?;
         check_update(id, conversation.turn_count(), entry.messages.len() as u64)?;
         check_write(id, conversation.version(), entry.stored())?;
         let replaced = std::mem::replace(&mut entry.conversation, copy);
         entry.changes.extend(change);
+        entry.written_by = writer;
         drop(shard);
+        drop(fence);
         if replaced.started_at() != conversation.started_at() {
             let mut by_start = write(&self.inner.by_start);
             by_start.remove(&(replaced.started_at(), id));
@@ -469,6 +536,12 @@ impl ConversationStore for MemoryStore {
 
     async fn modules(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         Ok(read(&self.inner.modules).values().cloned().collect())
+    }
+
+    fn membership(&self) -> Option<&dyn crate::Membership> {
+        self.cluster
+            .as_ref()
+            .map(|_| self as &dyn crate::Membership)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

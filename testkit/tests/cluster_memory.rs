@@ -1,0 +1,136 @@
+//! The cluster on paused time: hubs of one process sharing one in-memory store
+//! (`MemoryStore::cluster`) fence a hub that falls silent and take over the exchange it
+//! left, with no database and no waiting: tokio's clock jumps over the member timeout.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{sync::Arc, time::Duration};
+
+use colloquy_runtime::{Clock, ConversationSpec, Hub, MessageRange, Status};
+use colloquy_storage::MemoryStore;
+use colloquy_testkit::modules::{Echo, Slow};
+
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn hub(store: &MemoryStore, name: &str) -> Hub {
+    Hub::builder()
+        .store(Arc::new(store.handle()))
+        .member_name(name)
+        .member_timeout(MEMBER_TIMEOUT)
+        // No sockets on paused time: turns between these hubs go through the store's queue.
+        .cluster_link(None)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Hub A stores a request and dies while its module works on it (its process gone: the
+/// caller's future and the hub dropped, no shutdown, no leave). Hub B fences A once A has
+/// been silent for the member timeout, claims the exchange A left, delivers the request
+/// again under its own message id to its own `worker`, and stores the reply: within the
+/// member timeout plus one heartbeat of A's last one, on tokio's clock.
+#[tokio::test(start_paused = true)]
+async fn a_silent_hubs_exchange_is_taken_over_within_the_member_timeout_and_a_heartbeat() {
+    let clock = Clock::system();
+    let store = MemoryStore::cluster(move || clock.now());
+    let a = hub(&store, "a").await;
+    let b = hub(&store, "b").await;
+    a.register(Slow::new(
+        "worker".parse().unwrap(),
+        Duration::from_secs(3_600),
+    ))
+    .await
+    .unwrap();
+    a.register(Echo::new("client".parse().unwrap()))
+        .await
+        .unwrap();
+    b.register(Echo::new("worker".parse().unwrap()))
+        .await
+        .unwrap();
+    let conversation = a
+        .start_conversation(ConversationSpec::between("client", "worker").unwrap())
+        .await
+        .unwrap();
+    let id = conversation.id();
+    let sending = tokio::spawn(async move { conversation.send("finish me").await });
+    // The request is stored (the conversation is busy) before A dies.
+    let reader = b.reader();
+    while reader
+        .messages(id, MessageRange::All)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let died = tokio::time::Instant::now();
+    sending.abort();
+    let _ = sending.await;
+    drop(a);
+
+    let concluded = loop {
+        let transcript = reader.messages(id, MessageRange::All).await.unwrap();
+        if transcript.len() == 2 {
+            break transcript;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(60),
+            "not taken over within a minute: {transcript:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let took = died.elapsed();
+    assert!(
+        took <= MEMBER_TIMEOUT + MEMBER_TIMEOUT / 5 + Duration::from_millis(100),
+        "taken over {took:?} after A died: more than the member timeout plus one heartbeat"
+    );
+    assert!(
+        took >= MEMBER_TIMEOUT - MEMBER_TIMEOUT / 5,
+        "not before A could be silent: {took:?}"
+    );
+    assert_eq!(concluded[1].turn, 2);
+    assert_eq!(concluded[1].in_reply_to, Some(concluded[0].id));
+    assert_eq!(concluded[1].content, "finish me");
+    let members = b.members().await.unwrap().unwrap();
+    let lost = members.iter().find(|m| m.name == "a").unwrap();
+    assert_eq!(lost.state(), "lost", "{lost:?}");
+    let state = b.reader().conversation(id).await.unwrap().unwrap();
+    assert_eq!(state.status(), &Status::Active);
+    assert_eq!(state.busy_until(), None, "the exchange is over");
+    b.shutdown().await;
+}
+
+/// A hub fenced while it was paused cannot write when it resumes: its first write is
+/// refused as fenced, its next heartbeat tells it, and it joins again under a new epoch and
+/// writes again.
+#[tokio::test(start_paused = true)]
+async fn a_fenced_hub_writes_nothing_until_it_rejoins() {
+    let clock = Clock::system();
+    let store = MemoryStore::cluster(move || clock.now());
+    let a = hub(&store, "a").await;
+    let b = hub(&store, "b").await;
+    a.register(Echo::new("client".parse().unwrap()))
+        .await
+        .unwrap();
+    a.register(Echo::new("worker".parse().unwrap()))
+        .await
+        .unwrap();
+    let first = a.member().unwrap();
+    let conversation = a
+        .start_conversation(ConversationSpec::between("client", "worker").unwrap())
+        .await
+        .unwrap();
+    // B fences A as the others would after its silence (A's own heartbeat would win the
+    // race on a clock that never stalls).
+    use colloquy_storage::ConversationStore;
+    store.membership().unwrap().leave(first).await.unwrap();
+    let refused = conversation.send("while fenced").await.unwrap_err();
+    assert!(refused.to_string().contains("fenced"), "{refused}");
+    // Its next heartbeat finds out, and it rejoins under a new epoch.
+    tokio::time::sleep(MEMBER_TIMEOUT / 5 + Duration::from_millis(10)).await;
+    let second = a.member().unwrap();
+    assert!(second.epoch > first.epoch, "{first:?} then {second:?}");
+    let exchange = conversation.send("after rejoining").await.unwrap();
+    assert_eq!(exchange.request.turn, 1, "the refused request left nothing");
+    a.shutdown().await;
+    b.shutdown().await;
+}
