@@ -35,8 +35,10 @@
 //! - **No writes.** Nothing here sends, ends or changes a conversation.
 //! - **No front-end build.** Server-rendered pages, one small script for the live
 //!   transcript, one stylesheet, embedded in the crate.
-//! - **No other hubs' live turns.** The live transcript shows what this hub stores; on a
-//!   database several hubs share, a turn stored through another hub appears on reload.
+//! - **No push between hubs.** On a database several hubs share, the live pages also read
+//!   the store every half second while they are open (turns stored through other hubs are
+//!   not announced to this one): another hub's turns appear within that, without a reload.
+//!   The list follows the newest 100 conversations that way.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

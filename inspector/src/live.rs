@@ -1,6 +1,8 @@
 //! Server-Sent Events fed by the hub's own writes ([`Hub::subscribe`]):
 //! `/inspect/conversations/{id}/live`, a conversation's new turns and status changes, and
-//! `/inspect/live`, every visible conversation's changes for the list.
+//! `/inspect/live`, every visible conversation's changes for the list. On a database several
+//! hubs share, other hubs' writes are not announced here: while a stream is open it also
+//! reads the store every [`CLUSTER_POLL`] and sends what changed.
 //!
 //! Events: `turn` (a [`TurnRow`] as JSON), `change` (a change of the shared state, a
 //! `ChangeRow`), `status` (a [`StateView`]), and `reload` when
@@ -20,7 +22,7 @@ use axum::{
     },
     Extension,
 };
-use colloquy_runtime::{ConversationEvent, MessageRange};
+use colloquy_runtime::{ConversationEvent, ConversationId, ListFilter, MessageRange, StoreReader};
 use futures_util::stream;
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 
@@ -30,6 +32,12 @@ use crate::{
     view::{ConversationRow, SharedState, StateView, TurnRow},
     InspectorError, Shared,
 };
+
+/// How often a live stream on a cluster's hub reads the store for other hubs' writes.
+const CLUSTER_POLL: Duration = Duration::from_millis(500);
+
+/// How many of the newest conversations the list's stream follows that way.
+const CLUSTER_LIST: usize = 100;
 
 /// The last turn the page shows, and the version of the conversation it showed.
 #[derive(serde::Deserialize)]
@@ -81,9 +89,11 @@ pub(crate) async fn events(
         events,
         last_turn: conversation.turn_count().max(after),
         last_version,
+        seen_version: conversation.version(),
         shared_state,
         known: turns,
         queued: first,
+        store: shared.hub.in_cluster().then(|| shared.hub.reader()),
     };
     let stream = stream::unfold(state, next_event);
     Ok(Sse::new(stream)
@@ -99,9 +109,13 @@ struct Live {
     /// The version of the last state change sent, and the shared state it left.
     last_version: u64,
     shared_state: SharedState,
+    /// The version of the conversation whose status was sent last.
+    seen_version: u64,
     /// Message ids sent, with their turns, to name the turn a reply answers.
     known: HashMap<colloquy_runtime::MessageId, u64>,
     queued: Vec<Event>,
+    /// On a cluster's hub: the store, read every [`CLUSTER_POLL`] for other hubs' writes.
+    store: Option<StoreReader>,
 }
 
 async fn next_event(mut live: Live) -> Option<(Result<Event, Infallible>, Live)> {
@@ -110,7 +124,20 @@ async fn next_event(mut live: Live) -> Option<(Result<Event, Infallible>, Live)>
             let event = live.queued.remove(0);
             return Some((Ok(event), live));
         }
-        match live.events.recv().await {
+        let received = match &live.store {
+            Some(store) => {
+                let store = store.clone();
+                tokio::select! {
+                    received = live.events.recv() => received,
+                    () = tokio::time::sleep(CLUSTER_POLL) => {
+                        live.catch_up(&store).await;
+                        continue;
+                    }
+                }
+            }
+            None => live.events.recv().await,
+        };
+        match received {
             Ok(event) if event.conversation_id() == live.id => live.queue(&event),
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => {
@@ -124,6 +151,43 @@ async fn next_event(mut live: Live) -> Option<(Result<Event, Infallible>, Live)>
 }
 
 impl Live {
+    /// Sends what the store holds beyond what was sent: turns, state changes and the
+    /// status, when the conversation's version moved (another hub wrote it). A read that
+    /// fails is left to the next poll.
+    async fn catch_up(&mut self, store: &StoreReader) {
+        let Ok(Some(conversation)) = store.conversation(self.id).await else {
+            return;
+        };
+        if conversation.version() <= self.seen_version {
+            return;
+        }
+        let (Ok(messages), Ok(changes)) = (
+            store
+                .messages(self.id, MessageRange::After(self.last_turn))
+                .await,
+            store.state_changes(self.id).await,
+        ) else {
+            return;
+        };
+        for message in &messages {
+            self.known.insert(message.id, message.turn);
+            if message.turn > self.last_turn {
+                self.last_turn = message.turn;
+                self.queued
+                    .extend(json_event("turn", &TurnRow::of(message, &self.known)));
+            }
+        }
+        let already = self.last_version;
+        for change in changes.iter().filter(|c| c.version > already) {
+            self.last_version = change.version;
+            let row = self.shared_state.follow(change);
+            self.queued.extend(json_event("change", &row));
+        }
+        self.seen_version = conversation.version();
+        self.queued
+            .extend(json_event("status", &StateView::of(&conversation)));
+    }
+
     fn queue(&mut self, event: &ConversationEvent) {
         if let ConversationEvent::Stored { messages, .. } = event {
             for message in messages {
@@ -142,6 +206,7 @@ impl Live {
                 self.queued.extend(json_event("change", &row));
             }
         }
+        self.seen_version = self.seen_version.max(event.conversation().version());
         self.queued
             .extend(json_event("status", &StateView::of(event.conversation())));
     }
@@ -163,33 +228,119 @@ struct ListChange {
 }
 
 /// The list's stream: a `conversation` event (a row, and `opened`) for each change of a
-/// conversation the reader may see; `reload` when it fell behind.
+/// conversation the reader may see; `reload` when it fell behind. On a cluster's hub, the
+/// newest [`CLUSTER_LIST`] conversations are also read every [`CLUSTER_POLL`], and those
+/// whose version moved are sent.
 pub(crate) async fn list_events(
     State(shared): State<Arc<Shared>>,
     Extension(reader): Extension<Reader>,
 ) -> Response {
     let events = shared.hub.subscribe();
-    let stream = stream::unfold((events, reader), |(mut events, reader)| async move {
-        loop {
-            let event = match events.recv().await {
-                Ok(event) if reader.may_see(event.conversation()) => {
-                    let change = ListChange {
-                        row: ConversationRow::of(event.conversation()),
-                        opened: matches!(event, ConversationEvent::Opened { .. }),
-                    };
-                    match json_event("conversation", &change) {
-                        Some(event) => event,
-                        None => continue,
-                    }
-                }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => Event::default().event("reload").data("lagged"),
-                Err(RecvError::Closed) => return None,
-            };
-            return Some((Ok::<_, Infallible>(event), (events, reader)));
-        }
+    let mut listing = ListLive {
+        events,
+        reader,
+        store: None,
+        versions: HashMap::new(),
+        queued: Vec::new(),
+    };
+    if shared.hub.in_cluster() {
+        let store = shared.hub.reader();
+        // What is there now is on the page already: only later changes are sent.
+        listing.poll(&store, false).await;
+        listing.queued.clear();
+        listing.store = Some(store);
+    }
+    let stream = stream::unfold(listing, |mut listing| async move {
+        let event = listing.next().await?;
+        Some((Ok::<_, Infallible>(event), listing))
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+struct ListLive {
+    events: Receiver<ConversationEvent>,
+    reader: Reader,
+    store: Option<StoreReader>,
+    /// The version of each conversation last sent (or seen at the start).
+    versions: HashMap<ConversationId, u64>,
+    queued: Vec<Event>,
+}
+
+impl ListLive {
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if !self.queued.is_empty() {
+                return Some(self.queued.remove(0));
+            }
+            let received = match &self.store {
+                Some(store) => {
+                    let store = store.clone();
+                    tokio::select! {
+                        received = self.events.recv() => received,
+                        () = tokio::time::sleep(CLUSTER_POLL) => {
+                            self.poll(&store, true).await;
+                            continue;
+                        }
+                    }
+                }
+                None => self.events.recv().await,
+            };
+            match received {
+                Ok(event) if self.reader.may_see(event.conversation()) => {
+                    let opened = matches!(event, ConversationEvent::Opened { .. });
+                    self.send(event.conversation(), opened);
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    return Some(Event::default().event("reload").data("lagged"));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Queues the row of `conversation` unless its version was sent already.
+    /// (Versions are remembered only on a cluster's hub, where the store is read too; the
+    /// map holds at most the conversations listed or announced while the stream is open.)
+    fn send(&mut self, conversation: &colloquy_runtime::Conversation, opened: bool) {
+        let mut first_seen = false;
+        if self.store.is_some() {
+            let version = conversation.version();
+            let known = self.versions.insert(conversation.id(), version);
+            if known.is_some_and(|sent| sent >= version) {
+                return;
+            }
+            first_seen = known.is_none();
+        }
+        let change = ListChange {
+            row: ConversationRow::of(conversation),
+            opened: opened || first_seen,
+        };
+        self.queued.extend(json_event("conversation", &change));
+    }
+
+    /// Reads the newest conversations and queues those that changed; `announce: false`
+    /// only records their versions.
+    async fn poll(&mut self, store: &StoreReader, announce: bool) {
+        let mut filter = ListFilter::new().limit(CLUSTER_LIST);
+        if let Some(participant) = self.reader.participant() {
+            filter = filter.participant(participant.clone());
+        }
+        let Ok(page) = store.list(&filter).await else {
+            return;
+        };
+        for conversation in &page.conversations {
+            if !self.reader.may_see(conversation) {
+                continue;
+            }
+            if announce {
+                self.send(conversation, false);
+            } else {
+                self.versions
+                    .insert(conversation.id(), conversation.version());
+            }
+        }
+    }
 }

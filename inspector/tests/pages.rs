@@ -505,3 +505,89 @@ async fn pages_are_served_with_a_strict_policy_and_the_token_leaves_the_address(
     }
     hub.shutdown().await;
 }
+
+/// On a store several hubs share, the live streams of one hub's inspector carry what other
+/// hubs write: a turn stored through hub B, and B's new conversation, appear on hub A's
+/// streams without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_streams_follow_other_hubs_of_the_cluster() {
+    let clock = colloquy_runtime::Clock::system();
+    let store = colloquy_storage::MemoryStore::cluster(move || clock.now());
+    let mut hubs = Vec::new();
+    for name in ["a", "b"] {
+        let hub = Hub::builder()
+            .store(std::sync::Arc::new(store.handle()))
+            .member_name(name)
+            .build()
+            .await
+            .unwrap();
+        hubs.push(hub);
+    }
+    let (a, b) = (hubs[0].clone(), hubs[1].clone());
+    assert!(a.in_cluster());
+    for name in ["client", "server"] {
+        b.register(Echo::new(name.parse().unwrap())).await.unwrap();
+    }
+    let app = Inspector::new(a.clone(), InspectorOptions::new()).router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut list = client()
+        .get(format!("{base}/inspect/live"))
+        .send()
+        .await
+        .unwrap();
+    let conversation = b
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    let id = conversation.id();
+    let mut text = String::new();
+    while !text.contains(&id.to_string()) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), list.chunk())
+            .await
+            .expect("hub B's conversation reaches hub A's list stream")
+            .unwrap()
+            .expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains(r#""opened":true"#), "{text}");
+
+    let mut stream = client()
+        .get(format!("{base}/inspect/conversations/{id}/live?after=0"))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    // What was there when the stream started, then what hub B writes afterwards.
+    while !text.contains("\"status\":\"active\"") {
+        let chunk = stream.chunk().await.unwrap().expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    conversation.send("through hub b").await.unwrap();
+    conversation.end().await.unwrap();
+    while !text.contains("\"status\":\"completed\"") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), stream.chunk())
+            .await
+            .expect("hub B's turns reach hub A's live stream")
+            .unwrap()
+            .expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let turns: Vec<u64> = text
+        .split("event: turn\ndata: ")
+        .skip(1)
+        .map(|event| {
+            let data = event.lines().next().unwrap();
+            serde_json::from_str::<serde_json::Value>(data).unwrap()["turn"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(turns, [1, 2], "each turn once, in order");
+    assert!(text.contains(r#""content":"\"through hub b\"""#), "{text}");
+    assert!(text.contains("status completed"), "{text}");
+    b.shutdown().await;
+    a.shutdown().await;
+}

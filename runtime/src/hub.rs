@@ -474,6 +474,12 @@ impl Hub {
         self.inner.cluster.as_ref()?.member()
     }
 
+    /// True on a store several hubs share: other hubs write conversations this hub's
+    /// [`subscribe`](Self::subscribe) does not announce (a live view reads the store too).
+    pub fn in_cluster(&self) -> bool {
+        self.inner.cluster.is_some()
+    }
+
     /// Where other hubs of the cluster reach this one (`host:port` of its link); `None`
     /// on a store of one process, or without a link.
     pub fn cluster_address(&self) -> Option<&str> {
@@ -672,7 +678,7 @@ impl Hub {
     /// stored, state changes (see [`ConversationEvent`](crate::ConversationEvent)). A
     /// subscriber that falls more than 1,024 events behind is told so (`RecvError::Lagged`)
     /// and should read the store again. Writes of other hubs sharing the database are not
-    /// included.
+    /// included ([`in_cluster`](Self::in_cluster) says whether there may be any).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::ConversationEvent> {
         self.inner.router.subscribe()
     }
