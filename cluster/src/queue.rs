@@ -12,7 +12,7 @@ use std::{
 use colloquy_core::ModuleName;
 use colloquy_registry::{ModuleDirectory, ModuleError, Response, Turn};
 use colloquy_router::Clock;
-use colloquy_storage::{ConversationStore, Delivery, Signal, StoreError};
+use colloquy_storage::{ConversationStore, QueuedTurn, Signal, StoreError};
 use tracing::{debug, warn};
 
 use crate::{
@@ -49,7 +49,7 @@ pub(crate) async fn through_store(
     let table = store
         .membership()
         .ok_or_else(|| ModuleError::new("the store no longer offers a cluster"))?;
-    let delivery = Delivery {
+    let delivery = QueuedTurn {
         message_id: turn.message.id.as_uuid(),
         module: module.to_string(),
         turn: serde_json::to_value(OutgoingTurn::new(turn))
@@ -164,7 +164,7 @@ pub(crate) async fn answer_queued(cluster: Weak<Cluster>) {
 
 /// Runs a queued turn on the module registered here, within what is left of its deadline,
 /// through the router's call discipline.
-async fn run(cluster: &Cluster, delivery: &Delivery) -> Answer {
+async fn run(cluster: &Cluster, delivery: &QueuedTurn) -> Answer {
     let Some(registered) = delivery
         .module
         .parse()

@@ -45,7 +45,9 @@ mod store;
 pub use error::StoreError;
 #[cfg(feature = "faults")]
 pub use faults::{Faults, FaultyStore};
-pub use membership::{Delivery, Member, MemberRecord, Membership, Signal};
+pub use membership::{
+    Claims, Member, MemberRecord, Members, Membership, QueuedTurn, Signal, TurnQueue,
+};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore, POSTGRES_SCHEMA_VERSION};

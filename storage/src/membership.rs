@@ -1,6 +1,11 @@
-//! [`Membership`]: the hubs that share one database, for stores that several processes
-//! write at once (PostgreSQL). A store offers it through
-//! [`ConversationStore::membership`]; stores of one process (memory, SQLite) do not.
+//! What a store several hubs share keeps for their cluster, as three narrow traits: the
+//! [`Members`] (join, heartbeat, fencing, leaving, listing), the [`Claims`] on exchanges (whose
+//! is the exchange in progress, and the claim of a fenced member's), and the [`TurnQueue`]
+//! (turns queued for a hub hosting their module, where the hubs' link does not serve).
+//! [`Membership`] is the three together, which a store offers through
+//! [`ConversationStore::membership`]: PostgreSQL, and
+//! [`MemoryStore::cluster`](crate::MemoryStore::cluster) for hubs of one process. Stores of
+//! one hub (SQLite, a plain `MemoryStore`) do not.
 
 use std::time::Duration;
 
@@ -69,11 +74,11 @@ impl MemberRecord {
     }
 }
 
-/// A turn on its way to a module that another hub hosts: the request's message id (the
-/// delivery's key: a request is delivered again under the same id, never as a new one),
-/// the module, and the turn as JSON.
+/// A turn queued for a module that another hub hosts: the request's message id (the key: a
+/// request is queued again under the same id, never as a new one), the module, and the turn
+/// as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Delivery {
+pub struct QueuedTurn {
     /// The request's message id.
     pub message_id: Uuid,
     /// The module it is addressed to.
@@ -85,7 +90,7 @@ pub struct Delivery {
     pub deadline_ms: u64,
 }
 
-/// What [`Membership::signal`] waits for.
+/// What [`TurnQueue::signal`] waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Signal {
@@ -95,10 +100,11 @@ pub enum Signal {
     Answered(Uuid),
 }
 
-/// The hubs sharing one database. Times are judged on the database server's clock, so
-/// that hubs whose clocks disagree still agree on who is alive.
+/// The hubs sharing one store: who they are, whether they are alive, who is fenced. Times
+/// are judged on the store's clock (the database server's), so that hubs whose clocks
+/// disagree still agree on who is alive.
 #[async_trait]
-pub trait Membership: Send + Sync {
+pub trait Members: Send + Sync {
     /// Joins as a new member named `name`, reachable by other hubs at `address` (its
     /// cluster link, if it has one), hosting `modules`.
     async fn join(
@@ -121,11 +127,32 @@ pub trait Membership: Send + Sync {
     /// True while more than one member is not fenced: another process may be writing.
     async fn shared(&self) -> Result<bool, StoreError>;
 
+    /// Leaves: the member is fenced at once, so others need not wait for its timeout.
+    async fn leave(&self, member: Member) -> Result<(), StoreError>;
+
+    /// Fences every member whose heartbeat is older than `timeout` and is not fenced yet;
+    /// returns them. One conditional update: when several members notice the same dead one,
+    /// exactly one fences it.
+    async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError>;
+
+    /// Every member not fenced, and the fenced ones of the last `recent` (for health),
+    /// judged alive by `timeout`; sorted by join time.
+    async fn members(
+        &self,
+        timeout: Duration,
+        recent: Duration,
+    ) -> Result<Vec<MemberRecord>, StoreError>;
+}
+
+/// Who holds a conversation's exchange in progress, and the claim of those a fenced member
+/// left.
+#[async_trait]
+pub trait Claims: Send + Sync {
     /// Whether the exchange in progress in `conversation` belongs to another writer that may
     /// still be alive: the member that wrote the conversation last is not the one this
-    /// handle writes as ([`Membership::write_as`]) and is not fenced. A conversation last
+    /// handle writes as ([`Members::write_as`]) and is not fenced. A conversation last
     /// written by no member (a writer outside the cluster): whether another member is
-    /// alive at all ([`Membership::shared`]). The router waits for such an exchange before
+    /// alive at all ([`Members::shared`]). The router waits for such an exchange before
     /// starting its own, and takes over one whose writer was fenced.
     async fn held_by_other(&self, conversation: ConversationId) -> Result<bool, StoreError>;
 
@@ -139,19 +166,16 @@ pub trait Membership: Send + Sync {
         member: Member,
         limit: usize,
     ) -> Result<Vec<ConversationId>, StoreError>;
+}
 
-    /// Leaves: the member is fenced at once, so others need not wait for its timeout.
-    async fn leave(&self, member: Member) -> Result<(), StoreError>;
-
-    /// Fences every member whose heartbeat is older than `timeout` and is not fenced yet;
-    /// returns them. One conditional update: when several members notice the same dead one,
-    /// exactly one fences it.
-    async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError>;
-
+/// Turns queued for a hub that hosts their module: the way between hubs where their link
+/// does not serve (a hub without one, a link that fails, a host gone silent mid-call).
+#[async_trait]
+pub trait TurnQueue: Send + Sync {
     /// Queues `delivery` for a hub that hosts its module.
     /// `Ok(false)`: a delivery of that request was queued before (the request is delivered
     /// again after a takeover); it keeps its row, and its answer if it has one.
-    async fn send_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError>;
+    async fn send_delivery(&self, delivery: &QueuedTurn) -> Result<bool, StoreError>;
 
     /// Claims, for `member`, up to `limit` unanswered deliveries to `modules`: those nobody
     /// claimed, or that a fenced member had claimed (they are delivered again). Claims are
@@ -161,7 +185,7 @@ pub trait Membership: Send + Sync {
         member: Member,
         modules: &[String],
         limit: usize,
-    ) -> Result<Vec<Delivery>, StoreError>;
+    ) -> Result<Vec<QueuedTurn>, StoreError>;
 
     /// Records `answer` to a delivery `member` claimed. `Ok(false)`: the claim is no longer
     /// its own (it was fenced), and the answer was not recorded.
@@ -186,12 +210,10 @@ pub trait Membership: Send + Sync {
         let _ = signal;
         Box::pin(std::future::pending())
     }
-
-    /// Every member not fenced, and the fenced ones of the last `recent` (for health),
-    /// judged alive by `timeout`; sorted by join time.
-    async fn members(
-        &self,
-        timeout: Duration,
-        recent: Duration,
-    ) -> Result<Vec<MemberRecord>, StoreError>;
 }
+
+/// Everything a store several hubs share keeps for their cluster: [`Members`], [`Claims`]
+/// and the [`TurnQueue`]. Implemented for every type that implements the three.
+pub trait Membership: Members + Claims + TurnQueue {}
+
+impl<T: Members + Claims + TurnQueue> Membership for T {}

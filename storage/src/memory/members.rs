@@ -20,18 +20,18 @@ use colloquy_core::{ConversationId, ModuleInfo, Timestamp};
 use uuid::Uuid;
 
 use super::{lock, write, MemoryStore};
-use crate::{Delivery, Member, MemberRecord, Membership, StoreError};
+use crate::{Claims, Member, MemberRecord, Members, QueuedTurn, StoreError, TurnQueue};
 
 /// The members and deliveries of one in-memory cluster.
-pub(super) struct Members {
+pub(super) struct SharedCluster {
     /// The cluster's clock ("the server's"), as [`MemoryStore::cluster`] was given it.
     now: Box<dyn Fn() -> Timestamp + Send + Sync>,
     state: Mutex<Table>,
 }
 
-impl std::fmt::Debug for Members {
+impl std::fmt::Debug for SharedCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Members").finish_non_exhaustive()
+        f.debug_struct("SharedCluster").finish_non_exhaustive()
     }
 }
 
@@ -57,7 +57,7 @@ struct Row {
 }
 
 struct Queued {
-    delivery: Delivery,
+    delivery: QueuedTurn,
     order: u64,
     claimed: Option<Member>,
     answer: Option<serde_json::Value>,
@@ -78,7 +78,7 @@ impl Table {
     }
 }
 
-impl Members {
+impl SharedCluster {
     pub(super) fn new(now: Box<dyn Fn() -> Timestamp + Send + Sync>) -> Self {
         Self {
             now,
@@ -99,7 +99,7 @@ fn since(now: Timestamp, span: Duration) -> Timestamp {
 }
 
 impl MemoryStore {
-    fn members(&self) -> Result<&Arc<Members>, StoreError> {
+    fn shared_cluster(&self) -> Result<&Arc<SharedCluster>, StoreError> {
         self.cluster.as_ref().ok_or(StoreError::Backend {
             backend: "memory",
             message: "this memory store is not a cluster's (see MemoryStore::cluster)".into(),
@@ -108,7 +108,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Membership for MemoryStore {
+impl Members for MemoryStore {
     async fn join(
         &self,
         name: &str,
@@ -116,7 +116,7 @@ impl Membership for MemoryStore {
         modules: &[ModuleInfo],
     ) -> Result<Member, StoreError> {
         self.inner.refuse_if_closed()?;
-        let members = self.members()?;
+        let members = self.shared_cluster()?;
         let now = (members.now)();
         let mut table = members.table();
         table.next_epoch += 1;
@@ -140,7 +140,7 @@ impl Membership for MemoryStore {
     }
 
     async fn heartbeat(&self, member: Member, modules: &[ModuleInfo]) -> Result<bool, StoreError> {
-        let members = self.members()?;
+        let members = self.shared_cluster()?;
         let now = (members.now)();
         let mut table = members.table();
         match table
@@ -162,11 +162,68 @@ impl Membership for MemoryStore {
     }
 
     async fn shared(&self) -> Result<bool, StoreError> {
-        Ok(self.members()?.table().unfenced() > 1)
+        Ok(self.shared_cluster()?.table().unfenced() > 1)
     }
 
+    async fn leave(&self, member: Member) -> Result<(), StoreError> {
+        let mut table = self.shared_cluster()?.table();
+        if let Some(row) = table
+            .rows
+            .iter_mut()
+            .find(|r| r.member == member && !r.fenced)
+        {
+            row.fenced = true;
+            row.left = true;
+        }
+        Ok(())
+    }
+
+    async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError> {
+        let members = self.shared_cluster()?;
+        let cutoff = since((members.now)(), timeout);
+        let mut table = members.table();
+        let mut fenced = Vec::new();
+        for row in table.rows.iter_mut().filter(|r| !r.fenced) {
+            if row.heartbeat_at < cutoff {
+                row.fenced = true;
+                fenced.push(row.member);
+            }
+        }
+        Ok(fenced)
+    }
+
+    async fn members(
+        &self,
+        timeout: Duration,
+        recent: Duration,
+    ) -> Result<Vec<MemberRecord>, StoreError> {
+        let members = self.shared_cluster()?;
+        let now = (members.now)();
+        let (alive_after, listed_after) = (since(now, timeout), since(now, recent));
+        let table = members.table();
+        Ok(table
+            .rows
+            .iter()
+            .filter(|r| !r.fenced || r.heartbeat_at >= listed_after)
+            .map(|r| MemberRecord {
+                member: r.member,
+                name: r.name.clone(),
+                joined_at: r.joined_at,
+                heartbeat_at: r.heartbeat_at,
+                alive: !r.fenced && r.heartbeat_at >= alive_after,
+                fenced: r.fenced,
+                left: r.left,
+                modules: r.modules.clone(),
+                address: r.address.clone(),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Claims for MemoryStore {
     async fn held_by_other(&self, conversation: ConversationId) -> Result<bool, StoreError> {
-        let members = self.members()?;
+        let members = self.shared_cluster()?;
         let table = members.table();
         let written_by = super::read(self.inner.shard(conversation))
             .get(&conversation)
@@ -183,7 +240,7 @@ impl Membership for MemoryStore {
         member: Member,
         limit: usize,
     ) -> Result<Vec<ConversationId>, StoreError> {
-        let members = self.members()?;
+        let members = self.shared_cluster()?;
         let table = members.table();
         let mut claimed = Vec::new();
         if table.is_fenced(member) {
@@ -206,37 +263,13 @@ impl Membership for MemoryStore {
         }
         Ok(claimed)
     }
+}
 
-    async fn leave(&self, member: Member) -> Result<(), StoreError> {
-        let mut table = self.members()?.table();
-        if let Some(row) = table
-            .rows
-            .iter_mut()
-            .find(|r| r.member == member && !r.fenced)
-        {
-            row.fenced = true;
-            row.left = true;
-        }
-        Ok(())
-    }
-
-    async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError> {
-        let members = self.members()?;
-        let cutoff = since((members.now)(), timeout);
-        let mut table = members.table();
-        let mut fenced = Vec::new();
-        for row in table.rows.iter_mut().filter(|r| !r.fenced) {
-            if row.heartbeat_at < cutoff {
-                row.fenced = true;
-                fenced.push(row.member);
-            }
-        }
-        Ok(fenced)
-    }
-
-    async fn send_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+#[async_trait]
+impl TurnQueue for MemoryStore {
+    async fn send_delivery(&self, delivery: &QueuedTurn) -> Result<bool, StoreError> {
         self.inner.refuse_if_closed()?;
-        let mut table = self.members()?.table();
+        let mut table = self.shared_cluster()?.table();
         if table.deliveries.contains_key(&delivery.message_id) {
             return Ok(false);
         }
@@ -259,8 +292,8 @@ impl Membership for MemoryStore {
         member: Member,
         modules: &[String],
         limit: usize,
-    ) -> Result<Vec<Delivery>, StoreError> {
-        let mut table = self.members()?.table();
+    ) -> Result<Vec<QueuedTurn>, StoreError> {
+        let mut table = self.shared_cluster()?.table();
         if table.is_fenced(member) {
             return Ok(Vec::new());
         }
@@ -289,7 +322,7 @@ impl Membership for MemoryStore {
         message_id: Uuid,
         answer: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let mut table = self.members()?.table();
+        let mut table = self.shared_cluster()?.table();
         if table.is_fenced(member) {
             return Ok(false);
         }
@@ -303,7 +336,7 @@ impl Membership for MemoryStore {
     }
 
     async fn take_answer(&self, message_id: Uuid) -> Result<Option<serde_json::Value>, StoreError> {
-        let mut table = self.members()?.table();
+        let mut table = self.shared_cluster()?.table();
         if table
             .deliveries
             .get(&message_id)
@@ -312,32 +345,5 @@ impl Membership for MemoryStore {
             return Ok(table.deliveries.remove(&message_id).and_then(|q| q.answer));
         }
         Ok(None)
-    }
-
-    async fn members(
-        &self,
-        timeout: Duration,
-        recent: Duration,
-    ) -> Result<Vec<MemberRecord>, StoreError> {
-        let members = self.members()?;
-        let now = (members.now)();
-        let (alive_after, listed_after) = (since(now, timeout), since(now, recent));
-        let table = members.table();
-        Ok(table
-            .rows
-            .iter()
-            .filter(|r| !r.fenced || r.heartbeat_at >= listed_after)
-            .map(|r| MemberRecord {
-                member: r.member,
-                name: r.name.clone(),
-                joined_at: r.joined_at,
-                heartbeat_at: r.heartbeat_at,
-                alive: !r.fenced && r.heartbeat_at >= alive_after,
-                fenced: r.fenced,
-                left: r.left,
-                modules: r.modules.clone(),
-                address: r.address.clone(),
-            })
-            .collect())
     }
 }

@@ -46,8 +46,8 @@ const SHARDS: usize = 16;
 pub struct MemoryStore {
     inner: Arc<Inner>,
     /// The members of the cluster this store is shared by ([`MemoryStore::cluster`]).
-    cluster: Option<Arc<members::Members>>,
-    /// The member this handle writes as (`Membership::write_as`); clones share it,
+    cluster: Option<Arc<members::SharedCluster>>,
+    /// The member this handle writes as (`Members::write_as`); clones share it,
     /// [`MemoryStore::handle`] makes a new one.
     writer: Arc<Mutex<Option<crate::Member>>>,
 }
@@ -271,13 +271,13 @@ impl MemoryStore {
     /// hub its own [`handle`](Self::handle): a handle writes as the member it joined as.
     pub fn cluster(now: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
         Self {
-            cluster: Some(Arc::new(members::Members::new(Box::new(now)))),
+            cluster: Some(Arc::new(members::SharedCluster::new(Box::new(now)))),
             ..Self::default()
         }
     }
 
     /// Another handle on the same data (and cluster), writing as no member until told
-    /// (`Membership::write_as`): what a second hub of a [`cluster`](Self::cluster) opens.
+    /// (`Members::write_as`): what a second hub of a [`cluster`](Self::cluster) opens.
     pub fn handle(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),

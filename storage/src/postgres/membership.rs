@@ -7,7 +7,7 @@ use colloquy_core::{ConversationId, ModuleInfo, Timestamp};
 use serde_json::Value;
 
 use super::PostgresStore;
-use crate::{Delivery, Member, MemberRecord, Membership, Signal, StoreError};
+use crate::{Claims, Member, MemberRecord, Members, QueuedTurn, Signal, StoreError, TurnQueue};
 
 /// Fenced rows older than this are deleted (the table keeps recent history only).
 const FORGET_AFTER_SECS: f64 = 86_400.0;
@@ -24,7 +24,7 @@ fn millis(row: &tokio_postgres::Row, idx: usize) -> Result<Timestamp, tokio_post
 }
 
 #[async_trait]
-impl Membership for PostgresStore {
+impl Members for PostgresStore {
     async fn join(
         &self,
         name: &str,
@@ -72,15 +72,6 @@ impl Membership for PostgresStore {
         Ok(updated == 1)
     }
 
-    fn signal(
-        &self,
-        signal: Signal,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        // Subscribed now, before the caller checks the table: a notification that arrives
-        // in between is not missed.
-        self.listener.wait(signal)
-    }
-
     fn write_as(&self, member: Option<Member>) {
         *self
             .writer
@@ -97,6 +88,112 @@ impl Membership for PostgresStore {
         row.try_get(0).map_err(self.err())
     }
 
+    async fn leave(&self, member: Member) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &client
+                    .prepare_cached(
+                        // A member the others fenced already was lost, whatever it says later.
+                        "UPDATE hubs SET fenced = true, left_at = now() \
+                         WHERE id = $1 AND epoch = $2 AND NOT fenced",
+                    )
+                    .await
+                    .map_err(self.err())?,
+                &[&member.id, &member.epoch],
+            )
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError> {
+        let client = self.client().await?;
+        // One statement, one round trip per heartbeat: the fencing, and the housekeeping of
+        // long-fenced members and of answers nobody took (the sender died and no takeover
+        // asked again; kept for as long as a takeover may still ask). The three touch
+        // disjoint rows (the fenced rows deleted were fenced long before this statement).
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "WITH fenced AS (UPDATE hubs SET fenced = true \
+                 WHERE NOT fenced AND heartbeat_at < now() - make_interval(secs => $1) \
+                 RETURNING id, epoch), \
+                 forgotten AS (DELETE FROM hubs \
+                 WHERE fenced AND heartbeat_at < now() - make_interval(secs => $2)), \
+                 expired AS (DELETE FROM deliveries \
+                 WHERE deadline_ms < (extract(epoch FROM now()) * 1000)::bigint - ($2 * 1000)::bigint) \
+                 SELECT id, epoch FROM fenced",
+                    )
+                    .await
+                    .map_err(self.err())?,
+                &[&timeout.as_secs_f64(), &FORGET_AFTER_SECS],
+            )
+            .await
+            .map_err(self.err())?;
+        rows.iter()
+            .map(|row| {
+                Ok(Member {
+                    id: row.try_get(0)?,
+                    epoch: row.try_get(1)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(self.err())
+    }
+
+    async fn members(
+        &self,
+        timeout: Duration,
+        recent: Duration,
+    ) -> Result<Vec<MemberRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached(
+                        "SELECT id, epoch, name, \
+                   (extract(epoch FROM joined_at) * 1000)::bigint, \
+                   (extract(epoch FROM heartbeat_at) * 1000)::bigint, \
+                   NOT fenced AND heartbeat_at >= now() - make_interval(secs => $1), \
+                   fenced, modules, left_at IS NOT NULL, address \
+                 FROM hubs WHERE NOT fenced OR heartbeat_at >= now() - make_interval(secs => $2) \
+                 ORDER BY joined_at, id",
+                    )
+                    .await
+                    .map_err(self.err())?,
+                &[&timeout.as_secs_f64(), &recent.as_secs_f64()],
+            )
+            .await
+            .map_err(self.err())?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let modules: Value = row.try_get(7).map_err(self.err())?;
+            out.push(MemberRecord {
+                member: Member {
+                    id: row.try_get(0).map_err(self.err())?,
+                    epoch: row.try_get(1).map_err(self.err())?,
+                },
+                name: row.try_get(2).map_err(self.err())?,
+                joined_at: millis(row, 3).map_err(self.err())?,
+                heartbeat_at: millis(row, 4).map_err(self.err())?,
+                alive: row.try_get(5).map_err(self.err())?,
+                fenced: row.try_get(6).map_err(self.err())?,
+                left: row.try_get(8).map_err(self.err())?,
+                address: row.try_get(9).map_err(self.err())?,
+                modules: serde_json::from_value(modules).map_err(|e| StoreError::Corrupt {
+                    location: "a hub's modules".into(),
+                    detail: e.to_string(),
+                })?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Claims for PostgresStore {
     async fn held_by_other(&self, conversation: ConversationId) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let row = client
@@ -168,63 +265,20 @@ impl Membership for PostgresStore {
         }
         Ok(claimed)
     }
+}
 
-    async fn leave(&self, member: Member) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        // A member the others fenced already was lost, whatever it says later.
-                        "UPDATE hubs SET fenced = true, left_at = now() \
-                         WHERE id = $1 AND epoch = $2 AND NOT fenced",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&member.id, &member.epoch],
-            )
-            .await
-            .map_err(self.err())?;
-        Ok(())
+#[async_trait]
+impl TurnQueue for PostgresStore {
+    fn signal(
+        &self,
+        signal: Signal,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        // Subscribed now, before the caller checks the table: a notification that arrives
+        // in between is not missed.
+        self.listener.wait(signal)
     }
 
-    async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError> {
-        let client = self.client().await?;
-        // One statement, one round trip per heartbeat: the fencing, and the housekeeping of
-        // long-fenced members and of answers nobody took (the sender died and no takeover
-        // asked again; kept for as long as a takeover may still ask). The three touch
-        // disjoint rows (the fenced rows deleted were fenced long before this statement).
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "WITH fenced AS (UPDATE hubs SET fenced = true \
-                 WHERE NOT fenced AND heartbeat_at < now() - make_interval(secs => $1) \
-                 RETURNING id, epoch), \
-                 forgotten AS (DELETE FROM hubs \
-                 WHERE fenced AND heartbeat_at < now() - make_interval(secs => $2)), \
-                 expired AS (DELETE FROM deliveries \
-                 WHERE deadline_ms < (extract(epoch FROM now()) * 1000)::bigint - ($2 * 1000)::bigint) \
-                 SELECT id, epoch FROM fenced",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&timeout.as_secs_f64(), &FORGET_AFTER_SECS],
-            )
-            .await
-            .map_err(self.err())?;
-        rows.iter()
-            .map(|row| {
-                Ok(Member {
-                    id: row.try_get(0)?,
-                    epoch: row.try_get(1)?,
-                })
-            })
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(self.err())
-    }
-
-    async fn send_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+    async fn send_delivery(&self, delivery: &QueuedTurn) -> Result<bool, StoreError> {
         self.refuse_if_closed()?;
         let deadline = i64::try_from(delivery.deadline_ms).unwrap_or(i64::MAX);
         let client = self.relaxed_client().await?;
@@ -260,7 +314,7 @@ impl Membership for PostgresStore {
         member: Member,
         modules: &[String],
         limit: usize,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    ) -> Result<Vec<QueuedTurn>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.relaxed_client().await?;
         let rows = client
@@ -281,7 +335,7 @@ impl Membership for PostgresStore {
         rows.iter()
             .map(|row| {
                 let deadline: i64 = row.try_get(3)?;
-                Ok(Delivery {
+                Ok(QueuedTurn {
                     message_id: row.try_get(0)?,
                     module: row.try_get(1)?,
                     turn: row.try_get(2)?,
@@ -327,53 +381,5 @@ impl Membership for PostgresStore {
         row.map(|row| row.try_get(0))
             .transpose()
             .map_err(self.err())
-    }
-
-    async fn members(
-        &self,
-        timeout: Duration,
-        recent: Duration,
-    ) -> Result<Vec<MemberRecord>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT id, epoch, name, \
-                   (extract(epoch FROM joined_at) * 1000)::bigint, \
-                   (extract(epoch FROM heartbeat_at) * 1000)::bigint, \
-                   NOT fenced AND heartbeat_at >= now() - make_interval(secs => $1), \
-                   fenced, modules, left_at IS NOT NULL, address \
-                 FROM hubs WHERE NOT fenced OR heartbeat_at >= now() - make_interval(secs => $2) \
-                 ORDER BY joined_at, id",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&timeout.as_secs_f64(), &recent.as_secs_f64()],
-            )
-            .await
-            .map_err(self.err())?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let modules: Value = row.try_get(7).map_err(self.err())?;
-            out.push(MemberRecord {
-                member: Member {
-                    id: row.try_get(0).map_err(self.err())?,
-                    epoch: row.try_get(1).map_err(self.err())?,
-                },
-                name: row.try_get(2).map_err(self.err())?,
-                joined_at: millis(row, 3).map_err(self.err())?,
-                heartbeat_at: millis(row, 4).map_err(self.err())?,
-                alive: row.try_get(5).map_err(self.err())?,
-                fenced: row.try_get(6).map_err(self.err())?,
-                left: row.try_get(8).map_err(self.err())?,
-                address: row.try_get(9).map_err(self.err())?,
-                modules: serde_json::from_value(modules).map_err(|e| StoreError::Corrupt {
-                    location: "a hub's modules".into(),
-                    detail: e.to_string(),
-                })?,
-            });
-        }
-        Ok(out)
     }
 }

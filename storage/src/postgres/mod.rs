@@ -236,7 +236,7 @@ pub struct PostgresStore {
     relaxed: Pool,
     site: Arc<Site>,
     closed: Arc<AtomicBool>,
-    /// The cluster member this handle writes as (see `Membership::write_as`).
+    /// The cluster member this handle writes as (see `Members::write_as`).
     pub(crate) writer: Arc<std::sync::Mutex<Option<crate::Member>>>,
     /// The cluster's wake-ups (`LISTEN`), started on first use.
     pub(crate) listener: Arc<listen::Listener>,
