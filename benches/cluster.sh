@@ -10,7 +10,9 @@
 #    flight (100 x 100), and 1, 2, 3 hubs with 64 in flight (1,000 x 20), each with the
 #    database's transactions per round trip (pg_stat_database.xact_commit before and after;
 #    heartbeats and setup included);
-# then prints each figure and its ratio to the peer. The schema is dropped.
+# 3. the limit: raw single-row commits at one client (pgbench, prepared), of which a durable
+#    round trip needs two;
+# then prints each figure and its ratio to the peer and to the limit. The schema is dropped.
 set -euo pipefail
 url="${1:?usage: benches/cluster.sh postgres://user@host:port/database}"
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -53,6 +55,13 @@ load() { # a fresh schema for each run; prints the report with "commits" added
   after=$(commits)
   python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r["commits"] = int(sys.argv[2]); print(json.dumps(r))' "$report" "$((after - before))"
 }
+raw_commit() { # single-row insert transactions per second at one client
+  psql "$url" -qAt -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS $schema CASCADE" \
+    -c "CREATE SCHEMA $schema" -c "CREATE TABLE $schema.raw (id bigserial PRIMARY KEY, v jsonb)" >/dev/null
+  echo "INSERT INTO $schema.raw (v) VALUES ('{\"text\": \"a turn\"}');" > "$logs/raw.sql"
+  pgbench -n -M prepared -c 1 -T 5 -f "$logs/raw.sql" "$url" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+raw=$(raw_commit)
 same_seq=$(load --hubs 1 --conversations 1 --turns 2000 --parallel 1)
 cross_seq=$(load --hubs 2 --cross-hub --conversations 1 --turns 2000 --parallel 1)
 same_100=$(load --hubs 1 --conversations 100 --turns 100 --parallel 100)
@@ -60,9 +69,10 @@ cross_100=$(load --hubs 2 --cross-hub --conversations 100 --turns 100 --parallel
 hubs_1=$(load --hubs 1 --conversations 1000 --turns 20 --parallel 64)
 hubs_2=$(load --hubs 2 --conversations 1000 --turns 20 --parallel 64)
 hubs_3=$(load --hubs 3 --conversations 1000 --turns 20 --parallel 64)
-python3 - "$peer_seq" "$peer_100" "$same_seq" "$cross_seq" "$same_100" "$cross_100" "$hubs_1" "$hubs_2" "$hubs_3" <<'PY'
+python3 - "$raw" "$peer_seq" "$peer_100" "$same_seq" "$cross_seq" "$same_100" "$cross_100" "$hubs_1" "$hubs_2" "$hubs_3" <<'PY'
 import json, sys
-peer_seq, peer_100, same_seq, cross_seq, same_100, cross_100, h1, h2, h3 = map(json.loads, sys.argv[1:])
+raw = float(sys.argv[1])
+peer_seq, peer_100, same_seq, cross_seq, same_100, cross_100, h1, h2, h3 = map(json.loads, sys.argv[2:])
 def line(label, run, peer=None):
     ratio = f" = {run['round_trips_per_sec'] / peer['round_trips_per_sec']:.2f}x the peer" if peer else ""
     per = f"  {run['commits'] / run['round_trips']:.2f} commits/rt" if "commits" in run else ""
@@ -78,4 +88,7 @@ line("colloquy 2 hubs, 64 in flight", h2)
 line("colloquy 3 hubs, 64 in flight", h3)
 print(f"across hubs / same hub, sequential: throughput {cross_seq['round_trips_per_sec'] / same_seq['round_trips_per_sec']:.2f}x, latency p50 +{(cross_seq['p50_us'] - same_seq['p50_us']) / 1e3:.2f} ms, p99 x{cross_seq['p99_us'] / same_seq['p99_us']:.1f}")
 print(f"across hubs / same hub, 100 in flight: throughput {cross_100['round_trips_per_sec'] / same_100['round_trips_per_sec']:.2f}x")
+print(f"limit: {raw:.0f} raw single-row commits/s at one client = {raw / 2:.0f} durable round trips/s (two commits each); "
+      f"same hub sequential {same_seq['round_trips_per_sec'] / (raw / 2):.2f}x of it, across hubs {cross_seq['round_trips_per_sec'] / (raw / 2):.2f}x; "
+      f"the peer sequential is {peer_seq['round_trips_per_sec'] / (raw / 2):.2f}x of it")
 PY

@@ -197,6 +197,7 @@ impl Cluster {
             Arc::clone(&store),
             clock,
             secret.clone(),
+            config.name.clone(),
         ));
         Ok(Some(Arc::new(Self {
             store,

@@ -27,6 +27,8 @@ pub(crate) struct ClusterDirectory {
     store: Arc<dyn ConversationStore>,
     clock: Clock,
     secret: Option<Arc<str>>,
+    /// This hub's name, sent with each turn over a link.
+    name: String,
 }
 
 impl ClusterDirectory {
@@ -35,6 +37,7 @@ impl ClusterDirectory {
         store: Arc<dyn ConversationStore>,
         clock: Clock,
         secret: Option<Arc<str>>,
+        name: String,
     ) -> Self {
         Self {
             local,
@@ -43,6 +46,7 @@ impl ClusterDirectory {
             store,
             clock,
             secret,
+            name,
         }
     }
 
@@ -65,12 +69,11 @@ impl ClusterDirectory {
         });
         let mut remote = HashMap::new();
         for record in alive {
-            let peer =
-                record.address.as_ref().map(|address| {
-                    Arc::clone(peers.entry(record.member).or_insert_with(|| {
-                        Arc::new(Peer::new(address.clone(), self.secret.clone()))
-                    }))
-                });
+            let peer = record.address.as_ref().map(|address| {
+                Arc::clone(peers.entry(record.member).or_insert_with(|| {
+                    Arc::new(Peer::new(address.clone(), &self.name, self.secret.clone()))
+                }))
+            });
             for info in &record.modules {
                 remote
                     .entry(info.name.clone())

@@ -39,6 +39,9 @@ const TURN_PATH: &str = "/colloquy/cluster/v1/turn";
 const MODULE_HEADER: &str = "x-colloquy-module";
 /// What is left of the turn's deadline, in milliseconds.
 const DEADLINE_HEADER: &str = "x-colloquy-deadline-ms";
+/// The sending hub's name, for the host's tracing span (with the turn's conversation and
+/// number, it ties the host's events to the sender's).
+const FROM_HEADER: &str = "x-colloquy-from";
 /// The largest turn body read (a turn carries its history window: 20 messages of up to
 /// 1 MiB each by default).
 const MAX_TURN_BYTES: usize = 64 << 20;
@@ -180,6 +183,12 @@ async fn answer(cluster: &Weak<Cluster>, request: Request<Incoming>) -> Response
             "a turn needs its module and deadline headers",
         );
     };
+    let from = request
+        .headers()
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unnamed")
+        .to_owned();
     // Taken before the body is read: the deadline runs from the moment the turn arrived.
     let deadline = Duration::from_millis(left);
     let body = match Limited::new(request.into_body(), MAX_TURN_BYTES)
@@ -215,7 +224,17 @@ async fn answer(cluster: &Weak<Cluster>, request: Request<Incoming>) -> Response
                 .into(),
         ));
     }
-    let answer = Answer::hosted(router.host(&registered, incoming.into_turn(deadline)).await);
+    let turn = incoming.into_turn(deadline);
+    // The sender's exchange, seen from here: its hub, conversation, turn and message id (the
+    // router's `hosted_turn` span inside adds source and target).
+    let span = tracing::debug_span!(
+        "link_turn",
+        from_hub = %from,
+        conversation_id = %turn.conversation.id,
+        turn = turn.message.turn,
+        message_id = %turn.message.id,
+    );
+    let answer = Answer::hosted(router.host(&registered, turn).instrument(span).await);
     // A hub paused while the module ran (past the member timeout) may have been fenced and
     // its turns handed to another: its answer is withheld, and the sender tries again.
     if !cluster.surely_unfenced() {
@@ -230,6 +249,8 @@ async fn answer(cluster: &Weak<Cluster>, request: Request<Incoming>) -> Response
 /// after it broke, closed when the other hub is no longer alive.
 pub(crate) struct Peer {
     address: String,
+    /// This hub's name, sent with each turn.
+    from: HeaderValue,
     authorization: Option<HeaderValue>,
     connection: tokio::sync::Mutex<Option<Connection>>,
     /// Cancelled when the other hub is no longer alive: calls in flight to it give up.
@@ -248,9 +269,11 @@ impl Drop for Connection {
 }
 
 impl Peer {
-    pub(crate) fn new(address: String, secret: Option<Arc<str>>) -> Self {
+    pub(crate) fn new(address: String, from: &str, secret: Option<Arc<str>>) -> Self {
         Self {
             address,
+            // A name that is not a valid header value is sent as a placeholder.
+            from: HeaderValue::try_from(from).unwrap_or(HeaderValue::from_static("unnamed")),
             // A secret was checked to be printable ASCII, so it is a valid header value.
             authorization: secret
                 .and_then(|secret| HeaderValue::try_from(format!("Bearer {secret}")).ok())
@@ -296,6 +319,7 @@ impl Peer {
                 DEADLINE_HEADER,
                 colloquy_core::duration_millis(turn.deadline),
             )
+            .header(FROM_HEADER, self.from.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("the request cannot be built: {e}"))?;
