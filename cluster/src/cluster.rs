@@ -137,6 +137,8 @@ pub struct Cluster {
     pub(crate) secret: Option<Arc<str>>,
     router: OnceLock<Weak<Router>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The window and request of the last turn run here for another hub, per conversation.
+    pub(crate) hosted_histories: crate::history::Hosted,
     /// The link's server, closed gracefully at stop.
     link_server: Mutex<Option<JoinHandle<()>>>,
     closing: tokio_util::sync::CancellationToken,
@@ -213,6 +215,7 @@ impl Cluster {
             secret,
             router: OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
+            hosted_histories: crate::history::Hosted::default(),
             link_server: Mutex::new(None),
             closing: tokio_util::sync::CancellationToken::new(),
         })))

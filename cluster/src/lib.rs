@@ -51,6 +51,7 @@
 mod cluster;
 mod directory;
 mod error;
+mod history;
 mod link;
 mod member;
 mod queue;

@@ -45,6 +45,9 @@ const FROM_HEADER: &str = "x-colloquy-from";
 /// The largest turn body read (a turn carries its history window: 20 messages of up to
 /// 1 MiB each by default).
 const MAX_TURN_BYTES: usize = 64 << 20;
+/// The body of a 409 answer: the turn's history builds on a request this hub does not
+/// remember; the sender sends the whole window.
+const RESEND: &str = "the history window this turn builds on is not remembered here; send it whole";
 /// How long a connection to a hub may take before the turn goes through the database.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -224,7 +227,16 @@ async fn answer(cluster: &Weak<Cluster>, request: Request<Incoming>) -> Response
                 .into(),
         ));
     }
-    let turn = incoming.into_turn(deadline);
+    let window = incoming.window();
+    let (by_reference, sent) = (incoming.by_reference(), incoming.sent());
+    let Some(turn) = incoming.into_turn(deadline, Some(&cluster.hosted_histories)) else {
+        debug!("a turn builds on a history window not remembered here; asking for it whole");
+        return reply(StatusCode::CONFLICT, RESEND);
+    };
+    if by_reference {
+        debug!(sent, window = turn.history.len(), "history window rebuilt from the one remembered");
+    }
+    let (history, request) = (turn.history.clone(), Arc::clone(&turn.message));
     // The sender's exchange, seen from here: its hub, conversation, turn and message id (the
     // router's `hosted_turn` span inside adds source and target).
     let span = tracing::debug_span!(
@@ -235,6 +247,9 @@ async fn answer(cluster: &Weak<Cluster>, request: Request<Incoming>) -> Response
         message_id = %turn.message.id,
     );
     let answer = Answer::hosted(router.host(&registered, turn).instrument(span).await);
+    cluster
+        .hosted_histories
+        .remember(&history, &request, window);
     // A hub paused while the module ran (past the member timeout) may have been fenced and
     // its turns handed to another: its answer is withheld, and the sender tries again.
     if !cluster.surely_unfenced() {
@@ -255,6 +270,31 @@ pub(crate) struct Peer {
     connection: tokio::sync::Mutex<Option<Connection>>,
     /// Cancelled when the other hub is no longer alive: calls in flight to it give up.
     gone: CancellationToken,
+    /// The last request sent there, per conversation (its history goes by reference).
+    sent: crate::history::Sent,
+}
+
+/// Why a sent turn has no answer.
+enum Sent {
+    /// The host does not remember the history the turn builds on.
+    Resend,
+    /// Anything else: the turn may go another way.
+    Failed(String),
+}
+
+impl From<String> for Sent {
+    fn from(reason: String) -> Self {
+        Self::Failed(reason)
+    }
+}
+
+impl std::fmt::Display for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Resend => f.write_str(RESEND),
+            Self::Failed(reason) => f.write_str(reason),
+        }
+    }
 }
 
 struct Connection {
@@ -283,6 +323,7 @@ impl Peer {
                 }),
             connection: tokio::sync::Mutex::new(None),
             gone: CancellationToken::new(),
+            sent: crate::history::Sent::default(),
         }
     }
 
@@ -304,14 +345,38 @@ impl Peer {
         if self.gone.is_cancelled() {
             return Err("the hub is no longer alive".into());
         }
-        tokio::select! {
-            answer = self.send(module, turn) => answer,
+        let conversation = turn.conversation.id;
+        let answered = tokio::select! {
+            answer = self.send_turn(module, turn) => answer,
             () = self.gone.cancelled() => Err("the hub stopped heartbeating while it ran the turn".into()),
+        };
+        match &answered {
+            Ok(_) => self.sent.remember(conversation, turn.message.id),
+            Err(_) => self.sent.forget(conversation),
+        }
+        answered
+    }
+
+    /// Sends the turn with the newer part of its window; again with the whole window if the
+    /// host does not remember the part it builds on.
+    async fn send_turn(&self, module: &ModuleName, turn: &Turn) -> Result<Answer, String> {
+        let since = self.sent.last(turn.conversation.id);
+        match self.send(module, turn, since).await {
+            Err(Sent::Resend) if since.is_some() => self
+                .send(module, turn, None)
+                .await
+                .map_err(|e| e.to_string()),
+            answered => answered.map_err(|e| e.to_string()),
         }
     }
 
-    async fn send(&self, module: &ModuleName, turn: &Turn) -> Result<Answer, String> {
-        let body = serde_json::to_vec(&OutgoingTurn::new(turn))
+    async fn send(
+        &self,
+        module: &ModuleName,
+        turn: &Turn,
+        since: Option<colloquy_core::MessageId>,
+    ) -> Result<Answer, Sent> {
+        let body = serde_json::to_vec(&OutgoingTurn::after(turn, since))
             .map_err(|e| format!("the turn cannot be encoded: {e}"))?;
         let mut request = Request::post(format!("http://{}{TURN_PATH}", self.address))
             .header(MODULE_HEADER, module.as_str())
@@ -340,16 +405,19 @@ impl Peer {
             .await
             .map_err(|e| format!("the answer was cut off: {e}"))?
             .to_bytes();
+        if status == StatusCode::CONFLICT {
+            return Err(Sent::Resend);
+        }
         if status != StatusCode::OK {
-            return Err(format!(
+            return Err(Sent::Failed(format!(
                 "the hub refused the turn ({status}): {}",
                 String::from_utf8_lossy(&body)
-            ));
+            )));
         }
         match serde_json::from_slice(&body) {
-            Ok(Answer::Unavailable(reason)) => Err(reason),
+            Ok(Answer::Unavailable(reason)) => Err(Sent::Failed(reason)),
             Ok(answer) => Ok(answer),
-            Err(e) => Err(format!("the answer cannot be read: {e}")),
+            Err(e) => Err(Sent::Failed(format!("the answer cannot be read: {e}"))),
         }
     }
 

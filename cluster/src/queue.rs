@@ -183,7 +183,12 @@ async fn run(cluster: &Cluster, delivery: &QueuedTurn) -> Answer {
     let left = delivery
         .deadline_ms
         .saturating_sub(cluster.clock.now().as_millis());
-    let turn = incoming.into_turn(Duration::from_millis(left));
+    // A queued turn carries its whole window.
+    let Some(turn) = incoming.into_turn(Duration::from_millis(left), None) else {
+        return Answer::Error(
+            "the delivered turn builds on a history this hub does not hold".into(),
+        );
+    };
     match Answer::hosted(router.host(&registered, turn).await) {
         // In the database, an answer is final: the queue has no "try another way".
         Answer::Unavailable(reason) => Answer::Error(reason),

@@ -7,25 +7,41 @@
 
 use std::{sync::Arc, time::Duration};
 
-use colloquy_core::Message;
+use colloquy_core::{Message, MessageId};
 use colloquy_registry::{ConversationView, History, ModuleError, Response, Turn};
 use colloquy_router::RouteError;
 use serde::{Deserialize, Serialize};
 
-/// A turn as it is sent: serialized from borrowed parts, nothing copied.
+/// A turn as it is sent: serialized from borrowed parts, nothing copied. Its history is the
+/// whole window, or (over the link) only the messages after `since`, a request the host
+/// ran before and remembers with its window (see `history.rs`); `window` is the whole
+/// window's length.
 #[derive(Serialize)]
 pub(crate) struct OutgoingTurn<'a> {
     message: &'a Message,
     conversation: &'a ConversationView,
     history: Vec<&'a Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<MessageId>,
+    window: usize,
 }
 
 impl<'a> OutgoingTurn<'a> {
+    /// The turn with its whole window.
     pub(crate) fn new(turn: &'a Turn) -> Self {
+        Self::after(turn, None)
+    }
+
+    /// The turn with the messages of its window after `since` (the whole window when
+    /// `since` is `None` or no longer in it).
+    pub(crate) fn after(turn: &'a Turn, since: Option<MessageId>) -> Self {
+        let (since, history) = crate::history::after(&turn.history, since);
         Self {
             message: &turn.message,
             conversation: &turn.conversation,
-            history: turn.history.iter().map(|m| &**m).collect(),
+            history,
+            since,
+            window: turn.history.len(),
         }
     }
 }
@@ -36,17 +52,52 @@ pub(crate) struct IncomingTurn {
     message: Message,
     conversation: ConversationView,
     history: Vec<Message>,
+    #[serde(default)]
+    since: Option<MessageId>,
+    /// Absent from hubs that always send the whole window.
+    #[serde(default)]
+    window: Option<usize>,
 }
 
 impl IncomingTurn {
-    /// The turn, handed to the module with `deadline` (what is left of the sender's).
-    pub(crate) fn into_turn(self, deadline: Duration) -> Turn {
-        Turn {
+    /// The turn, handed to the module with `deadline` (what is left of the sender's), its
+    /// window rebuilt from `hosted` when only its newer part came. `None`: the part it
+    /// builds on is not remembered here (the sender sends the whole window again).
+    pub(crate) fn into_turn(
+        self,
+        deadline: Duration,
+        hosted: Option<&crate::history::Hosted>,
+    ) -> Option<Turn> {
+        let newer: Vec<Arc<Message>> = self.history.into_iter().map(Arc::new).collect();
+        let history = match self.since {
+            None => newer,
+            Some(since) => {
+                let remembered = hosted?.get(self.conversation.id)?;
+                let window = self.window.unwrap_or(usize::MAX);
+                crate::history::rebuild(&remembered, since, newer, window)?
+            }
+        };
+        Some(Turn {
             message: Arc::new(self.message),
             conversation: self.conversation,
-            history: History::from(self.history.into_iter().map(Arc::new).collect::<Vec<_>>()),
+            history: History::from(history),
             deadline,
-        }
+        })
+    }
+
+    /// True when only the newer part of the window came (the rest is remembered here).
+    pub(crate) fn by_reference(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// How many messages of the window came.
+    pub(crate) fn sent(&self) -> usize {
+        self.history.len()
+    }
+
+    /// The length of the sender's window.
+    pub(crate) fn window(&self) -> usize {
+        self.window.unwrap_or(self.history.len())
     }
 }
 

@@ -134,3 +134,103 @@ async fn a_fenced_hub_writes_nothing_until_it_rejoins() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Replies with the turns of the history window it was handed.
+struct Historian;
+
+#[colloquy_runtime::async_trait]
+impl colloquy_runtime::Module for Historian {
+    fn info(&self) -> colloquy_runtime::ModuleInfo {
+        colloquy_runtime::ModuleInfo::new("historian".parse().unwrap())
+    }
+
+    async fn handle(
+        &self,
+        turn: colloquy_runtime::Turn,
+    ) -> Result<colloquy_runtime::Response, colloquy_runtime::ModuleError> {
+        let turns: Vec<u64> = turn.history.iter().map(|m| m.turn).collect();
+        let contents: Vec<serde_json::Value> =
+            turn.history.iter().map(|m| m.content.clone()).collect();
+        Ok(colloquy_runtime::Response::reply(
+            serde_json::json!({ "turns": turns, "contents": contents }),
+        ))
+    }
+}
+
+/// Over the link the history window goes by reference (only what the host has not seen),
+/// and the module on the other hub is handed exactly the window a local module would be:
+/// the last three messages before each request, contents included, also when another
+/// participant's turns come in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_on_another_hub_gets_the_same_history_window_over_the_link() {
+    let clock = Clock::system();
+    let store = MemoryStore::cluster(move || clock.now());
+    let host = Hub::builder()
+        .store(Arc::new(store.handle()))
+        .member_name("host")
+        .build()
+        .await
+        .unwrap();
+    host.register(Historian).await.unwrap();
+    let sender = Hub::builder()
+        .store(Arc::new(store.handle()))
+        .member_name("sender")
+        .history_window(3)
+        .build()
+        .await
+        .unwrap();
+    assert!(sender.cluster_address().is_some(), "the hubs are linked");
+    sender
+        .register(Echo::new("client".parse().unwrap()))
+        .await
+        .unwrap();
+    sender
+        .register(Echo::new("local".parse().unwrap()))
+        .await
+        .unwrap();
+    let conversation = sender
+        .start_conversation(ConversationSpec::new(
+            "client".parse().unwrap(),
+            ["historian".parse().unwrap(), "local".parse().unwrap()],
+        ))
+        .await
+        .unwrap();
+    let mut stored = 0u64;
+    for n in 1..=6u64 {
+        // Every third exchange goes to the local module: turns the host never saw.
+        let target = if n % 3 == 0 { "local" } else { "historian" };
+        let exchange = conversation
+            .send_to(target.parse().unwrap(), format!("message {n}"))
+            .await
+            .unwrap();
+        let request = exchange.request.turn;
+        assert_eq!(request, stored + 1);
+        stored = request + 1;
+        if target == "historian" {
+            let reply = exchange.reply.unwrap();
+            let expected: Vec<u64> = (request.saturating_sub(3).max(1)..request).collect();
+            assert_eq!(
+                reply.content["turns"],
+                serde_json::json!(expected),
+                "exchange {n}"
+            );
+            let transcript = sender
+                .reader()
+                .messages(conversation.id(), MessageRange::All)
+                .await
+                .unwrap();
+            let contents: Vec<serde_json::Value> = transcript
+                .iter()
+                .filter(|m| expected.contains(&m.turn))
+                .map(|m| m.content.clone())
+                .collect();
+            assert_eq!(
+                reply.content["contents"],
+                serde_json::json!(contents),
+                "exchange {n}"
+            );
+        }
+    }
+    sender.shutdown().await;
+    host.shutdown().await;
+}

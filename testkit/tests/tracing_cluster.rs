@@ -121,6 +121,18 @@ async fn the_host_traces_a_linked_turn_under_the_senders_hub_conversation_and_tu
         line.contains("hosted_turn{") && line.contains("source=client target=worker"),
         "{line}"
     );
+    assert!(
+        !log.contains("history window rebuilt"),
+        "the first turn carries its window whole:\n{log}"
+    );
+    // The next turn sends only what the host has not seen: the reply to turn 1.
+    conversation.send("next job").await.unwrap();
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let rebuilt = log
+        .lines()
+        .find(|l| l.contains("history window rebuilt"))
+        .unwrap_or_else(|| panic!("the second turn's window goes by reference:\n{log}"));
+    assert!(rebuilt.contains("sent=1 window=2"), "{rebuilt}");
     sender.shutdown().await;
     host.shutdown().await;
 }
