@@ -234,7 +234,11 @@ async fn answer(cluster: &Weak<Cluster>, request: Request<Incoming>) -> Response
         return reply(StatusCode::CONFLICT, RESEND);
     };
     if by_reference {
-        debug!(sent, window = turn.history.len(), "history window rebuilt from the one remembered");
+        debug!(
+            sent,
+            window = turn.history.len(),
+            "history window rebuilt from the one remembered"
+        );
     }
     let (history, request) = (turn.history.clone(), Arc::clone(&turn.message));
     // The sender's exchange, seen from here: its hub, conversation, turn and message id (the
