@@ -195,9 +195,11 @@ pub(crate) enum Command {
         /// handlers that never block) instead of running each as its own task.
         #[arg(long)]
         inline: bool,
-        /// How the load reaches the hub: `direct` (conversation handles, in process) or
+        /// How the load reaches the hub: `direct` (conversation handles, in process),
         /// `a2a` (A2A SendMessage over loopback HTTP, measured in the same run against a
-        /// bare axum JSON echo, and against `--peer`).
+        /// bare axum JSON echo, and against `--peer`), or `tokio` (no hub at all: the same
+        /// round trips between two tokio tasks, the limit `direct` on memory is measured
+        /// against).
         #[arg(long, value_enum, default_value_t = Via::Direct)]
         via: Via,
         /// Hubs on the one PostgreSQL database, in this process, each with its own
@@ -239,6 +241,9 @@ pub(crate) enum Via {
     Direct,
     /// A2A JSON-RPC over loopback HTTP.
     A2a,
+    /// No hub: the limit an in-process hub is measured against (an echo task per
+    /// conversation, reached through a tokio mpsc, replying on a oneshot).
+    Tokio,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -12,6 +12,7 @@ mod health;
 mod inspect;
 mod load;
 mod load_a2a;
+mod load_limit;
 mod output;
 mod serve;
 
@@ -211,6 +212,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
                 args::Via::A2a => load_a2a::run(&mut out, plan, peer).await?,
+                args::Via::Tokio if peer.is_some() || plan.store != args::StoreKind::Memory => {
+                    anyhow::bail!(
+                        "--via tokio measures round trips between tasks, with no store and no peer"
+                    )
+                }
+                args::Via::Tokio => load_limit::run(&mut out, plan).await?,
             }
         }
         Command::Export { id, format, audit } => {

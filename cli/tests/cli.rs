@@ -401,3 +401,29 @@ fn load_via_a2a_measures_the_bare_echo_and_the_front_and_stores_every_exchange()
         assert_eq!(c["turn_count"], 6, "{c}");
     }
 }
+
+#[test]
+fn load_via_tokio_measures_the_limit_without_a_hub() {
+    let report: Value = serde_json::from_str(
+        &colloquy(&[
+            "load",
+            "--via",
+            "tokio",
+            "--conversations",
+            "5",
+            "--turns",
+            "4",
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(report["via"], "tokio");
+    assert_eq!(report["store"], "none");
+    assert_eq!(report["round_trips"], 20);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("never.db");
+    let refused = colloquy(&["load", "--via", "tokio", "--db", db.to_str().unwrap()]);
+    fails(&refused, "no store");
+    assert!(!db.exists(), "nothing is created");
+}
