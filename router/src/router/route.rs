@@ -1,0 +1,220 @@
+//! Accepting a request as the next turn: the turn lock, the decision, the request's durable
+//! write, deciding again on a conflict.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use colloquy_core::{ConversationId, CoreError, Draft, Message, MessageId};
+use colloquy_storage::StoreError;
+use tracing::{debug, field, Instrument};
+
+use crate::{Exchange, RouteError, RouteOptions};
+
+use super::{lifecycle::Lifecycle, Router};
+
+/// How many times a request refused as a conflict (another writer, such as another hub on
+/// the same database, wrote first) is decided again on the reloaded truth. Nothing was
+/// delivered yet, so deciding again is safe; the bound keeps a conversation that changes
+/// faster than it can be read from looping forever.
+pub(super) const CONFLICT_RETRIES: u32 = 64;
+
+/// A pause of up to `attempt` milliseconds (at most 20), varying with `seed`: enough to
+/// break the symmetry between writers that race for the same turn. The seed is the random
+/// part of the refused request's id (UUID v7), so no clock is read here (only `clock.rs`
+/// reads one).
+pub(super) fn jitter(attempt: u32, seed: MessageId) -> Duration {
+    let random = u64::from_le_bytes(
+        seed.as_uuid().as_bytes()[8..16]
+            .try_into()
+            .unwrap_or([0; 8]),
+    );
+    let ceiling = u64::from(attempt.clamp(1, 20)) * 1_000;
+    Duration::from_micros(random % ceiling)
+}
+
+/// The draft a refused request was accepted from, to decide it again after a reload.
+pub(super) fn redraft(message: Arc<Message>) -> Draft {
+    let message = Arc::try_unwrap(message).unwrap_or_else(|shared| (*shared).clone());
+    Draft {
+        source: message.source,
+        target: message.target,
+        kind: message.kind,
+        content: message.content,
+        in_reply_to: message.in_reply_to,
+    }
+}
+
+impl Router {
+    /// Routes one message: accept the turn -> persist -> deliver to the target's handler
+    /// within its deadline -> persist the reply (or end / transfer) -> return both.
+    ///
+    /// The request is acknowledged (stored) before delivery; handler failures, timeouts and
+    /// panics come back as typed errors and leave the conversation usable.
+    pub async fn route(
+        &self,
+        id: ConversationId,
+        draft: Draft,
+        options: RouteOptions,
+    ) -> Result<Exchange, RouteError> {
+        let _flight = self.enter()?;
+        // Measured only when someone listens.
+        let observed = self
+            .observers
+            .any()
+            .then(|| (draft.target.clone(), self.clock.instant()));
+        let span = tracing::debug_span!(
+            "route",
+            conversation_id = %id,
+            turn = field::Empty,
+            source = %draft.source,
+            target = %draft.target,
+        );
+        // Content too large or too deep is refused before anything happens.
+        let result =
+            match colloquy_core::check_content(&draft.content, Some(self.config.max_content_bytes))
+            {
+                Ok(()) => self.route_locked(id, draft, options).instrument(span).await,
+                Err(e) => Err(e.into()),
+            };
+        if let Some((module, started)) = observed {
+            let outcome = crate::ExchangeOutcome::of(&result);
+            let elapsed = started.elapsed();
+            self.observers
+                .each(|o| o.exchange(&module, outcome, elapsed));
+        }
+        result
+    }
+
+    pub(super) async fn route_locked(
+        &self,
+        id: ConversationId,
+        draft: Draft,
+        options: RouteOptions,
+    ) -> Result<Exchange, RouteError> {
+        let lease = self.cache.lease(id).await;
+        if Lifecycle::load(&self.lifecycle, Ordering::Acquire) == Lifecycle::Aborting {
+            return Err(RouteError::ShuttingDown);
+        }
+        let guard = self.lock_loaded(&lease, id).await?;
+        let mut guard = self.take_over(&lease, id, guard).await?;
+        let mut draft = draft;
+        let mut conflicts = 0;
+        // Accept the request and store it, conditional on the state it was accepted from.
+        // If another writer (another hub on the same database) changed the conversation
+        // meanwhile, the store refuses with a conflict: the truth is reloaded and the draft
+        // decided again (at most CONFLICT_RETRIES times), before anything was delivered.
+        let (message, target, deadline) = loop {
+            let Some(hot) = guard.as_mut() else {
+                return Err(RouteError::UnknownConversation { conversation: id });
+            };
+            let now = self.clock.now();
+            let target = self.registered(&draft.target);
+            let deadline = target
+                .as_ref()
+                .ok()
+                .and_then(|t| options.deadline.or(t.deadline))
+                .unwrap_or(self.config.handler_deadline);
+            let accepted = hot.conversation.begin_turn(
+                draft,
+                options.message_id.unwrap_or_else(|| self.ids.message(now)),
+                now,
+                now.saturating_add(deadline),
+            );
+            let message = match accepted {
+                Ok(message) => Arc::new(message),
+                Err(e) => {
+                    debug!(error = %e, "draft refused");
+                    if matches!(e, CoreError::Expired { .. }) {
+                        self.expire(&mut guard, now).await;
+                        drop(guard);
+                        self.cache.forget(id, lease);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let target = match target {
+                Ok(target) => target,
+                Err(e) => {
+                    // Accepted only in memory: undo by reloading the truth next time.
+                    *guard = None;
+                    return Err(e);
+                }
+            };
+            hot.conversation.bump_version();
+            tracing::Span::current().record("turn", message.turn);
+            match self
+                .append_durably(&hot.conversation, std::slice::from_ref(&message))
+                .await
+            {
+                Ok(()) => {
+                    lease.slot().stored_request(hot.conversation.version());
+                    break (message, target, deadline);
+                }
+                Err(StoreError::Conflict { .. }) if conflicts < CONFLICT_RETRIES => {
+                    // A caller's own id may conflict because that very request was stored
+                    // before: then it is answered as such, never stored again.
+                    if options.message_id.is_some() {
+                        match self.db().message(message.id).await {
+                            Ok(Some(stored)) => {
+                                *guard = None;
+                                return Err(RouteError::AlreadyStored {
+                                    conversation: stored.conversation_id,
+                                    message: stored.id,
+                                    turn: stored.turn,
+                                });
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                *guard = None;
+                                return Err(e.into());
+                            }
+                        }
+                    }
+                    debug!("request conflicts with the stored conversation, reloading");
+                    let refused = message.id;
+                    draft = redraft(message);
+                    *guard = None;
+                    let reloaded = match self.load(&mut guard, id).await {
+                        Ok(_) => {
+                            self.wait_for_other_exchange(lease.slot(), &mut guard, id)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match reloaded {
+                        // Another writer's exchange was waited for: it made progress, and
+                        // this is not a race lost; only races count against the bound.
+                        Ok(true) => {}
+                        Ok(false) => {
+                            conflicts += 1;
+                            // A race lost to another writer: step aside for a moment of
+                            // varying length, so that the same writer does not win every
+                            // time (writers that always lose would otherwise starve).
+                            tokio::time::sleep(jitter(conflicts, refused)).await;
+                        }
+                        Err(e) => {
+                            drop(guard);
+                            self.cache.forget_held(id, &lease);
+                            return Err(e);
+                        }
+                    }
+                    guard = self.take_over(&lease, id, guard).await?;
+                }
+                Err(e) => {
+                    debug!(error = %e, "request not stored");
+                    *guard = None;
+                    return Err(e.into());
+                }
+            }
+        };
+        let exchange = self
+            .deliver_stored(&lease, guard, message, &target, deadline, &options, false)
+            .await?;
+        if exchange.status.is_terminal() {
+            self.cache.forget(id, lease);
+        }
+        Ok(exchange)
+    }
+}
