@@ -34,6 +34,7 @@ mod batch;
 mod error;
 #[cfg(feature = "faults")]
 mod faults;
+mod forward;
 mod membership;
 mod memory;
 #[cfg(feature = "postgres")]
