@@ -162,11 +162,6 @@ impl Router {
         self.cache.evict_idle()
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn ConversationStore> {
-        &self.store
-    }
-
     /// The store as a trait object: calling through `Arc<dyn ..>` itself would go through
     /// the `Arc` forwarding impl and box every future twice.
     fn db(&self) -> &dyn ConversationStore {

@@ -249,6 +249,7 @@ impl HubBuilder {
             cluster.start(&router).await;
         }
         let inner = Arc::new(HubInner {
+            store,
             router,
             registry,
             reaper: Mutex::new(None),
@@ -268,6 +269,9 @@ impl HubBuilder {
 }
 
 pub(crate) struct HubInner {
+    /// The store, for what the hub itself reads and records (module registrations, health,
+    /// analytics, the reader it hands out); conversation writes go through the router.
+    store: Arc<dyn ConversationStore>,
     pub(crate) router: Arc<Router>,
     pub(crate) registry: Arc<Registry>,
     reaper: Mutex<Option<JoinHandle<()>>>,
@@ -437,12 +441,7 @@ impl Hub {
     ) -> Result<(), HubError> {
         let registered = self.inner.registry.register(module, registration)?;
         let now = self.router().clock().now();
-        if let Err(e) = self
-            .router()
-            .store()
-            .record_module(&registered.info, now)
-            .await
-        {
+        if let Err(e) = self.store().record_module(&registered.info, now).await {
             // Keep registry and store in step: a registration that cannot be recorded is
             // undone.
             let _ = self.inner.registry.unregister(&registered.info.name);
@@ -515,14 +514,14 @@ impl Hub {
         all
     }
 
-    /// The store, for reading only: every write goes through the router, under the
-    /// conversation's turn lock.
+    /// The store, for reading only: every conversation write goes through the router, under
+    /// the conversation's turn lock.
     pub fn reader(&self) -> crate::StoreReader {
-        crate::StoreReader::new(Arc::clone(self.router().store()))
+        crate::StoreReader::new(Arc::clone(self.store()))
     }
 
     fn store(&self) -> &Arc<dyn ConversationStore> {
-        self.router().store()
+        &self.inner.store
     }
 
     /// The hub's clock.
@@ -696,7 +695,7 @@ impl Hub {
         let router = self.router();
         let mut problems = Vec::new();
         let started = tokio::time::Instant::now();
-        let store_latency = match router.store().as_ref().ping().await {
+        let store_latency = match self.store().as_ref().ping().await {
             Ok(()) => Some(started.elapsed()),
             Err(e) => {
                 problems.push(format!("store does not answer: {e}"));
@@ -705,7 +704,7 @@ impl Hub {
         };
         let now = router.clock().now();
         let mut stale_conversations = Vec::new();
-        match crate::find_stale(router.store().as_ref(), now, stale_after, 100).await {
+        match crate::find_stale(self.store().as_ref(), now, stale_after, 100).await {
             Ok(scan) => stale_conversations.extend(scan.stale.iter().map(Conversation::id)),
             Err(e) => problems.push(format!("cannot list active conversations: {e}")),
         }
