@@ -12,6 +12,9 @@
 //!   one statement where they can be.
 //! - `FaultyStore` (feature `faults`): wraps any store and fails, delays or disconnects it
 //!   on command, to test what sits above a store.
+//! - [`Membership`]: what a store several hubs share keeps for their cluster, as three
+//!   narrow traits ([`Members`], [`Claims`], [`TurnQueue`]), on PostgreSQL and on
+//!   [`MemoryStore::cluster`].
 //!
 //! Every backend must pass the conformance suite in `colloquy-testkit`
 //! (`colloquy_testkit::conformance`); that suite, not this crate's examples, is the
@@ -20,7 +23,10 @@
 //! # What this crate deliberately does not do
 //!
 //! - **No routing, no delivery, no clock for the model.** Stores persist what the router
-//!   decided; timestamps arrive inside the values they are given.
+//!   decided; timestamps arrive inside the values they are given. The [`TurnQueue`] keeps
+//!   turns queued between hubs as rows and wakes their readers; claiming one, running its
+//!   module and answering it is the cluster's (`colloquy-cluster`). Liveness is judged on
+//!   the database server's clock (or, in memory, the clock the caller gives).
 //! - **No caching of conversations.** The runtime holds the hot set; a store always
 //!   answers from its durable state.
 //! - **No SQL built from values.** Every value is a bound parameter.
