@@ -99,6 +99,9 @@ impl LinkConfig {
     }
 
     /// Listens on a free port of 127.0.0.1: hubs of one machine (the default of a hub).
+    /// Without a [`secret`](Self::secret) any process of this machine that finds the port
+    /// can send turns to this hub's modules: on a machine shared with untrusted users, set
+    /// one.
     pub fn loopback() -> Self {
         Self::new(SocketAddr::from(([127, 0, 0, 1], 0)))
     }
