@@ -290,14 +290,8 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<bool> {
         other.shutdown().await;
     }
     hub.shutdown().await;
-    latencies.sort_unstable();
     let round_trips = latencies.len();
-    let pct = |p: f64| {
-        latencies
-            .get(((round_trips as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0)
-    };
+    let latency = Latency::of(&mut latencies);
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
     let report = json!({
         "store": plan.store.name(),
@@ -321,9 +315,9 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<bool> {
         "round_trips": round_trips,
         "round_trips_per_sec": (round_trips as f64 / secs).round(),
         "messages_per_sec": ((2 * round_trips) as f64 / secs).round(),
-        "p50_us": pct(0.50),
-        "p99_us": pct(0.99),
-        "max_us": latencies.last().copied().unwrap_or(0),
+        "p50_us": latency.p50_us,
+        "p99_us": latency.p99_us,
+        "max_us": latency.max_us,
         "peak_rss_bytes": peak_rss_bytes(),
         "database": db_path.as_ref().filter(|_| temp.is_none()),
     });
@@ -362,6 +356,31 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<bool> {
         secs,
     ))?;
     Ok(interrupted)
+}
+
+/// The latency figures of a load, in microseconds.
+pub(crate) struct Latency {
+    pub(crate) p50_us: u32,
+    pub(crate) p99_us: u32,
+    pub(crate) max_us: u32,
+}
+
+impl Latency {
+    /// The median, the 99th percentile and the largest of `latencies` (sorted in place).
+    pub(crate) fn of(latencies: &mut [u32]) -> Self {
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0)
+        };
+        Self {
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            max_us: latencies.last().copied().unwrap_or(0),
+        }
+    }
 }
 
 /// Ends `conversations`, `parallel` at a time.

@@ -170,19 +170,13 @@ async fn drive(
         latencies.extend(joined??);
     }
     let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0)
-    };
+    let latency = crate::load::Latency::of(&mut latencies);
     Ok(Measured {
         name,
         requests: latencies.len(),
         per_sec: latencies.len() as f64 / secs,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
+        p50_us: latency.p50_us,
+        p99_us: latency.p99_us,
     })
 }
 

@@ -16,7 +16,10 @@ use anyhow::Result;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{load::Plan, Out};
+use crate::{
+    load::{Latency, Plan},
+    Out,
+};
 
 /// Runs the bare round trips and reports them as `load` does.
 pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
@@ -56,14 +59,8 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         latencies.extend(joined??);
     }
     let elapsed = started.elapsed();
-    latencies.sort_unstable();
     let round_trips = latencies.len();
-    let pct = |p: f64| {
-        latencies
-            .get(((round_trips as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0)
-    };
+    let latency = Latency::of(&mut latencies);
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
     let report = json!({
         "via": "tokio",
@@ -75,9 +72,9 @@ pub(crate) async fn run(out: &mut Out, plan: Plan) -> Result<()> {
         "elapsed_ms": elapsed.as_millis() as u64,
         "round_trips": round_trips,
         "round_trips_per_sec": (round_trips as f64 / secs).round(),
-        "p50_us": pct(0.50),
-        "p99_us": pct(0.99),
-        "max_us": latencies.last().copied().unwrap_or(0),
+        "p50_us": latency.p50_us,
+        "p99_us": latency.p99_us,
+        "max_us": latency.max_us,
     });
     if out.json {
         return out.json_value(&report);

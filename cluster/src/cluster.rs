@@ -316,11 +316,6 @@ impl Cluster {
         self.address.as_deref()
     }
 
-    /// The member timeout.
-    pub fn member_timeout(&self) -> Duration {
-        self.member_timeout
-    }
-
     /// The hubs sharing the store: alive ones, and those fenced in the last `recent`.
     pub async fn members(&self, recent: Duration) -> Result<Vec<MemberRecord>, StoreError> {
         self.table()?.members(self.member_timeout, recent).await

@@ -279,20 +279,20 @@ pub(crate) struct Peer {
 }
 
 /// Why a sent turn has no answer.
-enum Sent {
+enum Unanswered {
     /// The host does not remember the history the turn builds on.
     Resend,
     /// Anything else: the turn may go another way.
     Failed(String),
 }
 
-impl From<String> for Sent {
+impl From<String> for Unanswered {
     fn from(reason: String) -> Self {
         Self::Failed(reason)
     }
 }
 
-impl std::fmt::Display for Sent {
+impl std::fmt::Display for Unanswered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Resend => f.write_str(RESEND),
@@ -366,7 +366,7 @@ impl Peer {
     async fn send_turn(&self, module: &ModuleName, turn: &Turn) -> Result<Answer, String> {
         let since = self.sent.last(turn.conversation.id);
         match self.send(module, turn, since).await {
-            Err(Sent::Resend) if since.is_some() => self
+            Err(Unanswered::Resend) if since.is_some() => self
                 .send(module, turn, None)
                 .await
                 .map_err(|e| e.to_string()),
@@ -379,7 +379,7 @@ impl Peer {
         module: &ModuleName,
         turn: &Turn,
         since: Option<colloquy_core::MessageId>,
-    ) -> Result<Answer, Sent> {
+    ) -> Result<Answer, Unanswered> {
         let body = serde_json::to_vec(&OutgoingTurn::after(turn, since))
             .map_err(|e| format!("the turn cannot be encoded: {e}"))?;
         let mut request = Request::post(format!("http://{}{TURN_PATH}", self.address))
@@ -410,18 +410,20 @@ impl Peer {
             .map_err(|e| format!("the answer was cut off: {e}"))?
             .to_bytes();
         if status == StatusCode::CONFLICT {
-            return Err(Sent::Resend);
+            return Err(Unanswered::Resend);
         }
         if status != StatusCode::OK {
-            return Err(Sent::Failed(format!(
+            return Err(Unanswered::Failed(format!(
                 "the hub refused the turn ({status}): {}",
                 String::from_utf8_lossy(&body)
             )));
         }
         match serde_json::from_slice(&body) {
-            Ok(Answer::Unavailable(reason)) => Err(Sent::Failed(reason)),
+            Ok(Answer::Unavailable(reason)) => Err(Unanswered::Failed(reason)),
             Ok(answer) => Ok(answer),
-            Err(e) => Err(Sent::Failed(format!("the answer cannot be read: {e}"))),
+            Err(e) => Err(Unanswered::Failed(format!(
+                "the answer cannot be read: {e}"
+            ))),
         }
     }
 

@@ -90,10 +90,11 @@ pub(crate) async fn through_store(
 
 /// Answers the deliveries queued for this hub's modules while the cluster lives.
 pub(crate) async fn answer_queued(cluster: Weak<Cluster>) {
-    let Some(table_owner) = cluster.upgrade().map(|c| Arc::clone(&c.store)) else {
+    // The store is held for as long as the loop runs; the cluster only while it claims.
+    let Some(store) = cluster.upgrade().map(|c| Arc::clone(&c.store)) else {
         return;
     };
-    let Some(table) = table_owner.membership() else {
+    let Some(table) = store.membership() else {
         return;
     };
     let mut pause = Duration::from_millis(1);

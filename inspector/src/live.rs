@@ -93,7 +93,10 @@ pub(crate) async fn events(
         shared_state,
         known: turns,
         queued: first,
-        store: shared.hub.in_cluster().then(|| shared.hub.reader()),
+        poll: shared
+            .hub
+            .in_cluster()
+            .then(|| Poll::new(shared.hub.reader())),
     };
     let stream = stream::unfold(state, next_event);
     Ok(Sse::new(stream)
@@ -115,7 +118,42 @@ struct Live {
     known: HashMap<colloquy_runtime::MessageId, u64>,
     queued: Vec<Event>,
     /// On a cluster's hub: the store, read every [`CLUSTER_POLL`] for other hubs' writes.
-    store: Option<StoreReader>,
+    poll: Option<Poll>,
+}
+
+/// On a cluster's hub, a live stream also reads the store: every [`CLUSTER_POLL`], however
+/// many of this hub's own events arrive in between.
+struct Poll {
+    store: StoreReader,
+    every: tokio::time::Interval,
+}
+
+impl Poll {
+    fn new(store: StoreReader) -> Self {
+        let mut every =
+            tokio::time::interval_at(tokio::time::Instant::now() + CLUSTER_POLL, CLUSTER_POLL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { store, every }
+    }
+}
+
+/// What a live stream woke for.
+enum Woke {
+    /// One of this hub's writes (or the channel's end, or a lag).
+    Event(Result<ConversationEvent, RecvError>),
+    /// Time to read the store for other hubs' writes: the store, to read.
+    Poll(StoreReader),
+}
+
+/// Waits for this hub's next event, or, with `poll`, the next time to read the store.
+async fn wake(events: &mut Receiver<ConversationEvent>, poll: Option<&mut Poll>) -> Woke {
+    match poll {
+        Some(poll) => tokio::select! {
+            received = events.recv() => Woke::Event(received),
+            _ = poll.every.tick() => Woke::Poll(poll.store.clone()),
+        },
+        None => Woke::Event(events.recv().await),
+    }
 }
 
 async fn next_event(mut live: Live) -> Option<(Result<Event, Infallible>, Live)> {
@@ -124,18 +162,12 @@ async fn next_event(mut live: Live) -> Option<(Result<Event, Infallible>, Live)>
             let event = live.queued.remove(0);
             return Some((Ok(event), live));
         }
-        let received = match &live.store {
-            Some(store) => {
-                let store = store.clone();
-                tokio::select! {
-                    received = live.events.recv() => received,
-                    () = tokio::time::sleep(CLUSTER_POLL) => {
-                        live.catch_up(&store).await;
-                        continue;
-                    }
-                }
+        let received = match wake(&mut live.events, live.poll.as_mut()).await {
+            Woke::Event(received) => received,
+            Woke::Poll(store) => {
+                live.catch_up(&store).await;
+                continue;
             }
-            None => live.events.recv().await,
         };
         match received {
             Ok(event) if event.conversation_id() == live.id => live.queue(&event),
@@ -239,16 +271,16 @@ pub(crate) async fn list_events(
     let mut listing = ListLive {
         events,
         reader,
-        store: None,
+        poll: None,
         versions: HashMap::new(),
         queued: Vec::new(),
     };
     if shared.hub.in_cluster() {
         let store = shared.hub.reader();
         // What is there now is on the page already: only later changes are sent.
-        listing.poll(&store, false).await;
+        listing.read_newest(&store, false).await;
         listing.queued.clear();
-        listing.store = Some(store);
+        listing.poll = Some(Poll::new(store));
     }
     let stream = stream::unfold(listing, |mut listing| async move {
         let event = listing.next().await?;
@@ -262,7 +294,7 @@ pub(crate) async fn list_events(
 struct ListLive {
     events: Receiver<ConversationEvent>,
     reader: Reader,
-    store: Option<StoreReader>,
+    poll: Option<Poll>,
     /// The version of each conversation last sent (or seen at the start).
     versions: HashMap<ConversationId, u64>,
     queued: Vec<Event>,
@@ -274,18 +306,12 @@ impl ListLive {
             if !self.queued.is_empty() {
                 return Some(self.queued.remove(0));
             }
-            let received = match &self.store {
-                Some(store) => {
-                    let store = store.clone();
-                    tokio::select! {
-                        received = self.events.recv() => received,
-                        () = tokio::time::sleep(CLUSTER_POLL) => {
-                            self.poll(&store, true).await;
-                            continue;
-                        }
-                    }
+            let received = match wake(&mut self.events, self.poll.as_mut()).await {
+                Woke::Event(received) => received,
+                Woke::Poll(store) => {
+                    self.read_newest(&store, true).await;
+                    continue;
                 }
-                None => self.events.recv().await,
             };
             match received {
                 Ok(event) if self.reader.may_see(event.conversation()) => {
@@ -306,7 +332,7 @@ impl ListLive {
     /// map holds at most the conversations listed or announced while the stream is open.)
     fn send(&mut self, conversation: &colloquy_runtime::Conversation, opened: bool) {
         let mut first_seen = false;
-        if self.store.is_some() {
+        if self.poll.is_some() {
             let version = conversation.version();
             let known = self.versions.insert(conversation.id(), version);
             if known.is_some_and(|sent| sent >= version) {
@@ -323,7 +349,7 @@ impl ListLive {
 
     /// Reads the newest conversations and queues those that changed; `announce: false`
     /// only records their versions.
-    async fn poll(&mut self, store: &StoreReader, announce: bool) {
+    async fn read_newest(&mut self, store: &StoreReader, announce: bool) {
         let mut filter = ListFilter::new().limit(CLUSTER_LIST);
         if let Some(participant) = self.reader.participant() {
             filter = filter.participant(participant.clone());

@@ -511,17 +511,10 @@ async fn pages_are_served_with_a_strict_policy_and_the_token_leaves_the_address(
 /// streams without a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_streams_follow_other_hubs_of_the_cluster() {
-    let clock = colloquy_runtime::Clock::system();
-    let store = colloquy_storage::MemoryStore::cluster(move || clock.now());
+    let cluster = colloquy_testkit::TestCluster::new();
     let mut hubs = Vec::new();
     for name in ["a", "b"] {
-        let hub = Hub::builder()
-            .store(std::sync::Arc::new(store.handle()))
-            .member_name(name)
-            .build()
-            .await
-            .unwrap();
-        hubs.push(hub);
+        hubs.push(cluster.hub(name).build().await.unwrap());
     }
     let (a, b) = (hubs[0].clone(), hubs[1].clone());
     assert!(a.in_cluster());

@@ -57,6 +57,8 @@
 //! - **No fixed paths or ports.** Files live in temporary directories removed on drop.
 //! - **No production use.** Nothing here is needed to run a hub.
 
+#[cfg(feature = "hub")]
+mod cluster;
 pub mod conformance;
 #[cfg(feature = "hub")]
 mod hub;
@@ -94,6 +96,8 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
+#[cfg(feature = "hub")]
+pub use cluster::TestCluster;
 #[cfg(feature = "hub")]
 pub use colloquy_storage::{Faults, FaultyStore};
 #[cfg(feature = "hub")]

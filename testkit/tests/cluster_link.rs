@@ -12,8 +12,8 @@ use colloquy_runtime::{
 };
 use colloquy_testkit::{
     conformance::{PostgresFactory, StoreFactory},
-    eventually,
-    modules::Echo,
+    eventually, mock,
+    modules::{Echo, Panicking},
 };
 
 async fn hub(factory: &PostgresFactory, name: &str, link: Option<LinkConfig>) -> Hub {
@@ -212,20 +212,6 @@ async fn a_link_beyond_loopback_needs_a_secret() {
     }
 }
 
-/// Panics on every turn.
-struct Panicky;
-
-#[async_trait]
-impl Module for Panicky {
-    fn info(&self) -> ModuleInfo {
-        ModuleInfo::new("panicky".parse().unwrap())
-    }
-
-    async fn handle(&self, _turn: Turn) -> Result<Response, ModuleError> {
-        panic!("the remote module broke");
-    }
-}
-
 /// A module that panics on another hub is a failed turn with the panic's message, well
 /// before the deadline (the host contains it as it would for a local turn), and the
 /// conversation goes on.
@@ -245,7 +231,12 @@ async fn a_remote_module_that_panics_fails_the_turn_with_its_message() {
         .build()
         .await
         .unwrap();
-    host.register(Panicky).await.unwrap();
+    host.register(Panicking::new(
+        "panicky".parse().unwrap(),
+        "the remote module broke",
+    ))
+    .await
+    .unwrap();
     sender
         .register(Echo::new("client".parse().unwrap()))
         .await
@@ -278,28 +269,6 @@ async fn a_remote_module_that_panics_fails_the_turn_with_its_message() {
     sender.shutdown().await;
 }
 
-/// Holds each turn until the test releases it.
-struct Gate {
-    entered: Arc<tokio::sync::Notify>,
-    release: Arc<tokio::sync::Notify>,
-}
-
-#[async_trait]
-impl Module for Gate {
-    fn info(&self) -> ModuleInfo {
-        ModuleInfo::new("gated".parse().unwrap())
-    }
-
-    async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
-        self.entered.notify_one();
-        self.release.notified().await;
-        Ok(Response::reply(format!(
-            "released {}",
-            turn.message.content
-        )))
-    }
-}
-
 /// A hub shutting down drains the turns it runs for other hubs as it drains its own: the
 /// sender gets the answer, and the host leaves only afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,14 +279,9 @@ async fn a_host_shutting_down_finishes_the_turns_it_runs_for_others() {
     let factory = PostgresFactory::new(&url).unwrap();
     let host = hub(&factory, "host", Some(LinkConfig::loopback())).await;
     let sender = hub(&factory, "sender", Some(LinkConfig::loopback())).await;
-    let entered = Arc::new(tokio::sync::Notify::new());
-    let release = Arc::new(tokio::sync::Notify::new());
-    host.register(Gate {
-        entered: Arc::clone(&entered),
-        release: Arc::clone(&release),
-    })
-    .await
-    .unwrap();
+    // Holds the turn until the test answers it.
+    let (gated, mut turns) = mock("gated".parse().unwrap());
+    host.register(gated).await.unwrap();
     sender
         .register(Echo::new("client".parse().unwrap()))
         .await
@@ -328,7 +292,10 @@ async fn a_host_shutting_down_finishes_the_turns_it_runs_for_others() {
         .await
         .unwrap();
     let sending = tokio::spawn(async move { conversation.send("please").await });
-    entered.notified().await;
+    let pending = turns
+        .next_turn()
+        .await
+        .expect("the turn reaches the host's module");
     let stopping = tokio::spawn({
         let host = host.clone();
         async move { host.shutdown().await }
@@ -352,7 +319,8 @@ async fn a_host_shutting_down_finishes_the_turns_it_runs_for_others() {
         "the host is shutting down with the hosted turn in flight"
     );
     assert!(!stopping.is_finished());
-    release.notify_one();
+    let released = format!("released {}", pending.turn.message.content);
+    pending.reply(released);
     let exchange = sending.await.unwrap().unwrap();
     assert_eq!(exchange.reply.unwrap().content, "released \"please\"");
     let report = stopping.await.unwrap();

@@ -3,18 +3,19 @@
 //! left, with no database and no waiting: tokio's clock jumps over the member timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use colloquy_runtime::{Clock, ConversationSpec, Hub, MessageRange, Status};
-use colloquy_storage::MemoryStore;
-use colloquy_testkit::modules::{Echo, Slow};
+use colloquy_runtime::{ConversationSpec, Hub, MessageRange, Status};
+use colloquy_testkit::{
+    modules::{Echo, Slow},
+    TestCluster,
+};
 
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn hub(store: &MemoryStore, name: &str) -> Hub {
-    Hub::builder()
-        .store(Arc::new(store.handle()))
-        .member_name(name)
+async fn hub(cluster: &TestCluster, name: &str) -> Hub {
+    cluster
+        .hub(name)
         .member_timeout(MEMBER_TIMEOUT)
         // No sockets on paused time: turns between these hubs go through the store's queue.
         .cluster_link(None)
@@ -30,10 +31,9 @@ async fn hub(store: &MemoryStore, name: &str) -> Hub {
 /// member timeout plus one heartbeat of A's last one, on tokio's clock.
 #[tokio::test(start_paused = true)]
 async fn a_silent_hubs_exchange_is_taken_over_within_the_member_timeout_and_a_heartbeat() {
-    let clock = Clock::system();
-    let store = MemoryStore::cluster(move || clock.now());
-    let a = hub(&store, "a").await;
-    let b = hub(&store, "b").await;
+    let cluster = TestCluster::new();
+    let a = hub(&cluster, "a").await;
+    let b = hub(&cluster, "b").await;
     a.register(Slow::new(
         "worker".parse().unwrap(),
         Duration::from_secs(3_600),
@@ -104,10 +104,9 @@ async fn a_silent_hubs_exchange_is_taken_over_within_the_member_timeout_and_a_he
 /// writes again.
 #[tokio::test(start_paused = true)]
 async fn a_fenced_hub_writes_nothing_until_it_rejoins() {
-    let clock = Clock::system();
-    let store = MemoryStore::cluster(move || clock.now());
-    let a = hub(&store, "a").await;
-    let b = hub(&store, "b").await;
+    let cluster = TestCluster::new();
+    let a = hub(&cluster, "a").await;
+    let b = hub(&cluster, "b").await;
     a.register(Echo::new("client".parse().unwrap()))
         .await
         .unwrap();
@@ -122,7 +121,13 @@ async fn a_fenced_hub_writes_nothing_until_it_rejoins() {
     // B fences A as the others would after its silence (A's own heartbeat would win the
     // race on a clock that never stalls).
     use colloquy_storage::ConversationStore;
-    store.membership().unwrap().leave(first).await.unwrap();
+    cluster
+        .store()
+        .membership()
+        .unwrap()
+        .leave(first)
+        .await
+        .unwrap();
     let refused = conversation.send("while fenced").await.unwrap_err();
     assert!(refused.to_string().contains("fenced"), "{refused}");
     // Its next heartbeat finds out, and it rejoins under a new epoch.
@@ -163,18 +168,11 @@ impl colloquy_runtime::Module for Historian {
 /// participant's turns come in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_on_another_hub_gets_the_same_history_window_over_the_link() {
-    let clock = Clock::system();
-    let store = MemoryStore::cluster(move || clock.now());
-    let host = Hub::builder()
-        .store(Arc::new(store.handle()))
-        .member_name("host")
-        .build()
-        .await
-        .unwrap();
+    let cluster = TestCluster::new();
+    let host = cluster.hub("host").build().await.unwrap();
     host.register(Historian).await.unwrap();
-    let sender = Hub::builder()
-        .store(Arc::new(store.handle()))
-        .member_name("sender")
+    let sender = cluster
+        .hub("sender")
         .history_window(3)
         .build()
         .await
