@@ -73,6 +73,7 @@ mod message;
 mod module_info;
 mod name;
 mod schema;
+mod status;
 mod time;
 mod turn;
 
