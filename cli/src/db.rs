@@ -188,6 +188,17 @@ impl Store {
         self.member_timeout
     }
 
+    /// Closes the store after a command's work, whatever its outcome, and passes that
+    /// outcome on (the command's error before a closing one). A command must close what it
+    /// opened: the process ends right after, and only `close` waits for the writer to
+    /// commit and to remove the writers' turnstile file beside an SQLite database.
+    pub(crate) async fn close_after<T>(&self, done: Result<T>) -> Result<T> {
+        let closed = (**self).close().await;
+        let value = done?;
+        closed.with_context(|| format!("cannot close {}", self.description))?;
+        Ok(value)
+    }
+
     /// Backend-specific integrity problems (SQLite's `quick_check`): empty when the check
     /// passed, `None` when the backend checks its own pages (PostgreSQL).
     pub(crate) async fn integrity_problems(&self) -> Result<Option<Vec<String>>, StoreError> {

@@ -116,28 +116,49 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             limit,
         } => {
             let store = db.open_for_reading().await?;
-            inspect::conversations(&mut out, &store, status, module, since, limit).await?;
+            let done = inspect::conversations(&mut out, &store, status, module, since, limit).await;
+            store.close_after(done).await?;
         }
         Command::Show { id } => {
             let store = db.open_for_reading().await?;
-            let id = inspect::resolve(&store, &id).await?;
-            inspect::show(&mut out, &store, id).await?
+            let done = async {
+                let id = inspect::resolve(&store, &id).await?;
+                inspect::show(&mut out, &store, id).await
+            }
+            .await;
+            store.close_after(done).await?;
         }
         Command::End { id, reason } => {
             let store = db.open_existing().await?;
-            let id = inspect::resolve(&store, &id).await?;
-            inspect::end(&mut out, &store, id, reason).await?
+            let done = async {
+                let id = inspect::resolve(&store, &id).await?;
+                inspect::end(&mut out, &store, id, reason).await
+            }
+            .await;
+            store.close_after(done).await?;
         }
-        Command::Reap => inspect::reap(&mut out, &db.open_existing().await?).await?,
+        Command::Reap => {
+            let store = db.open_existing().await?;
+            let done = inspect::reap(&mut out, &store).await;
+            store.close_after(done).await?;
+        }
         Command::Analytics { since } => {
-            inspect::analytics(&mut out, &db.open_for_reading().await?, since).await?
+            let store = db.open_for_reading().await?;
+            let done = inspect::analytics(&mut out, &store, since).await;
+            store.close_after(done).await?;
         }
         Command::Health { stale_after } => {
-            if !health::health(&mut out, &db.open_for_reading().await?, stale_after).await? {
+            let store = db.open_for_reading().await?;
+            let done = health::health(&mut out, &store, stale_after).await;
+            if !store.close_after(done).await? {
                 code = ExitCode::FAILURE;
             }
         }
-        Command::Modules => health::modules(&mut out, &db.open_for_reading().await?).await?,
+        Command::Modules => {
+            let store = db.open_for_reading().await?;
+            let done = health::modules(&mut out, &store).await;
+            store.close_after(done).await?;
+        }
         Command::Prune {
             older_than,
             dry_run,
@@ -147,7 +168,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 db.open_existing().await?
             };
-            inspect::prune(&mut out, &store, older_than, dry_run).await?;
+            let done = inspect::prune(&mut out, &store, older_than, dry_run).await;
+            store.close_after(done).await?;
         }
         Command::Load {
             store,
@@ -222,11 +244,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Export { id, format, audit } => {
             let store = db.open_for_reading().await?;
-            let id = match id {
-                Some(id) => Some(inspect::resolve(&store, &id).await?),
-                None => None,
-            };
-            inspect::export(&mut out, &store, id, format, audit).await?
+            let done = async {
+                let id = match id {
+                    Some(id) => Some(inspect::resolve(&store, &id).await?),
+                    None => None,
+                };
+                inspect::export(&mut out, &store, id, format, audit).await
+            }
+            .await;
+            store.close_after(done).await?;
         }
     }
     out.flush()?;
