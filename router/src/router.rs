@@ -1,6 +1,7 @@
 //! [`Router`]: opens conversations, routes messages and applies state changes, a file per
 //! job: `open.rs` (open and the handshake), `route.rs` (accepting a request as the next
 //! turn, deciding again on a conflict), `deliver.rs` (delivery and the turn's conclusion),
+//! `conflict.rs` (the one policy for a write another writer got in before),
 //! `apply.rs` (state changes without a turn), `durable.rs` (every store write, retried
 //! while the store is unavailable and announced once it landed), `load.rs` (the hot cache
 //! under the turn lock), `others.rs` (other writers of a shared store: waiting for their
@@ -9,6 +10,7 @@
 
 mod apply;
 mod call;
+mod conflict;
 mod deliver;
 mod durable;
 mod host;

@@ -232,6 +232,63 @@ async fn a_handler_failure_whose_end_of_turn_write_fails_reloads_and_goes_on() {
     );
 }
 
+fn conflict(id: colloquy_core::ConversationId) -> StoreError {
+    StoreError::Conflict {
+        conversation: id,
+        turn: 0,
+        reason: "injected: another writer got in first".into(),
+    }
+}
+
+/// One conflict policy for every write: a state change, a request and a timeout refused
+/// as conflicts several times are each decided again on the stored truth and land; past
+/// the bound the conflict is the caller's, and nothing was written.
+#[tokio::test(start_paused = true)]
+async fn every_write_is_decided_again_after_conflicts_up_to_one_bound() {
+    let s = setup();
+    let id = open(&s.router).await;
+    s.faults.fail_next_writes(3, conflict(id));
+    let paused = s.router.apply(id, Change::Pause).await.unwrap();
+    assert_eq!(paused.status(), &Status::Paused);
+    assert_eq!(s.faults.writes_failed(), 3);
+    s.router.apply(id, Change::Resume).await.unwrap();
+
+    s.faults.fail_next_writes(5, conflict(id));
+    let exchange = send(&s, id, "one").await.unwrap();
+    assert_eq!(exchange.request.turn, 1);
+    assert_eq!(turns(&s, id).await, vec![1, 2]);
+
+    // The bound: 64 decisions again after the first, then the refusal is returned.
+    let failed_before = s.faults.writes_failed();
+    s.faults.fail_next_writes(1_000, conflict(id));
+    let err = s.router.apply(id, Change::Pause).await.unwrap_err();
+    assert!(
+        matches!(err, RouteError::Storage(StoreError::Conflict { .. })),
+        "{err:?}"
+    );
+    assert_eq!(s.faults.writes_failed() - failed_before, 65);
+    s.faults.fail_next_writes(0, conflict(id));
+    let stored = s.store.inner().conversation(id).await.unwrap().unwrap();
+    assert_eq!(stored.status(), &Status::Active);
+}
+
+/// The reaper's timeout follows the same policy: a conflict reloads and times out what is
+/// still expired (and leaves alone what another writer's turn made active again).
+#[tokio::test(start_paused = true)]
+async fn a_timeout_that_meets_a_conflict_is_decided_again() {
+    let s = setup();
+    let mut spec = ConversationSpec::new(name("a"), [name("b")]).intent(Intent::Query);
+    spec.idle_timeout = Some(Duration::from_secs(10));
+    let id = s.router.open(spec).await.unwrap().conversation.id();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    s.faults.fail_next_writes(2, conflict(id));
+    let report = s.router.reap(Duration::from_secs(3_600)).await;
+    assert_eq!(report.timed_out, 1);
+    assert_eq!(s.faults.writes_failed(), 2);
+    let stored = s.store.inner().conversation(id).await.unwrap().unwrap();
+    assert_eq!(stored.status(), &Status::TimedOut);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_reaper_survives_a_disconnected_store_and_times_out_after_reconnect() {
     let s = setup();

@@ -6,7 +6,7 @@ use tracing::{debug, Instrument};
 
 use crate::{Change, RouteError};
 
-use super::Router;
+use super::{conflict::Conflicts, Router};
 
 impl Router {
     /// Applies a state change under the conversation's turn lock and stores it.
@@ -20,7 +20,7 @@ impl Router {
         async {
             let lease = self.cache.lease(id).await;
             let mut guard = self.lock_loaded(&lease, id).await?;
-            let mut retried = false;
+            let mut conflicts = Conflicts::new(self.ids.message(self.clock.now()));
             loop {
                 let Some(hot) = guard.as_mut() else {
                     return Err(RouteError::UnknownConversation { conversation: id });
@@ -44,11 +44,10 @@ impl Router {
                 next.bump_version();
                 match self.update_durably(&next).await {
                     Ok(()) => {}
-                    // Another writer changed the conversation: decide again on the truth,
-                    // once (nothing was delivered, so deciding again is safe).
-                    Err(StoreError::Conflict { .. }) if !retried => {
+                    // Another writer changed the conversation: decide again on the truth
+                    // (nothing was announced, so deciding again is safe).
+                    Err(StoreError::Conflict { .. }) if conflicts.again().await => {
                         debug!("change conflicts with the stored conversation, reloading");
-                        retried = true;
                         *guard = None;
                         if let Err(e) = self.load(&mut guard, id).await {
                             drop(guard);

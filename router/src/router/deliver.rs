@@ -9,7 +9,7 @@ use tracing::{debug, Instrument};
 
 use crate::{cache::Hot, Exchange, RouteError, RouteOptions};
 
-use super::{call::Work, view, Router};
+use super::{call::Work, conflict::Conflicts, view, Router};
 
 impl Router {
     /// Delivers a stored request to its target and concludes the turn with the answer (or
@@ -129,37 +129,39 @@ impl Router {
             outcome.end,
         );
         let now = self.clock.now();
-        let reply = self.conclude(hot, request, outcome, now)?;
-        let written = self.write_conclusion(hot, reply.as_ref()).await;
-        let reply = match written {
-            Ok(()) => reply,
+        let mut reply = self.conclude(hot, request, outcome, now)?;
+        let mut conflicts = Conflicts::new(request.id);
+        loop {
+            let conflict = match self.write_conclusion(hot, reply.as_ref()).await {
+                Ok(()) => break,
+                Err(conflict @ RouteError::Storage(StoreError::Conflict { .. })) => conflict,
+                Err(e) => return Err(e),
+            };
             // Another writer (another hub) changed the conversation while the handler
-            // worked, say a context patch. If nothing was appended since this request,
-            // the answer still stands: decide it again on the stored state, once.
-            Err(conflict @ RouteError::Storage(StoreError::Conflict { .. })) => {
-                let id = hot.conversation.id();
-                let fresh = self
-                    .db()
-                    .conversation(id)
-                    .await?
-                    .ok_or(RouteError::UnknownConversation { conversation: id })?;
-                if fresh.turn_count() != request.turn {
-                    return Err(conflict);
-                }
-                debug!("reply conflicts with another writer's change, deciding it again");
-                hot.conversation = fresh;
-                let (context_patch, transfer_to, end) = again;
-                let mut outcome = TurnOutcome::nothing();
-                outcome.reply = reply.map(|r| (r.kind, r.content.clone()));
-                outcome.context_patch = context_patch;
-                outcome.transfer_to = transfer_to;
-                outcome.end = end;
-                let reply = self.conclude(hot, request, outcome, now)?;
-                self.write_conclusion(hot, reply.as_ref()).await?;
-                reply
+            // worked, say a context patch. If nothing was appended since this request, the
+            // answer still stands: decide it again on the stored state.
+            if !conflicts.again().await {
+                return Err(conflict);
             }
-            Err(e) => return Err(e),
-        };
+            let id = hot.conversation.id();
+            let fresh = self
+                .db()
+                .conversation(id)
+                .await?
+                .ok_or(RouteError::UnknownConversation { conversation: id })?;
+            if fresh.turn_count() != request.turn {
+                return Err(conflict);
+            }
+            debug!("reply conflicts with another writer's change, deciding it again");
+            hot.conversation = fresh;
+            let (context_patch, transfer_to, end) = again.clone();
+            let mut outcome = TurnOutcome::nothing();
+            outcome.reply = reply.as_ref().map(|r| (r.kind, r.content.clone()));
+            outcome.context_patch = context_patch;
+            outcome.transfer_to = transfer_to;
+            outcome.end = end;
+            reply = self.conclude(hot, request, outcome, self.clock.now())?;
+        }
         if let Some(reply) = &reply {
             hot.remember(Arc::clone(reply), self.config.history_window);
         }

@@ -7,10 +7,10 @@ use std::{
 };
 
 use colloquy_core::{ConversationId, Timestamp};
-use colloquy_storage::{ListCursor, ListFilter};
+use colloquy_storage::{ListCursor, ListFilter, StoreError};
 use tracing::debug;
 
-use super::Router;
+use super::{conflict::Conflicts, Router};
 use crate::{cache::Hot, ReapReport, RouteError};
 
 impl Router {
@@ -151,20 +151,41 @@ impl Router {
         timed_out
     }
 
-    /// Marks the slot's conversation TimedOut and stores it; on any failure the hot state is
-    /// dropped so the store stays the truth.
+    /// Marks the slot's conversation TimedOut and stores it; a write another writer got in
+    /// before is decided again on the stored state (times out only what is still expired),
+    /// as `conflict.rs` says. On any failure the hot state is dropped so the store stays
+    /// the truth.
     pub(super) async fn expire(&self, state: &mut Option<Hot>, now: Timestamp) -> bool {
-        let Some(hot) = state.as_mut() else {
-            return false;
-        };
-        let mut next = hot.conversation.clone();
-        let done = next.time_out(now).is_ok() && {
+        let mut conflicts: Option<Conflicts> = None;
+        let done = loop {
+            let Some(hot) = state.as_mut() else {
+                return false;
+            };
+            let id = hot.conversation.id();
+            let mut next = hot.conversation.clone();
+            if next.time_out(now).is_err() {
+                break false;
+            }
             next.bump_version();
-            self.update_durably(&next).await.is_ok()
+            match self.update_durably(&next).await {
+                Ok(()) => {
+                    debug!(conversation_id = %id, "conversation timed out");
+                    break true;
+                }
+                Err(StoreError::Conflict { .. })
+                    if conflicts
+                        .get_or_insert_with(|| Conflicts::new(self.ids.message(now)))
+                        .again()
+                        .await =>
+                {
+                    *state = None;
+                    if self.load(state, id).await.is_err() {
+                        break false;
+                    }
+                }
+                Err(_) => break false,
+            }
         };
-        if done {
-            debug!(conversation_id = %next.id(), "conversation timed out");
-        }
         *state = None;
         done
     }

@@ -1,38 +1,15 @@
 //! Accepting a request as the next turn: the turn lock, the decision, the request's durable
 //! write, deciding again on a conflict.
 
-use std::{
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::sync::{atomic::Ordering, Arc};
 
-use colloquy_core::{ConversationId, CoreError, Draft, Message, MessageId};
+use colloquy_core::{ConversationId, CoreError, Draft, Message};
 use colloquy_storage::StoreError;
 use tracing::{debug, field, Instrument};
 
 use crate::{Exchange, RouteError, RouteOptions};
 
-use super::{lifecycle::Lifecycle, Router};
-
-/// How many times a request refused as a conflict (another writer, such as another hub on
-/// the same database, wrote first) is decided again on the reloaded truth. Nothing was
-/// delivered yet, so deciding again is safe; the bound keeps a conversation that changes
-/// faster than it can be read from looping forever.
-pub(super) const CONFLICT_RETRIES: u32 = 64;
-
-/// A pause of up to `attempt` milliseconds (at most 20), varying with `seed`: enough to
-/// break the symmetry between writers that race for the same turn. The seed is the random
-/// part of the refused request's id (UUID v7), so no clock is read here (only `clock.rs`
-/// reads one).
-pub(super) fn jitter(attempt: u32, seed: MessageId) -> Duration {
-    let random = u64::from_le_bytes(
-        seed.as_uuid().as_bytes()[8..16]
-            .try_into()
-            .unwrap_or([0; 8]),
-    );
-    let ceiling = u64::from(attempt.clamp(1, 20)) * 1_000;
-    Duration::from_micros(random % ceiling)
-}
+use super::{conflict::Conflicts, lifecycle::Lifecycle, Router};
 
 /// The draft a refused request was accepted from, to decide it again after a reload.
 pub(super) fn redraft(message: Arc<Message>) -> Draft {
@@ -100,11 +77,11 @@ impl Router {
         let guard = self.lock_loaded(&lease, id).await?;
         let mut guard = self.take_over(&lease, id, guard).await?;
         let mut draft = draft;
-        let mut conflicts = 0;
+        let mut conflicts: Option<Conflicts> = None;
         // Accept the request and store it, conditional on the state it was accepted from.
         // If another writer (another hub on the same database) changed the conversation
         // meanwhile, the store refuses with a conflict: the truth is reloaded and the draft
-        // decided again (at most CONFLICT_RETRIES times), before anything was delivered.
+        // decided again, as `conflict.rs` says, before anything was delivered.
         let (message, target, deadline) = loop {
             let Some(hot) = guard.as_mut() else {
                 return Err(RouteError::UnknownConversation { conversation: id });
@@ -152,7 +129,11 @@ impl Router {
                     lease.slot().stored_request(hot.conversation.version());
                     break (message, target, deadline);
                 }
-                Err(StoreError::Conflict { .. }) if conflicts < CONFLICT_RETRIES => {
+                Err(StoreError::Conflict { .. })
+                    if conflicts
+                        .get_or_insert_with(|| Conflicts::new(message.id))
+                        .may_retry() =>
+                {
                     // A caller's own id may conflict because that very request was stored
                     // before: then it is answered as such, never stored again.
                     if options.message_id.is_some() {
@@ -173,7 +154,6 @@ impl Router {
                         }
                     }
                     debug!("request conflicts with the stored conversation, reloading");
-                    let refused = message.id;
                     draft = redraft(message);
                     *guard = None;
                     let reloaded = match self.load(&mut guard, id).await {
@@ -188,11 +168,13 @@ impl Router {
                         // this is not a race lost; only races count against the bound.
                         Ok(true) => {}
                         Ok(false) => {
-                            conflicts += 1;
                             // A race lost to another writer: step aside for a moment of
                             // varying length, so that the same writer does not win every
                             // time (writers that always lose would otherwise starve).
-                            tokio::time::sleep(jitter(conflicts, refused)).await;
+                            if let Some(conflicts) = conflicts.as_mut() {
+                                conflicts.lost_race();
+                                conflicts.step_aside().await;
+                            }
                         }
                         Err(e) => {
                             drop(guard);
