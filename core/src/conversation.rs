@@ -8,6 +8,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod in_flight;
 mod transitions;
 
 pub use crate::status::{HandshakeOutcome, Intent, Phase, Status, StatusKind};
@@ -15,6 +16,7 @@ use crate::{
     change::{diff, Baseline, StateChange},
     ConversationId, CoreError, ModuleName, Timestamp,
 };
+pub use in_flight::InFlight;
 
 /// The plain fields of a [`Conversation`], for storage backends and serialization.
 ///

@@ -81,7 +81,7 @@ pub use change::StateChange;
 pub use content::{check_content, check_object};
 pub use context::{json_depth_exceeds, merge_patch, MAX_JSON_DEPTH};
 pub use conversation::{
-    Conversation, ConversationParts, HandshakeOutcome, Intent, Phase, Status, StatusKind,
+    Conversation, ConversationParts, HandshakeOutcome, InFlight, Intent, Phase, Status, StatusKind,
 };
 pub use error::CoreError;
 pub use id::{ConversationId, MessageId};

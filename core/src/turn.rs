@@ -60,7 +60,7 @@ impl Conversation {
     /// # let t0 = Timestamp::from_millis(1_000);
     /// # let mut conv = Conversation::new(ConversationId::from_parts(t0, [1; 10]), vec![a.clone(), b.clone()], Intent::Query, Duration::from_secs(1), t0)?;
     /// let deadline = t0.saturating_add(Duration::from_secs(60));
-    /// let request = conv.begin_turn(Draft::request(a, b, "work".into()), MessageId::from_parts(t0, [2; 10]), t0, deadline)?;
+    /// let request = conv.begin_turn(Draft::request(a, b, "work".into()), MessageId::from_parts(t0, [2; 10]), t0, deadline, None)?;
     /// // The handler took 15 s, far past the 1 s idle timeout but within its deadline.
     /// let later = t0.saturating_add(Duration::from_secs(15));
     /// let reply = conv.conclude_turn(&request, TurnOutcome::reply("done".into()), MessageId::from_parts(later, [3; 10]), later, None)?;

@@ -178,7 +178,7 @@ proptest! {
         let t0 = Timestamp::from_millis(1_000);
         c.conclude_handshake(&name("b"), &HandshakeOutcome::Accept, t0).unwrap();
         let request = c
-            .begin_turn(Draft::request(name("a"), name("b"), json!("q")), MessageId::from_parts(t0, [1; 10]), t0, t0.saturating_add(Duration::from_millis(deadline_ms)))
+            .begin_turn(Draft::request(name("a"), name("b"), json!("q")), MessageId::from_parts(t0, [1; 10]), t0, t0.saturating_add(Duration::from_millis(deadline_ms)), None)
             .unwrap();
         let t1 = t0.saturating_add(Duration::from_millis(work_ms));
         prop_assert_eq!(c.idle_for(t1), Some(Duration::ZERO));
@@ -203,7 +203,7 @@ proptest! {
     fn an_abandoned_turn_expires_after_its_deadline(idle_ms in 1..10_000u64, deadline_ms in 0..100_000u64) {
         let mut c = conv(&["a", "b"], idle_ms, 1_000);
         let t0 = Timestamp::from_millis(1_000);
-        c.begin_turn(Draft::request(name("a"), name("b"), json!("q")), MessageId::from_parts(t0, [1; 10]), t0, t0.saturating_add(Duration::from_millis(deadline_ms))).unwrap();
+        c.begin_turn(Draft::request(name("a"), name("b"), json!("q")), MessageId::from_parts(t0, [1; 10]), t0, t0.saturating_add(Duration::from_millis(deadline_ms)), None).unwrap();
         let due = t0.saturating_add(Duration::from_millis(deadline_ms + idle_ms));
         prop_assert_eq!(c.deadline(), Some(due));
         prop_assert!(!c.expired(due.saturating_sub(Duration::from_millis(1))));
@@ -313,7 +313,7 @@ proptest! {
         let mut c = conv(&["a", "b"], 1_000, 0);
         let t0 = Timestamp::from_millis(0);
         let request = c
-            .begin_turn(Draft::request(name("a"), name("b"), json!("q")), MessageId::from_parts(t0, [1; 10]), t0, Timestamp::from_millis(60_000))
+            .begin_turn(Draft::request(name("a"), name("b"), json!("q")), MessageId::from_parts(t0, [1; 10]), t0, Timestamp::from_millis(60_000), None)
             .unwrap();
         let before = c.clone();
         let mut outcome = TurnOutcome::nothing();

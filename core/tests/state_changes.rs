@@ -60,6 +60,7 @@ fn each_write_carries_what_it_changed() {
         MessageId::from_parts(t1, [2; 10]),
         t1,
         t1.saturating_add(Duration::from_secs(5)),
+        None,
     )
     .unwrap();
     conv.bump_version();

@@ -70,9 +70,10 @@ impl Slot {
         self.own_request.store(version, Ordering::Relaxed);
     }
 
-    /// True if `version` is that of this router's own last stored request.
-    pub(crate) fn is_own_request(&self, version: u64) -> bool {
-        version != 0 && self.own_request.load(Ordering::Relaxed) == version
+    /// The version this router's own last stored request made, if it stored one (what
+    /// [`Conversation::in_flight`] asks).
+    pub(crate) fn own_request(&self) -> Option<u64> {
+        Some(self.own_request.load(Ordering::Relaxed)).filter(|version| *version != 0)
     }
 
     /// Publishes the deadline of the conversation now held here.

@@ -412,6 +412,7 @@ async fn leave_an_orphan(
             .unwrap(),
             now,
             now.saturating_add(Duration::from_secs(60)),
+            None,
         )
         .unwrap();
     conversation.bump_version();

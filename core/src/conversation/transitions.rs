@@ -120,6 +120,11 @@ impl Conversation {
     /// however long the handler works. The turn ends with the reply ([`accept`]) or with
     /// [`end_turn`].
     ///
+    /// Content larger than `max_request_bytes` serialized, or nested deeper than
+    /// [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH), is refused first
+    /// ([`check_content`](crate::check_content)), as
+    /// [`conclude_turn`](Self::conclude_turn) refuses such a reply.
+    ///
     /// [`accept`]: Self::accept
     /// [`end_turn`]: Self::end_turn
     pub fn begin_turn(
@@ -128,7 +133,9 @@ impl Conversation {
         id: MessageId,
         now: Timestamp,
         reply_by: Timestamp,
+        max_request_bytes: Option<usize>,
     ) -> Result<Message, CoreError> {
+        crate::check_content(&draft.content, max_request_bytes)?;
         let message = self.accept(draft, id, now)?;
         self.parts.busy_until = Some(reply_by.max(now));
         Ok(message)

@@ -93,16 +93,9 @@ impl Router {
     ) -> Option<(Arc<Message>, Registered, Duration)> {
         self.others.get()?;
         let hot = state.as_ref()?;
-        hot.conversation.busy_until()?;
-        if slot.is_own_request(hot.conversation.version()) {
-            return None;
-        }
         let last = hot.history.back()?;
-        if last.turn != hot.conversation.turn_count()
-            || last.kind != colloquy_core::MessageKind::Request
-        {
-            return None;
-        }
+        hot.conversation
+            .unanswered_request(self.clock.now(), slot.own_request(), last)?;
         let target = self.registered(&last.target).ok()?;
         let deadline = target.deadline.unwrap_or(self.config.handler_deadline);
         Some((Arc::clone(last), target, deadline))
@@ -131,12 +124,11 @@ impl Router {
                 return Ok(waited);
             };
             let now = self.clock.now();
-            let Some(until) = hot.conversation.busy_until().filter(|until| *until > now) else {
+            let colloquy_core::InFlight::Other { until } =
+                hot.conversation.in_flight(now, slot.own_request())
+            else {
                 return Ok(waited);
             };
-            if slot.is_own_request(hot.conversation.version()) {
-                return Ok(waited);
-            }
             let held = match self.others.get() {
                 Some(others) => others.writer_may_be_alive(id).await?,
                 None => false,

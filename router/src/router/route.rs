@@ -48,13 +48,7 @@ impl Router {
             source = %draft.source,
             target = %draft.target,
         );
-        // Content too large or too deep is refused before anything happens.
-        let result =
-            match colloquy_core::check_content(&draft.content, Some(self.config.max_content_bytes))
-            {
-                Ok(()) => self.route_locked(id, draft, options).instrument(span).await,
-                Err(e) => Err(e.into()),
-            };
+        let result = self.route_locked(id, draft, options).instrument(span).await;
         if let Some((module, started)) = observed {
             let outcome = crate::ExchangeOutcome::of(&result);
             let elapsed = started.elapsed();
@@ -98,6 +92,7 @@ impl Router {
                 options.message_id.unwrap_or_else(|| self.ids.message(now)),
                 now,
                 now.saturating_add(deadline),
+                Some(self.config.max_content_bytes),
             );
             let message = match accepted {
                 Ok(message) => Arc::new(message),

@@ -205,6 +205,7 @@ mod checks {
             message_id(at(1_000)),
             at(1_000),
             at(61_000),
+            None,
         )?;
         c.bump_version();
         dead_store.append(&c, &[request]).await?;
