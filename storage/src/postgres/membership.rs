@@ -6,8 +6,121 @@ use async_trait::async_trait;
 use colloquy_core::{ConversationId, ModuleInfo, Timestamp};
 use serde_json::Value;
 
-use super::PostgresStore;
+use super::{
+    named::{Named, Param},
+    PostgresStore,
+};
 use crate::{Claims, Member, MemberRecord, Members, QueuedTurn, Signal, StoreError, TurnQueue};
+
+/// A statement of this file, its named parameters turned into positions once.
+macro_rules! statement {
+    ($name:ident, $sql:expr) => {
+        static $name: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| Named::new(&$sql));
+    };
+}
+
+/// The member (`:member_id`, `:member_epoch`) is one the others have not fenced: the
+/// condition of every write a member makes about itself or its claims.
+const MEMBER_LIVE: &str = "EXISTS (SELECT 1 FROM hubs \
+     WHERE id = :member_id AND epoch = :member_epoch AND NOT fenced)";
+
+statement!(
+    JOIN,
+    "INSERT INTO hubs (id, epoch, name, modules, address) \
+     VALUES (gen_random_uuid(), nextval('hub_epochs'), :name, :modules, :address) \
+     RETURNING id, epoch"
+);
+statement!(
+    HEARTBEAT,
+    "UPDATE hubs SET heartbeat_at = now(), modules = :modules \
+     WHERE id = :member_id AND epoch = :member_epoch AND NOT fenced"
+);
+// A member the others fenced already was lost, whatever it says later.
+statement!(
+    LEAVE,
+    "UPDATE hubs SET fenced = true, left_at = now() \
+     WHERE id = :member_id AND epoch = :member_epoch AND NOT fenced"
+);
+// The fencing, and the housekeeping of long-fenced members and of answers nobody took
+// (the sender died and no takeover asked again; kept for as long as a takeover may still
+// ask). The three touch disjoint rows (the fenced rows deleted were fenced long before).
+statement!(
+    FENCE_SILENT,
+    "WITH fenced AS (UPDATE hubs SET fenced = true \
+     WHERE NOT fenced AND heartbeat_at < now() - make_interval(secs => :timeout_secs) \
+     RETURNING id, epoch), \
+     forgotten AS (DELETE FROM hubs \
+     WHERE fenced AND heartbeat_at < now() - make_interval(secs => :forget_after_secs)), \
+     expired AS (DELETE FROM deliveries \
+     WHERE deadline_ms < (extract(epoch FROM now()) * 1000)::bigint - (:forget_after_secs * 1000)::bigint) \
+     SELECT id, epoch FROM fenced"
+);
+statement!(
+    MEMBERS,
+    "SELECT id, epoch, name, \
+       (extract(epoch FROM joined_at) * 1000)::bigint, \
+       (extract(epoch FROM heartbeat_at) * 1000)::bigint, \
+       NOT fenced AND heartbeat_at >= now() - make_interval(secs => :timeout_secs), \
+       fenced, modules, left_at IS NOT NULL, address \
+     FROM hubs WHERE NOT fenced OR heartbeat_at >= now() - make_interval(secs => :recent_secs) \
+     ORDER BY joined_at, id"
+);
+statement!(
+    HELD_BY,
+    "SELECT c.written_by_id, c.written_by_epoch, h.fenced FROM conversations c \
+     LEFT JOIN hubs h ON h.id = c.written_by_id AND h.epoch = c.written_by_epoch \
+     WHERE c.id = :conversation_id"
+);
+statement!(
+    CLAIM_ORPHANS,
+    format!(
+        "WITH orphans AS ( \
+           SELECT c.id FROM conversations c \
+           LEFT JOIN hubs h ON h.id = c.written_by_id AND h.epoch = c.written_by_epoch \
+           WHERE c.busy_until IS NOT NULL AND c.ended_at IS NULL \
+             AND c.written_by_id IS NOT NULL AND h.fenced IS NOT FALSE \
+           LIMIT :limit FOR UPDATE OF c SKIP LOCKED) \
+         UPDATE conversations SET written_by_id = :member_id, written_by_epoch = :member_epoch \
+         FROM orphans WHERE conversations.id = orphans.id AND {MEMBER_LIVE} \
+         RETURNING conversations.id"
+    )
+);
+// A request delivered again (after a takeover) keeps its row: its answer, if any, stands.
+// Queued and announced in one statement (the notification is sent at commit), so the
+// hosting hub need not wait for its next poll.
+statement!(
+    SEND_DELIVERY,
+    "WITH queued AS (INSERT INTO deliveries (message_id, module, turn, deadline_ms) \
+     VALUES (:message_id, :module, :turn, :deadline_ms) ON CONFLICT (message_id) DO NOTHING RETURNING 1) \
+     SELECT (SELECT count(*) FROM queued), pg_notify(:channel, 'd:' || :module)"
+);
+statement!(
+    CLAIM_DELIVERIES,
+    "WITH claimable AS ( \
+       SELECT d.message_id FROM deliveries d \
+       LEFT JOIN hubs h ON h.id = d.claimed_id AND h.epoch = d.claimed_epoch \
+       WHERE d.answer IS NULL AND d.module = ANY(:modules) \
+         AND (d.claimed_id IS NULL OR h.fenced IS NOT FALSE) \
+       ORDER BY d.created_at LIMIT :limit FOR UPDATE OF d SKIP LOCKED) \
+     UPDATE deliveries SET claimed_id = :member_id, claimed_epoch = :member_epoch \
+     FROM claimable WHERE deliveries.message_id = claimable.message_id \
+     RETURNING deliveries.message_id, deliveries.module, deliveries.turn, deliveries.deadline_ms"
+);
+// Recorded and announced in one statement.
+statement!(
+    ANSWER_DELIVERY,
+    format!(
+        "WITH answered AS (UPDATE deliveries SET answer = :answer \
+         WHERE message_id = :message_id AND claimed_id = :member_id \
+         AND claimed_epoch = :member_epoch AND answer IS NULL AND {MEMBER_LIVE} \
+         RETURNING 1) \
+         SELECT (SELECT count(*) FROM answered), pg_notify(:channel, 'a:' || :message_id::text)"
+    )
+);
+statement!(
+    TAKE_ANSWER,
+    "DELETE FROM deliveries WHERE message_id = :message_id AND answer IS NOT NULL RETURNING answer"
+);
 
 /// Fenced rows older than this are deleted (the table keeps recent history only).
 const FORGET_AFTER_SECS: f64 = 86_400.0;
@@ -34,17 +147,19 @@ impl Members for PostgresStore {
         self.refuse_if_closed()?;
         let modules = modules_json(modules)?;
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO hubs (id, epoch, name, modules, address) \
-                 VALUES (gen_random_uuid(), nextval('hub_epochs'), $1, $2, $3) RETURNING id, epoch",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&name, &modules, &address],
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &JOIN,
+                &[
+                    ("name", &name),
+                    ("modules", &modules),
+                    ("address", &address),
+                ],
             )
+            .await?;
+        let row = client
+            .query_one(&statement, &params)
             .await
             .map_err(self.err())?;
         Ok(Member {
@@ -56,17 +171,19 @@ impl Members for PostgresStore {
     async fn heartbeat(&self, member: Member, modules: &[ModuleInfo]) -> Result<bool, StoreError> {
         let modules = modules_json(modules)?;
         let client = self.client().await?;
-        let updated = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE hubs SET heartbeat_at = now(), modules = $3 \
-                 WHERE id = $1 AND epoch = $2 AND NOT fenced",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&member.id, &member.epoch, &modules],
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &HEARTBEAT,
+                &[
+                    ("member_id", &member.id),
+                    ("member_epoch", &member.epoch),
+                    ("modules", &modules),
+                ],
             )
+            .await?;
+        let updated = client
+            .execute(&statement, &params)
             .await
             .map_err(self.err())?;
         Ok(updated == 1)
@@ -90,18 +207,15 @@ impl Members for PostgresStore {
 
     async fn leave(&self, member: Member) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        // A member the others fenced already was lost, whatever it says later.
-                        "UPDATE hubs SET fenced = true, left_at = now() \
-                         WHERE id = $1 AND epoch = $2 AND NOT fenced",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&member.id, &member.epoch],
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &LEAVE,
+                &[("member_id", &member.id), ("member_epoch", &member.epoch)],
             )
+            .await?;
+        client
+            .execute(&statement, &params)
             .await
             .map_err(self.err())?;
         Ok(())
@@ -109,27 +223,20 @@ impl Members for PostgresStore {
 
     async fn fence_silent(&self, timeout: Duration) -> Result<Vec<Member>, StoreError> {
         let client = self.client().await?;
-        // One statement, one round trip per heartbeat: the fencing, and the housekeeping of
-        // long-fenced members and of answers nobody took (the sender died and no takeover
-        // asked again; kept for as long as a takeover may still ask). The three touch
-        // disjoint rows (the fenced rows deleted were fenced long before this statement).
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "WITH fenced AS (UPDATE hubs SET fenced = true \
-                 WHERE NOT fenced AND heartbeat_at < now() - make_interval(secs => $1) \
-                 RETURNING id, epoch), \
-                 forgotten AS (DELETE FROM hubs \
-                 WHERE fenced AND heartbeat_at < now() - make_interval(secs => $2)), \
-                 expired AS (DELETE FROM deliveries \
-                 WHERE deadline_ms < (extract(epoch FROM now()) * 1000)::bigint - ($2 * 1000)::bigint) \
-                 SELECT id, epoch FROM fenced",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&timeout.as_secs_f64(), &FORGET_AFTER_SECS],
+        // One statement, one round trip per heartbeat.
+        let timeout_secs = timeout.as_secs_f64();
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &FENCE_SILENT,
+                &[
+                    ("timeout_secs", &timeout_secs),
+                    ("forget_after_secs", &FORGET_AFTER_SECS),
+                ],
             )
+            .await?;
+        let rows = client
+            .query(&statement, &params)
             .await
             .map_err(self.err())?;
         rows.iter()
@@ -149,22 +256,19 @@ impl Members for PostgresStore {
         recent: Duration,
     ) -> Result<Vec<MemberRecord>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT id, epoch, name, \
-                   (extract(epoch FROM joined_at) * 1000)::bigint, \
-                   (extract(epoch FROM heartbeat_at) * 1000)::bigint, \
-                   NOT fenced AND heartbeat_at >= now() - make_interval(secs => $1), \
-                   fenced, modules, left_at IS NOT NULL, address \
-                 FROM hubs WHERE NOT fenced OR heartbeat_at >= now() - make_interval(secs => $2) \
-                 ORDER BY joined_at, id",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&timeout.as_secs_f64(), &recent.as_secs_f64()],
+        let (timeout_secs, recent_secs) = (timeout.as_secs_f64(), recent.as_secs_f64());
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &MEMBERS,
+                &[
+                    ("timeout_secs", &timeout_secs),
+                    ("recent_secs", &recent_secs),
+                ],
             )
+            .await?;
+        let rows = client
+            .query(&statement, &params)
             .await
             .map_err(self.err())?;
         let mut out = Vec::with_capacity(rows.len());
@@ -196,18 +300,12 @@ impl Members for PostgresStore {
 impl Claims for PostgresStore {
     async fn held_by_other(&self, conversation: ConversationId) -> Result<bool, StoreError> {
         let client = self.client().await?;
+        let conversation_id = conversation.as_uuid();
+        let (statement, params) = self
+            .prepare_named(&client, &HELD_BY, &[("conversation_id", &conversation_id)])
+            .await?;
         let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(
-                        "SELECT c.written_by_id, c.written_by_epoch, h.fenced FROM conversations c \
-                 LEFT JOIN hubs h ON h.id = c.written_by_id AND h.epoch = c.written_by_epoch \
-                 WHERE c.id = $1",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&conversation.as_uuid()],
-            )
+            .query_opt(&statement, &params)
             .await
             .map_err(self.err())?;
         let Some(row) = row else {
@@ -232,25 +330,19 @@ impl Claims for PostgresStore {
     ) -> Result<Vec<ConversationId>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "WITH orphans AS ( \
-                   SELECT c.id FROM conversations c \
-                   LEFT JOIN hubs h ON h.id = c.written_by_id AND h.epoch = c.written_by_epoch \
-                   WHERE c.busy_until IS NOT NULL AND c.ended_at IS NULL \
-                     AND c.written_by_id IS NOT NULL AND h.fenced IS NOT FALSE \
-                   LIMIT $3 FOR UPDATE OF c SKIP LOCKED) \
-                 UPDATE conversations SET written_by_id = $1, written_by_epoch = $2 \
-                 FROM orphans WHERE conversations.id = orphans.id \
-                   AND EXISTS (SELECT 1 FROM hubs WHERE id = $1 AND epoch = $2 AND NOT fenced) \
-                 RETURNING conversations.id",
-                    )
-                    .await
-                    .map_err(self.err())?,
-                &[&member.id, &member.epoch, &limit],
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &CLAIM_ORPHANS,
+                &[
+                    ("member_id", &member.id),
+                    ("member_epoch", &member.epoch),
+                    ("limit", &limit),
+                ],
             )
+            .await?;
+        let rows = client
+            .query(&statement, &params)
             .await
             .map_err(self.err())?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -282,27 +374,21 @@ impl TurnQueue for PostgresStore {
         self.refuse_if_closed()?;
         let deadline = i64::try_from(delivery.deadline_ms).unwrap_or(i64::MAX);
         let client = self.relaxed_client().await?;
-        // A request delivered again (after a takeover) keeps its row: its answer, if any,
-        // stands. Queued and announced in one statement (the notification is sent at
-        // commit), so the hosting hub need not wait for its next poll.
-        let row = client
-            .query_one(
-                &client
-                    .prepare_cached(
-                        "WITH queued AS (INSERT INTO deliveries (message_id, module, turn, deadline_ms) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING RETURNING 1) \
-                 SELECT (SELECT count(*) FROM queued), pg_notify($5, 'd:' || $2)",
-                    )
-                    .await
-                    .map_err(self.err())?,
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &SEND_DELIVERY,
                 &[
-                    &delivery.message_id,
-                    &delivery.module,
-                    &delivery.turn,
-                    &deadline,
-                    &self.listener.channel,
+                    ("message_id", &delivery.message_id),
+                    ("module", &delivery.module),
+                    ("turn", &delivery.turn),
+                    ("deadline_ms", &deadline),
+                    ("channel", &self.listener.channel),
                 ],
             )
+            .await?;
+        let row = client
+            .query_one(&statement, &params)
             .await
             .map_err(self.err())?;
         let queued: i64 = row.try_get(0).map_err(self.err())?;
@@ -317,19 +403,20 @@ impl TurnQueue for PostgresStore {
     ) -> Result<Vec<QueuedTurn>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.relaxed_client().await?;
-        let rows = client
-            .query(
-                &client.prepare_cached("WITH claimable AS ( \
-                   SELECT d.message_id FROM deliveries d \
-                   LEFT JOIN hubs h ON h.id = d.claimed_id AND h.epoch = d.claimed_epoch \
-                   WHERE d.answer IS NULL AND d.module = ANY($3) \
-                     AND (d.claimed_id IS NULL OR h.fenced IS NOT FALSE) \
-                   ORDER BY d.created_at LIMIT $4 FOR UPDATE OF d SKIP LOCKED) \
-                 UPDATE deliveries SET claimed_id = $1, claimed_epoch = $2 \
-                 FROM claimable WHERE deliveries.message_id = claimable.message_id \
-                 RETURNING deliveries.message_id, deliveries.module, deliveries.turn, deliveries.deadline_ms").await.map_err(self.err())?,
-                &[&member.id, &member.epoch, &modules, &limit],
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &CLAIM_DELIVERIES,
+                &[
+                    ("member_id", &member.id),
+                    ("member_epoch", &member.epoch),
+                    ("modules", &modules),
+                    ("limit", &limit),
+                ],
             )
+            .await?;
+        let rows = client
+            .query(&statement, &params)
             .await
             .map_err(self.err())?;
         rows.iter()
@@ -353,16 +440,21 @@ impl TurnQueue for PostgresStore {
         answer: &Value,
     ) -> Result<bool, StoreError> {
         let client = self.relaxed_client().await?;
-        // Recorded and announced in one statement.
-        let row = client
-            .query_one(
-                &client.prepare_cached("WITH answered AS (UPDATE deliveries SET answer = $4 \
-                 WHERE message_id = $1 AND claimed_id = $2 AND claimed_epoch = $3 AND answer IS NULL \
-                 AND EXISTS (SELECT 1 FROM hubs WHERE id = $2 AND epoch = $3 AND NOT fenced) \
-                 RETURNING 1) \
-                 SELECT (SELECT count(*) FROM answered), pg_notify($5, 'a:' || $1::text)").await.map_err(self.err())?,
-                &[&message_id, &member.id, &member.epoch, answer, &self.listener.channel],
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &ANSWER_DELIVERY,
+                &[
+                    ("message_id", &message_id),
+                    ("member_id", &member.id),
+                    ("member_epoch", &member.epoch),
+                    ("answer", answer as Param<'_>),
+                    ("channel", &self.listener.channel),
+                ],
             )
+            .await?;
+        let row = client
+            .query_one(&statement, &params)
             .await
             .map_err(self.err())?;
         let updated: i64 = row.try_get(0).map_err(self.err())?;
@@ -371,11 +463,11 @@ impl TurnQueue for PostgresStore {
 
     async fn take_answer(&self, message_id: uuid::Uuid) -> Result<Option<Value>, StoreError> {
         let client = self.relaxed_client().await?;
+        let (statement, params) = self
+            .prepare_named(&client, &TAKE_ANSWER, &[("message_id", &message_id)])
+            .await?;
         let row = client
-            .query_opt(
-                &client.prepare_cached("DELETE FROM deliveries WHERE message_id = $1 AND answer IS NOT NULL RETURNING answer").await.map_err(self.err())?,
-                &[&message_id],
-            )
+            .query_opt(&statement, &params)
             .await
             .map_err(self.err())?;
         row.map(|row| row.try_get(0))

@@ -15,6 +15,7 @@
 
 mod listen;
 mod membership;
+mod named;
 mod read;
 mod rows;
 mod schema;
@@ -330,6 +331,22 @@ impl PostgresStore {
 
     /// A connection whose commits do not wait for the WAL flush, for deliveries only (see
     /// the field `relaxed`).
+    /// Prepares `statement` on `client` (cached per connection) and binds `values` by
+    /// name ([`named::Named::bind`]).
+    pub(crate) async fn prepare_named<'v>(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &named::Named,
+        values: &[(&str, named::Param<'v>)],
+    ) -> Result<(tokio_postgres::Statement, Vec<named::Param<'v>>), StoreError> {
+        let params = statement.bind(values)?;
+        let prepared = client
+            .prepare_cached(statement.sql())
+            .await
+            .map_err(self.err())?;
+        Ok((prepared, params))
+    }
+
     pub(crate) async fn relaxed_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.relaxed.get().await.map_err(|e| self.site.pool_err(e))
     }
@@ -353,14 +370,18 @@ impl PostgresStore {
         let (Some(id), Some(epoch)) = (id, epoch) else {
             return Ok(());
         };
-        let fenced = client
-            .query_opt(
-                "SELECT 1 FROM hubs WHERE id = $1 AND epoch = $2 AND fenced",
-                &[&id, &epoch],
+        static FENCED: std::sync::LazyLock<named::Named> = std::sync::LazyLock::new(|| {
+            named::Named::new(&format!("SELECT {}", write::WRITER_FENCED))
+        });
+        let fenced: bool = client
+            .query_one(
+                FENCED.sql(),
+                &FENCED.bind(&[("writer_id", &id), ("writer_epoch", &epoch)])?,
             )
             .await
             .map_err(self.err())?
-            .is_some();
+            .try_get(0)
+            .map_err(self.err())?;
         if fenced {
             return Err(StoreError::Fenced {
                 member: format!("{id} epoch {epoch}"),

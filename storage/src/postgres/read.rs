@@ -1,7 +1,7 @@
 //! The reads and the maintenance: each run once (the trait's methods retry the reads on a
 //! fresh connection), the range queries, the listing, analytics, pruning, module records.
 
-use colloquy_core::{Conversation, ConversationId, Message, ModuleInfo, StatusKind, Timestamp};
+use colloquy_core::{Conversation, ConversationId, Message, StatusKind};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{
@@ -282,63 +282,6 @@ impl PostgresStore {
         }
         tx.commit().await.map_err(self.err())?;
         Ok(out)
-    }
-
-    pub(super) async fn prune_batches(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
-        self.refuse_if_closed()?;
-        let client = self.client().await?;
-        // In bounded batches, each its own short transaction, so a large prune never holds
-        // many locks or one long transaction; rows another session holds are left for the
-        // next batch (or the next prune).
-        let statement = client
-            .prepare_cached(
-                "WITH doomed AS (SELECT id FROM conversations \
-                   WHERE ended_at IS NOT NULL AND ended_at < $1 \
-                   ORDER BY ended_at LIMIT 500 FOR UPDATE SKIP LOCKED) \
-                 DELETE FROM conversations c USING doomed WHERE c.id = doomed.id",
-            )
-            .await
-            .map_err(self.err())?;
-        let before = ended_before.as_millis_i64();
-        let mut total = 0;
-        loop {
-            let deleted = client
-                .execute(&statement, &[&before])
-                .await
-                .map_err(self.err())?;
-            total += deleted;
-            if deleted == 0 {
-                return Ok(total);
-            }
-        }
-    }
-
-    pub(super) async fn record_module_once(
-        &self,
-        module: &ModuleInfo,
-        registered_at: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.refuse_if_closed()?;
-        let info = serde_json::to_value(module).map_err(|e| StoreError::InvalidInput {
-            reason: format!("module info cannot be serialized: {e}"),
-        })?;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO modules (name, info, registered_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO UPDATE SET info = excluded.info, \
-                 registered_at = excluded.registered_at",
-            )
-            .await
-            .map_err(self.err())?;
-        client
-            .execute(
-                &statement,
-                &[&module.name.as_str(), &info, &registered_at.as_millis_i64()],
-            )
-            .await
-            .map_err(self.err())?;
-        Ok(())
     }
 
     pub(super) async fn modules_once(&self) -> Result<Vec<ModuleRecord>, StoreError> {

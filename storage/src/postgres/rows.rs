@@ -8,6 +8,8 @@ use colloquy_core::{
 };
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
+
+use super::named::Param;
 use uuid::Uuid;
 
 use crate::{
@@ -24,7 +26,7 @@ pub(crate) const CONVERSATION_COLUMNS: &str =
 pub(crate) const MESSAGE_COLUMNS: &str =
     "id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at";
 
-/// A conversation's state as statement parameters, in [`CONVERSATION_COLUMNS`] order: the
+/// A conversation's state as statement parameters, named as [`CONVERSATION_COLUMNS`]: the
 /// scalar columns every SQL backend writes, and PostgreSQL's own types for the rest.
 pub(crate) struct ConvParams {
     pub(crate) id: Uuid,
@@ -37,25 +39,25 @@ pub(crate) struct ConvParams {
 }
 
 impl ConvParams {
-    /// The parameters, `$1` to `$16`.
-    pub(crate) fn values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 16] {
+    /// The parameters, each named as its column.
+    pub(crate) fn named(&self) -> [(&'static str, Param<'_>); 16] {
         [
-            &self.id,
-            &self.columns.status,
-            &self.columns.failure_reason,
-            &self.columns.phase,
-            &self.columns.intent,
-            &self.participants,
-            &self.columns.turn_count,
-            &self.columns.started_at,
-            &self.columns.last_activity,
-            &self.columns.ended_at,
-            &self.columns.idle_timeout_ms,
-            &self.columns.max_turns,
-            &self.context,
-            &self.metadata,
-            &self.columns.version,
-            &self.columns.busy_until,
+            ("id", &self.id),
+            ("status", &self.columns.status),
+            ("failure_reason", &self.columns.failure_reason),
+            ("phase", &self.columns.phase),
+            ("intent", &self.columns.intent),
+            ("participants", &self.participants),
+            ("turn_count", &self.columns.turn_count),
+            ("started_at", &self.columns.started_at),
+            ("last_activity", &self.columns.last_activity),
+            ("ended_at", &self.columns.ended_at),
+            ("idle_timeout_ms", &self.columns.idle_timeout_ms),
+            ("max_turns", &self.columns.max_turns),
+            ("context", &self.context),
+            ("metadata", &self.metadata),
+            ("version", &self.columns.version),
+            ("busy_until", &self.columns.busy_until),
         ]
     }
 }
@@ -75,17 +77,17 @@ pub(crate) struct MessageColumns {
 }
 
 impl MessageColumns {
-    /// The eight column arrays, in the order the insert unnests them.
-    pub(crate) fn values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
+    /// The eight column arrays, named as the insert unnests them.
+    pub(crate) fn named(&self) -> [(&'static str, Param<'_>); 8] {
         [
-            &self.ids,
-            &self.turns,
-            &self.sources,
-            &self.targets,
-            &self.kinds,
-            &self.contents,
-            &self.in_reply_to,
-            &self.sent_at,
+            ("message_ids", &self.ids),
+            ("message_turns", &self.turns),
+            ("message_sources", &self.sources),
+            ("message_targets", &self.targets),
+            ("message_kinds", &self.kinds),
+            ("message_contents", &self.contents),
+            ("message_replies_to", &self.in_reply_to),
+            ("message_sent_at", &self.sent_at),
         ]
     }
 }

@@ -1,8 +1,9 @@
 //! The write path: creating, appending (the one-statement fast path and the locked
-//! fallback) and updating, with the SQL each one runs and the fencing condition.
+//! fallback), updating, pruning and recording modules, with the SQL each one runs (its
+//! parameters bound by name, `named.rs`) and the fencing condition, written once.
 
-use colloquy_core::{Conversation, ConversationId, Message, StatusKind};
-use tokio_postgres::{error::SqlState, types::ToSql};
+use colloquy_core::{Conversation, ConversationId, Message, ModuleInfo, StatusKind, Timestamp};
+use tokio_postgres::error::SqlState;
 
 use super::rows::{encode_conversation, encode_messages, CONVERSATION_COLUMNS};
 use crate::{
@@ -11,110 +12,195 @@ use crate::{
     AppendOutcome, StoreError,
 };
 
-use super::{int, rows, PostgresStore, Site};
+use super::{
+    named::{Named, Param},
+    rows, PostgresStore, Site,
+};
 
-/// The messages' insert; `$1` is the conversation (in the fast path, the updated row's id
-/// stands in for it, so nothing is inserted when the update matched no row).
-pub(super) const INSERT_MESSAGES: &str = "INSERT INTO messages \
+/// The messages' insert; `:id` is the conversation (in the fast path the insert reads
+/// `FROM updated`, so nothing is inserted when the update matched no row).
+const INSERT_MESSAGES: &str = "INSERT INTO messages \
      (id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at) \
-     SELECT m.id, $1, m.turn, m.source, m.target, m.kind, m.content, m.in_reply_to, m.sent_at";
+     SELECT m.id, :id, m.turn, m.source, m.target, m.kind, m.content, m.in_reply_to, m.sent_at";
 
-/// The SQL of the writes, built once. The fast append: the conversation's conditional
-/// update feeding the messages' insert, fenced, at the stored turn count `$25`.
-pub(super) static FAST_APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH updated AS ({}), {} {INSERT_MESSAGES} FROM updated, {}",
-        update_sql(26, &format!("AND turn_count = $25 {NOT_FENCED_26}")),
-        record_change(28),
-        unnest_messages(17),
-    )
+/// The fencing condition, written once: the writer (`:writer_id`, `:writer_epoch`) is a
+/// member the others fenced. `NULL`s (a store outside a cluster) never match. Every write
+/// is refused under it (`AND NOT` / `WHERE NOT`), and a refused write asks it alone to say
+/// why (`refuse_if_fenced`).
+pub(super) const WRITER_FENCED: &str = "EXISTS (SELECT 1 FROM hubs \
+     WHERE id = :writer_id::uuid AND epoch = :writer_epoch::bigint AND fenced)";
+
+/// The fast append: the conversation's conditional, fenced update at the stored turn
+/// count `:previous_turns`, feeding the messages' insert, with the state change recorded,
+/// in one statement.
+pub(super) static FAST_APPEND: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new(&format!(
+        "WITH updated AS ({}), {RECORD_CHANGE} {INSERT_MESSAGES} FROM updated, {UNNEST_MESSAGES}",
+        update_sql(&format!(
+            "AND turn_count = :previous_turns AND NOT {WRITER_FENCED}"
+        )),
+    ))
 });
 
-/// A CTE that records the write's state change (`$change`, `NULL` for none) for the row
+/// A CTE that records the write's state change (`:change`, `NULL` for none) for the row
 /// `updated` returned: part of the write's own statement.
-pub(super) fn record_change(change: usize) -> String {
-    format!(
-        "recorded AS (INSERT INTO state_changes (conversation_id, version, change) \
-         SELECT updated.id, $15, ${change}::jsonb FROM updated WHERE ${change}::jsonb IS NOT NULL \
-         ON CONFLICT DO NOTHING)"
-    )
-}
+const RECORD_CHANGE: &str =
+    "recorded AS (INSERT INTO state_changes (conversation_id, version, change) \
+     SELECT updated.id, :version, :change::jsonb FROM updated WHERE :change::jsonb IS NOT NULL \
+     ON CONFLICT DO NOTHING)";
 
-/// The fencing condition of a create: the writer is `$18` and `$19`.
-pub(super) const FENCED_CREATE: &str =
-    "WHERE NOT EXISTS (SELECT 1 FROM hubs WHERE id = $18::uuid AND epoch = $19::bigint AND fenced)";
+/// A create, fenced like every write: a member the others fenced creates nothing (the
+/// values are cast to the columns' types, which a `SELECT` does not infer as `VALUES`
+/// does).
+pub(super) static CREATE: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    let values = CONVERSATION_TYPES
+        .iter()
+        .map(|(column, kind)| format!(":{column}::{kind}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Named::new(&format!(
+        "WITH updated AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) \
+         SELECT {values} WHERE NOT {WRITER_FENCED} \
+         ON CONFLICT (id) DO NOTHING RETURNING id), {RECORD_CHANGE} SELECT count(*) FROM updated"
+    ))
+});
 
-/// The locked append's update (its conditions were checked under the row lock); the
-/// writer is `$17` and `$18`.
-pub(super) static LOCKED_UPDATE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| update_sql(17, ""));
+/// The conversation columns with their types, in [`CONVERSATION_COLUMNS`] order; each
+/// column's parameter has the column's name.
+const CONVERSATION_TYPES: [(&str, &str); 16] = [
+    ("id", "uuid"),
+    ("status", "text"),
+    ("failure_reason", "text"),
+    ("phase", "text"),
+    ("intent", "text"),
+    ("participants", "text[]"),
+    ("turn_count", "bigint"),
+    ("started_at", "bigint"),
+    ("last_activity", "bigint"),
+    ("ended_at", "bigint"),
+    ("idle_timeout_ms", "bigint"),
+    ("max_turns", "bigint"),
+    ("context", "jsonb"),
+    ("metadata", "jsonb"),
+    ("version", "bigint"),
+    ("busy_until", "bigint"),
+];
+
+/// The locked append's update (its conditions were checked under the row lock).
+pub(super) static LOCKED_UPDATE: std::sync::LazyLock<Named> =
+    std::sync::LazyLock::new(|| Named::new(&update_sql("")));
 
 /// The locked append's insert of the new messages.
-pub(super) static LOCKED_INSERT: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("{INSERT_MESSAGES} FROM {}", unnest_messages(2)));
+pub(super) static LOCKED_INSERT: std::sync::LazyLock<Named> =
+    std::sync::LazyLock::new(|| Named::new(&format!("{INSERT_MESSAGES} FROM {UNNEST_MESSAGES}")));
 
-/// A state change without new turns: conditional and fenced, at the given turn count;
-/// answers how many rows it updated.
-pub(super) static UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH updated AS ({}), {} SELECT count(*) FROM updated",
-        update_sql(17, &format!("AND turn_count = $7 {NOT_FENCED_17}")),
-        record_change(19),
-    )
+/// A state change without new turns: conditional and fenced, at the stored turn count
+/// (the state's own, `:turn_count`); answers how many rows it updated.
+pub(super) static UPDATE: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new(&format!(
+        "WITH updated AS ({}), {RECORD_CHANGE} SELECT count(*) FROM updated",
+        update_sql(&format!(
+            "AND turn_count = :turn_count AND NOT {WRITER_FENCED}"
+        )),
+    ))
 });
 
 /// The locked append's record of the state change (its row is locked and updated).
-pub(super) const LOCKED_CHANGE: &str =
-    "INSERT INTO state_changes (conversation_id, version, change) \
-     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
-
-/// The messages as rows, from the eight column arrays numbered from `$first`.
-pub(super) fn unnest_messages(first: usize) -> String {
-    let n: Vec<String> = (first..first + 8).map(|i| format!("${i}")).collect();
-    format!(
-        "unnest({}::uuid[], {}::bigint[], {}::text[], {}::text[], {}::text[], {}::json[], \
-         {}::uuid[], {}::bigint[]) AS m (id, turn, source, target, kind, content, in_reply_to, sent_at)",
-        n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7]
+pub(super) static LOCKED_CHANGE: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new(
+        "INSERT INTO state_changes (conversation_id, version, change) \
+         VALUES (:id, :version, :change) ON CONFLICT DO NOTHING",
     )
-}
+});
 
-/// The fencing condition of a write, on the writer's member id and epoch as `$26` and
-/// `$27` (the fast append) or `$17` and `$18` (the update): `NULL`s (no member) never match.
-pub(super) const NOT_FENCED_26: &str =
-    "AND NOT EXISTS (SELECT 1 FROM hubs WHERE id = $26 AND epoch = $27 AND fenced)";
-pub(super) const NOT_FENCED_17: &str =
-    "AND NOT EXISTS (SELECT 1 FROM hubs WHERE id = $17 AND epoch = $18 AND fenced)";
+/// The messages as rows, from the eight column arrays ([`MessageColumns::named`]).
+///
+/// [`MessageColumns::named`]: super::rows::MessageColumns::named
+const UNNEST_MESSAGES: &str = "unnest(:message_ids::uuid[], :message_turns::bigint[], \
+     :message_sources::text[], :message_targets::text[], :message_kinds::text[], \
+     :message_contents::json[], :message_replies_to::uuid[], :message_sent_at::bigint[]) \
+     AS m (id, turn, source, target, kind, content, in_reply_to, sent_at)";
 
-/// The conditional update of a conversation row from `$1`..`$16` (in
-/// [`CONVERSATION_COLUMNS`] order), recording the writer (member id and epoch, parameters
-/// `$writer` and the next one): only from the stored version (the given one minus one),
-/// never once ended; `extra` adds conditions.
-pub(super) fn update_sql(writer: usize, extra: &str) -> String {
-    let epoch = writer + 1;
+/// Deletes one bounded batch of conversations ended before `:ended_before` (their
+/// messages and state changes go with them); rows another session holds are left for the
+/// next batch.
+static PRUNE: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new(
+        "WITH doomed AS (SELECT id FROM conversations \
+         WHERE ended_at IS NOT NULL AND ended_at < :ended_before \
+         ORDER BY ended_at LIMIT 500 FOR UPDATE SKIP LOCKED) \
+         DELETE FROM conversations c USING doomed WHERE c.id = doomed.id",
+    )
+});
+
+/// Records a module's latest registration (not a conversation write: not fenced).
+static RECORD_MODULE: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new(
+        "INSERT INTO modules (name, info, registered_at) VALUES (:name, :info, :registered_at) \
+         ON CONFLICT (name) DO UPDATE SET info = excluded.info, \
+         registered_at = excluded.registered_at",
+    )
+});
+
+/// The conditional update of a conversation row from its named columns, recording the
+/// writer (`:writer_id`, `:writer_epoch`): only from the stored version (the given one
+/// minus one), never once ended; `extra` adds conditions.
+fn update_sql(extra: &str) -> String {
     format!(
-        "UPDATE conversations SET status = $2, failure_reason = $3, phase = $4, intent = $5, \
-         participants = $6, turn_count = $7, started_at = $8, last_activity = $9, \
-         ended_at = $10, idle_timeout_ms = $11, max_turns = $12, context = $13, \
-         metadata = $14, version = $15, busy_until = $16, \
-         written_by_id = ${writer}, written_by_epoch = ${epoch} \
-         WHERE id = $1 AND version = $15::bigint - 1 \
+        "UPDATE conversations SET status = :status, failure_reason = :failure_reason, \
+         phase = :phase, intent = :intent, participants = :participants, \
+         turn_count = :turn_count, started_at = :started_at, last_activity = :last_activity, \
+         ended_at = :ended_at, idle_timeout_ms = :idle_timeout_ms, max_turns = :max_turns, \
+         context = :context, metadata = :metadata, version = :version, \
+         busy_until = :busy_until, written_by_id = :writer_id, written_by_epoch = :writer_epoch \
+         WHERE id = :id AND version = :version::bigint - 1 \
          AND status NOT IN ('completed', 'timed_out', 'failed') {extra} RETURNING id"
     )
 }
 
-/// The stored version, status and turn count of `id` (`lock`: `"FOR UPDATE"` inside a
-/// transaction, or `""`); `NotFound` if there is no such conversation.
+/// What a refused write reads to say why: the stored version, status and turn count.
+static STORED_STATE: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new("SELECT version, status, turn_count FROM conversations WHERE id = :id")
+});
+
+/// The same, locking the row for the rest of the transaction (the locked append).
+static STORED_STATE_LOCKED: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new("SELECT version, status, turn_count FROM conversations WHERE id = :id FOR UPDATE")
+});
+
+/// The locked append's lookups: which of the messages' ids are stored (and where), and
+/// which of their turns are taken.
+static STORED_IDS: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new("SELECT id, conversation_id, turn FROM messages WHERE id = ANY(:ids)")
+});
+static TAKEN_TURNS: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new("SELECT turn FROM messages WHERE conversation_id = :id AND turn = ANY(:turns)")
+});
+
+/// Whether [`stored_state`] locks the row.
+#[derive(Clone, Copy)]
+pub(super) enum Lock {
+    /// Inside the locked append's transaction: `FOR UPDATE`.
+    Row,
+    /// A plain read.
+    None,
+}
+
+/// The stored version, status and turn count of `id`; `NotFound` if there is no such
+/// conversation.
 pub(super) async fn stored_state<C: tokio_postgres::GenericClient + Sync>(
     client: &C,
     site: &Site,
     id: ConversationId,
-    lock: &str,
+    lock: Lock,
 ) -> Result<StoredState, StoreError> {
+    let statement = match lock {
+        Lock::Row => &*STORED_STATE_LOCKED,
+        Lock::None => &*STORED_STATE,
+    };
+    let uuid = id.as_uuid();
     let row = client
-        .query_opt(
-            &format!("SELECT version, status, turn_count FROM conversations WHERE id = $1 {lock}"),
-            &[&id.as_uuid()],
-        )
+        .query_opt(statement.sql(), &statement.bind(&[("id", &uuid)])?)
         .await
         .map_err(|e| site.err(e))?
         .ok_or(StoreError::NotFound { conversation: id })?;
@@ -142,24 +228,18 @@ impl PostgresStore {
         check_create(conversation)?;
         let state = encode_conversation(conversation)?;
         let client = self.client().await?;
-        // Fenced like every write: a member the others fenced creates nothing (the values
-        // are cast to the columns' types, which a SELECT does not infer as VALUES does).
         let statement = client
-            .prepare_cached(&format!(
-                "WITH updated AS (INSERT INTO conversations ({CONVERSATION_COLUMNS}) \
-                 SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::text[], \
-                 $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bigint, \
-                 $13::jsonb, $14::jsonb, $15::bigint, $16::bigint {FENCED_CREATE} \
-                 ON CONFLICT (id) DO NOTHING RETURNING id), {} SELECT count(*) FROM updated",
-                record_change(17)
-            ))
+            .prepare_cached(CREATE.sql())
             .await
             .map_err(self.err())?;
         let (writer_id, writer_epoch) = self.writer();
-        let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
-        values.push(&state.change);
-        values.push(&writer_id);
-        values.push(&writer_epoch);
+        let mut values = state.named().to_vec();
+        values.extend([
+            ("change", &state.change as Param<'_>),
+            ("writer_id", &writer_id),
+            ("writer_epoch", &writer_epoch),
+        ]);
+        let values = CREATE.bind(&values)?;
         let inserted: i64 = client
             .query_one(&statement, &values)
             .await
@@ -183,14 +263,17 @@ impl PostgresStore {
         let state = encode_conversation(conversation)?;
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(UPDATE.as_str())
+            .prepare_cached(UPDATE.sql())
             .await
             .map_err(self.err())?;
         let (writer_id, writer_epoch) = self.writer();
-        let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
-        values.push(&writer_id);
-        values.push(&writer_epoch);
-        values.push(&state.change);
+        let mut values = state.named().to_vec();
+        values.extend([
+            ("change", &state.change as Param<'_>),
+            ("writer_id", &writer_id),
+            ("writer_epoch", &writer_epoch),
+        ]);
+        let values = UPDATE.bind(&values)?;
         let updated: i64 = client
             .query_one(&statement, &values)
             .await
@@ -202,7 +285,7 @@ impl PostgresStore {
         }
         // Refused: say exactly why, with the rules every backend shares.
         self.refuse_if_fenced(&**client).await?;
-        let stored = stored_state(&**client, &self.site, id, "").await?;
+        let stored = stored_state(&**client, &self.site, id, Lock::None).await?;
         check_update(id, conversation.turn_count(), stored.turns)?;
         check_write(id, conversation.version(), stored)?;
         Err(StoreError::Conflict {
@@ -224,7 +307,7 @@ impl PostgresStore {
         let id = conversation.id();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err())?;
-        let stored = stored_state(&*tx, &self.site, id, "FOR UPDATE").await?;
+        let stored = stored_state(&*tx, &self.site, id, Lock::Row).await?;
         self.refuse_if_fenced(&*tx).await?;
         let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.borrow().id.as_uuid()).collect();
         let turns: Vec<i64> = messages
@@ -234,17 +317,11 @@ impl PostgresStore {
         // The two lookups go out together: tokio-postgres pipelines statements polled at
         // once on one connection, so they cost one round trip.
         let conversation_uuid = id.as_uuid();
-        let by_id_params: [&(dyn ToSql + Sync); 1] = [&ids];
-        let taken_params: [&(dyn ToSql + Sync); 2] = [&conversation_uuid, &turns];
+        let by_id_params = STORED_IDS.bind(&[("ids", &ids)])?;
+        let taken_params = TAKEN_TURNS.bind(&[("id", &conversation_uuid), ("turns", &turns)])?;
         let (found, taken) = tokio::try_join!(
-            tx.query(
-                "SELECT id, conversation_id, turn FROM messages WHERE id = ANY($1)",
-                &by_id_params,
-            ),
-            tx.query(
-                "SELECT turn FROM messages WHERE conversation_id = $1 AND turn = ANY($2)",
-                &taken_params,
-            ),
+            tx.query(STORED_IDS.sql(), &by_id_params),
+            tx.query(TAKEN_TURNS.sql(), &taken_params),
         )
         .map_err(self.err())?;
         let by_id: std::collections::HashMap<uuid::Uuid, (uuid::Uuid, i64)> = found
@@ -279,25 +356,33 @@ impl PostgresStore {
             check_write(id, conversation.version(), stored)?;
             let columns = encode_messages(new)?;
             let (writer_id, writer_epoch) = self.writer();
-            let mut update: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
-            update.push(&writer_id);
-            update.push(&writer_epoch);
+            let mut update = state.named().to_vec();
+            update.extend([
+                ("writer_id", &writer_id as Param<'_>),
+                ("writer_epoch", &writer_epoch),
+            ]);
             let written = tx
-                .execute(LOCKED_UPDATE.as_str(), &update)
+                .execute(LOCKED_UPDATE.sql(), &LOCKED_UPDATE.bind(&update)?)
                 .await
                 .map_err(self.err())?;
             if written != 1 {
                 return Err(StoreError::NotFound { conversation: id });
             }
+            let named = state.named();
+            let of_state = |name: &str| named.iter().copied().find(|(n, _)| *n == name);
             if let Some(change) = &state.change {
-                let version = int(conversation.version());
-                tx.execute(LOCKED_CHANGE, &[&state.id, &version, change])
+                let values: Vec<(&str, Param<'_>)> = of_state("id")
+                    .into_iter()
+                    .chain(of_state("version"))
+                    .chain([("change", change as Param<'_>)])
+                    .collect();
+                tx.execute(LOCKED_CHANGE.sql(), &LOCKED_CHANGE.bind(&values)?)
                     .await
                     .map_err(self.err())?;
             }
-            let mut values: Vec<&(dyn ToSql + Sync)> = vec![&state.id];
-            values.extend_from_slice(&columns.values());
-            tx.execute(LOCKED_INSERT.as_str(), &values)
+            let mut values: Vec<(&str, Param<'_>)> = of_state("id").into_iter().collect();
+            values.extend(columns.named());
+            tx.execute(LOCKED_INSERT.sql(), &LOCKED_INSERT.bind(&values)?)
                 .await
                 .map_err(self.err())?;
         }
@@ -326,14 +411,17 @@ impl PostgresStore {
         // by the locked path, which reports exactly why.
         let fast = {
             let client = self.client().await?;
-            let mut values: Vec<&(dyn ToSql + Sync)> = state.values().to_vec();
-            values.extend_from_slice(&columns.values());
-            values.push(&previous_turns);
-            values.push(&writer_id);
-            values.push(&writer_epoch);
-            values.push(&state.change);
+            let mut values = state.named().to_vec();
+            values.extend(columns.named());
+            values.extend([
+                ("previous_turns", &previous_turns as Param<'_>),
+                ("writer_id", &writer_id),
+                ("writer_epoch", &writer_epoch),
+                ("change", &state.change),
+            ]);
+            let values = FAST_APPEND.bind(&values)?;
             let statement = client
-                .prepare_cached(FAST_APPEND.as_str())
+                .prepare_cached(FAST_APPEND.sql())
                 .await
                 .map_err(self.err())?;
             client.execute(&statement, &values).await
@@ -349,5 +437,53 @@ impl PostgresStore {
             }
             Err(e) => Err(self.site.err(e)),
         }
+    }
+
+    pub(super) async fn prune_batches(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
+        self.refuse_if_closed()?;
+        let client = self.client().await?;
+        // In bounded batches, each its own short transaction, so a large prune never holds
+        // many locks or one long transaction; rows another session holds are left for the
+        // next batch (or the next prune).
+        let before = ended_before.as_millis_i64();
+        let (statement, params) = self
+            .prepare_named(&client, &PRUNE, &[("ended_before", &before)])
+            .await?;
+        let mut total = 0;
+        loop {
+            let deleted = client
+                .execute(&statement, &params)
+                .await
+                .map_err(self.err())?;
+            total += deleted;
+            if deleted == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub(super) async fn record_module_once(
+        &self,
+        module: &ModuleInfo,
+        registered_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.refuse_if_closed()?;
+        let info = serde_json::to_value(module).map_err(|e| StoreError::InvalidInput {
+            reason: format!("module info cannot be serialized: {e}"),
+        })?;
+        let client = self.client().await?;
+        let (name, at) = (module.name.as_str(), registered_at.as_millis_i64());
+        let (statement, params) = self
+            .prepare_named(
+                &client,
+                &RECORD_MODULE,
+                &[("name", &name), ("info", &info), ("registered_at", &at)],
+            )
+            .await?;
+        client
+            .execute(&statement, &params)
+            .await
+            .map_err(self.err())?;
+        Ok(())
     }
 }
