@@ -137,16 +137,16 @@ impl PostgresOptions {
     }
 }
 
-/// Where the store is, for error messages, and how its errors map.
+/// The server the store talks to: its address for messages, and how its errors map.
 #[derive(Debug)]
-pub(crate) struct Site {
+pub(crate) struct Server {
     /// `host:port/database`, without credentials.
-    pub(crate) server: String,
+    pub(crate) address: String,
     statement_timeout: Duration,
     lock_timeout: Duration,
 }
 
-impl Site {
+impl Server {
     /// Maps a driver error into the semantic variants every backend shares.
     pub(crate) fn err(&self, e: tokio_postgres::Error) -> StoreError {
         if let Some(code) = e.code() {
@@ -176,7 +176,7 @@ impl Site {
                 | SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
                 | SqlState::TOO_MANY_CONNECTIONS => StoreError::Unavailable {
                     backend: "postgres",
-                    detail: format!("{} at {}", detail, self.server),
+                    detail: format!("{} at {}", detail, self.address),
                 },
                 _ => StoreError::Backend {
                     backend: "postgres",
@@ -191,7 +191,7 @@ impl Site {
         if connection {
             StoreError::Unavailable {
                 backend: "postgres",
-                detail: format!("{e} ({})", self.server),
+                detail: format!("{e} ({})", self.address),
             }
         } else {
             StoreError::Backend {
@@ -206,7 +206,7 @@ impl Site {
             deadpool_postgres::PoolError::Backend(e) => self.err(e),
             other => StoreError::Unavailable {
                 backend: "postgres",
-                detail: format!("no connection to {}: {other}", self.server),
+                detail: format!("no connection to {}: {other}", self.address),
             },
         }
     }
@@ -232,7 +232,7 @@ pub struct PostgresStore {
     /// connections too: the exchange fails with a typed error, as any exchange in flight
     /// when the database goes down.
     relaxed: Pool,
-    site: Arc<Site>,
+    server: Arc<Server>,
     closed: Arc<AtomicBool>,
     /// The cluster member this handle writes as (see `Members::write_as`).
     pub(crate) writer: Arc<std::sync::Mutex<Option<crate::Member>>>,
@@ -243,7 +243,7 @@ pub struct PostgresStore {
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("server", &self.site.server)
+            .field("server", &self.server.address)
             .finish_non_exhaustive()
     }
 }
@@ -260,7 +260,7 @@ impl PostgresStore {
             url.parse().map_err(|e| StoreError::InvalidInput {
                 reason: format!("cannot read the PostgreSQL URL: {e}"),
             })?;
-        let server = describe(&config);
+        let address = describe(&config);
         // Every connection: the store's schema first on the search path (so the SQL names
         // tables without a schema), and the two timeouts, in milliseconds.
         config.options(format!(
@@ -273,8 +273,8 @@ impl PostgresStore {
         // in pg_stat_activity.
         config.application_name(format!("colloquy/{}", options.schema));
         config.connect_timeout(options.connect_timeout);
-        let site = Arc::new(Site {
-            server,
+        let server = Arc::new(Server {
+            address,
             statement_timeout: options.statement_timeout,
             lock_timeout: options.lock_timeout,
         });
@@ -289,13 +289,13 @@ impl PostgresStore {
         let store = Self {
             pool,
             relaxed,
-            site,
+            server,
             closed: Arc::new(AtomicBool::new(false)),
             writer: Arc::default(),
             listener,
         };
         let mut client = store.client().await?;
-        schema::migrate(&mut client, &options, &store.site).await?;
+        schema::migrate(&mut client, &options, &store.server).await?;
         Ok(store)
     }
 
@@ -306,12 +306,12 @@ impl PostgresStore {
         let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::InvalidInput {
             reason: format!("cannot read the PostgreSQL URL: {e}"),
         })?;
-        let site = Site {
-            server: describe(&config),
+        let server = Server {
+            address: describe(&config),
             statement_timeout: options.statement_timeout,
             lock_timeout: options.lock_timeout,
         };
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| site.err(e))?;
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| server.err(e))?;
         let driver = tokio::spawn(connection);
         let dropped = client
             .batch_execute(&format!(
@@ -319,14 +319,14 @@ impl PostgresStore {
                 options.schema
             ))
             .await
-            .map_err(|e| site.err(e));
+            .map_err(|e| server.err(e));
         drop(client);
         let _ = driver.await;
         dropped
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| self.site.pool_err(e))
+        self.pool.get().await.map_err(|e| self.server.pool_err(e))
     }
 
     /// A connection whose commits do not wait for the WAL flush, for deliveries only (see
@@ -348,7 +348,10 @@ impl PostgresStore {
     }
 
     pub(crate) async fn relaxed_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.relaxed.get().await.map_err(|e| self.site.pool_err(e))
+        self.relaxed
+            .get()
+            .await
+            .map_err(|e| self.server.pool_err(e))
     }
 
     /// The member this handle writes as: its id and epoch as parameters (both `NULL` when
@@ -399,7 +402,7 @@ impl PostgresStore {
     }
 
     pub(crate) fn err(&self) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
-        |e| self.site.err(e)
+        |e| self.server.err(e)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use tokio_postgres::Client;
 
-use super::{PostgresOptions, Site};
+use super::{PostgresOptions, Server};
 use crate::StoreError;
 
 /// One entry per schema version; `MIGRATIONS[i]` moves the schema from version `i` to
@@ -133,9 +133,9 @@ pub const POSTGRES_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub(crate) async fn migrate(
     client: &mut Client,
     options: &PostgresOptions,
-    site: &Site,
+    server: &Server,
 ) -> Result<(), StoreError> {
-    let err = |e| site.err(e);
+    let err = |e| server.err(e);
     let schema = &options.schema;
     let tx = client.transaction().await.map_err(err)?;
     tx.execute(
@@ -156,7 +156,7 @@ pub(crate) async fn migrate(
             .map_err(err)?;
         if !made {
             return Err(StoreError::DatabaseMissing {
-                path: format!("{} (schema {schema})", site.server).into(),
+                path: format!("{} (schema {schema})", server.address).into(),
             });
         }
     }
@@ -184,7 +184,7 @@ pub(crate) async fn migrate(
         .map_err(err)?;
     if found > POSTGRES_SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
-            database: format!("{} (schema {schema})", site.server),
+            database: format!("{} (schema {schema})", server.address),
             found,
             supported: POSTGRES_SCHEMA_VERSION,
         });

@@ -14,7 +14,7 @@ use crate::{
 
 use super::{
     named::{Named, Param},
-    rows, PostgresStore, Site,
+    rows, PostgresStore, Server,
 };
 
 /// The messages' insert; `:id` is the conversation (in the fast path the insert reads
@@ -190,7 +190,7 @@ pub(super) enum Lock {
 /// conversation.
 pub(super) async fn stored_state<C: tokio_postgres::GenericClient + Sync>(
     client: &C,
-    site: &Site,
+    server: &Server,
     id: ConversationId,
     lock: Lock,
 ) -> Result<StoredState, StoreError> {
@@ -202,7 +202,7 @@ pub(super) async fn stored_state<C: tokio_postgres::GenericClient + Sync>(
     let row = client
         .query_opt(statement.sql(), &statement.bind(&[("id", &uuid)])?)
         .await
-        .map_err(|e| site.err(e))?
+        .map_err(|e| server.err(e))?
         .ok_or(StoreError::NotFound { conversation: id })?;
     let corrupt = |detail: String| StoreError::Corrupt {
         location: format!("conversation {id}"),
@@ -285,7 +285,7 @@ impl PostgresStore {
         }
         // Refused: say exactly why, with the rules every backend shares.
         self.refuse_if_fenced(&**client).await?;
-        let stored = stored_state(&**client, &self.site, id, Lock::None).await?;
+        let stored = stored_state(&**client, &self.server, id, Lock::None).await?;
         check_update(id, conversation.turn_count(), stored.turns)?;
         check_write(id, conversation.version(), stored)?;
         Err(StoreError::Conflict {
@@ -307,7 +307,7 @@ impl PostgresStore {
         let id = conversation.id();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err())?;
-        let stored = stored_state(&*tx, &self.site, id, Lock::Row).await?;
+        let stored = stored_state(&*tx, &self.server, id, Lock::Row).await?;
         self.refuse_if_fenced(&*tx).await?;
         let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.borrow().id.as_uuid()).collect();
         let turns: Vec<i64> = messages
@@ -435,7 +435,7 @@ impl PostgresStore {
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 self.append_locked(conversation, &state, messages).await
             }
-            Err(e) => Err(self.site.err(e)),
+            Err(e) => Err(self.server.err(e)),
         }
     }
 
