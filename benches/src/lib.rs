@@ -107,15 +107,21 @@ impl Ids {
     }
 
     /// Accepts `turns` more messages with `payload`-byte contents into `c`, and makes `c`
-    /// the next write of the conversation (one batch, one append).
+    /// the next write of the conversation (one batch, one append). The messages come
+    /// behind `Arc`, as `ConversationStore::append` takes them.
     ///
     /// # Panics
     ///
     /// Never for the fixtures above (participants, no turn limit, no expiry).
     #[allow(clippy::expect_used)] // Participants are valid and the conversation never expires.
-    pub fn talk(&mut self, c: &mut Conversation, turns: usize, payload: usize) -> Vec<Message> {
+    pub fn talk(
+        &mut self,
+        c: &mut Conversation,
+        turns: usize,
+        payload: usize,
+    ) -> Vec<std::sync::Arc<Message>> {
         let text = "x".repeat(payload);
-        let messages: Vec<Message> = (0..turns)
+        let messages: Vec<std::sync::Arc<Message>> = (0..turns)
             .map(|_| {
                 let t = c.last_activity();
                 let (from, to) = if c.turn_count().is_multiple_of(2) {
@@ -128,6 +134,7 @@ impl Ids {
                     self.message(t),
                     t,
                 )
+                .map(std::sync::Arc::new)
                 .expect("fixture turn")
             })
             .collect();

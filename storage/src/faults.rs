@@ -215,21 +215,10 @@ impl<S: ConversationStore> ConversationStore for FaultyStore<S> {
     async fn append(
         &self,
         conversation: &Conversation,
-        messages: &[Message],
-    ) -> Result<AppendOutcome, StoreError> {
-        self.faults.before(true).await?;
-        let outcome = self.inner.append(conversation, messages).await?;
-        self.faults.after_write()?;
-        Ok(outcome)
-    }
-
-    async fn append_shared(
-        &self,
-        conversation: &Conversation,
         messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
         self.faults.before(true).await?;
-        let outcome = self.inner.append_shared(conversation, messages).await?;
+        let outcome = self.inner.append(conversation, messages).await?;
         self.faults.after_write()?;
         Ok(outcome)
     }

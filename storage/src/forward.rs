@@ -27,16 +27,9 @@ impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
     async fn append(
         &self,
         conversation: &Conversation,
-        messages: &[Message],
-    ) -> Result<AppendOutcome, StoreError> {
-        (**self).append(conversation, messages).await
-    }
-    async fn append_shared(
-        &self,
-        conversation: &Conversation,
         messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
-        (**self).append_shared(conversation, messages).await
+        (**self).append(conversation, messages).await
     }
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
         (**self).update(conversation).await

@@ -34,6 +34,10 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Appends `messages` and stores `conversation` as the conversation's new state, in one
     /// atomic transaction.
     ///
+    /// The messages come behind `Arc`, as the router shares them with its history window
+    /// and its subscribers: a backend that keeps messages in memory keeps the `Arc`, the
+    /// others only borrow them.
+    ///
     /// `messages` must belong to the conversation, have consecutive turns, and end at
     /// `conversation.turn_count()`. A message whose id is already stored at the same turn is
     /// skipped (appending is idempotent on message id); if every message is skipped the
@@ -46,20 +50,8 @@ pub trait ConversationStore: Send + Sync + 'static {
     async fn append(
         &self,
         conversation: &Conversation,
-        messages: &[Message],
-    ) -> Result<AppendOutcome, StoreError>;
-
-    /// [`append`](Self::append) for messages the caller already shares behind `Arc` (the
-    /// router does): same contract, same errors. Backends that keep messages in memory
-    /// override it to keep the `Arc` instead of copying each message; the default copies.
-    async fn append_shared(
-        &self,
-        conversation: &Conversation,
         messages: &[Arc<Message>],
-    ) -> Result<AppendOutcome, StoreError> {
-        let copies: Vec<Message> = messages.iter().map(|m| (**m).clone()).collect();
-        self.append(conversation, &copies).await
-    }
+    ) -> Result<AppendOutcome, StoreError>;
 
     /// Stores `conversation` as the new state (status, phase, context, participants, ...)
     /// without new turns.

@@ -137,9 +137,12 @@ async fn corrupt_rows_give_errors_naming_the_row() {
     let mut c = conversation(1);
     store.create(&c).await.unwrap();
     let m1 = turn(&mut c, 2, json!({"ok": true}));
-    store.append(&c, &[m1]).await.unwrap();
+    store.append(&c, &shared(&[m1])).await.unwrap();
     let m2 = turn(&mut c, 3, json!({"ok": true}));
-    store.append(&c, std::slice::from_ref(&m2)).await.unwrap();
+    store
+        .append(&c, &shared(std::slice::from_ref(&m2)))
+        .await
+        .unwrap();
     let other = conversation(4);
     store.create(&other).await.unwrap();
 
@@ -209,7 +212,7 @@ async fn a_full_database_refuses_writes_and_keeps_what_it_had() {
     let err = loop {
         let seed = (c.turn_count() % 250) as u8 + 5;
         let m = turn(&mut c, seed, json!("x".repeat(2_000)));
-        match store.append(&c, std::slice::from_ref(&m)).await {
+        match store.append(&c, &shared(std::slice::from_ref(&m))).await {
             Ok(_) => stored.push(m),
             Err(e) => break e,
         }
@@ -231,7 +234,7 @@ async fn a_full_database_refuses_writes_and_keeps_what_it_had() {
     let mut c = roomy.conversation(c.id()).await.unwrap().unwrap();
     assert_eq!(c.turn_count(), stored.len() as u64);
     let next = turn(&mut c, 251, json!("fits now"));
-    roomy.append(&c, &[next]).await.unwrap();
+    roomy.append(&c, &shared(&[next])).await.unwrap();
     assert_eq!(
         roomy
             .messages(c.id(), MessageRange::All)
@@ -264,7 +267,10 @@ async fn a_read_only_store_reads_everything_and_refuses_every_write() {
     let writer = open(&path).await.unwrap();
     writer.create(&c).await.unwrap();
     let m = turn(&mut c, 2, json!("kept"));
-    writer.append(&c, std::slice::from_ref(&m)).await.unwrap();
+    writer
+        .append(&c, &shared(std::slice::from_ref(&m)))
+        .await
+        .unwrap();
     // The writer stays open: a read-only store sees its committed writes too.
     let reader = SqliteStore::open_read_only(&path, SqliteOptions::new())
         .await
@@ -287,7 +293,10 @@ async fn a_read_only_store_reads_everything_and_refuses_every_write() {
     let refused_message = turn(&mut next, 4, json!("no"));
     let refused = [
         reader.create(&conversation(3)).await.unwrap_err(),
-        reader.append(&next, &[refused_message]).await.unwrap_err(),
+        reader
+            .append(&next, &shared(&[refused_message]))
+            .await
+            .unwrap_err(),
         reader.update(&c).await.unwrap_err(),
         reader.prune(t(0)).await.unwrap_err(),
     ];
@@ -356,19 +365,19 @@ async fn an_unchanged_context_is_kept_and_a_patched_one_is_written() {
     };
     // Same context as committed: appends leave it as it is.
     let m = turn(&mut c, 2, json!(1));
-    store.append(&c, &[m]).await.unwrap();
+    store.append(&c, &shared(&[m])).await.unwrap();
     assert_eq!(stored_context(&path), r#"{"plan":"a"}"#);
     // A patch gives the conversation a new context: the next append writes it.
     c.apply_context_patch(&plan("b"), t(2_500)).unwrap();
     let m = turn(&mut c, 3, json!(2));
-    store.append(&c, &[m]).await.unwrap();
+    store.append(&c, &shared(&[m])).await.unwrap();
     assert_eq!(stored_context(&path), r#"{"plan":"b"}"#);
     let m = turn(&mut c, 4, json!(3));
-    store.append(&c, &[m]).await.unwrap();
+    store.append(&c, &shared(&[m])).await.unwrap();
     // An equal context in another allocation (a state read back, say) is written too.
     let mut copy = store.conversation(c.id()).await.unwrap().unwrap();
     let m = turn(&mut copy, 5, json!(4));
-    store.append(&copy, &[m]).await.unwrap();
+    store.append(&copy, &shared(&[m])).await.unwrap();
     store.close().await.unwrap();
     let reopened = open(&path).await.unwrap();
     let back = reopened.conversation(c.id()).await.unwrap().unwrap();
@@ -552,7 +561,7 @@ async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
         let store = open(&path).await.unwrap();
         store.create(&c).await.unwrap();
         let m = turn(&mut c, 2, json!("before the upgrade"));
-        store.append(&c, &[m]).await.unwrap();
+        store.append(&c, &shared(&[m])).await.unwrap();
         store.close().await.unwrap();
     }
     // Take the file back to schema version 1, as the previous release left it.
@@ -573,7 +582,7 @@ async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
     assert_eq!(back.version(), 0, "rows of version 1 start at version 0");
     assert_eq!(back.turn_count(), 1);
     let m = turn(&mut back, 3, json!("after"));
-    store.append(&back, &[m]).await.unwrap();
+    store.append(&back, &shared(&[m])).await.unwrap();
     assert_eq!(
         store
             .messages(c.id(), MessageRange::All)
@@ -659,4 +668,9 @@ async fn the_writers_turnstile_exists_only_while_someone_writes() {
     third.close().await.unwrap();
     drop((other, third));
     assert_eq!(names_in(dir.path()), ["c.db"], "only the database is left");
+}
+
+/// `messages` behind `Arc`, as `ConversationStore::append` takes them.
+fn shared(messages: &[colloquy_core::Message]) -> Vec<std::sync::Arc<colloquy_core::Message>> {
+    messages.iter().cloned().map(std::sync::Arc::new).collect()
 }

@@ -122,7 +122,7 @@ async fn stores_refuse_json_they_could_not_read_back() {
             t,
         )
         .unwrap();
-    let err = store.append(&c, &[m]).await.unwrap_err();
+    let err = store.append(&c, &shared(&[m])).await.unwrap_err();
     assert!(
         matches!(err, StoreError::InvalidInput { ref reason } if reason.contains("nests deeper")),
         "{err:?}"
@@ -184,7 +184,10 @@ async fn sql_looking_strings_are_only_ever_data() {
         )
         .unwrap();
     c.bump_version();
-    store.append(&c, std::slice::from_ref(&m)).await.unwrap();
+    store
+        .append(&c, &shared(std::slice::from_ref(&m)))
+        .await
+        .unwrap();
     c.fail(evil, t).unwrap();
     c.bump_version();
     store.update(&c).await.unwrap();
@@ -333,4 +336,9 @@ async fn faulty_modules_fail_only_their_own_turns_and_shutdown_completes() {
     assert_eq!(good, 20, "healthy conversations are unaffected");
     let report = hub.shutdown().await;
     assert!(report.drained);
+}
+
+/// `messages` behind `Arc`, as `ConversationStore::append` takes them.
+fn shared(messages: &[colloquy_core::Message]) -> Vec<std::sync::Arc<colloquy_core::Message>> {
+    messages.iter().cloned().map(std::sync::Arc::new).collect()
 }

@@ -419,7 +419,7 @@ async fn leave_an_orphan(
     colloquy_storage::ConversationStore::append(
         &store,
         &conversation,
-        std::slice::from_ref(&orphan),
+        &[std::sync::Arc::new(orphan.clone())],
     )
     .await
     .unwrap();

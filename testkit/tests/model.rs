@@ -270,8 +270,12 @@ async fn compare(sqlite: impl ConversationStore, ops: Vec<Op>) -> Result<Tally, 
                 };
                 let before = c.clone();
                 let batch = d.talk(&mut c, turns);
-                let (_, ok) =
-                    both(memory.append(&c, &batch), sqlite.append(&c, &batch), what).await?;
+                let (_, ok) = both(
+                    memory.append(&c, &shared(&batch)),
+                    sqlite.append(&c, &shared(&batch)),
+                    what,
+                )
+                .await?;
                 if ok && !batch.is_empty() {
                     tally.appends += 1;
                     tally.longest = tally.longest.max(c.turn_count());
@@ -287,7 +291,12 @@ async fn compare(sqlite: impl ConversationStore, ops: Vec<Op>) -> Result<Tally, 
                 let Some((c, batch)) = d.slots[slot].last_batch.clone() else {
                     continue;
                 };
-                both(memory.append(&c, &batch), sqlite.append(&c, &batch), what).await?;
+                both(
+                    memory.append(&c, &shared(&batch)),
+                    sqlite.append(&c, &shared(&batch)),
+                    what,
+                )
+                .await?;
             }
             Op::RivalAppend { slot } => {
                 let Some(mut rival) = d.slots[slot].previous.clone() else {
@@ -295,8 +304,8 @@ async fn compare(sqlite: impl ConversationStore, ops: Vec<Op>) -> Result<Tally, 
                 };
                 let batch = d.talk(&mut rival, 1);
                 let (_, ok) = both(
-                    memory.append(&rival, &batch),
-                    sqlite.append(&rival, &batch),
+                    memory.append(&rival, &shared(&batch)),
+                    sqlite.append(&rival, &shared(&batch)),
                     what,
                 )
                 .await?;
@@ -513,4 +522,9 @@ fn the_generator_reaches_successful_writes_and_long_conversations() {
     assert!(total.appends >= 60, "{total:?}");
     assert!(total.updates >= 20, "{total:?}");
     assert!(total.longest >= 6, "{total:?}");
+}
+
+/// `messages` behind `Arc`, as `ConversationStore::append` takes them.
+fn shared(messages: &[colloquy_core::Message]) -> Vec<std::sync::Arc<colloquy_core::Message>> {
+    messages.iter().cloned().map(std::sync::Arc::new).collect()
 }

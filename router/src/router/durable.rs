@@ -51,7 +51,7 @@ impl Router {
         conversation: &Conversation,
         messages: &[Arc<Message>],
     ) -> Result<(), StoreError> {
-        let outcome = retrying(|| self.db().append_shared(conversation, messages))
+        let outcome = retrying(|| self.db().append(conversation, messages))
             .await
             .0
             .map_err(|e| self.noted(e))?;

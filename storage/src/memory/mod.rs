@@ -349,18 +349,6 @@ impl ConversationStore for MemoryStore {
     async fn append(
         &self,
         conversation: &Conversation,
-        messages: &[Message],
-    ) -> Result<AppendOutcome, StoreError> {
-        self.inner.refuse_if_closed()?;
-        check_append(conversation, messages)?;
-        let shared: Vec<Arc<Message>> = messages.iter().cloned().map(Arc::new).collect();
-        let (_fence, writer) = self.fence()?;
-        self.inner.append(conversation, &shared, writer)
-    }
-
-    async fn append_shared(
-        &self,
-        conversation: &Conversation,
         messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
         self.inner.refuse_if_closed()?;

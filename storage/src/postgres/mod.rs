@@ -460,18 +460,9 @@ impl ConversationStore for PostgresStore {
     async fn append(
         &self,
         conversation: &Conversation,
-        messages: &[Message],
-    ) -> Result<AppendOutcome, StoreError> {
-        self.append_any(conversation, messages).await
-    }
-
-    async fn append_shared(
-        &self,
-        conversation: &Conversation,
         messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
-        let borrowed: Vec<&Message> = messages.iter().map(|m| &**m).collect();
-        self.append_any(conversation, &borrowed).await
+        self.append_any(conversation, messages).await
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {

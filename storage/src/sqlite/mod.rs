@@ -428,14 +428,6 @@ impl ConversationStore for SqliteStore {
     async fn append(
         &self,
         conversation: &Conversation,
-        messages: &[Message],
-    ) -> Result<AppendOutcome, StoreError> {
-        self.append_encoded(conversation, messages).await
-    }
-
-    async fn append_shared(
-        &self,
-        conversation: &Conversation,
         messages: &[Arc<Message>],
     ) -> Result<AppendOutcome, StoreError> {
         self.append_encoded(conversation, messages).await

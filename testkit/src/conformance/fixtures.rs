@@ -107,12 +107,19 @@ pub(crate) async fn stored_with_turns(
     store.create(&c).await?;
     let messages = talk(&mut c, turns, started)?;
     if turns > 0 {
-        store.append(&c, &messages).await?;
+        store.append(&c, &shared(&messages)).await?;
     }
     Ok((c, messages))
 }
 
 /// The members of a JSON object literal (empty for anything else).
+/// `messages` behind `Arc`, as [`ConversationStore::append`] takes them.
+///
+/// [`ConversationStore::append`]: colloquy_storage::ConversationStore::append
+pub(crate) fn shared(messages: &[Message]) -> Vec<std::sync::Arc<Message>> {
+    messages.iter().cloned().map(std::sync::Arc::new).collect()
+}
+
 pub(crate) fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     match value {
         serde_json::Value::Object(map) => map,

@@ -27,7 +27,7 @@ mod checks {
 
     // `ensure!`, `ensure_eq!` and `ensure_err!` are in scope from the parent module.
     use crate::conformance::{
-        fixtures::{at, conversation, message_id, name, talk},
+        fixtures::{at, conversation, message_id, name, shared, talk},
         CheckResult, Failure, StoreFactory,
     };
 
@@ -166,7 +166,7 @@ mod checks {
         let mut appended = c.clone();
         let batch = talk(&mut appended, 1, at(2_000))?;
         ensure_err!(
-            store.append(&appended, &batch).await,
+            store.append(&appended, &shared(&batch)).await,
             StoreError::Fenced { .. },
             "append"
         );
@@ -208,7 +208,7 @@ mod checks {
             None,
         )?;
         c.bump_version();
-        dead_store.append(&c, &[request]).await?;
+        dead_store.append(&c, &shared(&[request])).await?;
         dead_cluster.leave(dead).await?;
 
         let mut tasks = tokio::task::JoinSet::new();

@@ -248,7 +248,6 @@ suite!(
     two_handles_append_concurrently,
     racing_appends_to_one_turn_conflict_cleanly,
     large_batch_append,
-    append_shared_keeps_the_append_contract,
 );
 
 pub mod membership;

@@ -9,7 +9,7 @@ pub async fn append_stores_messages_and_state<F: StoreFactory>(f: &F) -> CheckRe
     store.create(&c).await?;
     let messages = talk(&mut c, 3, at(1_000))?;
     ensure_eq!(
-        store.append(&c, &messages).await?,
+        store.append(&c, &shared(&messages)).await?,
         AppendOutcome {
             inserted: 3,
             duplicates: 0
@@ -35,7 +35,7 @@ pub async fn append_in_several_batches<F: StoreFactory>(f: &F) -> CheckResult {
     store.create(&c).await?;
     for i in 0..5 {
         let batch = talk(&mut c, 1, at(1_000 * (i + 1)))?;
-        store.append(&c, &batch).await?;
+        store.append(&c, &shared(&batch)).await?;
     }
     let stored = store.messages(c.id(), MessageRange::All).await?;
     ensure_eq!(
@@ -59,11 +59,11 @@ pub async fn append_is_idempotent_on_message_id<F: StoreFactory>(f: &F) -> Check
     store.create(&c).await?;
     let first = talk(&mut c, 2, at(1_000))?;
     let early_state = c.clone();
-    store.append(&c, &first).await?;
+    store.append(&c, &shared(&first)).await?;
     let second = talk(&mut c, 2, at(5_000))?;
-    store.append(&c, &second).await?;
+    store.append(&c, &shared(&second)).await?;
     ensure_eq!(
-        store.append(&early_state, &first).await?,
+        store.append(&early_state, &shared(&first)).await?,
         AppendOutcome {
             inserted: 0,
             duplicates: 2
@@ -81,7 +81,7 @@ pub async fn append_is_idempotent_on_message_id<F: StoreFactory>(f: &F) -> Check
         "state not rolled back"
     );
     ensure_eq!(
-        store.append(&c, &second).await?,
+        store.append(&c, &shared(&second)).await?,
         AppendOutcome {
             inserted: 0,
             duplicates: 2
@@ -98,10 +98,10 @@ pub async fn turn_collision_is_conflict<F: StoreFactory>(f: &F) -> CheckResult {
     store.create(&c).await?;
     let mut rival = c.clone();
     let winner = talk(&mut c, 1, at(1_000))?;
-    store.append(&c, &winner).await?;
+    store.append(&c, &shared(&winner)).await?;
     let loser = talk(&mut rival, 1, at(1_500))?;
     ensure_err!(
-        store.append(&rival, &loser).await,
+        store.append(&rival, &shared(&loser)).await,
         StoreError::Conflict { turn: 1, .. },
         "second message at turn 1"
     );
@@ -120,7 +120,7 @@ pub async fn turn_gap_is_conflict<F: StoreFactory>(f: &F) -> CheckResult {
     store.create(&c).await?;
     let messages = talk(&mut c, 3, at(1_000))?;
     ensure_err!(
-        store.append(&c, &messages[2..]).await,
+        store.append(&c, &shared(&messages[2..])).await,
         StoreError::Conflict { turn: 3, .. },
         "turn 3 with turns 1 and 2 missing"
     );
@@ -143,11 +143,11 @@ pub async fn reused_message_id_is_conflict<F: StoreFactory>(f: &F) -> CheckResul
     let mut c = conversation(&["a", "b"], at(0))?;
     store.create(&c).await?;
     let first = talk(&mut c, 1, at(1_000))?;
-    store.append(&c, &first).await?;
+    store.append(&c, &shared(&first)).await?;
     let mut second = talk(&mut c, 1, at(2_000))?;
     second[0].id = first[0].id;
     ensure_err!(
-        store.append(&c, &second).await,
+        store.append(&c, &shared(&second)).await,
         StoreError::Conflict { turn: 2, .. },
         "id of turn 1 reused at turn 2"
     );
@@ -165,12 +165,12 @@ pub async fn failed_append_writes_nothing<F: StoreFactory>(f: &F) -> CheckResult
     let mut c = conversation(&["a", "b"], at(0))?;
     store.create(&c).await?;
     let first = talk(&mut c, 1, at(1_000))?;
-    store.append(&c, &first).await?;
+    store.append(&c, &shared(&first)).await?;
     let before = c.clone();
     let mut batch = talk(&mut c, 3, at(2_000))?;
     batch[2].id = first[0].id;
     ensure_err!(
-        store.append(&c, &batch).await,
+        store.append(&c, &shared(&batch)).await,
         StoreError::Conflict { .. },
         "batch whose third message reuses an id"
     );
@@ -195,26 +195,26 @@ pub async fn append_checks_batch_consistency<F: StoreFactory>(f: &F) -> CheckRes
     store.create(&c).await?;
     store.create(&other).await?;
     ensure_err!(
-        store.append(&c, &[]).await,
+        store.append(&c, &shared(&[])).await,
         StoreError::InvalidInput { .. },
         "empty batch"
     );
     let foreign = talk(&mut other, 1, at(1_000))?;
     let _ = talk(&mut c, 1, at(1_000))?;
     ensure_err!(
-        store.append(&c, &foreign).await,
+        store.append(&c, &shared(&foreign)).await,
         StoreError::InvalidInput { .. },
         "message of another conversation"
     );
     let two = talk(&mut c, 2, at(2_000))?;
     ensure_err!(
-        store.append(&c, &two[..1]).await,
+        store.append(&c, &shared(&two[..1])).await,
         StoreError::InvalidInput { .. },
         "state ahead of the last message"
     );
     let reversed = vec![two[1].clone(), two[0].clone()];
     ensure_err!(
-        store.append(&c, &reversed).await,
+        store.append(&c, &shared(&reversed)).await,
         StoreError::InvalidInput { .. },
         "turns out of order"
     );
@@ -232,7 +232,7 @@ pub async fn append_to_unknown_conversation_is_not_found<F: StoreFactory>(f: &F)
     let mut c = conversation(&["a", "b"], at(0))?;
     let messages = talk(&mut c, 1, at(1_000))?;
     ensure_err!(
-        store.append(&c, &messages).await,
+        store.append(&c, &shared(&messages)).await,
         StoreError::NotFound { conversation } if conversation == c.id(),
         "append without create"
     );
@@ -292,7 +292,7 @@ pub async fn content_round_trips_exactly<F: StoreFactory>(f: &F) -> CheckResult 
         messages.push(c.accept(draft, message_id(now), now)?);
     }
     c.bump_version();
-    store.append(&c, &messages).await?;
+    store.append(&c, &shared(&messages)).await?;
     ensure_eq!(
         store.messages(c.id(), MessageRange::All).await?,
         messages,
@@ -308,11 +308,11 @@ pub async fn mixed_batch_inserts_only_the_new_messages<F: StoreFactory>(f: &F) -
     let mut c = conversation(&["a", "b"], at(0))?;
     store.create(&c).await?;
     let first = talk(&mut c, 2, at(1_000))?;
-    store.append(&c, &first).await?;
+    store.append(&c, &shared(&first)).await?;
     let second = talk(&mut c, 2, at(3_000))?;
     let mixed: Vec<_> = first.iter().chain(&second).cloned().collect();
     ensure_eq!(
-        store.append(&c, &mixed).await?,
+        store.append(&c, &shared(&mixed)).await?,
         AppendOutcome {
             inserted: 2,
             duplicates: 2
@@ -345,48 +345,6 @@ pub async fn large_batch_append<F: StoreFactory>(f: &F) -> CheckResult {
         turns_of(&store.messages(c.id(), MessageRange::Last(20)).await?),
         (481..=500).collect::<Vec<_>>(),
         "last 20"
-    );
-    Ok(())
-}
-
-/// `append_shared` (messages behind `Arc`, as the router passes them) keeps the contract of
-/// `append`: stored whole, idempotent, conflicts refused.
-pub async fn append_shared_keeps_the_append_contract<F: StoreFactory>(f: &F) -> CheckResult {
-    let store = f.open().await?;
-    let mut c = conversation(&["a", "b"], at(0))?;
-    store.create(&c).await?;
-    let mut rival = c.clone();
-    let messages: Vec<Arc<colloquy_core::Message>> = talk(&mut c, 3, at(1_000))?
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    ensure_eq!(
-        store.append_shared(&c, &messages).await?,
-        AppendOutcome {
-            inserted: 3,
-            duplicates: 0
-        },
-        "shared append"
-    );
-    ensure_eq!(
-        store.append_shared(&c, &messages).await?,
-        AppendOutcome {
-            inserted: 0,
-            duplicates: 3
-        },
-        "retried shared append"
-    );
-    let stored = store.messages(c.id(), MessageRange::All).await?;
-    let expected: Vec<colloquy_core::Message> = messages.iter().map(|m| (**m).clone()).collect();
-    ensure_eq!(stored, expected, "stored messages");
-    let loser: Vec<Arc<colloquy_core::Message>> = talk(&mut rival, 1, at(2_000))?
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    ensure_err!(
-        store.append_shared(&rival, &loser).await,
-        StoreError::Conflict { turn: 1, .. },
-        "rival turn 1"
     );
     Ok(())
 }

@@ -14,7 +14,7 @@ pub async fn concurrent_appends_to_100_conversations<F: StoreFactory>(f: &F) -> 
             store.create(&c).await?;
             for t in 0..10 {
                 let batch = talk(&mut c, 1, at(1_000 + t))?;
-                store.append(&c, &batch).await?;
+                store.append(&c, &shared(&batch)).await?;
             }
             Ok::<_, Failure>(c.id())
         });
@@ -50,7 +50,7 @@ pub async fn two_handles_append_concurrently<F: StoreFactory>(f: &F) -> CheckRes
                 let mut sent = Vec::new();
                 for t in 0..10 {
                     let batch = talk(&mut c, 1, at(10_000 + t))?;
-                    store.append(&c, &batch).await?;
+                    store.append(&c, &shared(&batch)).await?;
                     sent.extend(batch);
                 }
                 Ok::<_, Failure>((c.id(), sent))
@@ -106,7 +106,7 @@ pub async fn racing_appends_to_one_turn_conflict_cleanly<F: StoreFactory>(f: &F)
         let mut mine = c.clone();
         tasks.spawn(async move {
             let batch = talk(&mut mine, 1, at(1_000 + i))?;
-            let result = store.append(&mine, &batch).await;
+            let result = store.append(&mine, &shared(&batch)).await;
             Ok::<_, Failure>((batch, result))
         });
     }

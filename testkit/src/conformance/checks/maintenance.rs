@@ -90,7 +90,7 @@ pub async fn reopen_finds_everything<F: StoreFactory>(f: &F) -> CheckResult {
     let (mut c, mut messages) = stored_with_turns(&first, &["a", "b"], at(0), 3).await?;
     c.apply_context_patch(&object(json!({"k": "v"})), at(10_000))?;
     let more = talk(&mut c, 1, at(11_000))?;
-    first.append(&c, &more).await?;
+    first.append(&c, &shared(&more)).await?;
     messages.extend(more);
     let info = ModuleInfo::new(name("a")?);
     first.record_module(&info, at(5)).await?;
@@ -117,7 +117,7 @@ pub async fn writes_after_close_are_closed<F: StoreFactory>(f: &F) -> CheckResul
     store.close().await?;
     let batch = talk(&mut c, 1, at(2_000))?;
     ensure_err!(
-        store.append(&c, &batch).await,
+        store.append(&c, &shared(&batch)).await,
         StoreError::Closed,
         "append after close"
     );

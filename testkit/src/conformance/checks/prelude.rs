@@ -14,7 +14,7 @@ pub(super) use serde_json::json;
 
 pub(super) use crate::conformance::{
     ensure, ensure_eq, ensure_err,
-    fixtures::{at, conversation, message_id, name, object, stored_with_turns, talk},
+    fixtures::{at, conversation, message_id, name, object, shared, stored_with_turns, talk},
     CheckResult, Failure, StoreFactory,
 };
 

@@ -47,7 +47,7 @@ pub async fn stale_update_is_conflict<F: StoreFactory>(f: &F) -> CheckResult {
     store.create(&c).await?;
     let mut stale = c.clone();
     let messages = talk(&mut c, 2, at(1_000))?;
-    store.append(&c, &messages).await?;
+    store.append(&c, &shared(&messages)).await?;
     stale.pause(at(5_000))?;
     stale.bump_version();
     ensure_err!(
@@ -92,7 +92,7 @@ pub async fn write_from_a_stale_read_is_conflict<F: StoreFactory>(f: &F) -> Chec
     let mut third = c.clone();
     let batch = talk(&mut third, 1, at(4_000))?;
     ensure_err!(
-        store.append(&third, &batch).await,
+        store.append(&third, &shared(&batch)).await,
         StoreError::Conflict { .. },
         "append computed from a stale state"
     );
@@ -130,13 +130,13 @@ pub async fn conflict_then_reload_succeeds<F: StoreFactory>(f: &F) -> CheckResul
     let mut mine = c.clone();
     let batch = talk(&mut mine, 1, at(4_000))?;
     ensure_err!(
-        store.append(&mine, &batch).await,
+        store.append(&mine, &shared(&batch)).await,
         StoreError::Conflict { .. },
         "append from the state before the other writer's"
     );
     let mut reloaded = stored(&store, c.id()).await?;
     let batch = talk(&mut reloaded, 1, at(4_000))?;
-    store.append(&reloaded, &batch).await?;
+    store.append(&reloaded, &shared(&batch)).await?;
     let stored = stored(&store, c.id()).await?;
     ensure_eq!(stored.turn_count(), 3, "the retried turn is stored");
     ensure_eq!(
@@ -165,7 +165,7 @@ pub async fn an_ended_conversation_is_final<F: StoreFactory>(f: &F) -> CheckResu
         ..late.into_parts()
     })?;
     ensure_err!(
-        store.append(&late, &batch).await,
+        store.append(&late, &shared(&batch)).await,
         StoreError::Conflict { .. },
         "append to an ended conversation"
     );
@@ -235,7 +235,7 @@ pub async fn transfer_updates_participant_filter<F: StoreFactory>(f: &F) -> Chec
         "not listed under the old participant"
     );
     let more = talk(&mut c, 1, at(6_000))?;
-    store.append(&c, &more).await?;
+    store.append(&c, &shared(&more)).await?;
     ensure_eq!(
         more[0].target,
         name("c")?,
@@ -274,7 +274,7 @@ pub async fn state_changes_are_stored_with_their_writes<F: StoreFactory>(f: &F) 
     ensure_eq!(created[0].status, Some(Status::Active), "and status");
 
     let plain = talk(&mut c, 2, at(1_000))?;
-    store.append(&c, &plain).await?;
+    store.append(&c, &shared(&plain)).await?;
     ensure_eq!(
         store.state_changes(c.id()).await?.len(),
         1,
@@ -284,8 +284,8 @@ pub async fn state_changes_are_stored_with_their_writes<F: StoreFactory>(f: &F) 
     let stale = c.clone();
     c.apply_context_patch(&object(json!({"goal": null, "found": 7})), at(3_000))?;
     let patched = talk(&mut c, 1, at(3_000))?;
-    store.append(&c, &patched).await?;
-    store.append(&c, &patched).await?;
+    store.append(&c, &shared(&patched)).await?;
+    store.append(&c, &shared(&patched)).await?;
     let changes = store.state_changes(c.id()).await?;
     ensure_eq!(changes.len(), 2, "the patch is recorded once, retry or not");
     ensure_eq!(changes[1].version, c.version(), "at the version written");
