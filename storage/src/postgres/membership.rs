@@ -147,8 +147,8 @@ impl Members for PostgresStore {
         self.refuse_if_closed()?;
         let modules = modules_json(modules)?;
         let client = self.client().await?;
-        let (statement, params) = self
-            .prepare_named(
+        let row = self
+            .query_one_named(
                 &client,
                 &JOIN,
                 &[
@@ -158,10 +158,6 @@ impl Members for PostgresStore {
                 ],
             )
             .await?;
-        let row = client
-            .query_one(&statement, &params)
-            .await
-            .map_err(self.err())?;
         Ok(Member {
             id: row.try_get(0).map_err(self.err())?,
             epoch: row.try_get(1).map_err(self.err())?,
@@ -171,8 +167,8 @@ impl Members for PostgresStore {
     async fn heartbeat(&self, member: Member, modules: &[ModuleInfo]) -> Result<bool, StoreError> {
         let modules = modules_json(modules)?;
         let client = self.client().await?;
-        let (statement, params) = self
-            .prepare_named(
+        let updated = self
+            .execute_named(
                 &client,
                 &HEARTBEAT,
                 &[
@@ -182,10 +178,6 @@ impl Members for PostgresStore {
                 ],
             )
             .await?;
-        let updated = client
-            .execute(&statement, &params)
-            .await
-            .map_err(self.err())?;
         Ok(updated == 1)
     }
 
@@ -207,17 +199,12 @@ impl Members for PostgresStore {
 
     async fn leave(&self, member: Member) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let (statement, params) = self
-            .prepare_named(
-                &client,
-                &LEAVE,
-                &[("member_id", &member.id), ("member_epoch", &member.epoch)],
-            )
-            .await?;
-        client
-            .execute(&statement, &params)
-            .await
-            .map_err(self.err())?;
+        self.execute_named(
+            &client,
+            &LEAVE,
+            &[("member_id", &member.id), ("member_epoch", &member.epoch)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -225,8 +212,8 @@ impl Members for PostgresStore {
         let client = self.client().await?;
         // One statement, one round trip per heartbeat.
         let timeout_secs = timeout.as_secs_f64();
-        let (statement, params) = self
-            .prepare_named(
+        let rows = self
+            .query_named(
                 &client,
                 &FENCE_SILENT,
                 &[
@@ -235,10 +222,6 @@ impl Members for PostgresStore {
                 ],
             )
             .await?;
-        let rows = client
-            .query(&statement, &params)
-            .await
-            .map_err(self.err())?;
         rows.iter()
             .map(|row| {
                 Ok(Member {
@@ -257,8 +240,8 @@ impl Members for PostgresStore {
     ) -> Result<Vec<MemberRecord>, StoreError> {
         let client = self.client().await?;
         let (timeout_secs, recent_secs) = (timeout.as_secs_f64(), recent.as_secs_f64());
-        let (statement, params) = self
-            .prepare_named(
+        let rows = self
+            .query_named(
                 &client,
                 &MEMBERS,
                 &[
@@ -267,10 +250,6 @@ impl Members for PostgresStore {
                 ],
             )
             .await?;
-        let rows = client
-            .query(&statement, &params)
-            .await
-            .map_err(self.err())?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let modules: Value = row.try_get(7).map_err(self.err())?;
@@ -301,13 +280,9 @@ impl Claims for PostgresStore {
     async fn held_by_other(&self, conversation: ConversationId) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let conversation_id = conversation.as_uuid();
-        let (statement, params) = self
-            .prepare_named(&client, &HELD_BY, &[("conversation_id", &conversation_id)])
+        let row = self
+            .query_opt_named(&client, &HELD_BY, &[("conversation_id", &conversation_id)])
             .await?;
-        let row = client
-            .query_opt(&statement, &params)
-            .await
-            .map_err(self.err())?;
         let Some(row) = row else {
             return Ok(false);
         };
@@ -330,8 +305,8 @@ impl Claims for PostgresStore {
     ) -> Result<Vec<ConversationId>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        let (statement, params) = self
-            .prepare_named(
+        let rows = self
+            .query_named(
                 &client,
                 &CLAIM_ORPHANS,
                 &[
@@ -341,10 +316,6 @@ impl Claims for PostgresStore {
                 ],
             )
             .await?;
-        let rows = client
-            .query(&statement, &params)
-            .await
-            .map_err(self.err())?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: uuid::Uuid = row.try_get(0).map_err(self.err())?;
@@ -374,8 +345,8 @@ impl TurnQueue for PostgresStore {
         self.refuse_if_closed()?;
         let deadline = i64::try_from(delivery.deadline_ms).unwrap_or(i64::MAX);
         let client = self.relaxed_client().await?;
-        let (statement, params) = self
-            .prepare_named(
+        let row = self
+            .query_one_named(
                 &client,
                 &SEND_DELIVERY,
                 &[
@@ -387,10 +358,6 @@ impl TurnQueue for PostgresStore {
                 ],
             )
             .await?;
-        let row = client
-            .query_one(&statement, &params)
-            .await
-            .map_err(self.err())?;
         let queued: i64 = row.try_get(0).map_err(self.err())?;
         Ok(queued == 1)
     }
@@ -403,8 +370,8 @@ impl TurnQueue for PostgresStore {
     ) -> Result<Vec<QueuedTurn>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.relaxed_client().await?;
-        let (statement, params) = self
-            .prepare_named(
+        let rows = self
+            .query_named(
                 &client,
                 &CLAIM_DELIVERIES,
                 &[
@@ -415,10 +382,6 @@ impl TurnQueue for PostgresStore {
                 ],
             )
             .await?;
-        let rows = client
-            .query(&statement, &params)
-            .await
-            .map_err(self.err())?;
         rows.iter()
             .map(|row| {
                 let deadline: i64 = row.try_get(3)?;
@@ -440,8 +403,8 @@ impl TurnQueue for PostgresStore {
         answer: &Value,
     ) -> Result<bool, StoreError> {
         let client = self.relaxed_client().await?;
-        let (statement, params) = self
-            .prepare_named(
+        let row = self
+            .query_one_named(
                 &client,
                 &ANSWER_DELIVERY,
                 &[
@@ -453,23 +416,15 @@ impl TurnQueue for PostgresStore {
                 ],
             )
             .await?;
-        let row = client
-            .query_one(&statement, &params)
-            .await
-            .map_err(self.err())?;
         let updated: i64 = row.try_get(0).map_err(self.err())?;
         Ok(updated == 1)
     }
 
     async fn take_answer(&self, message_id: uuid::Uuid) -> Result<Option<Value>, StoreError> {
         let client = self.relaxed_client().await?;
-        let (statement, params) = self
-            .prepare_named(&client, &TAKE_ANSWER, &[("message_id", &message_id)])
+        let row = self
+            .query_opt_named(&client, &TAKE_ANSWER, &[("message_id", &message_id)])
             .await?;
-        let row = client
-            .query_opt(&statement, &params)
-            .await
-            .map_err(self.err())?;
         row.map(|row| row.try_get(0))
             .transpose()
             .map_err(self.err())

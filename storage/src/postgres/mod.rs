@@ -347,6 +347,56 @@ impl PostgresStore {
         Ok((prepared, params))
     }
 
+    /// Runs `statement` with `values` bound by name; its rows.
+    pub(crate) async fn query_named(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &named::Named,
+        values: &[(&str, named::Param<'_>)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let (prepared, params) = self.prepare_named(client, statement, values).await?;
+        client.query(&prepared, &params).await.map_err(self.err())
+    }
+
+    /// Runs `statement` with `values` bound by name; its one row.
+    pub(crate) async fn query_one_named(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &named::Named,
+        values: &[(&str, named::Param<'_>)],
+    ) -> Result<tokio_postgres::Row, StoreError> {
+        let (prepared, params) = self.prepare_named(client, statement, values).await?;
+        client
+            .query_one(&prepared, &params)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Runs `statement` with `values` bound by name; its row, if any.
+    pub(crate) async fn query_opt_named(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &named::Named,
+        values: &[(&str, named::Param<'_>)],
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        let (prepared, params) = self.prepare_named(client, statement, values).await?;
+        client
+            .query_opt(&prepared, &params)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Runs `statement` with `values` bound by name; how many rows it changed.
+    pub(crate) async fn execute_named(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &named::Named,
+        values: &[(&str, named::Param<'_>)],
+    ) -> Result<u64, StoreError> {
+        let (prepared, params) = self.prepare_named(client, statement, values).await?;
+        client.execute(&prepared, &params).await.map_err(self.err())
+    }
+
     pub(crate) async fn relaxed_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.relaxed
             .get()

@@ -6,6 +6,7 @@ use tokio_postgres::types::ToSql;
 
 use super::rows::{
     decode_conversation, decode_message, decode_module, CONVERSATION_COLUMNS, MESSAGE_COLUMNS,
+    MODULE_COLUMNS,
 };
 use crate::{
     Analytics, ConversationPage, ListFilter, MessageRange, ModuleActivity, ModuleRecord,
@@ -288,7 +289,7 @@ impl PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT name, info, registered_at FROM modules ORDER BY name",
+                &format!("SELECT {MODULE_COLUMNS} FROM modules ORDER BY name"),
                 &[],
             )
             .await

@@ -1,30 +1,24 @@
 //! Conversions between the core model and PostgreSQL rows: parameters going in (ids as
-//! `uuid`, times as milliseconds, JSON as `jsonb`), rows coming out (naming the row on any
-//! failure).
+//! `uuid`, times as milliseconds, JSON as `jsonb`), and how the driver reads each kind of
+//! column for the decoders both SQL backends share (`crate::rows`).
 
-use colloquy_core::{
-    Conversation, ConversationId, ConversationParts, Intent, Message, MessageId, MessageKind,
-    ModuleName, Phase, Status, StatusKind, Timestamp,
-};
+use std::borrow::Cow;
+
+use colloquy_core::{Conversation, Message};
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
-
-use super::named::Param;
 use uuid::Uuid;
 
+use super::named::Param;
+pub(crate) use crate::rows::{
+    decode_conversation, decode_message, decode_module, CONVERSATION_COLUMNS, MESSAGE_COLUMNS,
+    MODULE_COLUMNS,
+};
 use crate::{
     batch::{to_i64, StateColumns},
-    ModuleRecord, StoreError,
+    rows::SqlRow,
+    StoreError,
 };
-
-/// The columns [`decode_conversation`] reads, in order.
-pub(crate) const CONVERSATION_COLUMNS: &str =
-    "id, status, failure_reason, phase, intent, participants, turn_count, started_at, \
-     last_activity, ended_at, idle_timeout_ms, max_turns, context, metadata, version, busy_until";
-
-/// The columns [`decode_message`] reads, in order.
-pub(crate) const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at";
 
 /// A conversation's state as statement parameters, named as [`CONVERSATION_COLUMNS`]: the
 /// scalar columns every SQL backend writes, and PostgreSQL's own types for the rest.
@@ -132,137 +126,26 @@ pub(crate) fn encode_messages<M: std::borrow::Borrow<Message>>(
     Ok(out)
 }
 
-fn corrupt(location: String, detail: String) -> StoreError {
-    StoreError::Corrupt { location, detail }
-}
-
-/// Reads column `idx`, turning any failure into a `Corrupt` error that names the row.
-fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
-    row: &'a Row,
-    idx: usize,
-    location: &dyn Fn() -> String,
-) -> Result<T, StoreError> {
-    row.try_get(idx)
-        .map_err(|e| corrupt(location(), format!("column {idx}: {e}")))
-}
-
-fn nonneg(value: i64, what: &str, location: &dyn Fn() -> String) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| corrupt(location(), format!("negative {what} {value}")))
-}
-
-fn time(value: i64, what: &str, location: &dyn Fn() -> String) -> Result<Timestamp, StoreError> {
-    nonneg(value, what, location).map(Timestamp::from_millis)
-}
-
-fn parse<T: std::str::FromStr>(
-    text: &str,
-    what: &str,
-    location: &dyn Fn() -> String,
-) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    text.parse()
-        .map_err(|e| corrupt(location(), format!("bad {what} {text:?}: {e}")))
-}
-
-fn object(
-    value: Value,
-    what: &str,
-    location: &dyn Fn() -> String,
-) -> Result<Map<String, Value>, StoreError> {
-    match value {
-        Value::Object(map) => Ok(map),
-        other => Err(corrupt(
-            location(),
-            format!("{what} is not an object: {other}"),
-        )),
+impl SqlRow for Row {
+    fn int(&self, idx: usize) -> Result<Option<i64>, String> {
+        self.try_get(idx).map_err(|e| e.to_string())
     }
-}
 
-pub(crate) fn decode_conversation(row: &Row) -> Result<Conversation, StoreError> {
-    let id: Uuid = row
-        .try_get(0)
-        .map_err(|e| corrupt("a conversation row".into(), format!("unreadable id: {e}")))?;
-    let here = || format!("conversation {id}");
-    let loc: &dyn Fn() -> String = &here;
-    let id = ConversationId::from_uuid(id).map_err(|e| corrupt(here(), e.to_string()))?;
-    let failure_reason: Option<String> = col(row, 2, loc)?;
-    let status = match parse::<StatusKind>(col(row, 1, loc)?, "status", loc)? {
-        StatusKind::Active => Status::Active,
-        StatusKind::Paused => Status::Paused,
-        StatusKind::Completed => Status::Completed,
-        StatusKind::TimedOut => Status::TimedOut,
-        StatusKind::Failed => Status::Failed {
-            reason: failure_reason.unwrap_or_default(),
-        },
-    };
-    let phase: Phase = parse(col(row, 3, loc)?, "phase", loc)?;
-    let intent: Intent = parse(col(row, 4, loc)?, "intent", loc)?;
-    let names: Vec<String> = col(row, 5, loc)?;
-    let participants = names
-        .iter()
-        .map(|name| parse::<ModuleName>(name, "participant", loc))
-        .collect::<Result<Vec<_>, _>>()?;
-    let parts = ConversationParts {
-        id,
-        participants: participants.into(),
-        status,
-        phase,
-        intent,
-        turn_count: nonneg(col(row, 6, loc)?, "turn count", loc)?,
-        started_at: time(col(row, 7, loc)?, "start time", loc)?,
-        last_activity: time(col(row, 8, loc)?, "last activity", loc)?,
-        ended_at: col::<Option<i64>>(row, 9, loc)?
-            .map(|t| time(t, "end time", loc))
-            .transpose()?,
-        idle_timeout_ms: nonneg(col(row, 10, loc)?, "idle timeout", loc)?,
-        max_turns: col::<Option<i64>>(row, 11, loc)?
-            .map(|t| nonneg(t, "max turns", loc))
-            .transpose()?,
-        context: object(col(row, 12, loc)?, "context", loc)?.into(),
-        metadata: object(col(row, 13, loc)?, "metadata", loc)?.into(),
-        version: nonneg(col(row, 14, loc)?, "version", loc)?,
-        busy_until: col::<Option<i64>>(row, 15, loc)?
-            .map(|t| time(t, "busy-until time", loc))
-            .transpose()?,
-    };
-    Conversation::from_parts(parts).map_err(|e| corrupt(here(), e.to_string()))
-}
+    fn text(&self, idx: usize) -> Result<Option<Cow<'_, str>>, String> {
+        self.try_get::<_, Option<&str>>(idx)
+            .map(|text| text.map(Cow::Borrowed))
+            .map_err(|e| e.to_string())
+    }
 
-pub(crate) fn decode_message(row: &Row) -> Result<Message, StoreError> {
-    let id: Uuid = row
-        .try_get(0)
-        .map_err(|e| corrupt("a message row".into(), format!("unreadable id: {e}")))?;
-    let here = || format!("message {id}");
-    let loc: &dyn Fn() -> String = &here;
-    let bad_id = |e: colloquy_core::CoreError| corrupt(here(), e.to_string());
-    Ok(Message {
-        id: MessageId::from_uuid(id).map_err(bad_id)?,
-        conversation_id: ConversationId::from_uuid(col(row, 1, loc)?).map_err(bad_id)?,
-        turn: nonneg(col(row, 2, loc)?, "turn", loc)?,
-        source: parse(col(row, 3, loc)?, "source", loc)?,
-        target: parse(col(row, 4, loc)?, "target", loc)?,
-        kind: parse::<MessageKind>(col(row, 5, loc)?, "kind", loc)?,
-        content: col(row, 6, loc)?,
-        in_reply_to: col::<Option<Uuid>>(row, 7, loc)?
-            .map(MessageId::from_uuid)
-            .transpose()
-            .map_err(bad_id)?,
-        sent_at: time(col(row, 8, loc)?, "send time", loc)?,
-    })
-}
+    fn uuid(&self, idx: usize) -> Result<Option<Uuid>, String> {
+        self.try_get(idx).map_err(|e| e.to_string())
+    }
 
-pub(crate) fn decode_module(row: &Row) -> Result<ModuleRecord, StoreError> {
-    let name: String = row
-        .try_get(0)
-        .map_err(|e| corrupt("a module row".into(), format!("unreadable name: {e}")))?;
-    let here = || format!("module {name}");
-    let loc: &dyn Fn() -> String = &here;
-    let info: Value = col(row, 1, loc)?;
-    Ok(ModuleRecord {
-        info: serde_json::from_value(info)
-            .map_err(|e| corrupt(here(), format!("bad module info: {e}")))?,
-        registered_at: time(col(row, 2, loc)?, "registration time", loc)?,
-    })
+    fn names(&self, idx: usize) -> Result<Vec<String>, String> {
+        self.try_get(idx).map_err(|e| e.to_string())
+    }
+
+    fn json(&self, idx: usize) -> Result<Value, String> {
+        self.try_get(idx).map_err(|e| e.to_string())
+    }
 }

@@ -222,16 +222,15 @@ pub(super) async fn stored_state<C: tokio_postgres::GenericClient + Sync>(
 }
 
 impl PostgresStore {
-    /// Creates `conversation` (see [`ConversationStore::create`]).
-    pub(super) async fn create_once(&self, conversation: &Conversation) -> Result<(), StoreError> {
-        self.refuse_if_closed()?;
-        check_create(conversation)?;
-        let state = encode_conversation(conversation)?;
+    /// Runs a create or an update of one conversation row (its columns, its state change and
+    /// the writer, bound by name) and returns how many rows it wrote, with the connection
+    /// for the reads that explain a refusal.
+    async fn write_state(
+        &self,
+        statement: &Named,
+        state: &rows::ConvParams,
+    ) -> Result<(i64, deadpool_postgres::Object), StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(CREATE.sql())
-            .await
-            .map_err(self.err())?;
         let (writer_id, writer_epoch) = self.writer();
         let mut values = state.named().to_vec();
         values.extend([
@@ -239,13 +238,20 @@ impl PostgresStore {
             ("writer_id", &writer_id),
             ("writer_epoch", &writer_epoch),
         ]);
-        let values = CREATE.bind(&values)?;
-        let inserted: i64 = client
-            .query_one(&statement, &values)
-            .await
-            .map_err(self.err())?
+        let written: i64 = self
+            .query_one_named(&client, statement, &values)
+            .await?
             .try_get(0)
             .map_err(self.err())?;
+        Ok((written, client))
+    }
+
+    /// Creates `conversation` (see [`ConversationStore::create`]).
+    pub(super) async fn create_once(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        self.refuse_if_closed()?;
+        check_create(conversation)?;
+        let state = encode_conversation(conversation)?;
+        let (inserted, client) = self.write_state(&CREATE, &state).await?;
         if inserted == 0 {
             self.refuse_if_fenced(&**client).await?;
             return Err(StoreError::AlreadyExists {
@@ -261,25 +267,7 @@ impl PostgresStore {
         check_state(conversation)?;
         let id = conversation.id();
         let state = encode_conversation(conversation)?;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(UPDATE.sql())
-            .await
-            .map_err(self.err())?;
-        let (writer_id, writer_epoch) = self.writer();
-        let mut values = state.named().to_vec();
-        values.extend([
-            ("change", &state.change as Param<'_>),
-            ("writer_id", &writer_id),
-            ("writer_epoch", &writer_epoch),
-        ]);
-        let values = UPDATE.bind(&values)?;
-        let updated: i64 = client
-            .query_one(&statement, &values)
-            .await
-            .map_err(self.err())?
-            .try_get(0)
-            .map_err(self.err())?;
+        let (updated, client) = self.write_state(&UPDATE, &state).await?;
         if updated == 1 {
             return Ok(());
         }
@@ -473,17 +461,12 @@ impl PostgresStore {
         })?;
         let client = self.client().await?;
         let (name, at) = (module.name.as_str(), registered_at.as_millis_i64());
-        let (statement, params) = self
-            .prepare_named(
-                &client,
-                &RECORD_MODULE,
-                &[("name", &name), ("info", &info), ("registered_at", &at)],
-            )
-            .await?;
-        client
-            .execute(&statement, &params)
-            .await
-            .map_err(self.err())?;
+        self.execute_named(
+            &client,
+            &RECORD_MODULE,
+            &[("name", &name), ("info", &info), ("registered_at", &at)],
+        )
+        .await?;
         Ok(())
     }
 }

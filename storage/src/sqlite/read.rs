@@ -6,6 +6,7 @@ use rusqlite::{types::Value as Sql, Connection, Transaction, TransactionBehavior
 use super::{
     rows::{
         decode_conversation, decode_message, decode_module, CONVERSATION_COLUMNS, MESSAGE_COLUMNS,
+        MODULE_COLUMNS,
     },
     Site,
 };
@@ -302,7 +303,9 @@ pub(crate) fn count_by_status(conn: &Connection, site: &Site) -> Result<StatusCo
 pub(crate) fn modules(conn: &Connection, site: &Site) -> Result<Vec<ModuleRecord>, StoreError> {
     let err = |e| site.err(e);
     let mut stmt = conn
-        .prepare_cached("SELECT name, info, registered_at FROM modules ORDER BY name")
+        .prepare_cached(&format!(
+            "SELECT {MODULE_COLUMNS} FROM modules ORDER BY name"
+        ))
         .map_err(err)?;
     let mut rows = stmt.query([]).map_err(err)?;
     let mut out = Vec::new();

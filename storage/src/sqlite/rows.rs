@@ -1,16 +1,23 @@
 //! Conversions between the core model and SQLite rows. Encoding happens on the caller's
-//! task (so the writer thread only executes SQL); decoding names the row on any failure.
+//! task (so the writer thread only executes SQL); for decoding, how SQLite's column types
+//! are read for the decoders both SQL backends share (`crate::rows`): ids and JSON are
+//! text.
 
-use colloquy_core::{
-    Conversation, ConversationId, ConversationParts, Intent, Message, MessageId, MessageKind,
-    ModuleInfo, ModuleName, Phase, Status, StatusKind, Timestamp,
+use std::borrow::Cow;
+
+use colloquy_core::{Conversation, Message, ModuleInfo, Timestamp};
+use rusqlite::{types::ValueRef, Row};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub(crate) use crate::rows::{
+    decode_conversation, decode_message, decode_module, CONVERSATION_COLUMNS, MESSAGE_COLUMNS,
+    MODULE_COLUMNS,
 };
-use rusqlite::Row;
-use serde_json::{Map, Value};
-
 use crate::{
     batch::{to_i64, StateColumns},
-    ModuleRecord, StoreError,
+    rows::SqlRow,
+    StoreError,
 };
 
 /// A conversation ready to be written.
@@ -131,140 +138,34 @@ pub(crate) fn encode_module(
     })
 }
 
-/// The columns `decode_conversation` reads, in order.
-pub(crate) const CONVERSATION_COLUMNS: &str =
-    "id, status, failure_reason, phase, intent, participants, turn_count, \
-     started_at, last_activity, ended_at, idle_timeout_ms, max_turns, context, metadata, \
-     version, busy_until";
+impl SqlRow for Row<'_> {
+    fn int(&self, idx: usize) -> Result<Option<i64>, String> {
+        self.get(idx).map_err(|e| e.to_string())
+    }
 
-/// The columns `decode_message` reads, in order.
-pub(crate) const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at";
+    fn text(&self, idx: usize) -> Result<Option<Cow<'_, str>>, String> {
+        match self.get_ref(idx).map_err(|e| e.to_string())? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+                .map(|text| Some(Cow::Borrowed(text)))
+                .map_err(|e| e.to_string()),
+            other => Err(format!("expected text, found {:?}", other.data_type())),
+        }
+    }
 
-/// Reads one column, turning any failure into a `Corrupt` error that names the row.
-fn col<T: rusqlite::types::FromSql>(
-    row: &Row<'_>,
-    idx: usize,
-    location: &dyn Fn() -> String,
-) -> Result<T, StoreError> {
-    row.get(idx)
-        .map_err(|e| corrupt(location(), format!("column {idx}: {e}")))
-}
+    fn uuid(&self, idx: usize) -> Result<Option<Uuid>, String> {
+        self.text(idx)?
+            .map(|text| Uuid::parse_str(&text).map_err(|e| format!("bad id {text:?}: {e}")))
+            .transpose()
+    }
 
-fn corrupt(location: String, detail: String) -> StoreError {
-    StoreError::Corrupt { location, detail }
-}
+    fn names(&self, idx: usize) -> Result<Vec<String>, String> {
+        let text = self.text(idx)?.ok_or("unexpected NULL")?;
+        serde_json::from_str(&text).map_err(|e| format!("bad participants {text:?}: {e}"))
+    }
 
-fn parse_with<T, E: std::fmt::Display>(
-    text: &str,
-    what: &str,
-    location: &dyn Fn() -> String,
-    parse: impl FnOnce(&str) -> Result<T, E>,
-) -> Result<T, StoreError> {
-    parse(text).map_err(|e| corrupt(location(), format!("bad {what} {text:?}: {e}")))
-}
-
-/// `serde_json::from_str` for owned results, usable where any input lifetime is expected.
-fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_str(text)
-}
-
-fn nonneg(value: i64, what: &str, location: &dyn Fn() -> String) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| corrupt(location(), format!("negative {what} {value}")))
-}
-
-pub(crate) fn decode_conversation(row: &Row<'_>) -> Result<Conversation, StoreError> {
-    let id_text: String = row
-        .get(0)
-        .map_err(|e| corrupt("a conversation row".into(), format!("unreadable id: {e}")))?;
-    let here = || format!("conversation {id_text}");
-    let loc: &dyn Fn() -> String = &here;
-    let id: ConversationId = parse_with(&id_text, "id", loc, str::parse)?;
-    let status_text: String = col(row, 1, loc)?;
-    let failure_reason: Option<String> = col(row, 2, loc)?;
-    let status = match parse_with(&status_text, "status", loc, str::parse::<StatusKind>)? {
-        StatusKind::Active => Status::Active,
-        StatusKind::Paused => Status::Paused,
-        StatusKind::Completed => Status::Completed,
-        StatusKind::TimedOut => Status::TimedOut,
-        StatusKind::Failed => Status::Failed {
-            reason: failure_reason.unwrap_or_default(),
-        },
-    };
-    let phase: Phase = parse_with(&col::<String>(row, 3, loc)?, "phase", loc, str::parse)?;
-    let intent: Intent = parse_with(&col::<String>(row, 4, loc)?, "intent", loc, str::parse)?;
-    let participants: Vec<ModuleName> =
-        parse_with(&col::<String>(row, 5, loc)?, "participants", loc, json)?;
-    let context: Map<String, Value> =
-        parse_with(&col::<String>(row, 12, loc)?, "context", loc, json)?;
-    let metadata: Map<String, Value> =
-        parse_with(&col::<String>(row, 13, loc)?, "metadata", loc, json)?;
-    let parts = ConversationParts {
-        id,
-        participants: participants.into(),
-        status,
-        phase,
-        intent,
-        turn_count: nonneg(col(row, 6, loc)?, "turn count", loc)?,
-        started_at: Timestamp::from_millis(nonneg(col(row, 7, loc)?, "start time", loc)?),
-        last_activity: Timestamp::from_millis(nonneg(col(row, 8, loc)?, "last activity", loc)?),
-        ended_at: col::<Option<i64>>(row, 9, loc)?
-            .map(|t| nonneg(t, "end time", loc).map(Timestamp::from_millis))
-            .transpose()?,
-        idle_timeout_ms: nonneg(col(row, 10, loc)?, "idle timeout", loc)?,
-        max_turns: col::<Option<i64>>(row, 11, loc)?
-            .map(|t| nonneg(t, "max turns", loc))
-            .transpose()?,
-        context: context.into(),
-        metadata: metadata.into(),
-        version: nonneg(col(row, 14, loc)?, "version", loc)?,
-        busy_until: col::<Option<i64>>(row, 15, loc)?
-            .map(|t| nonneg(t, "busy-until time", loc).map(Timestamp::from_millis))
-            .transpose()?,
-    };
-    Conversation::from_parts(parts).map_err(|e| corrupt(here(), e.to_string()))
-}
-
-pub(crate) fn decode_message(row: &Row<'_>) -> Result<Message, StoreError> {
-    let id_text: String = row
-        .get(0)
-        .map_err(|e| corrupt("a message row".into(), format!("unreadable id: {e}")))?;
-    let here = || format!("message {id_text}");
-    let loc: &dyn Fn() -> String = &here;
-    let in_reply_to: Option<String> = col(row, 7, loc)?;
-    Ok(Message {
-        id: parse_with(&id_text, "id", loc, str::parse::<MessageId>)?,
-        conversation_id: parse_with(
-            &col::<String>(row, 1, loc)?,
-            "conversation id",
-            loc,
-            str::parse,
-        )?,
-        turn: nonneg(col(row, 2, loc)?, "turn", loc)?,
-        source: parse_with(&col::<String>(row, 3, loc)?, "source", loc, str::parse)?,
-        target: parse_with(&col::<String>(row, 4, loc)?, "target", loc, str::parse)?,
-        kind: parse_with(
-            &col::<String>(row, 5, loc)?,
-            "kind",
-            loc,
-            str::parse::<MessageKind>,
-        )?,
-        content: parse_with(&col::<String>(row, 6, loc)?, "content", loc, json)?,
-        in_reply_to: in_reply_to
-            .map(|text| parse_with(&text, "in_reply_to", loc, str::parse))
-            .transpose()?,
-        sent_at: Timestamp::from_millis(nonneg(col(row, 8, loc)?, "send time", loc)?),
-    })
-}
-
-pub(crate) fn decode_module(row: &Row<'_>) -> Result<ModuleRecord, StoreError> {
-    let name: String = row
-        .get(0)
-        .map_err(|e| corrupt("a module row".into(), format!("unreadable name: {e}")))?;
-    let here = || format!("module {name}");
-    let loc: &dyn Fn() -> String = &here;
-    Ok(ModuleRecord {
-        info: parse_with(&col::<String>(row, 1, loc)?, "module info", loc, json)?,
-        registered_at: Timestamp::from_millis(nonneg(col(row, 2, loc)?, "registration time", loc)?),
-    })
+    fn json(&self, idx: usize) -> Result<Value, String> {
+        let text = self.text(idx)?.ok_or("unexpected NULL")?;
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    }
 }
