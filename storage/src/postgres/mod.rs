@@ -329,8 +329,6 @@ impl PostgresStore {
         self.pool.get().await.map_err(|e| self.server.pool_err(e))
     }
 
-    /// A connection whose commits do not wait for the WAL flush, for deliveries only (see
-    /// the field `relaxed`).
     /// Prepares `statement` on `client` (cached per connection) and binds `values` by
     /// name ([`named::Named::bind`]).
     pub(crate) async fn prepare_named<'v>(
@@ -397,6 +395,8 @@ impl PostgresStore {
         client.execute(&prepared, &params).await.map_err(self.err())
     }
 
+    /// A connection whose commits do not wait for the WAL flush, for deliveries only (see
+    /// the field `relaxed`).
     pub(crate) async fn relaxed_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.relaxed
             .get()
