@@ -9,6 +9,7 @@
 
 use tokio_postgres::types::ToSql;
 
+use super::PostgresStore;
 use crate::StoreError;
 
 /// A statement parameter's value.
@@ -108,6 +109,75 @@ impl Named {
                 self.sql
             ),
         }
+    }
+}
+
+/// Statements run with their values bound by name.
+impl PostgresStore {
+    /// Prepares `statement` on `client` (cached per connection) and binds `values` by
+    /// name ([`Named::bind`]).
+    pub(crate) async fn prepare_named<'v>(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &Named,
+        values: &[(&str, Param<'v>)],
+    ) -> Result<(tokio_postgres::Statement, Vec<Param<'v>>), StoreError> {
+        let params = statement.bind(values)?;
+        let prepared = client
+            .prepare_cached(statement.sql())
+            .await
+            .map_err(self.err())?;
+        Ok((prepared, params))
+    }
+
+    /// Runs `statement` with `values` bound by name; its rows.
+    pub(crate) async fn query_named(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &Named,
+        values: &[(&str, Param<'_>)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let (prepared, params) = self.prepare_named(client, statement, values).await?;
+        client.query(&prepared, &params).await.map_err(self.err())
+    }
+
+    /// Runs `statement` with `values` bound by name; its one row.
+    pub(crate) async fn query_one_named(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &Named,
+        values: &[(&str, Param<'_>)],
+    ) -> Result<tokio_postgres::Row, StoreError> {
+        let (prepared, params) = self.prepare_named(client, statement, values).await?;
+        client
+            .query_one(&prepared, &params)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Runs `statement` with `values` bound by name; its row, if any.
+    pub(crate) async fn query_opt_named(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &Named,
+        values: &[(&str, Param<'_>)],
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        let (prepared, params) = self.prepare_named(client, statement, values).await?;
+        client
+            .query_opt(&prepared, &params)
+            .await
+            .map_err(self.err())
+    }
+
+    /// Runs `statement` with `values` bound by name; how many rows it changed.
+    pub(crate) async fn execute_named(
+        &self,
+        client: &deadpool_postgres::Object,
+        statement: &Named,
+        values: &[(&str, Param<'_>)],
+    ) -> Result<u64, StoreError> {
+        let (prepared, params) = self.prepare_named(client, statement, values).await?;
+        client.execute(&prepared, &params).await.map_err(self.err())
     }
 }
 
