@@ -427,10 +427,6 @@ fn connection_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, 
         })
 }
 
-pub(super) fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl ConversationStore for PostgresStore {
     fn backend(&self) -> &'static str {

@@ -1,22 +1,22 @@
-//! The reads and the maintenance: each run once (the trait's methods retry the reads on a
-//! fresh connection), the range queries, the listing, analytics, pruning, module records.
+//! The reads, each run once (the trait's methods retry them on a fresh connection): the
+//! range queries and the listing (their SQL shared with SQLite, `crate::queries`),
+//! analytics, module records.
 
-use colloquy_core::{Conversation, ConversationId, Message, StatusKind};
+use colloquy_core::{Conversation, ConversationId, Message, ModuleName};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{
-    decode_conversation, decode_message, decode_module, CONVERSATION_COLUMNS, MESSAGE_COLUMNS,
-    MODULE_COLUMNS,
+    decode_conversation, decode_message, decode_module, CONVERSATION_COLUMNS, MODULE_COLUMNS,
 };
 use crate::{
-    Analytics, ConversationPage, ListFilter, MessageRange, ModuleActivity, ModuleRecord,
-    StatusCounts, StoreError, TimeRange,
+    queries::{self, Dialect, Query, QueryValue},
+    Analytics, ConversationPage, ListFilter, MessageRange, ModuleRecord, StatusCounts, StoreError,
+    TimeRange,
 };
 
-use super::{int, PostgresStore};
+use super::PostgresStore;
 
-/// The reads and the maintenance writes, each run once; the trait's methods (in `mod.rs`)
-/// retry the reads.
+/// The reads, each run once; the trait's methods (in `mod.rs`) retry them.
 impl PostgresStore {
     /// Runs a read, and once more on a fresh connection if the first one died under it
     /// (a read has no effect, so repeating it is always safe).
@@ -90,37 +90,18 @@ impl PostgresStore {
         range: MessageRange,
     ) -> Result<Vec<Message>, StoreError> {
         let client = self.client().await?;
-        let base = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1");
-        let uuid = id.as_uuid();
-        let (sql, bounds): (String, Vec<i64>) = match range {
-            MessageRange::All => (format!("{base} ORDER BY turn"), vec![]),
-            MessageRange::After(turn) => (
-                format!("{base} AND turn > $2 ORDER BY turn"),
-                vec![int(turn)],
-            ),
-            MessageRange::Last(n) => (
-                format!("SELECT * FROM ({base} ORDER BY turn DESC LIMIT $2) AS last ORDER BY turn"),
-                vec![int(n)],
-            ),
-            MessageRange::Turns { first, last } => (
-                format!("{base} AND turn BETWEEN $2 AND $3 ORDER BY turn"),
-                vec![int(first), int(last)],
-            ),
-        };
-        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&uuid];
-        values.extend(bounds.iter().map(|b| b as &(dyn ToSql + Sync)));
-        let statement = client.prepare_cached(&sql).await.map_err(self.err())?;
-        let rows = client
-            .query(&statement, &values)
-            .await
-            .map_err(self.err())?;
+        let query = queries::messages::<Postgres>(id, range);
+        let rows = self.query_shared(&client, &query).await?;
         let out = rows
             .iter()
             .map(decode_message)
             .collect::<Result<Vec<_>, _>>()?;
         if out.is_empty() {
             let exists = client
-                .query_opt("SELECT 1 FROM conversations WHERE id = $1", &[&uuid])
+                .query_opt(
+                    "SELECT 1 FROM conversations WHERE id = $1",
+                    &[&id.as_uuid()],
+                )
                 .await
                 .map_err(self.err())?
                 .is_some();
@@ -135,41 +116,29 @@ impl PostgresStore {
         &self,
         filter: &ListFilter,
     ) -> Result<ConversationPage, StoreError> {
-        let limit = filter.effective_limit();
-        let mut sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE true");
-        let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        if let Some(status) = filter.status {
-            values.push(Box::new(status.as_str()));
-            sql.push_str(&format!(" AND status = ${}", values.len()));
-        }
-        if let Some(module) = &filter.participant {
-            values.push(Box::new(vec![module.as_str().to_owned()]));
-            sql.push_str(&format!(" AND participants @> ${}", values.len()));
-        }
-        push_range(&mut sql, &mut values, "started_at", filter.started);
-        if let Some(cursor) = filter.after {
-            values.push(Box::new(cursor.started_at.as_millis_i64()));
-            let t = values.len();
-            values.push(Box::new(cursor.id.as_uuid()));
-            sql.push_str(&format!(
-                " AND (started_at, id) < (${t}, ${})",
-                values.len()
-            ));
-        }
-        values.push(Box::new(int(limit as u64 + 1)));
-        sql.push_str(&format!(
-            " ORDER BY started_at DESC, id DESC LIMIT ${}",
-            values.len()
-        ));
         let client = self.client().await?;
-        let statement = client.prepare_cached(&sql).await.map_err(self.err())?;
-        let params: Vec<&(dyn ToSql + Sync)> =
-            values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
-        let rows = client
-            .query(&statement, &params)
+        let rows = self
+            .query_shared(&client, &queries::list::<Postgres>(filter))
+            .await?;
+        ConversationPage::from_candidates(
+            filter.effective_limit(),
+            rows.iter().map(decode_conversation),
+        )
+    }
+
+    /// Runs a shared query ([`queries`]), its values bound as PostgreSQL's types.
+    async fn query_shared(
+        &self,
+        client: &deadpool_postgres::Object,
+        query: &Query,
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let statement = client
+            .prepare_cached(&query.sql)
             .await
             .map_err(self.err())?;
-        ConversationPage::from_candidates(limit, rows.iter().map(decode_conversation))
+        let values = values(&query.values);
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
+        client.query(&statement, &params).await.map_err(self.err())
     }
 
     pub(super) async fn count_by_status_once(&self) -> Result<StatusCounts, StoreError> {
@@ -196,11 +165,14 @@ impl PostgresStore {
             .start()
             .await
             .map_err(self.err())?;
-        let mut where_sql = String::from(" WHERE true");
-        let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        push_range(&mut where_sql, &mut values, "started_at", range);
-        let params: Vec<&(dyn ToSql + Sync)> =
-            values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
+        let mut range_sql = Query {
+            sql: " WHERE true".to_owned(),
+            values: Vec::new(),
+        };
+        range_sql.time_range::<Postgres>("started_at", range);
+        let where_sql = range_sql.sql;
+        let values = values(&range_sql.values);
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
         let totals = tx
             .query_one(
                 &format!(
@@ -218,28 +190,11 @@ impl PostgresStore {
             )
             .await
             .map_err(self.err())?;
-        let get = |i: usize| -> Result<u64, StoreError> {
-            let n: i64 = totals.try_get(i).map_err(self.err())?;
-            Ok(n.max(0) as u64)
-        };
-        let mut out = Analytics {
-            conversations: get(0)?,
-            total_turns: get(6)?,
-            total_duration_ms: get(7)?,
-            ..Analytics::default()
-        };
-        for (i, status) in [
-            StatusKind::Active,
-            StatusKind::Paused,
-            StatusKind::Completed,
-            StatusKind::TimedOut,
-            StatusKind::Failed,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            out.by_status.add(status, get(i + 1)?);
+        let mut counts = [0i64; 8];
+        for (i, count) in counts.iter_mut().enumerate() {
+            *count = totals.try_get(i).map_err(self.err())?;
         }
+        let mut out = queries::analytics_totals(counts);
         let rows = tx
             .query(
                 &format!(
@@ -267,19 +222,11 @@ impl PostgresStore {
             .map_err(self.err())?;
         for row in rows {
             let name: String = row.try_get(0).map_err(self.err())?;
-            let module =
-                name.parse()
-                    .map_err(|e: colloquy_core::CoreError| StoreError::Corrupt {
-                        location: format!("participants of module {name:?}"),
-                        detail: e.to_string(),
-                    })?;
-            let initiated: i64 = row.try_get(1).map_err(self.err())?;
-            let participated: i64 = row.try_get(2).map_err(self.err())?;
-            out.modules.push(ModuleActivity {
-                module,
-                initiated: initiated.max(0) as u64,
-                participated: participated.max(0) as u64,
-            });
+            out.modules.push(queries::module_activity(
+                &name,
+                row.try_get(1).map_err(self.err())?,
+                row.try_get(2).map_err(self.err())?,
+            )?);
         }
         tx.commit().await.map_err(self.err())?;
         Ok(out)
@@ -298,18 +245,36 @@ impl PostgresStore {
     }
 }
 
-pub(super) fn push_range(
-    sql: &mut String,
-    values: &mut Vec<Box<dyn ToSql + Sync + Send>>,
-    column: &str,
-    range: TimeRange,
-) {
-    if let Some(from) = range.from {
-        values.push(Box::new(from.as_millis_i64()));
-        sql.push_str(&format!(" AND {column} >= ${}", values.len()));
+/// PostgreSQL's side of the shared queries: `$n` placeholders, participants as a `text[]`
+/// column, keyset order as a row comparison (which its planner starts the index scan at).
+struct Postgres;
+
+impl Dialect for Postgres {
+    fn placeholder(n: usize) -> String {
+        format!("${n}")
     }
-    if let Some(until) = range.until {
-        values.push(Box::new(until.as_millis_i64()));
-        sql.push_str(&format!(" AND {column} < ${}", values.len()));
+
+    fn has_participant(query: &mut Query, module: &ModuleName) -> String {
+        let names = query.bind::<Self>(QueryValue::Names(vec![module.as_str().to_owned()]));
+        format!("participants @> {names}")
     }
+
+    fn before_cursor(started_at: &str, id: &str) -> String {
+        format!("(started_at, id) < ({started_at}, {id})")
+    }
+}
+
+/// The shared queries' values as PostgreSQL's types.
+fn values(values: &[QueryValue]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    values
+        .iter()
+        .map(|value| -> Box<dyn ToSql + Sync + Send> {
+            match value {
+                QueryValue::Int(n) => Box::new(*n),
+                QueryValue::Text(text) => Box::new(text.clone()),
+                QueryValue::Id(id) => Box::new(*id),
+                QueryValue::Names(names) => Box::new(names.clone()),
+            }
+        })
+        .collect()
 }

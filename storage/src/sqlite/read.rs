@@ -1,6 +1,6 @@
 //! Read queries of the SQLite backend, run on pooled query-only connections.
 
-use colloquy_core::{ConversationId, Message, ModuleName, StatusKind};
+use colloquy_core::{ConversationId, Message, ModuleName};
 use rusqlite::{types::Value as Sql, Connection, Transaction, TransactionBehavior};
 
 use super::{
@@ -11,14 +11,10 @@ use super::{
     Site,
 };
 use crate::{
-    Analytics, ConversationPage, ListFilter, MessageRange, ModuleActivity, ModuleRecord,
-    StatusCounts, StoreError, TimeRange,
+    queries::{self, Dialect, Query, QueryValue},
+    Analytics, ConversationPage, ListFilter, MessageRange, ModuleRecord, StatusCounts, StoreError,
+    TimeRange,
 };
-
-/// Clamps a count to SQLite's signed integers.
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 pub(crate) fn conversation(
     conn: &Connection,
@@ -85,31 +81,9 @@ pub(crate) fn messages(
     range: MessageRange,
 ) -> Result<Vec<Message>, StoreError> {
     let err = |e| site.err(e);
-    // Every variant is a fixed statement; values are always bound parameters.
-    let (sql, bounds): (String, Vec<i64>) = match range {
-        MessageRange::All => (format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY turn"), vec![]),
-        MessageRange::After(turn) => (
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND turn > ?2 ORDER BY turn"),
-            vec![int(turn)],
-        ),
-        MessageRange::Last(n) => (
-            format!(
-                "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 \
-                 ORDER BY turn DESC LIMIT ?2) ORDER BY turn"
-            ),
-            vec![int(n)],
-        ),
-        MessageRange::Turns { first, last } => (
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND turn BETWEEN ?2 AND ?3 ORDER BY turn"),
-            vec![int(first), int(last)],
-        ),
-    };
-    let mut params: Vec<Sql> = vec![Sql::Text(id.to_string())];
-    params.extend(bounds.into_iter().map(Sql::Integer));
-    let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(params))
-        .map_err(err)?;
+    let query = queries::messages::<Sqlite>(id, range);
+    let mut stmt = conn.prepare_cached(&query.sql).map_err(err)?;
+    let mut rows = stmt.query(params(query.values)).map_err(err)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(err)? {
         out.push(decode_message(row)?);
@@ -123,22 +97,45 @@ pub(crate) fn messages(
     Ok(out)
 }
 
+/// SQLite's side of the shared queries: `?n` placeholders, participants in their own
+/// table, ids as text.
+struct Sqlite;
+
+impl Dialect for Sqlite {
+    fn placeholder(n: usize) -> String {
+        format!("?{n}")
+    }
+
+    fn has_participant(query: &mut Query, module: &ModuleName) -> String {
+        let module = query.bind::<Self>(QueryValue::Text(module.as_str().to_owned()));
+        // A correlated EXISTS lets SQLite walk the start-time index in order and stop at
+        // the page size, instead of first collecting every conversation of the module.
+        format!(
+            "EXISTS (SELECT 1 FROM participants p \
+             WHERE p.conversation_id = conversations.id AND p.module = {module})"
+        )
+    }
+}
+
+/// The shared queries' values as SQLite's.
+fn params(values: Vec<QueryValue>) -> rusqlite::ParamsFromIter<Vec<Sql>> {
+    rusqlite::params_from_iter(
+        values
+            .into_iter()
+            .map(|value| match value {
+                QueryValue::Int(n) => Sql::Integer(n),
+                QueryValue::Text(text) => Sql::Text(text),
+                QueryValue::Id(id) => Sql::Text(id.to_string()),
+                QueryValue::Names(names) => Sql::Text(serde_json::Value::from(names).to_string()),
+            })
+            .collect(),
+    )
+}
+
 fn exists(conn: &Connection, site: &Site, id: ConversationId) -> Result<bool, StoreError> {
     conn.prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
         .and_then(|mut s| s.exists([id.to_string()]))
         .map_err(|e| site.err(e))
-}
-
-/// Appends the time-range conditions on `column` to `sql`.
-fn push_range(sql: &mut String, params: &mut Vec<Sql>, column: &str, range: TimeRange) {
-    if let Some(from) = range.from {
-        params.push(Sql::Integer(from.as_millis_i64()));
-        sql.push_str(&format!(" AND {column} >= ?{}", params.len()));
-    }
-    if let Some(until) = range.until {
-        params.push(Sql::Integer(until.as_millis_i64()));
-        sql.push_str(&format!(" AND {column} < ?{}", params.len()));
-    }
 }
 
 pub(crate) fn list(
@@ -147,49 +144,15 @@ pub(crate) fn list(
     filter: &ListFilter,
 ) -> Result<ConversationPage, StoreError> {
     let err = |e| site.err(e);
-    let limit = filter.effective_limit();
-    // The statement is assembled from fixed fragments only; every value is a parameter.
-    let mut sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE 1 = 1");
-    let mut params: Vec<Sql> = Vec::new();
-    if let Some(status) = filter.status {
-        params.push(Sql::Text(status.as_str().into()));
-        sql.push_str(&format!(" AND status = ?{}", params.len()));
-    }
-    if let Some(module) = &filter.participant {
-        params.push(Sql::Text(module.as_str().into()));
-        // A correlated EXISTS lets SQLite walk the start-time index in order and stop at
-        // the page size, instead of first collecting every conversation of the module.
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = conversations.id AND p.module = ?{})",
-            params.len()
-        ));
-    }
-    push_range(&mut sql, &mut params, "started_at", filter.started);
-    if let Some(cursor) = filter.after {
-        params.push(Sql::Integer(cursor.started_at.as_millis_i64()));
-        let t = params.len();
-        params.push(Sql::Text(cursor.id.to_string()));
-        sql.push_str(&format!(
-            " AND (started_at < ?{t} OR (started_at = ?{t} AND id < ?{}))",
-            params.len()
-        ));
-    }
-    // One extra row tells whether another page follows.
-    params.push(Sql::Integer(int(limit as u64 + 1)));
-    sql.push_str(&format!(
-        " ORDER BY started_at DESC, id DESC LIMIT ?{}",
-        params.len()
-    ));
-    let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(params))
-        .map_err(err)?;
+    let query = queries::list::<Sqlite>(filter);
+    let mut stmt = conn.prepare_cached(&query.sql).map_err(err)?;
+    let mut rows = stmt.query(params(query.values)).map_err(err)?;
     let candidates = std::iter::from_fn(|| match rows.next() {
         Ok(Some(row)) => Some(decode_conversation(row)),
         Ok(None) => None,
         Err(e) => Some(Err(site.err(e))),
     });
-    ConversationPage::from_candidates(limit, candidates)
+    ConversationPage::from_candidates(filter.effective_limit(), candidates)
 }
 
 pub(crate) fn analytics(
@@ -200,20 +163,21 @@ pub(crate) fn analytics(
     let err = |e| site.err(e);
     // One read transaction, so both aggregates see the same snapshot.
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred).map_err(err)?;
-    let mut totals_sql = String::from(
-        "SELECT count(*), \
+    let mut totals = Query {
+        sql: "SELECT count(*), \
          coalesce(sum(status = 'active'), 0), coalesce(sum(status = 'paused'), 0), \
          coalesce(sum(status = 'completed'), 0), coalesce(sum(status = 'timed_out'), 0), \
          coalesce(sum(status = 'failed'), 0), coalesce(sum(turn_count), 0), \
          coalesce(sum(max(coalesce(ended_at, last_activity) - started_at, 0)), 0) \
-         FROM conversations WHERE 1 = 1",
-    );
-    let mut params = Vec::new();
-    push_range(&mut totals_sql, &mut params, "started_at", range);
+         FROM conversations WHERE 1 = 1"
+            .to_owned(),
+        values: Vec::new(),
+    };
+    totals.time_range::<Sqlite>("started_at", range);
     let counts: [i64; 8] = tx
-        .prepare_cached(&totals_sql)
+        .prepare_cached(&totals.sql)
         .and_then(|mut s| {
-            s.query_row(rusqlite::params_from_iter(params.iter()), |r| {
+            s.query_row(params(totals.values), |r| {
                 Ok([
                     r.get(0)?,
                     r.get(1)?,
@@ -227,19 +191,7 @@ pub(crate) fn analytics(
             })
         })
         .map_err(err)?;
-    let [conversations, active, paused, completed, timed_out, failed, turns, duration] =
-        counts.map(|n| n.max(0) as u64);
-    let mut out = Analytics {
-        conversations,
-        total_turns: turns,
-        total_duration_ms: duration,
-        ..Analytics::default()
-    };
-    out.by_status.add(StatusKind::Active, active);
-    out.by_status.add(StatusKind::Paused, paused);
-    out.by_status.add(StatusKind::Completed, completed);
-    out.by_status.add(StatusKind::TimedOut, timed_out);
-    out.by_status.add(StatusKind::Failed, failed);
+    let mut out = queries::analytics_totals(counts);
 
     // A module took part in a conversation if it is a participant now or sent any of its
     // turns (a request or a reply): a transfer removes a module from the participants,
@@ -248,8 +200,9 @@ pub(crate) fn analytics(
     // a participant, so only those conversations' messages are read (through their
     // (conversation, turn) index), never the whole table. One row per (module,
     // conversation), then counted per module.
-    let mut modules_sql = String::from(
-        "WITH moved AS (SELECT DISTINCT conversation_id FROM state_changes \
+    let mut modules = Query {
+        sql: String::from(
+            "WITH moved AS (SELECT DISTINCT conversation_id FROM state_changes \
            WHERE version > 0 AND change LIKE '%\"participants\"%'), \
          took_part (module, conversation_id, initiated) AS ( \
            SELECT module, conversation_id, position = 0 FROM participants \
@@ -258,29 +211,22 @@ pub(crate) fn analytics(
          SELECT module, sum(initiated), count(*) FROM ( \
            SELECT t.module AS module, max(t.initiated) AS initiated FROM took_part t \
            JOIN conversations c ON c.id = t.conversation_id WHERE 1 = 1",
-    );
-    let mut params = Vec::new();
-    push_range(&mut modules_sql, &mut params, "c.started_at", range);
-    modules_sql.push_str(" GROUP BY t.module, t.conversation_id) GROUP BY module ORDER BY module");
-    let mut stmt = tx.prepare_cached(&modules_sql).map_err(err)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(params.iter()))
-        .map_err(err)?;
+        ),
+        values: Vec::new(),
+    };
+    modules.time_range::<Sqlite>("c.started_at", range);
+    modules
+        .sql
+        .push_str(" GROUP BY t.module, t.conversation_id) GROUP BY module ORDER BY module");
+    let mut stmt = tx.prepare_cached(&modules.sql).map_err(err)?;
+    let mut rows = stmt.query(params(modules.values)).map_err(err)?;
     while let Some(row) = rows.next().map_err(err)? {
         let name: String = row.get(0).map_err(err)?;
-        let module: ModuleName =
-            name.parse()
-                .map_err(|e: colloquy_core::CoreError| StoreError::Corrupt {
-                    location: format!("participants of module {name:?}"),
-                    detail: e.to_string(),
-                })?;
-        let initiated: i64 = row.get(1).map_err(err)?;
-        let participated: i64 = row.get(2).map_err(err)?;
-        out.modules.push(ModuleActivity {
-            module,
-            initiated: initiated.max(0) as u64,
-            participated: participated.max(0) as u64,
-        });
+        out.modules.push(queries::module_activity(
+            &name,
+            row.get(1).map_err(err)?,
+            row.get(2).map_err(err)?,
+        )?);
     }
     Ok(out)
 }
