@@ -292,6 +292,12 @@ fn parse() -> Result<Cli, ExitCode> {
     })
 }
 
+/// The binary's allocator (the libraries leave the choice to their user): mimalloc's
+/// per-thread heaps instead of glibc's arenas, whose locks and frees across threads were an
+/// eighth of a loaded hub's time (benches/README, session 8).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
