@@ -71,14 +71,17 @@ statement!(
      LEFT JOIN hubs h ON h.id = c.written_by_id AND h.epoch = c.written_by_epoch \
      WHERE c.id = :conversation_id"
 );
+// Orphans: open conversations left in an exchange by a writer the others fenced, found
+// from the fenced members (a few) through `conversations_by_writer`. A writer whose member
+// row is already forgotten (fenced a day before) is not looked for: the live members
+// claimed its exchanges within a heartbeat of fencing it.
 statement!(
     CLAIM_ORPHANS,
     format!(
         "WITH orphans AS ( \
-           SELECT c.id FROM conversations c \
-           LEFT JOIN hubs h ON h.id = c.written_by_id AND h.epoch = c.written_by_epoch \
-           WHERE c.busy_until IS NOT NULL AND c.ended_at IS NULL \
-             AND c.written_by_id IS NOT NULL AND h.fenced IS NOT FALSE \
+           SELECT c.id FROM hubs h \
+           JOIN conversations c ON c.written_by_id = h.id AND c.written_by_epoch = h.epoch \
+           WHERE h.fenced AND c.ended_at IS NULL AND c.busy_until IS NOT NULL \
            LIMIT :limit FOR UPDATE OF c SKIP LOCKED) \
          UPDATE conversations SET written_by_id = :member_id, written_by_epoch = :member_epoch \
          FROM orphans WHERE conversations.id = orphans.id AND {MEMBER_LIVE} \

@@ -122,6 +122,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE hubs ADD COLUMN address text;
     "#,
+    // Version 8: the conversations a member writes, found by an index that every turn
+    // leaves as it is. The index of version 4 was partial on `busy_until`, which each
+    // request sets and each reply clears, so no update of a conversation row could be HOT
+    // (one in place, touching no index): every turn rewrote all five indexes of the table,
+    // the GIN of participants among them. This one changes only when the writer or the
+    // end changes; claims start from the fenced members and read their open conversations.
+    r#"
+    DROP INDEX conversations_busy;
+    CREATE INDEX conversations_by_writer ON conversations (written_by_id, written_by_epoch)
+        WHERE ended_at IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes and understands.
