@@ -9,10 +9,11 @@ use colloquy_core::{ModuleName, StatusKind};
 #[derive(Debug, Parser)]
 #[command(name = "colloquy", version, about, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The conversation database: an SQLite file, or a PostgreSQL URL
-    /// (`postgres://user@host:port/database`) [default: colloquy.db; `load` without it runs
+    /// The conversation database: an SQLite file, a PostgreSQL URL
+    /// (`postgres://user@host:port/database`), or `:memory:` for `serve` and `load` (kept in
+    /// the process only, gone when it stops) [default: colloquy.db; `load` without it runs
     /// in memory, or with `--store sqlite` in a temporary file].
-    #[arg(long, global = true, value_name = "PATH|URL")]
+    #[arg(long, global = true, value_name = "PATH|URL|:memory:")]
     pub(crate) db: Option<String>,
 
     /// With a PostgreSQL `--db`: the schema that holds colloquy's tables [default: colloquy].

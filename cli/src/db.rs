@@ -14,6 +14,9 @@ use colloquy_storage::{
 pub(crate) enum Db {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// `:memory:`: conversations kept in the serving process only, gone when it stops (for
+    /// `serve` and `load`; nothing else can open it).
+    Memory,
     /// A PostgreSQL database, and the schema that holds colloquy's tables.
     Postgres {
         /// The connection URL, as given.
@@ -26,13 +29,19 @@ pub(crate) enum Db {
 }
 
 impl Db {
-    /// `text` as a database: a `postgres://` or `postgresql://` URL, else a file path.
+    /// `text` as a database: a `postgres://` or `postgresql://` URL, `:memory:`, else a
+    /// file path.
     pub(crate) fn parse(
         text: &str,
         schema: Option<&str>,
         member_timeout: Option<Duration>,
     ) -> Result<Self> {
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        if text == MEMORY {
+            if schema.is_some() || member_timeout.is_some() {
+                anyhow::bail!("--schema and --member-timeout apply to a PostgreSQL database (--db postgres://...), not to {MEMORY}");
+            }
+            Ok(Self::Memory)
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             let schema = schema.unwrap_or("colloquy").to_owned();
             // Checked now, so a bad name is a usage error before anything connects.
             PostgresOptions::new().schema(&schema)?;
@@ -60,6 +69,7 @@ impl Db {
     pub(crate) fn describe(&self) -> String {
         match self {
             Self::Sqlite(path) => path.display().to_string(),
+            Self::Memory => format!("{MEMORY} (in this process only)"),
             Self::Postgres { url, schema, .. } => {
                 let shown = match url.split_once('@') {
                     Some((_, rest)) => format!("postgres://{rest}"),
@@ -74,6 +84,7 @@ impl Db {
     pub(crate) fn argument(&self) -> String {
         match self {
             Self::Sqlite(path) => path.display().to_string(),
+            Self::Memory => MEMORY.to_owned(),
             Self::Postgres { url, schema, .. } if schema == "colloquy" => url.clone(),
             Self::Postgres { url, schema, .. } => format!("{url} --schema {schema}"),
         }
@@ -87,7 +98,7 @@ impl Db {
     /// `health` lists it as gone).
     pub(crate) fn member_timeout(&self) -> Duration {
         match self {
-            Self::Sqlite(_) => DEFAULT_MEMBER_TIMEOUT,
+            Self::Sqlite(_) | Self::Memory => DEFAULT_MEMBER_TIMEOUT,
             Self::Postgres { member_timeout, .. } => *member_timeout,
         }
     }
@@ -97,6 +108,7 @@ impl Db {
         let builder = colloquy_runtime::Hub::builder();
         Ok(match self {
             Self::Sqlite(path) => builder.sqlite(path),
+            Self::Memory => builder.memory(),
             Self::Postgres {
                 url,
                 schema,
@@ -110,6 +122,9 @@ impl Db {
     /// Opens an existing database for writing; a missing one is an error, never created.
     pub(crate) async fn open_existing(&self) -> Result<Store> {
         let backend = match self {
+            Self::Memory => anyhow::bail!(
+                "{MEMORY} lives inside one `colloquy serve` and ends with it: there is nothing to open; inspect a running server at its /inspect page, or serve a file (--db PATH) to keep what it stores"
+            ),
             Self::Sqlite(path) => Backend::Sqlite(
                 SqliteStore::open(path, SqliteOptions::new().existing_only()).await?,
             ),
@@ -144,7 +159,7 @@ impl Db {
                 };
                 Ok(self.opened(Backend::Sqlite(store)))
             }
-            Self::Postgres { .. } => self.open_existing().await,
+            Self::Postgres { .. } | Self::Memory => self.open_existing().await,
         }
     }
 }
@@ -156,6 +171,9 @@ pub(crate) struct Store {
     description: String,
     member_timeout: Duration,
 }
+
+/// The name of the database in memory, as SQLite spells it.
+const MEMORY: &str = ":memory:";
 
 /// The shortest member timeout the command line accepts.
 const MIN_MEMBER_TIMEOUT: Duration = Duration::from_millis(500);

@@ -262,7 +262,7 @@ async fn report(
             let full = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             (full.display().to_string(), full.display().to_string())
         }
-        Db::Postgres { .. } => (db.describe(), db.argument()),
+        Db::Postgres { .. } | Db::Memory => (db.describe(), db.argument()),
     };
     if out.json {
         return out.json_value(&json!({

@@ -194,6 +194,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let store = match (store, &given) {
                 (None, Some(db::Db::Postgres { .. })) => args::StoreKind::Postgres,
                 (None, Some(db::Db::Sqlite(_))) => args::StoreKind::Sqlite,
+                (None | Some(args::StoreKind::Memory), Some(db::Db::Memory)) => {
+                    args::StoreKind::Memory
+                }
                 (None, None) => args::StoreKind::Memory,
                 (Some(args::StoreKind::Memory), Some(_)) => anyhow::bail!(
                     "--store memory keeps nothing in a database: drop --db {}, or measure that database with --store sqlite",

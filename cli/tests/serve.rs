@@ -150,3 +150,59 @@ fn serve_refuses_a_public_address_without_tokens() {
     assert!(stderr.contains("without tokens"), "{stderr}");
     assert!(!dir.path().join("never.db").exists(), "nothing was opened");
 }
+
+/// `serve --db :memory:` keeps conversations in the serving process only: an A2A context
+/// continues with the next turns, nothing is written beside it, and no other command can
+/// open it (it says where to look instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_memory_continues_contexts_and_writes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+    command.current_dir(dir.path()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+        "--demo-modules",
+        "--db",
+        ":memory:",
+    ]);
+    let (server, ready) = common::start(&mut command);
+    let base = format!("http://{}", ready["listening"].as_str().unwrap());
+    let echo = format!("{base}/agents/echo");
+    let http = reqwest::Client::new();
+    let first = common::send_text(&http, &echo, "memory-1", "hello", None).await;
+    let context = first["result"]["task"]["contextId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    assert_eq!(
+        first["result"]["task"]["id"],
+        format!("{context}:1"),
+        "{first}"
+    );
+    let second = common::send_text(&http, &echo, "memory-2", "again", Some(&context)).await;
+    assert_eq!(
+        second["result"]["task"]["id"],
+        format!("{context}:3"),
+        "the second exchange is turns 3 and 4 of the same conversation: {second}"
+    );
+    assert!(server.terminate(), "serve stops cleanly on SIGTERM");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing is written: {left:?}");
+
+    let shown = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .current_dir(dir.path())
+        .args(["conversations", "--db", ":memory:"])
+        .output()
+        .unwrap();
+    assert!(!shown.status.success());
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        stderr.contains("lives inside one `colloquy serve`") && stderr.contains("/inspect"),
+        "{stderr}"
+    );
+}
