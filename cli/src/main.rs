@@ -297,7 +297,8 @@ fn parse() -> Result<Cli, ExitCode> {
 
 /// The binary's allocator (the libraries leave the choice to their user): mimalloc's
 /// per-thread heaps instead of glibc's arenas, whose locks and frees across threads were an
-/// eighth of a loaded hub's time (benches/README, session 8).
+/// eighth of a loaded hub's time; version 2, without transparent huge pages (see the
+/// workspace manifest and benches/README, session 8).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
