@@ -28,12 +28,21 @@ const MAX_POLL: Duration = Duration::from_secs(1);
 /// How long each call that cancels a given-up task may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many times a cancel lists the context's tasks when it finds none yet: a call given
+/// up right after it was sent may reach the agent's task store a moment later.
+const CANCEL_LOOKS: u32 = 5;
+
+/// The pause before the second look; it doubles for each next one (50 + 100 + 200 + 400 ms).
+const CANCEL_LOOK_AGAIN: Duration = Duration::from_millis(50);
+
 /// A delivery in progress: dropped before it was answered (the hub gave up on it), it
 /// cancels the agent's unfinished tasks of its context, in the background.
 struct InFlight {
     /// Set until the agent answered.
     agent: Option<RemoteAgent>,
     context: String,
+    /// The id of the message the call sent (the stored request's).
+    message: String,
 }
 
 impl Drop for InFlight {
@@ -46,8 +55,9 @@ impl Drop for InFlight {
             return;
         };
         let context = std::mem::take(&mut self.context);
+        let message = std::mem::take(&mut self.message);
         runtime.spawn(async move {
-            match agent.cancel_context(context.clone()).await {
+            match agent.cancel_context(context.clone(), &message).await {
                 Ok(canceled) => tracing::debug!(agent = %agent.info.name, %context, canceled, "given-up call canceled at the agent"),
                 Err(e) => tracing::debug!(agent = %agent.info.name, %context, error = %e, "given-up call could not be canceled at the agent"),
             }
@@ -66,8 +76,10 @@ impl Drop for InFlight {
 ///   question as the reply.
 /// - A call the hub gives up on (its deadline passed, its caller canceled it, the hub shuts
 ///   down) is canceled at the agent too: the agent's tasks of that context that have not
-///   ended are found with `ListTasks` and canceled with `CancelTask`, in the background
-///   (an agent without `ListTasks` keeps working; the hub has stopped waiting either way).
+///   ended are found with `ListTasks` and canceled with `CancelTask`, in the background;
+///   when none is listed yet (the call was given up before the agent stored its task), it
+///   looks again for up to 750 ms for the task that holds the call's own message (an agent
+///   without `ListTasks` keeps working; the hub has stopped waiting either way).
 /// - A failed, rejected or canceled task, a JSON-RPC error, an HTTP error or the network
 ///   failing are [`A2aError`]s ([`A2aError::AgentFailed`], [`A2aError::AgentError`],
 ///   [`A2aError::AgentUnreachable`], ...): the hub reports them to the sender as the
@@ -188,6 +200,7 @@ impl RemoteAgent {
         let mut in_flight = InFlight {
             agent: Some(self.clone()),
             context: turn.message.conversation_id.to_string(),
+            message: turn.message.id.to_string(),
         };
         let delivered = self.deliver_once(turn).await;
         // Answered (or failed) by the agent: nothing to cancel there.
@@ -233,13 +246,54 @@ impl RemoteAgent {
     }
 
     /// Cancels the agent's tasks of `context` that have not ended (the hub gave up on them).
-    async fn cancel_context(&self, context: String) -> Result<usize, A2aError> {
+    /// The first look cancels every such task of the context. When it finds none, the
+    /// given-up call may not have reached the agent's task store yet: later looks (see
+    /// [`CANCEL_LOOKS`]) cancel only a task whose history holds `message`, the call's own
+    /// message, so that a next turn's task in the same context is never taken for it.
+    async fn cancel_context(&self, context: String, message: &str) -> Result<usize, A2aError> {
+        let mut pause = CANCEL_LOOK_AGAIN;
+        for look in 1..=CANCEL_LOOKS {
+            let open: Vec<Task> =
+                self.open_tasks(&context)
+                    .await?
+                    .into_iter()
+                    .filter(|task| {
+                        look == 1
+                            || task.history.as_ref().is_some_and(|history| {
+                                history.iter().any(|m| m.message_id == message)
+                            })
+                    })
+                    .collect();
+            if !open.is_empty() {
+                let mut canceled = 0;
+                for task in open {
+                    let request = CancelTaskRequest {
+                        id: task.id,
+                        metadata: None,
+                        tenant: None,
+                    };
+                    self.call("CancelTask", &request, CANCEL_TIMEOUT).await?;
+                    canceled += 1;
+                }
+                return Ok(canceled);
+            }
+            if look < CANCEL_LOOKS {
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2);
+            }
+        }
+        Ok(0)
+    }
+
+    /// The agent's tasks of `context` that have not ended, each with the latest messages of
+    /// its history (a task just started holds the message that started it).
+    async fn open_tasks(&self, context: &str) -> Result<Vec<Task>, A2aError> {
         let request = ListTasksRequest {
-            context_id: Some(context),
+            context_id: Some(context.to_owned()),
             status: None,
             page_size: Some(20),
             page_token: None,
-            history_length: Some(0),
+            history_length: Some(4),
             status_timestamp_after: None,
             include_artifacts: Some(false),
             tenant: None,
@@ -247,25 +301,19 @@ impl RemoteAgent {
         let listed = self.call("ListTasks", &request, CANCEL_TIMEOUT).await?;
         let listed: ListTasksResponse =
             serde_json::from_value(listed).map_err(|e| self.bad_answer(e.to_string()))?;
-        let mut canceled = 0;
-        for task in listed.tasks.into_iter().filter(|t| {
-            matches!(
-                t.status.state,
-                TaskState::Submitted
-                    | TaskState::Working
-                    | TaskState::InputRequired
-                    | TaskState::AuthRequired
-            )
-        }) {
-            let request = CancelTaskRequest {
-                id: task.id,
-                metadata: None,
-                tenant: None,
-            };
-            self.call("CancelTask", &request, CANCEL_TIMEOUT).await?;
-            canceled += 1;
-        }
-        Ok(canceled)
+        Ok(listed
+            .tasks
+            .into_iter()
+            .filter(|t| {
+                matches!(
+                    t.status.state,
+                    TaskState::Submitted
+                        | TaskState::Working
+                        | TaskState::InputRequired
+                        | TaskState::AuthRequired
+                )
+            })
+            .collect())
     }
 
     /// The reply an ended task gives, or why it gives none.
