@@ -129,36 +129,38 @@ impl<'r, R: SqlRow + ?Sized> Reader<'r, R> {
     }
 }
 
-/// The first column of a row, read as the row's id to name it in errors.
-fn named_by<'r, R: SqlRow + ?Sized>(
-    row: &'r R,
+/// The first column of a row, its id: read once, and named in every error about the row.
+fn row_id<T: std::fmt::Display>(
     kind: &str,
-    read: impl FnOnce(&R) -> Result<Option<String>, String>,
-) -> Result<Reader<'r, R>, StoreError> {
-    match read(row) {
-        Ok(Some(id)) => Ok(Reader {
-            row,
-            location: format!("{kind} {id}"),
-        }),
-        Ok(None) => Err(StoreError::Corrupt {
-            location: format!("a {kind} row"),
-            detail: "no id".into(),
-        }),
-        Err(e) => Err(StoreError::Corrupt {
-            location: format!("a {kind} row"),
-            detail: format!("unreadable id: {e}"),
-        }),
+    read: Result<Option<T>, String>,
+) -> Result<T, StoreError> {
+    let unreadable = |detail: String| StoreError::Corrupt {
+        location: format!("a {kind} row"),
+        detail,
+    };
+    match read {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(unreadable("no id".into())),
+        Err(e) => Err(unreadable(format!("unreadable id: {e}"))),
     }
 }
 
-fn id_text<R: SqlRow + ?Sized>(row: &R) -> Result<Option<String>, String> {
-    Ok(row.uuid(0)?.map(|id| id.to_string()))
+/// A reader of `row`, whose errors name it as `kind id`.
+fn reader<'r, R: SqlRow + ?Sized>(
+    row: &'r R,
+    kind: &str,
+    id: &impl std::fmt::Display,
+) -> Reader<'r, R> {
+    Reader {
+        row,
+        location: format!("{kind} {id}"),
+    }
 }
 
 /// A conversation row ([`CONVERSATION_COLUMNS`]).
 pub(crate) fn decode_conversation<R: SqlRow + ?Sized>(row: &R) -> Result<Conversation, StoreError> {
-    let r = named_by(row, "conversation", id_text)?;
-    let id = r.required(0, r.opt_uuid(0)?)?;
+    let id = row_id("conversation", row.uuid(0))?;
+    let r = reader(row, "conversation", &id);
     let id = ConversationId::from_uuid(id).map_err(|e| r.corrupt(e.to_string()))?;
     let failure_reason = r.opt_text(2)?.map(Cow::into_owned);
     let status = match r.parsed::<StatusKind>(1, "status")? {
@@ -197,10 +199,11 @@ pub(crate) fn decode_conversation<R: SqlRow + ?Sized>(row: &R) -> Result<Convers
 
 /// A message row ([`MESSAGE_COLUMNS`]).
 pub(crate) fn decode_message<R: SqlRow + ?Sized>(row: &R) -> Result<Message, StoreError> {
-    let r = named_by(row, "message", id_text)?;
+    let id = row_id("message", row.uuid(0))?;
+    let r = reader(row, "message", &id);
     let bad_id = |e: colloquy_core::CoreError| r.corrupt(e.to_string());
     Ok(Message {
-        id: MessageId::from_uuid(r.required(0, r.opt_uuid(0)?)?).map_err(bad_id)?,
+        id: MessageId::from_uuid(id).map_err(bad_id)?,
         conversation_id: ConversationId::from_uuid(r.required(1, r.opt_uuid(1)?)?)
             .map_err(bad_id)?,
         turn: r.nonneg(2, "turn")?,
@@ -219,7 +222,8 @@ pub(crate) fn decode_message<R: SqlRow + ?Sized>(row: &R) -> Result<Message, Sto
 
 /// A module row ([`MODULE_COLUMNS`]).
 pub(crate) fn decode_module<R: SqlRow + ?Sized>(row: &R) -> Result<ModuleRecord, StoreError> {
-    let r = named_by(row, "module", |row| Ok(row.text(0)?.map(Cow::into_owned)))?;
+    let name = row_id("module", row.text(0))?;
+    let r = reader(row, "module", &name);
     Ok(ModuleRecord {
         info: serde_json::from_value(r.json(1, "module info")?)
             .map_err(|e| r.corrupt(format!("bad module info: {e}")))?,

@@ -20,7 +20,8 @@ impl Router {
         async {
             let lease = self.cache.lease(id).await;
             let mut guard = self.lock_loaded(&lease, id).await?;
-            let mut conflicts = Conflicts::new(self.ids.message(self.clock.now()));
+            // Seeded only when a conflict comes (an id is minted for it).
+            let mut conflicts: Option<Conflicts> = None;
             loop {
                 let Some(hot) = guard.as_mut() else {
                     return Err(RouteError::UnknownConversation { conversation: id });
@@ -46,7 +47,12 @@ impl Router {
                     Ok(()) => {}
                     // Another writer changed the conversation: decide again on the truth
                     // (nothing was announced, so deciding again is safe).
-                    Err(StoreError::Conflict { .. }) if conflicts.again().await => {
+                    Err(StoreError::Conflict { .. })
+                        if conflicts
+                            .get_or_insert_with(|| Conflicts::new(self.ids.message(now)))
+                            .again()
+                            .await =>
+                    {
                         debug!("change conflicts with the stored conversation, reloading");
                         *guard = None;
                         if let Err(e) = self.load(&mut guard, id).await {
