@@ -22,9 +22,8 @@ use axum::{
     Extension, Json, Router,
 };
 use colloquy_runtime::{
-    async_trait, ConversationHandle, ConversationId, ConversationSpec, CoreError, Hub, HubError,
-    MessageKind, MessageRange, Module, ModuleError, ModuleInfo, ModuleName, Registration,
-    Response as HubResponse, RouteError, RouteOptions, Turn,
+    Caller, ConversationHandle, ConversationId, ConversationSpec, CoreError, Hub, HubError,
+    MessageKind, MessageRange, ModuleInfo, ModuleName, Registration, RouteError, RouteOptions,
 };
 use serde_json::{json, value::RawValue, Value};
 use tokio::sync::{broadcast, oneshot};
@@ -139,23 +138,6 @@ pub struct A2aServer {
 
 type AnswerKey = (ModuleName, ModuleName, String);
 
-/// The participant that stands for A2A callers in the hub. Callers speak through the
-/// server; nobody can deliver a turn to them.
-struct Caller(ModuleName);
-
-#[async_trait]
-impl Module for Caller {
-    fn info(&self) -> ModuleInfo {
-        ModuleInfo::caller(self.0.clone(), "A2A callers of this hub's network front")
-    }
-
-    async fn handle(&self, _turn: Turn) -> Result<HubResponse, ModuleError> {
-        Err(ModuleError::new(
-            "this participant speaks over A2A and cannot be addressed; answer it with a reply",
-        ))
-    }
-}
-
 /// A JSON-RPC error: code and message.
 #[derive(Debug)]
 struct RpcError {
@@ -194,7 +176,10 @@ impl A2aServer {
         }
         for participant in &callers {
             hub.register_with(
-                Arc::new(Caller(participant.clone())),
+                Arc::new(Caller::new(
+                    participant.clone(),
+                    "A2A callers of this hub's network front",
+                )),
                 Registration::new().replacing(),
             )
             .await?;

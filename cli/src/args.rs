@@ -57,6 +57,22 @@ pub(crate) struct LinkArgs {
     pub(crate) no_cluster_link: bool,
 }
 
+/// MCP servers joined to the hub as modules (`serve` and `mcp`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct McpModuleArgs {
+    /// Start COMMAND with its ARGS (split at spaces; no shell quoting: use a script for
+    /// more) as an MCP server over stdio, and register it as a module whose capabilities
+    /// are its tools; a turn `{"tool": NAME, "arguments": {...}}` calls one (repeatable).
+    /// `NAME=COMMAND ...` names the module [default: the server's own name]. A server that
+    /// dies is started again on the next turn, at most 5 times in a row.
+    #[arg(long, value_name = "[NAME=]COMMAND ARGS")]
+    pub(crate) mcp_server: Vec<String>,
+    /// Register the MCP server at URL (Streamable HTTP) as a module, as `--mcp-server`
+    /// does (repeatable; `NAME=URL` names it).
+    #[arg(long, value_name = "[NAME=]URL")]
+    pub(crate) mcp_url: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the demo workflow: schema negotiations, handoffs and one deliberate failure
@@ -101,6 +117,27 @@ pub(crate) enum Command {
         idle_timeout: Option<Duration>,
         #[command(flatten)]
         link: LinkArgs,
+        #[command(flatten)]
+        mcp: McpModuleArgs,
+    },
+    /// Speak the Model Context Protocol on standard input and output, as desktop LLM
+    /// applications launch their servers: tools to list the modules, start a conversation,
+    /// send a turn and get the reply, read a transcript, end and find conversations, as one
+    /// participant. Runs until the client closes standard input. The same server is at
+    /// `/mcp` on `colloquy serve`.
+    Mcp {
+        /// The participant the client speaks as: it sees only its own conversations.
+        #[arg(long = "as", value_parser = parse_module, default_value = "mcp-client", value_name = "PARTICIPANT")]
+        caller: ModuleName,
+        /// Register the demo's modules and an `echo` module that replies with what it
+        /// receives.
+        #[arg(long)]
+        demo_modules: bool,
+        /// How long a conversation may stay idle before the reaper times it out [default: 5m].
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        idle_timeout: Option<Duration>,
+        #[command(flatten)]
+        mcp: McpModuleArgs,
     },
     /// List conversations, newest first.
     Conversations {

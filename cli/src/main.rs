@@ -13,6 +13,7 @@ mod inspect;
 mod load;
 mod load_a2a;
 mod load_limit;
+mod mcp;
 mod output;
 mod serve;
 
@@ -96,6 +97,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             token,
             idle_timeout,
             link,
+            mcp,
         } => {
             let settings = serve::Settings {
                 listen,
@@ -106,9 +108,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 idle_timeout,
                 tokens: token,
                 link,
+                mcp,
             };
             serve::run(&mut out, db, settings).await?;
         }
+        Command::Mcp {
+            caller,
+            demo_modules,
+            idle_timeout,
+            mcp,
+        } => mcp::stdio(db, caller, demo_modules, idle_timeout, &mcp).await?,
         Command::Conversations {
             status,
             module,

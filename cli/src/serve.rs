@@ -20,6 +20,7 @@ pub(crate) struct Settings {
     pub(crate) tokens: Vec<(String, ModuleName)>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) link: crate::args::LinkArgs,
+    pub(crate) mcp: crate::args::McpModuleArgs,
 }
 
 /// The cluster link `serve` was asked for (`None`: none), checked against the database.
@@ -168,6 +169,7 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
         ));
         hub.register(agent).await?;
     }
+    let mcp_modules = crate::mcp::register_modules(&hub, &settings.mcp).await?;
     // Every module a turn from here can reach: this hub's own and, on a database several
     // hubs share, those the other live hubs host. No participant may take one's name.
     let served: Vec<_> = hub
@@ -191,11 +193,20 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
     let inspector = remote.iter().fold(inspector, |o, (endpoint, _, name)| {
         o.remote_agent(name.clone(), endpoint.clone())
     });
+    let mut mcp_options = colloquy_mcp::McpOptions::new()?;
+    if let Some(host) = base_url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+    {
+        mcp_options = mcp_options.allow_host(host);
+    }
     for (token, participant) in tokens {
+        mcp_options = mcp_options.token(token.clone(), participant.clone());
         options = options.token(token, participant);
     }
     let callers = options.participants();
     let server = A2aServer::new(hub.clone(), options).await?;
+    let mcp = colloquy_mcp::McpServer::new(hub.clone(), mcp_options).await?;
     let local = hub.modules();
     let cards: Vec<String> = served
         .iter()
@@ -211,6 +222,7 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
             "listening": address.to_string(),
             "inspector": format!("{base_url}/inspect"),
             "cards": cards,
+            "mcp": format!("{base_url}/mcp"),
             "tokens": !open,
         });
         out.text(&format!("{ready}\n"))?;
@@ -225,7 +237,7 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
             out.text("no modules to serve yet: add --agent URL or --demo-modules, or start a hub with modules on the same database\n")?;
         }
         out.text(&format!(
-            "serving {} agent(s) on {address}{} (Ctrl-C stops); their cards:\n{}\ninspector: {base_url}/inspect   health: {base_url}/healthz   metrics: {base_url}/metrics\n",
+            "serving {} agent(s) on {address}{} (Ctrl-C stops); their cards:\n{}\nMCP: {base_url}/mcp   inspector: {base_url}/inspect   health: {base_url}/healthz   metrics: {base_url}/metrics\n",
             cards.len(),
             if elsewhere > 0 { format!(", {elsewhere} of them hosted by other hubs") } else { String::new() },
             cards.join("\n")
@@ -233,12 +245,19 @@ pub(crate) async fn run(out: &mut Out, db: &Db, settings: Settings) -> Result<()
         for (endpoint, url, _) in remote {
             out.text(&format!("remote agent {url} -> {endpoint}\n"))?;
         }
+        for (name, source) in mcp_modules {
+            out.text(&format!("MCP server {source} -> module {name}\n"))?;
+        }
     }
     out.flush()?;
+    // MCP's event streams end at the signal, so that the server's graceful stop does not
+    // wait for clients that never hang up.
+    let mcp_streams = tokio_util::sync::CancellationToken::new();
     let router = server
         .router()
+        .merge(mcp.router(mcp_streams.clone()))
         .merge(Inspector::new(hub.clone(), inspector).router());
-    let in_flight = serve_until_interrupted(listener, router, &hub).await?;
+    let in_flight = serve_until_interrupted(listener, router, &hub, mcp_streams).await?;
     // Stopped accepting and answered what was in progress; now drain the hub's turns and
     // close the store.
     let report = hub.shutdown().await;
@@ -293,6 +312,7 @@ async fn serve_until_interrupted(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     hub: &colloquy_runtime::Hub,
+    streams: tokio_util::sync::CancellationToken,
 ) -> Result<usize> {
     let interrupted = interruption()?;
     let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -300,6 +320,7 @@ async fn serve_until_interrupted(
         let (hub, in_flight) = (hub.clone(), std::sync::Arc::clone(&in_flight));
         async move {
             interrupted.await;
+            streams.cancel();
             in_flight.store(hub.stats().in_flight, std::sync::atomic::Ordering::SeqCst);
         }
     };

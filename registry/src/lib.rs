@@ -14,9 +14,11 @@
 //! - **No per-conversation state in modules.** Everything a handler needs arrives with the
 //!   turn, so modules cannot leak context between conversations.
 
+mod caller;
 mod module;
 mod registry;
 
+pub use caller::Caller;
 pub use colloquy_core::ModuleInfo;
 pub use module::{
     ConversationView, History, Invitation, Module, ModuleError, Reply, Response, Turn,

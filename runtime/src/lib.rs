@@ -71,7 +71,7 @@ pub use colloquy_core::{
     Timestamp, MAX_NAME_LEN,
 };
 pub use colloquy_registry::{
-    ConversationView, Delivery, History, Invitation, Module, ModuleError, Registration,
+    Caller, ConversationView, Delivery, History, Invitation, Module, ModuleError, Registration,
     RegistryError, Reply, Response, Turn,
 };
 #[cfg(feature = "postgres")]

@@ -1,0 +1,561 @@
+//! The tools an MCP client calls: their names, descriptions and input schemas (written for
+//! an LLM to act on), the parsing of their arguments, and what each does through the hub.
+//! Every outcome a caller can act on, a refusal included, is a tool result; only a tool
+//! name the server does not know is a protocol error.
+
+use std::{sync::Arc, time::Duration};
+
+use colloquy_runtime::{
+    ConversationHandle, ConversationId, ConversationSpec, HubError, Intent, ListCursor, ListFilter,
+    MessageKind, MessageRange, ModuleName, RouteOptions, StatusKind, TimeRange, Timestamp,
+};
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
+use serde::{de::DeserializeOwned, Deserialize};
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::McpServer;
+
+/// The tool names, as clients call them.
+const LIST_MODULES: &str = "list_modules";
+const START_CONVERSATION: &str = "start_conversation";
+const SEND: &str = "send";
+const HISTORY: &str = "history";
+const END_CONVERSATION: &str = "end_conversation";
+const FIND_CONVERSATIONS: &str = "find_conversations";
+
+/// Whether `name` is one of this server's tools.
+pub(crate) fn known(name: &str) -> bool {
+    [
+        LIST_MODULES,
+        START_CONVERSATION,
+        SEND,
+        HISTORY,
+        END_CONVERSATION,
+        FIND_CONVERSATIONS,
+    ]
+    .contains(&name)
+}
+
+/// The tools, as `tools/list` describes them.
+pub(crate) fn definitions() -> Vec<Tool> {
+    let intents: Vec<&str> = Intent::ALL.iter().map(|i| i.as_str()).collect();
+    let statuses: Vec<&str> = StatusKind::ALL.iter().map(|s| s.as_str()).collect();
+    let conversation_id = json!({
+        "type": "string",
+        "description": "The conversation's id, as start_conversation or find_conversations gave it."
+    });
+    vec![
+        tool(
+            LIST_MODULES,
+            "List the modules of this hub that you can converse with: each one's name, what it \
+             does, its capabilities and the JSON schema of the content it accepts. Call this \
+             first to choose whom to address.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "capability": {"type": "string", "description": "Only modules with this capability."}
+                },
+                "additionalProperties": false
+            }),
+            read_only(),
+        ),
+        tool(
+            START_CONVERSATION,
+            "Open a conversation between you and one or more modules. Returns its id, which \
+             send, history and end_conversation take. A module may decline; then the result \
+             says why and nothing can be sent.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "with": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                             "description": "The modules to converse with (names from list_modules)."},
+                    "intent": {"type": "string", "enum": intents, "description": "Why the conversation is held. Default collaborate."},
+                    "context": {"type": "object", "description": "Shared context every turn of the conversation carries."},
+                    "idle_timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
+                             "description": "End the conversation after this long without a turn. Default: the hub's."},
+                    "max_turns": {"type": "integer", "minimum": 1, "description": "The most turns it may hold."}
+                },
+                "required": ["with"],
+                "additionalProperties": false
+            }),
+            ToolAnnotations::new().read_only(false).destructive(false),
+        ),
+        tool(
+            SEND,
+            "Send content to a module in a conversation and wait for its reply. The request \
+             and the reply are stored as the conversation's next two turns. When the module \
+             fails or does not answer in time, the result is an error saying so; the request \
+             stays stored and the conversation stays usable.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "conversation_id": conversation_id,
+                    "to": {"type": "string", "description": "The module to address. May be left out when the conversation has only one module."},
+                    "content": {"description": "What to send: any JSON value the module accepts (see its input schema in list_modules)."},
+                    "timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
+                             "description": "Give up waiting after this long. Default: the module's own deadline."}
+                },
+                "required": ["conversation_id", "content"],
+                "additionalProperties": false
+            }),
+            ToolAnnotations::new().read_only(false).destructive(false),
+        ),
+        tool(
+            HISTORY,
+            "Read a conversation: its state (status, participants, shared context) and its \
+             turns, oldest first. By default the last 20 turns; give first_turn and last_turn \
+             for a range.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "conversation_id": conversation_id,
+                    "last": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "How many of the latest turns. Default 20."},
+                    "first_turn": {"type": "integer", "minimum": 1, "description": "First turn of a range (inclusive)."},
+                    "last_turn": {"type": "integer", "minimum": 1, "description": "Last turn of a range (inclusive). Default: the latest."}
+                },
+                "required": ["conversation_id"],
+                "additionalProperties": false
+            }),
+            read_only(),
+        ),
+        tool(
+            END_CONVERSATION,
+            "End a conversation: completed, or failed with a reason. An ended conversation \
+             takes no more turns; its transcript stays readable.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "conversation_id": conversation_id,
+                    "failed": {"type": "string", "description": "End it as failed, for this reason. Left out: completed."}
+                },
+                "required": ["conversation_id"],
+                "additionalProperties": false
+            }),
+            ToolAnnotations::new()
+                .read_only(false)
+                .destructive(true)
+                .idempotent(false),
+        ),
+        tool(
+            FIND_CONVERSATIONS,
+            "Find your conversations, newest first: by status, by a module taking part, by \
+             when they started. Returns a page and, when there are more, a cursor for the next.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "enum": statuses},
+                    "module": {"type": "string", "description": "Only conversations this module takes part in."},
+                    "started_after": {"type": "string", "description": "RFC 3339 time, e.g. 2026-12-07T10:00:00Z."},
+                    "started_before": {"type": "string", "description": "RFC 3339 time."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Page size. Default 20."},
+                    "cursor": {"type": "string", "description": "The next_cursor of the previous page."}
+                },
+                "additionalProperties": false
+            }),
+            read_only(),
+        ),
+    ]
+}
+
+fn tool(
+    name: &'static str,
+    description: &'static str,
+    schema: Value,
+    hints: ToolAnnotations,
+) -> Tool {
+    let schema: JsonObject = match schema {
+        Value::Object(map) => map,
+        // Every schema above is an object literal.
+        _ => JsonObject::new(),
+    };
+    let mut tool = Tool::new(name, description, Arc::new(schema));
+    tool.annotations = Some(hints);
+    tool
+}
+
+fn read_only() -> ToolAnnotations {
+    ToolAnnotations::new().read_only(true).idempotent(true)
+}
+
+/// A tool call refused: the message the caller reads.
+struct Refused(String);
+
+impl From<HubError> for Refused {
+    fn from(e: HubError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+type Outcome = Result<Value, Refused>;
+
+/// Runs tool `name` (known, see [`known`]) as `caller`; `cancel` stops a send's handler.
+pub(crate) async fn call(
+    server: &McpServer,
+    caller: &ModuleName,
+    name: &str,
+    arguments: Option<JsonObject>,
+    cancel: CancellationToken,
+) -> CallToolResult {
+    let arguments = Value::Object(arguments.unwrap_or_default());
+    let outcome = match name {
+        LIST_MODULES => match parse(name, arguments) {
+            Ok(args) => Ok(list_modules(server, args)),
+            Err(e) => Err(e),
+        },
+        START_CONVERSATION => match parse(name, arguments) {
+            Ok(args) => start(server, caller, args).await,
+            Err(e) => Err(e),
+        },
+        SEND => match parse(name, arguments) {
+            Ok(args) => send(server, caller, args, cancel).await,
+            Err(e) => Err(e),
+        },
+        HISTORY => match parse(name, arguments) {
+            Ok(args) => history(server, caller, args).await,
+            Err(e) => Err(e),
+        },
+        END_CONVERSATION => match parse(name, arguments) {
+            Ok(args) => end(server, caller, args).await,
+            Err(e) => Err(e),
+        },
+        _ => match parse(name, arguments) {
+            Ok(args) => find(server, caller, args).await,
+            Err(e) => Err(e),
+        },
+    };
+    match outcome {
+        Ok(value) => CallToolResult::structured(value),
+        Err(Refused(reason)) => CallToolResult::error(vec![ContentBlock::text(reason)]),
+    }
+}
+
+fn parse<T: DeserializeOwned>(tool: &str, arguments: Value) -> Result<T, Refused> {
+    serde_json::from_value(arguments).map_err(|e| {
+        Refused(format!(
+            "bad arguments for {tool}: {e}; see the tool's input schema"
+        ))
+    })
+}
+
+fn module_name(name: &str) -> Result<ModuleName, Refused> {
+    name.parse()
+        .map_err(|e| Refused(format!("{name:?} is not a module name: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListModulesArgs {
+    capability: Option<String>,
+}
+
+fn list_modules(server: &McpServer, args: ListModulesArgs) -> Value {
+    let modules: Vec<Value> = server
+        .hub
+        .reachable_modules()
+        .iter()
+        .filter(|m| !m.is_caller())
+        .filter(|m| {
+            args.capability
+                .as_deref()
+                .is_none_or(|wanted| m.capabilities.iter().any(|c| c.as_str() == wanted))
+        })
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "description": m.description,
+                "capabilities": m.capabilities,
+                "version": m.version,
+                "input_schema": m.input_schema,
+            })
+        })
+        .collect();
+    json!({ "modules": modules })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartArgs {
+    with: Vec<String>,
+    intent: Option<String>,
+    context: Option<Map<String, Value>>,
+    idle_timeout_seconds: Option<f64>,
+    max_turns: Option<u64>,
+}
+
+async fn start(server: &McpServer, caller: &ModuleName, args: StartArgs) -> Outcome {
+    if args.with.is_empty() {
+        return Err(Refused(
+            "with must name at least one module (see list_modules)".into(),
+        ));
+    }
+    let mut others = Vec::with_capacity(args.with.len());
+    for name in &args.with {
+        let name = module_name(name)?;
+        if server.is_caller(&name) {
+            return Err(Refused(format!(
+                "{name} is a caller of this server, not a module; name modules from list_modules"
+            )));
+        }
+        others.push(name);
+    }
+    let mut spec = ConversationSpec::new(caller.clone(), others);
+    if let Some(intent) = &args.intent {
+        spec = spec.intent(
+            intent
+                .parse()
+                .map_err(|e: colloquy_runtime::CoreError| Refused(e.to_string()))?,
+        );
+    }
+    if let Some(context) = args.context {
+        spec = spec.context(context);
+    }
+    if let Some(seconds) = args.idle_timeout_seconds {
+        spec = spec.idle_timeout(seconds_to_duration("idle_timeout_seconds", seconds)?);
+    }
+    if let Some(max) = args.max_turns {
+        spec = spec.max_turns(max);
+    }
+    match server.hub.start_conversation(spec).await {
+        Ok(handle) => {
+            let state = handle.state().await?;
+            Ok(json!({
+                "conversation_id": handle.id(),
+                "status": state.status(),
+                "participants": state.participants(),
+                "handshake": handle.handshake(),
+            }))
+        }
+        Err(HubError::Rejected {
+            conversation,
+            module,
+            reason,
+        }) => Err(Refused(format!(
+            "{module} declined the conversation ({conversation}): {reason}"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn seconds_to_duration(field: &str, seconds: f64) -> Result<Duration, Refused> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Refused(format!(
+                "{field} must be a positive number of seconds, not {seconds}"
+            ))
+        })
+}
+
+/// The caller's handle on conversation `id`; "not found" when there is none or the caller
+/// does not take part (the two are not told apart).
+async fn own_conversation(
+    server: &McpServer,
+    caller: &ModuleName,
+    id: &str,
+) -> Result<ConversationHandle, Refused> {
+    let not_found = || {
+        Refused(format!(
+            "conversation {id} not found among yours; find_conversations lists them"
+        ))
+    };
+    let id: ConversationId = id.parse().map_err(|_| not_found())?;
+    server
+        .hub
+        .conversation(id, caller.clone())
+        .await
+        .map_err(|e| match e {
+            HubError::Store(_) => Refused(e.to_string()),
+            _ => not_found(),
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendArgs {
+    conversation_id: String,
+    to: Option<String>,
+    content: Value,
+    timeout_seconds: Option<f64>,
+}
+
+async fn send(
+    server: &McpServer,
+    caller: &ModuleName,
+    args: SendArgs,
+    cancel: CancellationToken,
+) -> Outcome {
+    let handle = own_conversation(server, caller, &args.conversation_id).await?;
+    let target = match &args.to {
+        Some(name) => module_name(name)?,
+        None => {
+            let state = handle.state().await?;
+            let mut others = state.participants().iter().filter(|p| *p != caller);
+            match (others.next(), others.next()) {
+                (Some(only), None) => only.clone(),
+                _ => {
+                    return Err(Refused(format!(
+                        "the conversation has several other participants ({}); say which with `to`",
+                        ModuleName::join(state.participants())
+                    )))
+                }
+            }
+        }
+    };
+    let mut options = match args.timeout_seconds {
+        Some(seconds) => RouteOptions::deadline(seconds_to_duration("timeout_seconds", seconds)?),
+        None => RouteOptions::default(),
+    };
+    options = options.cancel_on(cancel);
+    let exchange = handle
+        .send_with(target, MessageKind::Request, args.content, options)
+        .await?;
+    Ok(json!({
+        "conversation_id": handle.id(),
+        "request_turn": exchange.request.turn,
+        "reply_turn": exchange.reply.as_ref().map(|r| r.turn),
+        "reply": exchange.reply.as_ref().map(|r| &r.content),
+        "from": exchange.reply.as_ref().map(|r| &r.source),
+        "status": exchange.status,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryArgs {
+    conversation_id: String,
+    last: Option<u64>,
+    first_turn: Option<u64>,
+    last_turn: Option<u64>,
+}
+
+async fn history(server: &McpServer, caller: &ModuleName, args: HistoryArgs) -> Outcome {
+    let handle = own_conversation(server, caller, &args.conversation_id).await?;
+    let state = handle.state().await?;
+    let range = match (args.first_turn, args.last_turn) {
+        (None, None) => MessageRange::Last(args.last.unwrap_or(20).clamp(1, 1000)),
+        (first, last) => {
+            let first = first.unwrap_or(1);
+            let last = last.unwrap_or(state.turn_count());
+            if first > last || last - first >= 1000 {
+                return Err(Refused(format!(
+                    "turns {first}..={last} is not a range of 1 to 1000 turns; the conversation has {} turns",
+                    state.turn_count()
+                )));
+            }
+            MessageRange::Turns { first, last }
+        }
+    };
+    let messages = server
+        .hub
+        .reader()
+        .messages(handle.id(), range)
+        .await
+        .map_err(|e| Refused(e.to_string()))?;
+    Ok(json!({
+        "conversation": state,
+        "messages": messages,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndArgs {
+    conversation_id: String,
+    failed: Option<String>,
+}
+
+async fn end(server: &McpServer, caller: &ModuleName, args: EndArgs) -> Outcome {
+    let handle = own_conversation(server, caller, &args.conversation_id).await?;
+    let state = match args.failed {
+        Some(reason) => handle.fail(reason).await?,
+        None => handle.end().await?,
+    };
+    Ok(json!({ "conversation": state }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindArgs {
+    status: Option<String>,
+    module: Option<String>,
+    started_after: Option<String>,
+    started_before: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn find(server: &McpServer, caller: &ModuleName, args: FindArgs) -> Outcome {
+    // The store's filter is the caller: another participant's conversations never leave it.
+    let mut filter = ListFilter::new().participant(caller.clone());
+    filter.limit = args.limit.unwrap_or(20).clamp(1, 100);
+    if let Some(status) = &args.status {
+        filter = filter.status(
+            status
+                .parse()
+                .map_err(|e: colloquy_runtime::CoreError| Refused(e.to_string()))?,
+        );
+    }
+    let time = |field: &str, text: &Option<String>| -> Result<Option<Timestamp>, Refused> {
+        text.as_deref()
+            .map(|t| {
+                let at = humantime::parse_rfc3339_weak(t)
+                    .map_err(|e| Refused(format!("{field}: {t:?} is not an RFC 3339 time: {e}")))?;
+                let since_epoch = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(|_| Refused(format!("{field}: {t:?} is before 1970")))?;
+                Ok(Timestamp::from_millis(
+                    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+                ))
+            })
+            .transpose()
+    };
+    filter.started = TimeRange {
+        from: time("started_after", &args.started_after)?,
+        until: time("started_before", &args.started_before)?,
+    };
+    if let Some(cursor) = &args.cursor {
+        filter.after = Some(parse_cursor(cursor)?);
+    }
+    let module = args.module.as_deref().map(module_name).transpose()?;
+    let page = server
+        .hub
+        .reader()
+        .list(&filter)
+        .await
+        .map_err(|e| Refused(e.to_string()))?;
+    let conversations: Vec<Value> = page
+        .conversations
+        .iter()
+        .filter(|c| module.as_ref().is_none_or(|m| c.is_participant(m)))
+        .map(|c| {
+            json!({
+                "conversation_id": c.id(),
+                "status": c.status(),
+                "participants": c.participants(),
+                "intent": c.intent(),
+                "turns": c.turn_count(),
+                "started_at": c.started_at(),
+                "last_activity": c.last_activity(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "conversations": conversations,
+        "next_cursor": page.next.map(|c| format!("{}/{}", c.started_at.as_millis(), c.id)),
+    }))
+}
+
+fn parse_cursor(text: &str) -> Result<ListCursor, Refused> {
+    let bad = || {
+        Refused(format!(
+            "cursor {text:?} is not a next_cursor this server gave"
+        ))
+    };
+    let (millis, id) = text.split_once('/').ok_or_else(bad)?;
+    Ok(ListCursor {
+        started_at: Timestamp::from_millis(millis.parse().map_err(|_| bad())?),
+        id: id.parse().map_err(|_| bad())?,
+    })
+}
