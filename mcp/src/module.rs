@@ -83,8 +83,9 @@ pub struct McpModule {
     info: ModuleInfo,
     source: Source,
     policy: RestartPolicy,
-    /// The session with the server; `None` once it died (started again on the next turn).
-    client: Mutex<Option<Client>>,
+    /// The session with the server and its generation (how many were started before it);
+    /// `None` once it died (started again on the next turn).
+    client: Mutex<Option<(u32, Client)>>,
     /// Restarts since the last tool call answered.
     restarts: AtomicU32,
 }
@@ -191,17 +192,21 @@ impl McpModule {
             info,
             source,
             policy,
-            client: Mutex::new(Some(client)),
+            client: Mutex::new(Some((0, client))),
             restarts: AtomicU32::new(0),
         })
     }
 
-    /// The live session's peer, starting the server again if it died and the policy
-    /// allows.
-    async fn peer(&self) -> Result<Peer<RoleClient>, ModuleError> {
+    /// The live session's generation and peer, starting the server again if it died and
+    /// the policy allows.
+    async fn peer(&self) -> Result<(u32, Peer<RoleClient>), ModuleError> {
         let mut client = self.client.lock().await;
-        if let Some(live) = client.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(live.peer().clone());
+        let generation = client.as_ref().map_or(0, |(g, _)| *g);
+        if let Some((generation, live)) = client
+            .as_ref()
+            .filter(|(_, c)| !c.is_closed() && !c.peer().is_transport_closed())
+        {
+            return Ok((*generation, live.peer().clone()));
         }
         let restarts = self.restarts.load(Ordering::Relaxed);
         if restarts >= self.policy.max_restarts {
@@ -217,8 +222,18 @@ impl McpModule {
             .await
             .map_err(|e| ModuleError::new(e.to_string()))?;
         let peer = started.peer().clone();
-        *client = Some(started);
-        Ok(peer)
+        let generation = generation.saturating_add(1);
+        *client = Some((generation, started));
+        Ok((generation, peer))
+    }
+
+    /// The session of `generation` died: the next turn starts the server again (unless a
+    /// later session already replaced it).
+    async fn died(&self, generation: u32) {
+        let mut client = self.client.lock().await;
+        if client.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *client = None;
+        }
     }
 }
 
@@ -333,17 +348,20 @@ impl colloquy_runtime::Module for McpModule {
 
     async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
         let params = tool_call(&turn.message.content, &self.info.capabilities)?;
-        let peer = self.peer().await?;
+        let (generation, peer) = self.peer().await?;
         // Dropped at the hub's deadline, the call tells the server it is cancelled.
         match peer.call_tool(params).await {
             Ok(result) => {
                 self.restarts.store(0, Ordering::Relaxed);
                 reply(result)
             }
-            Err(e) if peer.is_transport_closed() => Err(ModuleError::new(format!(
-                "the MCP server {} stopped during the call ({e}); it is started again for the next turn",
-                self.source
-            ))),
+            Err(e @ rmcp::ServiceError::TransportClosed) => {
+                self.died(generation).await;
+                Err(ModuleError::new(format!(
+                    "the MCP server {} stopped during the call ({e}); it is started again for the next turn",
+                    self.source
+                )))
+            }
             Err(e) => Err(ModuleError::new(format!(
                 "the MCP server {} did not answer the call: {e}",
                 self.source

@@ -5,19 +5,26 @@ Tools: word_count (structured), shout (text), refuse (a tool error), crash (the 
 """
 
 import os
+from typing import TypedDict
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("py-tools", instructions="Counts words and shouts, for the interop test.")
 
 
+class Count(TypedDict):
+    words: int
+    pid: int
+
+
 @server.tool()
-def word_count(text: str) -> dict:
+def word_count(text: str) -> Count:
     """Count the words of text."""
     return {"words": len(text.split()), "pid": os.getpid()}
 
 
-@server.tool()
+@server.tool(structured_output=False)
 def shout(text: str) -> str:
     """Say text louder."""
     return text.upper() + "!"
@@ -26,7 +33,7 @@ def shout(text: str) -> str:
 @server.tool()
 def refuse(reason: str) -> str:
     """Fail with reason."""
-    raise ValueError(reason)
+    raise ToolError(reason)
 
 
 @server.tool()
