@@ -235,7 +235,9 @@ pub(crate) enum Command {
         inline: bool,
         /// How the load reaches the hub: `direct` (conversation handles, in process),
         /// `a2a` (A2A SendMessage over loopback HTTP, measured in the same run against a
-        /// bare axum JSON echo, and against `--peer`), or `tokio` (no hub at all: the same
+        /// bare axum JSON echo, and against `--peer`), `mcp` (MCP `tools/call` of `send`
+        /// over Streamable HTTP, measured in the same run against the bare echo and the
+        /// A2A SendMessage of the same exchanges), or `tokio` (no hub at all: the same
         /// round trips between two tokio tasks, the limit `direct` on memory is measured
         /// against).
         #[arg(long, value_enum, default_value_t = Via::Direct)]
@@ -279,6 +281,8 @@ pub(crate) enum Via {
     Direct,
     /// A2A JSON-RPC over loopback HTTP.
     A2a,
+    /// MCP `tools/call` of `send` over loopback Streamable HTTP, beside A2A.
+    Mcp,
     /// No hub: the limit an in-process hub is measured against (an echo task per
     /// conversation, reached through a tokio mpsc, replying on a oneshot).
     Tokio,

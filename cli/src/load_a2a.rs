@@ -1,6 +1,8 @@
-//! `colloquy load --via a2a`: the network front under load, measured in the same run as the
-//! limit (a bare axum JSON echo on the same machine) and, with `--peer URL`, a peer agent
-//! (the Python SDK's echo agent), all driven by the same HTTP client over loopback.
+//! `colloquy load --via a2a` and `--via mcp`: the network front under load, measured in the
+//! same run as the limit (a bare axum JSON echo on the same machine), with `--via mcp` the
+//! MCP `tools/call` of `send` beside the A2A `SendMessage` of the same exchanges, and with
+//! `--peer URL` a peer agent (the Python SDK's echo agent), all driven by the same HTTP
+//! client over loopback.
 
 use std::{
     sync::{
@@ -26,14 +28,16 @@ struct Measured {
 }
 
 /// What the client sends to: a JSON-RPC A2A endpoint (continuing the context each answer
-/// names), or the bare echo (the same body, no protocol).
+/// names), an MCP endpoint (a session per client, `start_conversation` then `send` for
+/// each exchange), or the bare echo (the same body, no protocol).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
     A2a,
+    Mcp,
     Bare,
 }
 
-pub(crate) async fn run(out: &mut Out, plan: Plan, peer: Option<String>) -> Result<()> {
+pub(crate) async fn run(out: &mut Out, plan: Plan, peer: Option<String>, mcp: bool) -> Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(plan.parallel)
         .build()?;
@@ -67,18 +71,43 @@ pub(crate) async fn run(out: &mut Out, plan: Plan, peer: Option<String>) -> Resu
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = A2aServer::new(hub.clone(), A2aOptions::new(&base)?).await?;
-    let serving = tokio::spawn(server.serve(listener));
+    let mcp_server =
+        colloquy_mcp::McpServer::new(hub.clone(), colloquy_mcp::McpOptions::new()?).await?;
+    let streams = tokio_util::sync::CancellationToken::new();
+    let router = server.router().merge(mcp_server.router(streams.clone()));
+    let serving = tokio::spawn(colloquy_a2a::serve_until(
+        listener,
+        router,
+        colloquy_a2a::Limits::default().header_timeout,
+        std::future::pending(),
+    ));
     let endpoint = format!("{base}/agents/server");
-    let name = match plan.store {
-        crate::args::StoreKind::Memory => "colloquy (memory)",
-        crate::args::StoreKind::Sqlite => "colloquy (sqlite)",
-        crate::args::StoreKind::Postgres => "colloquy (postgres)",
+    let store = match plan.store {
+        crate::args::StoreKind::Memory => "memory",
+        crate::args::StoreKind::Sqlite => "sqlite",
+        crate::args::StoreKind::Postgres => "postgres",
     };
-    let colloquy = drive(&http, &plan, &endpoint, Target::A2a, &payload, name).await?;
+    let mut measured = vec![limit];
+    let a2a_name = if mcp { "A2A SendMessage" } else { "colloquy" };
+    measured.push(drive(&http, &plan, &endpoint, Target::A2a, &payload, a2a_name).await?);
+    if mcp {
+        let endpoint = format!("{base}/mcp");
+        measured.push(
+            drive(
+                &http,
+                &plan,
+                &endpoint,
+                Target::Mcp,
+                &payload,
+                "MCP tools/call send",
+            )
+            .await?,
+        );
+    }
+    streams.cancel();
     serving.abort();
     hub.shutdown().await;
 
-    let mut measured = vec![limit, colloquy];
     if let Some(url) = peer {
         let agent = RemoteAgent::connect(&url)
             .await
@@ -86,7 +115,7 @@ pub(crate) async fn run(out: &mut Out, plan: Plan, peer: Option<String>) -> Resu
         let endpoint = agent.endpoint().to_owned();
         measured.push(drive(&http, &plan, &endpoint, Target::A2a, &payload, "peer").await?);
     }
-    report(out, &plan, &measured)
+    report(out, &plan, store, &measured)
 }
 
 /// Runs the plan's conversations against `url` with `plan.parallel` clients at once.
@@ -111,10 +140,37 @@ async fn drive(
         let (conversations, turns) = (plan.conversations, plan.turns);
         workers.spawn(async move {
             let mut latencies = Vec::new();
+            let mcp = match target {
+                Target::Mcp => Some(McpClient::open(&http, &url).await?),
+                _ => None,
+            };
             loop {
                 let conversation = next.fetch_add(1, Ordering::Relaxed);
                 if conversation >= conversations {
                     break;
+                }
+                if let Some(mcp) = &mcp {
+                    // Opening is counted in the elapsed time but not as an exchange: the
+                    // figure is conservative for MCP.
+                    let started = mcp
+                        .call("start_conversation", json!({"with": ["server"]}))
+                        .await?;
+                    let id = started["conversation_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    for _ in 0..turns {
+                        let sent = Instant::now();
+                        let answer = mcp
+                            .call("send", json!({"conversation_id": id, "content": payload}))
+                            .await?;
+                        latencies
+                            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        if answer["reply_turn"].is_null() {
+                            bail!("{url} answered send without a reply: {answer}");
+                        }
+                    }
+                    continue;
                 }
                 let mut context: Option<String> = None;
                 for turn in 0..turns {
@@ -180,6 +236,85 @@ async fn drive(
     })
 }
 
+/// A raw MCP client over Streamable HTTP: one session (initialize, initialized), then
+/// `tools/call`s, each answer read from its JSON body or its one-event stream.
+struct McpClient {
+    http: reqwest::Client,
+    url: String,
+    session: Option<String>,
+    next_id: AtomicUsize,
+}
+
+/// The protocol version the load client speaks (sessions, as most deployed clients).
+const MCP_VERSION: &str = "2025-06-18";
+
+impl McpClient {
+    async fn open(http: &reqwest::Client, url: &str) -> Result<Self> {
+        let mut client = Self {
+            http: http.clone(),
+            url: url.to_owned(),
+            session: None,
+            next_id: AtomicUsize::new(1),
+        };
+        let initialized = client
+            .post(
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": MCP_VERSION, "capabilities": {},
+                "clientInfo": {"name": "colloquy-load", "version": env!("CARGO_PKG_VERSION")}}}),
+            )
+            .await?;
+        client.session = initialized
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        initialized.bytes().await?;
+        client
+            .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await?
+            .bytes()
+            .await?;
+        Ok(client)
+    }
+
+    async fn post(&self, body: &Value) -> Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", MCP_VERSION)
+            .json(body);
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session);
+        }
+        Ok(request.send().await?.error_for_status()?)
+    }
+
+    /// Calls `tool`; its structured result, or an error with the tool's message.
+    async fn call(&self, tool: &str, arguments: Value) -> Result<Value> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = self
+            .post(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": tool, "arguments": arguments}}))
+            .await?
+            .text()
+            .await?;
+        let message = body
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(str::trim)
+            .rfind(|data| data.starts_with('{'))
+            .unwrap_or(body.as_str());
+        let mut answer: Value = serde_json::from_str(message)
+            .with_context(|| format!("{} answered {tool} with {body:?}", self.url))?;
+        let result = answer["result"].take();
+        if result["isError"] == true || result.is_null() {
+            bail!("{} refused {tool}: {answer} {result}", self.url);
+        }
+        Ok(result["structuredContent"].clone())
+    }
+}
+
 /// The members of an answer the load client reads.
 #[derive(serde::Deserialize)]
 struct Answer {
@@ -204,7 +339,7 @@ struct State {
     state: String,
 }
 
-fn report(out: &mut Out, plan: &Plan, measured: &[Measured]) -> Result<()> {
+fn report(out: &mut Out, plan: &Plan, store: &str, measured: &[Measured]) -> Result<()> {
     let limit = measured
         .first()
         .map_or(1.0, |m| m.per_sec.max(f64::EPSILON));
@@ -222,22 +357,29 @@ fn report(out: &mut Out, plan: &Plan, measured: &[Measured]) -> Result<()> {
             })
         })
         .collect();
-    let peer_ratio = measured
-        .get(2)
-        .map(|peer| (colloquy / peer.per_sec.max(f64::EPSILON) * 10.0).round() / 10.0);
+    let mcp = measured.iter().find(|m| m.name.starts_with("MCP"));
+    let peer_ratio = match mcp {
+        Some(_) => None,
+        None => measured
+            .get(2)
+            .map(|peer| (colloquy / peer.per_sec.max(f64::EPSILON) * 10.0).round() / 10.0),
+    };
+    let mcp_ratio = mcp.map(|m| (m.per_sec / colloquy.max(f64::EPSILON) * 1000.0).round() / 1000.0);
     if out.json {
         return out.json_value(&json!({
-            "via": "a2a",
+            "via": if mcp.is_some() { "mcp" } else { "a2a" },
+            "store": store,
             "conversations": plan.conversations,
             "turns": plan.turns,
             "parallel": plan.parallel,
             "payload_bytes": plan.payload_bytes,
             "targets": rows,
             "colloquy_vs_peer": peer_ratio,
+            "mcp_of_a2a": mcp_ratio,
         }));
     }
     let mut text = format!(
-        "{} conversations x {} exchanges over HTTP, {} clients at once, {}-byte payloads\n{:<20} {:>10} {:>10} {:>10} {:>12}\n",
+        "{} conversations x {} exchanges over HTTP, {} clients at once, {}-byte payloads, {store} store\n{:<20} {:>10} {:>10} {:>10} {:>12}\n",
         plan.conversations, plan.turns, plan.parallel, plan.payload_bytes,
         "target", "req/s", "p50 µs", "p99 µs", "of bare echo"
     );
@@ -253,6 +395,9 @@ fn report(out: &mut Out, plan: &Plan, measured: &[Measured]) -> Result<()> {
     }
     if let Some(ratio) = peer_ratio {
         text.push_str(&format!("colloquy / peer      {ratio}x\n"));
+    }
+    if let Some(ratio) = mcp_ratio {
+        text.push_str(&format!("MCP / A2A            {ratio}x\n"));
     }
     out.text(&text)
 }

@@ -245,7 +245,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         code = ExitCode::from(130);
                     }
                 }
-                args::Via::A2a => load_a2a::run(&mut out, plan, peer).await?,
+                args::Via::A2a => load_a2a::run(&mut out, plan, peer, false).await?,
+                args::Via::Mcp => load_a2a::run(&mut out, plan, peer, true).await?,
                 args::Via::Tokio if peer.is_some() || plan.store != args::StoreKind::Memory => {
                     anyhow::bail!(
                         "--via tokio measures round trips between tasks, with no store and no peer"

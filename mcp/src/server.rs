@@ -167,9 +167,15 @@ impl McpServer {
     /// end a session), behind the token check, for mounting in a larger axum application.
     /// `shutdown` ends every session when cancelled.
     pub fn router(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) -> Router {
+        // Stateless, answered in JSON: each call stands alone (its token names its caller),
+        // which is what protocol 2026-07-28 asks for, and what made `send` 0.55x -> 0.85x
+        // of A2A's SendMessage in `colloquy load --via mcp` (benches/README.md). Live
+        // updates over HTTP use `subscriptions/listen`.
         let mut config = StreamableHttpServerConfig::default()
             .with_cancellation_token(shutdown)
-            .with_max_request_body_bytes(self.options.max_body_bytes);
+            .with_max_request_body_bytes(self.options.max_body_bytes)
+            .with_legacy_session_mode(false)
+            .with_json_response(true);
         // The SDK's loopback names, and the operator's.
         config
             .allowed_hosts

@@ -167,6 +167,14 @@ impl ServerHandler for McpSession {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if self.fixed.is_none() {
+            // Over stateless HTTP no stream outlives the call: a subscription would never
+            // be told anything. Say so instead of accepting it.
+            return Err(ErrorData::invalid_request(
+                "resources/subscribe needs a session; over HTTP subscribe with subscriptions/listen (protocol 2026-07-28), or speak over stdio",
+                None,
+            ));
+        }
         let caller = self.caller(&context)?;
         let id = resources::conversation_of(&request.uri).ok_or_else(|| {
             ErrorData::invalid_params(
