@@ -19,6 +19,14 @@ pub enum McpError {
         participant: ModuleName,
     },
 
+    /// A session was asked for as a participant that is not one of the server's callers.
+    /// Give it in the options ([`McpOptions::caller`](crate::McpOptions::caller) or a token).
+    #[error("{participant} is not a caller of this MCP server; name it in its options (caller or a token) first")]
+    UnknownCaller {
+        /// The participant.
+        participant: ModuleName,
+    },
+
     /// The MCP session could not be set up or broke (the transport closed during the
     /// handshake, a protocol violation).
     #[error("MCP session with {peer}: {detail}")]

@@ -147,6 +147,18 @@ impl McpServer {
         McpSession::new(Arc::clone(self), Some(self.options.caller.clone()))
     }
 
+    /// A session speaking as `caller`, one of this server's callers (the stdio caller or a
+    /// token's participant), for an application that serves several local clients over
+    /// transports of its own. Errors: [`McpError::UnknownCaller`] for any other name.
+    pub fn session_as(self: &Arc<Self>, caller: ModuleName) -> Result<McpSession, McpError> {
+        if !self.is_caller(&caller) {
+            return Err(McpError::UnknownCaller {
+                participant: caller,
+            });
+        }
+        Ok(McpSession::new(Arc::clone(self), Some(caller)))
+    }
+
     /// Speaks MCP on the process's standard input and output, as [`McpOptions::caller`],
     /// until the client closes them.
     pub async fn serve_stdio(self: &Arc<Self>) -> Result<(), McpError> {
