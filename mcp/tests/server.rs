@@ -358,3 +358,64 @@ async fn a_subscribed_transcript_is_announced_at_each_new_turn() {
     assert_eq!(heard, uri);
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_over_streamable_http_joins_another_hub_as_a_module() {
+    // The server: this crate's own, at /mcp of a hub with an echo module, over real HTTP.
+    let (served_hub, server) = served().await;
+    let streams = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let router = server.router(streams.clone());
+    let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    // The module, in a second hub: its capabilities are the server's tools.
+    let hub = Hub::builder().memory().build().await.unwrap();
+    let module =
+        colloquy_mcp::McpModule::connect(&url, Some("t-other".into()), Some(name("remote-hub")))
+            .await
+            .unwrap();
+    let info = module.info();
+    assert_eq!(info.name.as_str(), "remote-hub");
+    assert!(info.capabilities.iter().any(|c| c.as_str() == "send"));
+    hub.register(module).await.unwrap();
+    hub.register(Echo::new(name("driver"))).await.unwrap();
+    let conversation = hub
+        .start_conversation(
+            colloquy_runtime::ConversationSpec::between("driver", "remote-hub").unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // A turn calls a tool of the server; its structured result is the reply.
+    let listed = conversation
+        .send(json!({"tool": "list_modules", "arguments": {"capability": "echo"}}))
+        .await
+        .unwrap()
+        .reply
+        .unwrap();
+    assert_eq!(
+        listed.content["modules"][0]["name"], "echo",
+        "{}",
+        listed.content
+    );
+    // A tool's refusal is a failed turn with its message.
+    let refused = conversation
+        .send(json!({"tool": "history", "arguments": {"conversation_id": "nope"}}))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("not found among yours"),
+        "{refused}"
+    );
+    assert_eq!(
+        conversation.transcript().await.unwrap().len(),
+        3,
+        "request, reply, and the refused request"
+    );
+
+    streams.cancel();
+    serving.abort();
+    hub.shutdown().await;
+    served_hub.shutdown().await;
+}
