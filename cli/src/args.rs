@@ -10,7 +10,7 @@ use colloquy_core::{ModuleName, StatusKind};
 #[command(name = "colloquy", version, about, propagate_version = true)]
 pub(crate) struct Cli {
     /// The conversation database: an SQLite file, a PostgreSQL URL
-    /// (`postgres://user@host:port/database`), or `:memory:` for `serve` and `load` (kept in
+    /// (`postgres://user@host:port/database`), or `:memory:` for `serve`, `mcp` and `load` (kept in
     /// the process only, gone when it stops) [default: colloquy.db; `load` without it runs
     /// in memory, or with `--store sqlite` in a temporary file].
     #[arg(long, global = true, value_name = "PATH|URL|:memory:")]

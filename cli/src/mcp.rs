@@ -92,3 +92,24 @@ pub(crate) async fn stdio(
     hub.shutdown().await;
     served
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::named;
+
+    #[test]
+    fn a_module_name_is_read_only_from_a_leading_name_and_equals_sign() {
+        let (name, rest) = named("files=npx -y server --root=/tmp").unwrap();
+        assert_eq!(name.unwrap().as_str(), "files");
+        assert_eq!(rest, "npx -y server --root=/tmp");
+        // A command's own `=` and a URL's query are not names.
+        assert_eq!(named("env A=B server").unwrap(), (None, "env A=B server"));
+        assert_eq!(
+            named("http://127.0.0.1:9/mcp?x=1").unwrap(),
+            (None, "http://127.0.0.1:9/mcp?x=1")
+        );
+        assert!(named("files=").is_err());
+        assert!(named("  ").is_err());
+    }
+}
