@@ -88,7 +88,12 @@ pub(crate) async fn run(out: &mut Out, plan: Plan, peer: Option<String>, mcp: bo
         crate::args::StoreKind::Postgres => "postgres",
     };
     let mut measured = vec![limit];
-    let a2a_name = if mcp { "A2A SendMessage" } else { "colloquy" };
+    let a2a_name = match (mcp, plan.store) {
+        (true, _) => "A2A SendMessage",
+        (false, crate::args::StoreKind::Memory) => "colloquy (memory)",
+        (false, crate::args::StoreKind::Sqlite) => "colloquy (sqlite)",
+        (false, crate::args::StoreKind::Postgres) => "colloquy (postgres)",
+    };
     measured.push(drive(&http, &plan, &endpoint, Target::A2a, &payload, a2a_name).await?);
     if mcp {
         let endpoint = format!("{base}/mcp");

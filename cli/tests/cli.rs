@@ -403,6 +403,54 @@ fn load_via_a2a_measures_the_bare_echo_and_the_front_and_stores_every_exchange()
 }
 
 #[test]
+fn load_via_mcp_measures_send_beside_a2a_and_stores_every_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mcp-load.db");
+    let report = json(
+        &db,
+        &[
+            "load",
+            "--via",
+            "mcp",
+            "--store",
+            "sqlite",
+            "--conversations",
+            "4",
+            "--turns",
+            "3",
+        ],
+    );
+    assert_eq!(report["via"], "mcp");
+    assert_eq!(report["store"], "sqlite");
+    let targets: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        targets,
+        ["bare axum echo", "A2A SendMessage", "MCP tools/call send"]
+    );
+    for target in report["targets"].as_array().unwrap() {
+        assert_eq!(target["requests"], 12, "{target}");
+    }
+    assert!(report["mcp_of_a2a"].as_f64().unwrap() > 0.0);
+    // Four conversations over A2A and four over MCP, three exchanges each, all stored.
+    let conversations = json(&db, &["conversations"]);
+    let conversations = conversations.as_array().unwrap();
+    assert_eq!(conversations.len(), 8);
+    for c in conversations {
+        assert_eq!(c["turn_count"], 6, "{c}");
+    }
+    let over_mcp = conversations
+        .iter()
+        .filter(|c| c["participants"][0] == "mcp-client")
+        .count();
+    assert_eq!(over_mcp, 4);
+}
+
+#[test]
 fn load_via_tokio_measures_the_limit_without_a_hub() {
     let report: Value = serde_json::from_str(
         &colloquy(&[
