@@ -264,6 +264,31 @@ async fn the_inspector_in_a_browser() {
     );
     assert!(changes.contains("phase termination"), "{changes}");
     browser.screenshot("inspector-conversation.png").await;
+    // At a glance: the diagram marks the validator's exchange failed (no reply), and draws
+    // the answered ones with their times.
+    browser
+        .wait_for("svg#timeline g.exchange.failed[data-module=validator]")
+        .await;
+    assert!(!page
+        .find_all(Locator::Css("svg#timeline g.exchange.answered"))
+        .await
+        .unwrap()
+        .is_empty());
+    browser.screenshot("inspector-timeline.png").await;
+    // A search within the conversation finds turns by a word of their content.
+    let search = page.find(Locator::Css("#search")).await.unwrap();
+    search.send_keys("proposal").await.unwrap();
+    search.send_keys("\n").await.unwrap();
+    let matches = browser.wait_for("#matches").await.text().await.unwrap();
+    assert!(matches.contains("match “proposal”"), "{matches}");
+    let found = page
+        .find_all(Locator::Css("#transcript tbody tr[id^=turn-]"))
+        .await
+        .unwrap();
+    assert!(!found.is_empty(), "{matches}");
+    for row in &found {
+        assert!(row.text().await.unwrap().contains("proposal"));
+    }
 
     // Live: a conversation with echo, opened in the browser, continued through the API.
     let first = send(&base, "hello", None).await;
@@ -308,6 +333,23 @@ async fn the_inspector_in_a_browser() {
         json!(0),
         "no element came from a message"
     );
+    // A long JSON turn arrives folded to one line with its size, and opens on click; the
+    // diagram follows the new exchanges.
+    let long = "a long answer ".repeat(100);
+    send(&base, &long, Some(&context)).await;
+    let folded = browser.wait_for("#turn-6 details.fold").await;
+    let summary = folded.find(Locator::Css("summary")).await.unwrap();
+    assert!(
+        summary.text().await.unwrap().contains("kB"),
+        "the size is shown"
+    );
+    let body = folded.find(Locator::Css("pre.content")).await.unwrap();
+    assert!(!body.is_displayed().await.unwrap(), "folded at first");
+    summary.click().await.unwrap();
+    assert!(body.is_displayed().await.unwrap(), "opened on click");
+    browser
+        .wait_for("svg#timeline g.exchange.answered[data-turn='5']")
+        .await;
     browser.screenshot("inspector-live.png").await;
     // The same page rendered by the server: text too.
     page.refresh().await.unwrap();
@@ -333,6 +375,25 @@ async fn the_inspector_in_a_browser() {
         .unwrap()
         .contains("this hub"));
     browser.screenshot("inspector-modules.png").await;
+    // A module leads to its conversations.
+    page.find(Locator::Css("#module-validator a.conversations-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("table.conversations").await;
+    assert!(page
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("module=validator"));
+    assert!(!page
+        .find_all(Locator::Css("a.conversation-link"))
+        .await
+        .unwrap()
+        .is_empty());
     page.goto(&format!("{base}/inspect/health")).await.unwrap();
     assert_eq!(
         browser.wait_for("#healthy").await.text().await.unwrap(),

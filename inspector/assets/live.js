@@ -1,5 +1,7 @@
 // The live transcript: new turns and status changes from the hub's Server-Sent Events.
 // Every value is set as text (textContent), never as HTML, so content cannot inject markup.
+// The one exception is the sequence diagram, redrawn from the server's SVG (timeline.rs,
+// where every text is escaped), parsed as SVG, never as HTML.
 (() => {
   const body = document.body;
   const id = body.dataset.conversation;
@@ -34,9 +36,39 @@
       cell(null, `${t.source} → ${t.target}`),
       cell(null, null, element("span", "kind", t.kind)),
       answers,
-      cell(null, null, element("pre", "content", t.content)),
+      contentCell(t),
     );
     return tr;
+  };
+  // Long content folded behind one line, as the server renders it; a link to the turn's JSON.
+  function contentCell(t) {
+    const td = cell();
+    if (t.folded) {
+      const details = element("details", "fold");
+      const summary = element("summary");
+      summary.appendChild(element("code", null, t.folded));
+      details.append(summary, element("pre", "content", t.content));
+      td.appendChild(details);
+    } else {
+      td.appendChild(element("pre", "content", t.content));
+    }
+    const raw = element("a", "raw", "JSON");
+    raw.href = `/inspect/conversations/${encodeURIComponent(id)}/turns/${t.turn}`;
+    td.append(" ", raw);
+    return td;
+  }
+  // Redraws the diagram; several turns in a row cost one fetch.
+  let redrawing = null;
+  const redraw = () => {
+    if (redrawing) return;
+    redrawing = setTimeout(async () => {
+      redrawing = null;
+      const box = document.getElementById("timeline-box");
+      const answer = await fetch(`/inspect/conversations/${encodeURIComponent(id)}/timeline`);
+      if (!box || !answer.ok) return;
+      const svg = new DOMParser().parseFromString(await answer.text(), "image/svg+xml").documentElement;
+      if (svg.nodeName === "svg") box.replaceChildren(document.importNode(svg, true));
+    }, 100);
   };
   const version = Number(body.dataset.version || "0");
   const change = (c) => {
@@ -71,6 +103,7 @@
     const empty = document.getElementById("no-turns");
     if (empty) empty.remove();
     rows.appendChild(row(t));
+    redraw();
   });
   events.addEventListener("status", (e) => {
     const s = JSON.parse(e.data);
@@ -84,6 +117,7 @@
     if (s.status === "failed") reason.textContent = s.reason || "";
     else if (s.status === "completed") reason.textContent = "completed by a participant";
     else if (s.status === "timed_out") reason.textContent = "idle for longer than its idle timeout";
+    redraw();
     if (["completed", "failed", "timed_out"].includes(s.status)) events.close();
   });
   events.addEventListener("reload", () => window.location.reload());

@@ -54,6 +54,7 @@ mod auth;
 mod error;
 mod live;
 mod pages;
+mod timeline;
 mod view;
 
 use std::{collections::HashMap, sync::Arc};
@@ -116,6 +117,11 @@ impl Inspector {
             .route("/inspect", get(pages::list))
             .route("/inspect/conversations/{id}", get(pages::conversation))
             .route("/inspect/conversations/{id}/live", get(live::events))
+            .route("/inspect/conversations/{id}/timeline", get(pages::timeline))
+            .route(
+                "/inspect/conversations/{id}/turns/{turn}",
+                get(pages::turn_json),
+            )
             .route("/inspect/live", get(live::list_events))
             .route("/inspect/modules", get(pages::modules))
             .route("/inspect/health", get(pages::health))

@@ -124,6 +124,12 @@ pub(crate) struct ConversationPage {
     pub(crate) next_page: Option<u64>,
     /// True when the page ends at the last stored turn: new turns are appended live.
     pub(crate) live: bool,
+    /// The sequence diagram of the page's turns (SVG, every text escaped).
+    pub(crate) timeline: String,
+    /// The search within the conversation, as given (empty: none).
+    pub(crate) query: String,
+    /// How many turns matched the search, when there is one.
+    pub(crate) matches: Option<usize>,
 }
 
 /// What changes as a conversation goes on: on the page, and in the live stream's
@@ -156,6 +162,8 @@ pub(crate) struct TurnRow {
     pub(crate) reply_to: Option<u64>,
     /// Indented JSON.
     pub(crate) content: String,
+    /// For long content, shown folded: the content on one line, cut, and its size.
+    pub(crate) folded: Option<String>,
     /// A control turn (handshake, transfer, end): marked on the page.
     pub(crate) control: bool,
 }
@@ -171,6 +179,7 @@ impl TurnRow {
             kind: message.kind.as_str(),
             reply_to: message.in_reply_to.and_then(|id| turns.get(&id).copied()),
             content: pretty(&message.content),
+            folded: folded(&message.content),
             control: message.kind == MessageKind::Control,
         }
     }
@@ -419,6 +428,21 @@ fn join(names: &[ModuleName]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Content longer than a glance (over 8 lines or 400 characters indented) is shown folded
+/// behind this line: the value on one line, cut, and its size.
+fn folded(value: &Value) -> Option<String> {
+    let compact = value.to_string();
+    let long = compact.len() > 400 || pretty(value).lines().nth(8).is_some();
+    long.then(|| {
+        let size = match compact.len() {
+            n if n < 1_000 => format!("{n} B"),
+            n if n < 1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+            n => format!("{:.1} MB", n as f64 / 1e6),
+        };
+        format!("{} · {size}", short(value))
+    })
 }
 
 /// A value on one line, cut to 80 characters.
