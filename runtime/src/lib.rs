@@ -77,9 +77,9 @@ pub use colloquy_registry::{
 #[cfg(feature = "postgres")]
 pub use colloquy_storage::PostgresOptions;
 pub use colloquy_storage::{
-    Analytics, AnalyticsTally, ConversationPage, ListCursor, ListFilter, Member, MemberRecord,
-    MessageRange, ModuleActivity, ModuleRecord, SqliteOptions, StatusCounts, StoreError,
-    Synchronous, TimeRange, MAX_PAGE,
+    Analytics, AnalyticsTally, ConversationPage, ExchangeTally, ListCursor, ListFilter, Member,
+    MemberRecord, MessageRange, ModuleActivity, ModuleExchanges, ModuleRecord, SqliteOptions,
+    StatusCounts, StoreError, Synchronous, TimeRange, EXCHANGE_BUCKETS_MS, MAX_PAGE,
 };
 pub use error::HubError;
 pub use handle::ConversationHandle;

@@ -69,6 +69,15 @@ impl StoreReader {
         self.0.analytics(range).await
     }
 
+    /// Where the time went: per module, the requests sent to it within `range`, those
+    /// without a reply, and the answered ones' times by bucket.
+    pub async fn exchanges(
+        &self,
+        range: TimeRange,
+    ) -> Result<Vec<colloquy_storage::ModuleExchanges>, StoreError> {
+        self.0.exchanges(range).await
+    }
+
     /// How many conversations are in each status now (cheap: for every metrics scrape).
     pub async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
         self.0.count_by_status().await

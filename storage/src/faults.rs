@@ -266,6 +266,11 @@ impl<S: ConversationStore> ConversationStore for FaultyStore<S> {
         self.inner.analytics(range).await
     }
 
+    async fn exchanges(&self, range: TimeRange) -> Result<Vec<crate::ModuleExchanges>, StoreError> {
+        self.faults.before(false).await?;
+        self.inner.exchanges(range).await
+    }
+
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
         self.faults.before(true).await?;
         self.inner.prune(ended_before).await

@@ -58,6 +58,9 @@ impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
     async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError> {
         (**self).analytics(range).await
     }
+    async fn exchanges(&self, range: TimeRange) -> Result<Vec<crate::ModuleExchanges>, StoreError> {
+        (**self).exchanges(range).await
+    }
     async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
         (**self).count_by_status().await
     }

@@ -38,6 +38,7 @@
 
 mod batch;
 mod error;
+mod exchanges;
 #[cfg(feature = "faults")]
 mod faults;
 mod forward;
@@ -54,6 +55,7 @@ mod sqlite;
 mod store;
 
 pub use error::StoreError;
+pub use exchanges::{ExchangeTally, ModuleExchanges, EXCHANGE_BUCKETS_MS};
 #[cfg(feature = "faults")]
 pub use faults::{Faults, FaultyStore};
 pub use membership::{

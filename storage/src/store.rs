@@ -92,6 +92,10 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Aggregates over the conversations started within `range`, computed by the backend.
     async fn analytics(&self, range: TimeRange) -> Result<Analytics, StoreError>;
 
+    /// Where the time went: per module, the requests addressed to it and sent within
+    /// `range`, those without a reply, and the answered ones' times by bucket.
+    async fn exchanges(&self, range: TimeRange) -> Result<Vec<crate::ModuleExchanges>, StoreError>;
+
     /// How many conversations are in each status now: cheap enough to ask at every
     /// metrics scrape (the SQL backends count an index). The default takes it from
     /// [`analytics`](Self::analytics), which a backend may do better.

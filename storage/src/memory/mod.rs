@@ -475,6 +475,18 @@ impl ConversationStore for MemoryStore {
         Ok(tally.finish())
     }
 
+    async fn exchanges(&self, range: TimeRange) -> Result<Vec<crate::ModuleExchanges>, StoreError> {
+        let mut tally = crate::ExchangeTally::default();
+        for shard in &self.inner.shards {
+            for entry in read(shard).values() {
+                tally.add(entry.messages.iter().map(|m| &**m), |m| {
+                    range.contains(m.sent_at)
+                });
+            }
+        }
+        Ok(tally.finish())
+    }
+
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
         self.inner.refuse_if_closed()?;
         let mut pruned = Vec::new();

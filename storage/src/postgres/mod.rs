@@ -494,6 +494,10 @@ impl ConversationStore for PostgresStore {
         self.reading(|| self.analytics_once(range)).await
     }
 
+    async fn exchanges(&self, range: TimeRange) -> Result<Vec<crate::ModuleExchanges>, StoreError> {
+        self.reading(|| self.exchanges_once(range)).await
+    }
+
     async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
         self.reading(|| self.count_by_status_once()).await
     }

@@ -232,6 +232,32 @@ impl PostgresStore {
         Ok(out)
     }
 
+    pub(super) async fn exchanges_once(
+        &self,
+        range: TimeRange,
+    ) -> Result<Vec<crate::ModuleExchanges>, StoreError> {
+        let client = self.client().await?;
+        let mut query = Query {
+            sql: crate::exchanges::exchanges_sql(),
+            values: Vec::new(),
+        };
+        query.time_range::<Postgres>("q.sent_at", range);
+        query.sql.push_str(crate::exchanges::EXCHANGES_GROUP);
+        let values = values(&query.values);
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
+        let rows = client
+            .query(&query.sql, &params)
+            .await
+            .map_err(self.err())?;
+        crate::exchanges::fold_rows(rows.iter().map(|row| {
+            Ok((
+                row.try_get(0).map_err(self.err())?,
+                row.try_get(1).map_err(self.err())?,
+                row.try_get(2).map_err(self.err())?,
+            ))
+        }))
+    }
+
     pub(super) async fn modules_once(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         let client = self.client().await?;
         let rows = client

@@ -483,6 +483,11 @@ impl ConversationStore for SqliteStore {
             .await
     }
 
+    async fn exchanges(&self, range: TimeRange) -> Result<Vec<crate::ModuleExchanges>, StoreError> {
+        self.read(move |conn, site| read::exchanges(conn, site, range))
+            .await
+    }
+
     async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
         self.read(read::count_by_status).await
     }

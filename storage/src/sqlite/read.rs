@@ -231,6 +231,32 @@ pub(crate) fn analytics(
     Ok(out)
 }
 
+/// Where the time went, per module (see [`crate::ConversationStore::exchanges`]).
+pub(crate) fn exchanges(
+    conn: &Connection,
+    site: &Site,
+    range: TimeRange,
+) -> Result<Vec<crate::ModuleExchanges>, StoreError> {
+    let err = |e| site.err(e);
+    let mut query = Query {
+        sql: crate::exchanges::exchanges_sql(),
+        values: Vec::new(),
+    };
+    query.time_range::<Sqlite>("q.sent_at", range);
+    query.sql.push_str(crate::exchanges::EXCHANGES_GROUP);
+    let mut stmt = conn.prepare_cached(&query.sql).map_err(err)?;
+    let mut rows = stmt.query(params(query.values)).map_err(err)?;
+    let rows = std::iter::from_fn(|| match rows.next() {
+        Ok(Some(row)) => Some(
+            (|| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))()
+                .map_err(|e: rusqlite::Error| site.err(e)),
+        ),
+        Ok(None) => None,
+        Err(e) => Some(Err(site.err(e))),
+    });
+    crate::exchanges::fold_rows(rows)
+}
+
 /// Conversations per status, counted on the status index.
 pub(crate) fn count_by_status(conn: &Connection, site: &Site) -> Result<StatusCounts, StoreError> {
     let err = |e| site.err(e);

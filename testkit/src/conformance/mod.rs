@@ -240,6 +240,7 @@ suite!(
     analytics_count_a_module_transferred_out,
     analytics_respects_time_range,
     analytics_of_empty_store_is_zero,
+    exchanges_count_answers_by_time_and_requests_without_one,
     prune_removes_only_ended_before,
     ping_answers,
     modules_recorded_and_replaced,

@@ -126,3 +126,92 @@ pub async fn analytics_of_empty_store_is_zero<F: StoreFactory>(f: &F) -> CheckRe
     ensure_eq!(got.average_turns(), 0.0, "average of nothing");
     Ok(())
 }
+
+/// Where the time went: per target module, its requests, those without a reply, and the
+/// answered ones' times in buckets (request stored to reply stored), within a time range
+/// on the request.
+pub async fn exchanges_count_answers_by_time_and_requests_without_one<F: StoreFactory>(
+    f: &F,
+) -> CheckResult {
+    use colloquy_core::Draft;
+    use colloquy_storage::ModuleExchanges;
+    let store = f.open().await?;
+    // In one conversation a asks b four times: answered in 3 ms, in 300 ms, not at all,
+    // and in 40 ms.
+    let mut ab = conversation(&["a", "b"], at(0))?;
+    store.create(&ab).await?;
+    let mut messages = Vec::new();
+    for (asked, answered_after) in [
+        (1_000, Some(3)),
+        (2_000, Some(300)),
+        (3_000, None),
+        (4_000, Some(40)),
+    ] {
+        let request = ab.accept(
+            Draft::request(name("a")?, name("b")?, json!({"asked": asked})),
+            message_id(at(asked)),
+            at(asked),
+        )?;
+        messages.push(request.clone());
+        if let Some(after) = answered_after {
+            let when = at(asked + after);
+            messages.push(ab.accept(
+                Draft::reply(&request, name("b")?, json!({"answered": after})),
+                message_id(when),
+                when,
+            )?);
+        }
+    }
+    ab.bump_version();
+    store.append(&ab, &shared(&messages)).await?;
+    // In another, c asks a once, answered in 1 ms, before the others.
+    let mut ca = conversation(&["c", "a"], at(0))?;
+    store.create(&ca).await?;
+    let request = ca.accept(
+        Draft::request(name("c")?, name("a")?, json!("quick?")),
+        message_id(at(500)),
+        at(500),
+    )?;
+    let reply = ca.accept(
+        Draft::reply(&request, name("a")?, json!("yes")),
+        message_id(at(501)),
+        at(501),
+    )?;
+    ca.bump_version();
+    store.append(&ca, &shared(&[request, reply])).await?;
+
+    let expected = |module: &str, requests, unanswered, answered: &[u64]| {
+        let mut m = ModuleExchanges::new(name(module)?);
+        m.requests = requests;
+        m.unanswered = unanswered;
+        for ms in answered {
+            m.buckets[ModuleExchanges::bucket_of(*ms)] += 1;
+        }
+        Ok::<_, Failure>(m)
+    };
+    ensure_eq!(
+        store.exchanges(TimeRange::all()).await?,
+        vec![
+            expected("a", 1, 0, &[1])?,
+            expected("b", 4, 1, &[3, 300, 40])?
+        ],
+        "every request, by target module"
+    );
+    // Requests sent from 1.5 s on: a's request (at 0.5 s) and b's first are left out.
+    ensure_eq!(
+        store.exchanges(TimeRange::since(at(1_500))).await?,
+        vec![expected("b", 3, 1, &[300, 40])?],
+        "the range applies to when the request was sent"
+    );
+    let b = store
+        .exchanges(TimeRange::all())
+        .await?
+        .pop()
+        .ok_or(Failure("no module".into()))?;
+    ensure_eq!(
+        b.percentile(0.5),
+        Some(50),
+        "the median answer is in the 25-50 ms bucket"
+    );
+    Ok(())
+}
