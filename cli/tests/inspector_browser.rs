@@ -395,6 +395,30 @@ async fn the_inspector_in_a_browser() {
         .unwrap()
         .is_empty());
     page.goto(&format!("{base}/inspect/health")).await.unwrap();
+    // Where the time went: the validator's exchanges, one of them without a reply (the
+    // demo's deliberate failure), each module leading to its conversations.
+    let validator = browser.wait_for("#exchanges-validator").await;
+    let cells = validator.find_all(Locator::Css("td")).await.unwrap();
+    let unanswered: u64 = cells[2].text().await.unwrap().parse().unwrap();
+    assert!(
+        unanswered >= 1,
+        "the failed validation is an exchange without a reply"
+    );
+    assert!(
+        cells[3].text().await.unwrap().starts_with('<'),
+        "a p50 is shown"
+    );
+    assert_eq!(
+        validator
+            .find(Locator::Css("a"))
+            .await
+            .unwrap()
+            .attr("href")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("/inspect?module=validator")
+    );
     assert_eq!(
         browser.wait_for("#healthy").await.text().await.unwrap(),
         "Healthy"

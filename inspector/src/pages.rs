@@ -32,6 +32,9 @@ use crate::{
 
 /// Conversations per page of the list.
 const LIST_PAGE: usize = 50;
+/// For a reader with a token, how many of its newest conversations the exchange times
+/// are counted over (their messages are read one conversation at a time).
+const SCOPED_EXCHANGES: usize = 100;
 /// Turns per page of a transcript.
 const TRANSCRIPT_PAGE: u64 = 500;
 /// How many of the newest conversations the health page's distributions cover.
@@ -439,6 +442,29 @@ pub(crate) async fn health(
         None => hub.reader().analytics(TimeRange::all()).await?,
         Some(_) => analytics_of(&sample),
     };
+    // Where the time went: the store counts every exchange; for a reader with a token,
+    // those of its newest conversations are counted here from their messages.
+    let (exchanges, exchanges_cover) = match reader.participant() {
+        None => (
+            hub.reader().exchanges(TimeRange::all()).await?,
+            "every exchange on record".to_owned(),
+        ),
+        Some(_) => {
+            let mut tally = colloquy_runtime::ExchangeTally::default();
+            let newest = sample.iter().take(SCOPED_EXCHANGES);
+            for c in newest {
+                let messages = hub.reader().messages(c.id(), MessageRange::All).await?;
+                tally.add(&messages, |_| true);
+            }
+            (
+                tally.finish(),
+                format!(
+                    "the exchanges of your newest {} conversations",
+                    sample.len().min(SCOPED_EXCHANGES)
+                ),
+            )
+        }
+    };
     // Upper bounds, exclusive.
     let turns = distribution(
         sample.iter().map(Conversation::turn_count),
@@ -507,6 +533,8 @@ pub(crate) async fn health(
         sample: sample.len(),
         turns,
         durations,
+        exchanges: crate::view::ExchangeRow::all(&exchanges),
+        exchanges_cover,
     })
 }
 

@@ -233,6 +233,51 @@ pub(crate) struct HealthPage {
     pub(crate) sample: usize,
     pub(crate) turns: Vec<Bar>,
     pub(crate) durations: Vec<Bar>,
+    /// Where the time went: the exchanges of each module.
+    pub(crate) exchanges: Vec<ExchangeRow>,
+    /// What the exchanges cover: "all conversations", or the reader's newest.
+    pub(crate) exchanges_cover: String,
+}
+
+/// One module's exchanges: requests addressed to it, those without a reply, and its answer
+/// times (the upper bound of the bucket of each percentile), with a bar of its p95.
+pub(crate) struct ExchangeRow {
+    pub(crate) name: String,
+    pub(crate) requests: u64,
+    pub(crate) unanswered: u64,
+    pub(crate) p50: String,
+    pub(crate) p95: String,
+    pub(crate) p99: String,
+    pub(crate) p95_bar: Bar,
+}
+
+impl ExchangeRow {
+    /// The rows of `modules`, their p95 bars scaled to the slowest.
+    pub(crate) fn all(modules: &[colloquy_runtime::ModuleExchanges]) -> Vec<Self> {
+        let slowest = modules
+            .iter()
+            .filter_map(|m| m.percentile(0.95))
+            .max()
+            .unwrap_or(1);
+        let bound = |ms: Option<u64>, m: &colloquy_runtime::ModuleExchanges| match ms {
+            Some(ms) if ms < 1_000 => format!("< {ms} ms"),
+            Some(ms) => format!("< {} s", ms as f64 / 1e3),
+            None if m.buckets.iter().sum::<u64>() > 0 => "> 30 s".to_owned(),
+            None => "-".to_owned(),
+        };
+        modules
+            .iter()
+            .map(|m| Self {
+                name: m.module.to_string(),
+                requests: m.requests,
+                unanswered: m.unanswered,
+                p50: bound(m.percentile(0.5), m),
+                p95: bound(m.percentile(0.95), m),
+                p99: bound(m.percentile(0.99), m),
+                p95_bar: Bar::scaled("p95", m.percentile(0.95).unwrap_or(slowest), slowest),
+            })
+            .collect()
+    }
 }
 
 /// A hub sharing the database.
