@@ -1,7 +1,12 @@
 //! The inspector over real HTTP, on a hub in memory: what each page shows, that content is
 //! escaped, that the list pages by the store's cursor and filters, that a token's reader
 //! sees only its participant's conversations, and that the live stream carries new turns.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 use colloquy_inspector::{Inspector, InspectorOptions};
 use colloquy_runtime::{ConversationSpec, Hub};
