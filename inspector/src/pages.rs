@@ -62,6 +62,14 @@ fn bad(reason: String) -> InspectorError {
     InspectorError::BadRequest { reason }
 }
 
+/// The health page's query: the period of the exchange times (`15m`, `1h`, `7d`; a day
+/// when empty).
+#[derive(serde::Deserialize)]
+pub(crate) struct HealthQuery {
+    #[serde(default)]
+    since: String,
+}
+
 /// The list's query: the filters and the cursor of the page.
 #[derive(serde::Deserialize)]
 pub(crate) struct ListQuery {
@@ -404,8 +412,19 @@ fn module_row(info: &colloquy_runtime::ModuleInfo) -> ModuleRow {
 pub(crate) async fn health(
     State(shared): State<Arc<Shared>>,
     Extension(reader): Extension<Reader>,
+    Query(query): Query<HealthQuery>,
 ) -> Result<Response, InspectorError> {
     let hub = &shared.hub;
+    // The period the exchange times cover (requests sent within it): a day by default,
+    // so that the page reads a day of messages, not the whole database.
+    let since = if query.since.is_empty() {
+        "24h"
+    } else {
+        query.since.as_str()
+    };
+    let period = humantime::parse_duration(since)
+        .map_err(|e| bad(format!("since {since:?}: {e}; use 15m, 1h, 7d")))?;
+    let recent = TimeRange::since(hub.clock().now().saturating_sub(period));
     let health = hub.health(None).await;
     let hubs = match hub.members().await {
         Some(Ok(members)) => members
@@ -446,20 +465,20 @@ pub(crate) async fn health(
     // those of its newest conversations are counted here from their messages.
     let (exchanges, exchanges_cover) = match reader.participant() {
         None => (
-            hub.reader().exchanges(TimeRange::all()).await?,
-            "every exchange on record".to_owned(),
+            hub.reader().exchanges(recent).await?,
+            format!("the requests of the last {since}"),
         ),
         Some(_) => {
             let mut tally = colloquy_runtime::ExchangeTally::default();
             let newest = sample.iter().take(SCOPED_EXCHANGES);
             for c in newest {
                 let messages = hub.reader().messages(c.id(), MessageRange::All).await?;
-                tally.add(&messages, |_| true);
+                tally.add(&messages, |m| recent.contains(m.sent_at));
             }
             (
                 tally.finish(),
                 format!(
-                    "the exchanges of your newest {} conversations",
+                    "the requests of the last {since} in your newest {} conversations",
                     sample.len().min(SCOPED_EXCHANGES)
                 ),
             )
@@ -535,6 +554,7 @@ pub(crate) async fn health(
         durations,
         exchanges: crate::view::ExchangeRow::all(&exchanges),
         exchanges_cover,
+        since: since.to_owned(),
     })
 }
 

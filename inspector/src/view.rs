@@ -235,8 +235,11 @@ pub(crate) struct HealthPage {
     pub(crate) durations: Vec<Bar>,
     /// Where the time went: the exchanges of each module.
     pub(crate) exchanges: Vec<ExchangeRow>,
-    /// What the exchanges cover: "all conversations", or the reader's newest.
+    /// What the exchanges cover: the period, and for a reader with a token its newest
+    /// conversations.
     pub(crate) exchanges_cover: String,
+    /// The period, as given (`24h` by default).
+    pub(crate) since: String,
 }
 
 /// One module's exchanges: requests addressed to it, those without a reply, and its answer

@@ -651,3 +651,33 @@ async fn a_thousand_turn_conversation_renders_with_its_diagram_search_and_turn_j
     assert_eq!(turn["content"]["needle"], "a rare word");
     assert_eq!(turn["turn"], 643);
 }
+
+/// The health page's "where the time went": each module's requests over the chosen period,
+/// a day by default; a period that cannot be read is refused with what to write instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_page_says_where_the_time_went_over_a_period() {
+    let (hub, base) = serve(InspectorOptions::new()).await;
+    let conversation = hub
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    for n in 0..3 {
+        conversation.send(n).await.unwrap();
+    }
+    let http = client();
+    let (status, html) = page(&http, &format!("{base}/inspect/health")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("the requests of the last 24h"), "{html}");
+    let row = html.split(r#"id="exchanges-server""#).nth(1).unwrap();
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains(r#"<td class="number">3</td><td class="number">0</td>"#),
+        "{row}"
+    );
+    let (status, html) = page(&http, &format!("{base}/inspect/health?since=7d")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("the requests of the last 7d"));
+    let (status, html) = page(&http, &format!("{base}/inspect/health?since=lately")).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("use 15m, 1h, 7d"), "{html}");
+}
