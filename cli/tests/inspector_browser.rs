@@ -201,6 +201,32 @@ async fn the_inspector_in_a_browser() {
     send(&base, "opened while the list is shown", None).await;
     browser.wait_for("#new-conversations:not([hidden])").await;
 
+    // A search across conversations finds the turns holding the demo's bad address, and
+    // leads to one of them.
+    let search = page.find(Locator::Css("#search-all")).await.unwrap();
+    search.send_keys("MALLORY-at-example").await.unwrap();
+    page.find(Locator::Css("#search-all-apply"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let hits = browser.wait_for("#hits").await;
+    let links = hits.find_all(Locator::Css("a.hit-link")).await.unwrap();
+    assert!(!links.is_empty(), "the bad address is found");
+    let href = links[0].attr("href").await.unwrap().unwrap();
+    let turn = href.rsplit("#turn-").next().unwrap().to_owned();
+    links[0].click().await.unwrap();
+    let found = browser.wait_for(&format!("#turn-{turn}")).await;
+    assert!(found
+        .text()
+        .await
+        .unwrap()
+        .to_lowercase()
+        .contains("mallory-at-example"));
+    page.goto(&format!("{base}/inspect")).await.unwrap();
+    browser.wait_for("table.conversations").await;
+
     // Filtered to failed conversations: the demo's deliberate failure.
     page.find(Locator::Css("#filter-status"))
         .await

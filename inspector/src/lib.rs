@@ -124,6 +124,7 @@ impl Inspector {
             )
             .route("/inspect/live", get(live::list_events))
             .route("/inspect/modules", get(pages::modules))
+            .route("/inspect/search", get(pages::search))
             .route("/inspect/health", get(pages::health))
             .route_layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&self.shared),

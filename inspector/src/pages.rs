@@ -138,6 +138,49 @@ pub(crate) async fn list(
     })
 }
 
+/// The search across conversations asked for.
+#[derive(serde::Deserialize)]
+pub(crate) struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// Turns a search across conversations shows.
+const SEARCH_HITS: usize = 100;
+
+/// `/inspect/search`: turns found across the reader's conversations by a text of their
+/// content, newest first.
+pub(crate) async fn search(
+    State(shared): State<Arc<Shared>>,
+    Extension(reader): Extension<Reader>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Response, InspectorError> {
+    let text = query.q.trim().to_owned();
+    let mut search = colloquy_runtime::TextSearch::new(text.clone()).limit(SEARCH_HITS);
+    if let Some(me) = reader.participant() {
+        search = search.participant(me.clone());
+    }
+    let hits = if text.is_empty() {
+        Vec::new()
+    } else {
+        shared.hub.reader().search(&search).await?
+    };
+    render(&crate::view::SearchPage {
+        query: text,
+        hits: hits
+            .iter()
+            .map(|h| crate::view::HitRow {
+                conversation: h.conversation.to_string(),
+                turn: h.turn,
+                time: time(h.sent_at),
+                page: h.turn.saturating_sub(1) / TRANSCRIPT_PAGE * TRANSCRIPT_PAGE + 1,
+            })
+            .collect(),
+        limit: SEARCH_HITS,
+        reader: reader.participant().map(ToString::to_string),
+    })
+}
+
 /// The transcript page asked for.
 #[derive(serde::Deserialize)]
 pub(crate) struct TranscriptQuery {

@@ -36,6 +36,25 @@ pub(crate) struct ListPage {
     pub(crate) reader: Option<String>,
 }
 
+/// The search across conversations.
+#[derive(Template)]
+#[template(path = "search.html")]
+pub(crate) struct SearchPage {
+    pub(crate) query: String,
+    pub(crate) hits: Vec<HitRow>,
+    pub(crate) limit: usize,
+    /// The participant the reader is, if the inspector has tokens.
+    pub(crate) reader: Option<String>,
+}
+
+/// A turn found: where it is, and the transcript page that shows it.
+pub(crate) struct HitRow {
+    pub(crate) conversation: String,
+    pub(crate) turn: u64,
+    pub(crate) time: String,
+    pub(crate) page: u64,
+}
+
 /// An option of a filter.
 pub(crate) struct Choice {
     pub(crate) value: &'static str,

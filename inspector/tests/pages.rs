@@ -681,3 +681,37 @@ async fn the_health_page_says_where_the_time_went_over_a_period() {
     assert_eq!(status, 400);
     assert!(html.contains("use 15m, 1h, 7d"), "{html}");
 }
+
+/// The search across conversations finds turns by their content, and a reader with a
+/// token only in its participant's conversations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_across_conversations_keeps_to_the_readers_own() {
+    let options = InspectorOptions::new().token("t-other", "other".parse().unwrap());
+    let (hub, base) = serve(options).await;
+    let mine = hub
+        .start_conversation(ConversationSpec::between("client", "other").unwrap())
+        .await
+        .unwrap();
+    mine.send("the secret word is OTTER").await.unwrap();
+    let theirs = hub
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    theirs.send("their secret word is otter too").await.unwrap();
+    let http = client();
+    let bearer = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(url).bearer_auth("t-other").send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, html) = bearer(format!("{base}/inspect/search?q=Otter")).await;
+    assert_eq!(status, 200, "{html}");
+    // Its own conversation's request and the echo of it, not the other one.
+    assert_eq!(html.matches("class=\"hit-link\"").count(), 2, "{html}");
+    assert!(html.contains(&mine.id().to_string()));
+    assert!(!html.contains(&theirs.id().to_string()));
+    let (_, html) = bearer(format!("{base}/inspect/search?q=beaver")).await;
+    assert!(html.contains(r#"id="no-hits""#));
+}

@@ -78,8 +78,9 @@ pub use colloquy_registry::{
 pub use colloquy_storage::PostgresOptions;
 pub use colloquy_storage::{
     Analytics, AnalyticsTally, ConversationPage, ExchangeTally, ListCursor, ListFilter, Member,
-    MemberRecord, MessageRange, ModuleActivity, ModuleExchanges, ModuleRecord, SqliteOptions,
-    StatusCounts, StoreError, Synchronous, TimeRange, EXCHANGE_BUCKETS_MS, MAX_PAGE,
+    MemberRecord, MessageRange, ModuleActivity, ModuleExchanges, ModuleRecord, SearchHit,
+    SqliteOptions, StatusCounts, StoreError, Synchronous, TextSearch, TimeRange,
+    EXCHANGE_BUCKETS_MS, MAX_PAGE,
 };
 pub use error::HubError;
 pub use handle::ConversationHandle;

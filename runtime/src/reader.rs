@@ -78,6 +78,14 @@ impl StoreReader {
         self.0.exchanges(range).await
     }
 
+    /// Turns whose content holds a text, newest first (see `TextSearch`).
+    pub async fn search(
+        &self,
+        search: &colloquy_storage::TextSearch,
+    ) -> Result<Vec<colloquy_storage::SearchHit>, StoreError> {
+        self.0.search(search).await
+    }
+
     /// How many conversations are in each status now (cheap: for every metrics scrape).
     pub async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
         self.0.count_by_status().await

@@ -271,6 +271,14 @@ impl<S: ConversationStore> ConversationStore for FaultyStore<S> {
         self.inner.exchanges(range).await
     }
 
+    async fn search(
+        &self,
+        search: &crate::TextSearch,
+    ) -> Result<Vec<crate::SearchHit>, StoreError> {
+        self.faults.before(false).await?;
+        self.inner.search(search).await
+    }
+
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
         self.faults.before(true).await?;
         self.inner.prune(ended_before).await

@@ -61,6 +61,12 @@ impl<S: ConversationStore + ?Sized> ConversationStore for Arc<S> {
     async fn exchanges(&self, range: TimeRange) -> Result<Vec<crate::ModuleExchanges>, StoreError> {
         (**self).exchanges(range).await
     }
+    async fn search(
+        &self,
+        search: &crate::TextSearch,
+    ) -> Result<Vec<crate::SearchHit>, StoreError> {
+        (**self).search(search).await
+    }
     async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
         (**self).count_by_status().await
     }

@@ -50,6 +50,7 @@ mod postgres;
 mod queries;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
+mod search;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
@@ -64,6 +65,7 @@ pub use membership::{
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore, POSTGRES_SCHEMA_VERSION};
+pub use search::{SearchHit, TextSearch};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, SCHEMA_VERSION};
 pub use store::{

@@ -96,6 +96,13 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// `range`, those without a reply, and the answered ones' times by bucket.
     async fn exchanges(&self, range: TimeRange) -> Result<Vec<crate::ModuleExchanges>, StoreError>;
 
+    /// Turns whose content holds a text, newest first (see [`TextSearch`] for how every
+    /// backend compares).
+    ///
+    /// [`TextSearch`]: crate::TextSearch
+    async fn search(&self, search: &crate::TextSearch)
+        -> Result<Vec<crate::SearchHit>, StoreError>;
+
     /// How many conversations are in each status now: cheap enough to ask at every
     /// metrics scrape (the SQL backends count an index). The default takes it from
     /// [`analytics`](Self::analytics), which a backend may do better.

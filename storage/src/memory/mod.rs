@@ -487,6 +487,42 @@ impl ConversationStore for MemoryStore {
         Ok(tally.finish())
     }
 
+    async fn search(
+        &self,
+        search: &crate::TextSearch,
+    ) -> Result<Vec<crate::SearchHit>, StoreError> {
+        let Some(needle) = search.needle() else {
+            return Ok(Vec::new());
+        };
+        let mut hits = Vec::new();
+        for shard in &self.inner.shards {
+            for entry in read(shard).values() {
+                let c = &entry.conversation;
+                if search
+                    .participant
+                    .as_ref()
+                    .is_some_and(|p| !c.is_participant(p))
+                {
+                    continue;
+                }
+                hits.extend(
+                    entry
+                        .messages
+                        .iter()
+                        .filter(|m| crate::TextSearch::matches(&needle, m))
+                        .map(|m| crate::SearchHit {
+                            conversation: c.id(),
+                            turn: m.turn,
+                            sent_at: m.sent_at,
+                        }),
+                );
+            }
+        }
+        crate::search::newest_first(&mut hits);
+        hits.truncate(search.effective_limit());
+        Ok(hits)
+    }
+
     async fn prune(&self, ended_before: Timestamp) -> Result<u64, StoreError> {
         self.inner.refuse_if_closed()?;
         let mut pruned = Vec::new();

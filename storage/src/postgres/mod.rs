@@ -498,6 +498,13 @@ impl ConversationStore for PostgresStore {
         self.reading(|| self.exchanges_once(range)).await
     }
 
+    async fn search(
+        &self,
+        search: &crate::TextSearch,
+    ) -> Result<Vec<crate::SearchHit>, StoreError> {
+        self.reading(|| self.search_once(search)).await
+    }
+
     async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
         self.reading(|| self.count_by_status_once()).await
     }

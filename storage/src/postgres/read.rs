@@ -258,6 +258,59 @@ impl PostgresStore {
         }))
     }
 
+    pub(super) async fn search_once(
+        &self,
+        search: &crate::TextSearch,
+    ) -> Result<Vec<crate::SearchHit>, StoreError> {
+        let Some(needle) = search.needle() else {
+            return Ok(Vec::new());
+        };
+        let client = self.client().await?;
+        let mut query = Query {
+            sql: "SELECT conversation_id, turn, sent_at FROM messages \
+                  WHERE strpos(lower(content::text), $1) > 0"
+                .to_owned(),
+            values: vec![QueryValue::Text(needle)],
+        };
+        if let Some(participant) = &search.participant {
+            let has = Postgres::has_participant(&mut query, participant);
+            query.sql.push_str(&format!(
+                " AND conversation_id IN (SELECT id FROM conversations WHERE {has})"
+            ));
+        }
+        let limit = query.bind::<Postgres>(QueryValue::Int(
+            i64::try_from(search.effective_limit()).unwrap_or(500),
+        ));
+        query.sql.push_str(&format!(
+            " ORDER BY sent_at DESC, conversation_id DESC, turn DESC LIMIT {limit}"
+        ));
+        let values = values(&query.values);
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
+        let rows = client
+            .query(&query.sql, &params)
+            .await
+            .map_err(self.err())?;
+        rows.iter()
+            .map(|row| {
+                let id: uuid::Uuid = row.try_get(0).map_err(self.err())?;
+                let turn: i64 = row.try_get(1).map_err(self.err())?;
+                let sent_at: i64 = row.try_get(2).map_err(self.err())?;
+                let corrupt = |detail: String| StoreError::Corrupt {
+                    location: format!("message {id} turn {turn}"),
+                    detail,
+                };
+                Ok(crate::SearchHit {
+                    conversation: colloquy_core::ConversationId::from_uuid(id)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                    turn: u64::try_from(turn).map_err(|_| corrupt("negative turn".into()))?,
+                    sent_at: colloquy_core::Timestamp::from_millis(
+                        u64::try_from(sent_at).map_err(|_| corrupt("negative time".into()))?,
+                    ),
+                })
+            })
+            .collect()
+    }
+
     pub(super) async fn modules_once(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         let client = self.client().await?;
         let rows = client

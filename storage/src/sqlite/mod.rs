@@ -488,6 +488,15 @@ impl ConversationStore for SqliteStore {
             .await
     }
 
+    async fn search(
+        &self,
+        search: &crate::TextSearch,
+    ) -> Result<Vec<crate::SearchHit>, StoreError> {
+        let search = search.clone();
+        self.read(move |conn, site| read::search(conn, site, &search))
+            .await
+    }
+
     async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
         self.read(read::count_by_status).await
     }

@@ -257,6 +257,55 @@ pub(crate) fn exchanges(
     crate::exchanges::fold_rows(rows)
 }
 
+/// Turns holding a text (see [`crate::TextSearch`]).
+pub(crate) fn search(
+    conn: &Connection,
+    site: &Site,
+    search: &crate::TextSearch,
+) -> Result<Vec<crate::SearchHit>, StoreError> {
+    let Some(needle) = search.needle() else {
+        return Ok(Vec::new());
+    };
+    let err = |e| site.err(e);
+    let mut query = Query {
+        sql: "SELECT conversation_id, turn, sent_at FROM messages WHERE instr(lower(content), ?1) > 0"
+            .to_owned(),
+        values: vec![QueryValue::Text(needle)],
+    };
+    if let Some(participant) = &search.participant {
+        let module = query.bind::<Sqlite>(QueryValue::Text(participant.to_string()));
+        query.sql.push_str(&format!(
+            " AND conversation_id IN (SELECT conversation_id FROM participants WHERE module = {module})"
+        ));
+    }
+    let limit = query.bind::<Sqlite>(QueryValue::Int(
+        i64::try_from(search.effective_limit()).unwrap_or(500),
+    ));
+    query.sql.push_str(&format!(
+        " ORDER BY sent_at DESC, conversation_id DESC, turn DESC LIMIT {limit}"
+    ));
+    let mut stmt = conn.prepare_cached(&query.sql).map_err(err)?;
+    let mut rows = stmt.query(params(query.values)).map_err(err)?;
+    let mut hits = Vec::new();
+    while let Some(row) = rows.next().map_err(err)? {
+        let id: String = row.get(0).map_err(err)?;
+        let turn: i64 = row.get(1).map_err(err)?;
+        let sent_at: i64 = row.get(2).map_err(err)?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            location: format!("message {id} turn {turn}"),
+            detail,
+        };
+        hits.push(crate::SearchHit {
+            conversation: id.parse().map_err(|e| corrupt(format!("bad id: {e}")))?,
+            turn: u64::try_from(turn).map_err(|_| corrupt("negative turn".into()))?,
+            sent_at: colloquy_core::Timestamp::from_millis(
+                u64::try_from(sent_at).map_err(|_| corrupt("negative time".into()))?,
+            ),
+        });
+    }
+    Ok(hits)
+}
+
 /// Conversations per status, counted on the status index.
 pub(crate) fn count_by_status(conn: &Connection, site: &Site) -> Result<StatusCounts, StoreError> {
     let err = |e| site.err(e);

@@ -236,6 +236,7 @@ suite!(
     list_filters_by_participant,
     list_filters_by_start_range,
     list_pages_cover_everything_once,
+    search_finds_turns_by_text_newest_first,
     analytics_matches_hand_computed,
     analytics_count_a_module_transferred_out,
     analytics_respects_time_range,

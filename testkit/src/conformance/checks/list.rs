@@ -167,3 +167,67 @@ pub async fn list_pages_cover_everything_once<F: StoreFactory>(f: &F) -> CheckRe
     ensure_eq!(ids(&seen), ids(&expected), "conversations across pages");
     Ok(())
 }
+
+/// Turns are found across conversations by a text of their content (any case for ASCII
+/// letters), newest first, within a participant's conversations when asked, at most the
+/// limit; an empty text finds nothing.
+pub async fn search_finds_turns_by_text_newest_first<F: StoreFactory>(f: &F) -> CheckResult {
+    use colloquy_storage::TextSearch;
+    let store = f.open().await?;
+    let mut first = conversation(&["a", "b"], at(0))?;
+    store.create(&first).await?;
+    let mut messages = Vec::new();
+    for (n, text) in ["The Needle is here", "nothing", "another NEEDLE"]
+        .iter()
+        .enumerate()
+    {
+        let t = at(1_000 + n as u64 * 1_000);
+        messages.push(first.accept(
+            colloquy_core::Draft::request(name("a")?, name("b")?, json!({ "text": text })),
+            message_id(t),
+            t,
+        )?);
+    }
+    first.bump_version();
+    store.append(&first, &shared(&messages)).await?;
+    let mut second = conversation(&["c", "d"], at(10_000))?;
+    store.create(&second).await?;
+    let t = at(20_000);
+    let found_there = second.accept(
+        colloquy_core::Draft::request(name("c")?, name("d")?, json!(["a needle", 3])),
+        message_id(t),
+        t,
+    )?;
+    second.bump_version();
+    store.append(&second, &shared(&[found_there])).await?;
+
+    let hits = store.search(&TextSearch::new("needle")).await?;
+    let got: Vec<(ConversationId, u64)> = hits.iter().map(|h| (h.conversation, h.turn)).collect();
+    ensure_eq!(
+        got,
+        vec![(second.id(), 1), (first.id(), 3), (first.id(), 1)],
+        "every turn holding the text, newest first"
+    );
+    ensure_eq!(hits[0].sent_at, at(20_000), "with the time it was stored");
+    let mine = store
+        .search(&TextSearch::new("NEEDLE").participant(name("b")?))
+        .await?;
+    ensure_eq!(mine.len(), 2, "only the participant's conversations");
+    ensure_eq!(
+        store
+            .search(&TextSearch::new("needle").limit(1))
+            .await?
+            .len(),
+        1,
+        "at most the limit"
+    );
+    ensure!(
+        store.search(&TextSearch::new("  ")).await?.is_empty(),
+        "an empty text finds nothing"
+    );
+    ensure!(
+        store.search(&TextSearch::new("haystack")).await?.is_empty(),
+        "a text held nowhere finds nothing"
+    );
+    Ok(())
+}
