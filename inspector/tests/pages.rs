@@ -450,6 +450,9 @@ async fn pages_are_served_with_a_strict_policy_and_the_token_leaves_the_address(
         format!("/inspect/conversations/{}", mine.id()),
         "/inspect/modules".to_owned(),
         "/inspect/health".to_owned(),
+        "/inspect/search?q=hello".to_owned(),
+        format!("/inspect/conversations/{}/timeline", mine.id()),
+        format!("/inspect/conversations/{}/turns/1", mine.id()),
         "/inspect/assets/inspector.css".to_owned(),
     ] {
         let response = http
