@@ -55,6 +55,7 @@ mod error;
 mod live;
 mod pages;
 mod timeline;
+mod transcript;
 mod view;
 
 use std::{collections::HashMap, sync::Arc};
@@ -115,12 +116,15 @@ impl Inspector {
     pub fn router(&self) -> Router {
         let pages = Router::new()
             .route("/inspect", get(pages::list))
-            .route("/inspect/conversations/{id}", get(pages::conversation))
+            .route("/inspect/conversations/{id}", get(transcript::conversation))
             .route("/inspect/conversations/{id}/live", get(live::events))
-            .route("/inspect/conversations/{id}/timeline", get(pages::timeline))
+            .route(
+                "/inspect/conversations/{id}/timeline",
+                get(transcript::timeline),
+            )
             .route(
                 "/inspect/conversations/{id}/turns/{turn}",
-                get(pages::turn_json),
+                get(transcript::turn_json),
             )
             .route("/inspect/live", get(live::list_events))
             .route("/inspect/modules", get(pages::modules))

@@ -28,7 +28,7 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 
 use crate::{
     auth::Reader,
-    pages::visible,
+    transcript::visible,
     view::{ConversationRow, SharedState, StateView, TurnRow},
     InspectorError, Shared,
 };
