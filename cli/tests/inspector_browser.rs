@@ -457,6 +457,33 @@ async fn the_inspector_in_a_browser() {
             >= 3
     );
     browser.screenshot("inspector-health.png").await;
+    // A bar of the turns distribution leads to the conversations behind it: as many as it
+    // counts.
+    let mut behind = None;
+    for row in page
+        .find_all(Locator::Css("#turns .bar-row"))
+        .await
+        .unwrap()
+    {
+        let value = row.find(Locator::Css(".bar-value")).await.unwrap();
+        let count: usize = value.text().await.unwrap().parse().unwrap();
+        if count > 0 {
+            behind = Some((row.find(Locator::Css("a")).await.unwrap(), count));
+            break;
+        }
+    }
+    let (link, count) = behind.expect("the demo's conversations fill a bar");
+    link.click().await.unwrap();
+    browser.wait_for("#bar").await;
+    assert!(page.current_url().await.unwrap().as_str().contains("turns="));
+    assert_eq!(
+        page.find_all(Locator::Css("a.conversation-link"))
+            .await
+            .unwrap()
+            .len(),
+        count,
+        "the list holds the bar's conversations"
+    );
 
     browser.client.close().await.unwrap();
     assert!(server.terminate());

@@ -9,7 +9,9 @@ use std::{
 use colloquy_core::{ConversationId, ModuleInfo};
 use colloquy_registry::{ModuleDirectory, Registry};
 use colloquy_router::{Clock, Router, WriterLiveness};
-use colloquy_storage::{ConversationStore, Member, MemberRecord, Membership, StoreError};
+use colloquy_storage::{
+    ConversationStore, Member, MemberRecord, Membership, MessageRange, StoreError, TurnWriter,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{debug, warn};
 
@@ -319,6 +321,16 @@ impl Cluster {
     /// The hubs sharing the store: alive ones, and those fenced in the last `recent`.
     pub async fn members(&self, recent: Duration) -> Result<Vec<MemberRecord>, StoreError> {
         self.table()?.members(self.member_timeout, recent).await
+    }
+
+    /// Which hub wrote each of `conversation`'s turns in `range` (see
+    /// [`Members::turn_writers`](colloquy_storage::Members::turn_writers)).
+    pub async fn turn_writers(
+        &self,
+        conversation: ConversationId,
+        range: MessageRange,
+    ) -> Result<Vec<TurnWriter>, StoreError> {
+        self.table()?.turn_writers(conversation, range).await
     }
 
     /// Modules other alive hubs host (and this one does not), as of the last heartbeat.

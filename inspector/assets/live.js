@@ -33,13 +33,19 @@
     tr.append(
       cell("number", t.turn),
       cell("time", t.time),
-      cell(null, `${t.source} → ${t.target}`),
+      cell(null, `${t.source} → ${t.target}`, ...(t.hub ? [hubNote(t.hub)] : [])),
       cell(null, null, element("span", "kind", t.kind)),
       answers,
       contentCell(t),
     );
     return tr;
   };
+  // The hub that stored the turn, on a cluster.
+  function hubNote(hub) {
+    const note = element("div", "hub", `via ${hub}`);
+    note.title = "the hub that stored this turn";
+    return note;
+  }
   // Long content folded behind one line, as the server renders it; a link to the turn's JSON.
   function contentCell(t) {
     const td = cell();

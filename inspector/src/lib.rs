@@ -54,6 +54,7 @@ mod auth;
 mod error;
 mod live;
 mod pages;
+mod sample;
 mod timeline;
 mod transcript;
 mod view;

@@ -28,7 +28,7 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 
 use crate::{
     auth::Reader,
-    transcript::visible,
+    transcript::{turn_hubs, visible},
     view::{ConversationRow, SharedState, StateView, TurnRow},
     InspectorError, Shared,
 };
@@ -68,9 +68,10 @@ pub(crate) async fn events(
         Vec::new()
     };
     let turns: HashMap<_, _> = missed.iter().map(|m| (m.id, m.turn)).collect();
+    let hubs = turn_hubs(&shared.hub, conversation.id(), MessageRange::After(after)).await?;
     let mut first: Vec<Event> = missed
         .iter()
-        .filter_map(|m| json_event("turn", &TurnRow::of(m, &turns)))
+        .filter_map(|m| json_event("turn", &TurnRow::of(m, &turns).written_by(&hubs)))
         .collect();
     // The shared state followed from its first change; those after the page's version are
     // sent (after the turns they came with: the page places them).
@@ -93,6 +94,8 @@ pub(crate) async fn events(
         shared_state,
         known: turns,
         queued: first,
+        this_hub: this_hub_name(&shared.hub).await,
+        hub: shared.hub.clone(),
         poll: shared
             .hub
             .in_cluster()
@@ -119,6 +122,17 @@ struct Live {
     queued: Vec<Event>,
     /// On a cluster's hub: the store, read every [`CLUSTER_POLL`] for other hubs' writes.
     poll: Option<Poll>,
+    /// On a cluster, this hub's name: the writer of the turns its own events carry.
+    this_hub: Option<String>,
+    /// The hub, to ask which hub wrote the turns read from the store.
+    hub: colloquy_runtime::Hub,
+}
+
+/// On a cluster, the name this hub joined under (none if it is not a member right now).
+async fn this_hub_name(hub: &colloquy_runtime::Hub) -> Option<String> {
+    let me = hub.member()?;
+    let members = hub.members().await?.ok()?;
+    members.into_iter().find(|m| m.member == me).map(|m| m.name)
 }
 
 /// On a cluster's hub, a live stream also reads the store: every [`CLUSTER_POLL`], however
@@ -201,12 +215,16 @@ impl Live {
         ) else {
             return;
         };
+        let range = MessageRange::After(self.last_turn);
+        let hubs = turn_hubs(&self.hub, self.id, range)
+            .await
+            .unwrap_or_default();
         for message in &messages {
             self.known.insert(message.id, message.turn);
             if message.turn > self.last_turn {
                 self.last_turn = message.turn;
-                self.queued
-                    .extend(json_event("turn", &TurnRow::of(message, &self.known)));
+                let row = TurnRow::of(message, &self.known).written_by(&hubs);
+                self.queued.extend(json_event("turn", &row));
             }
         }
         let already = self.last_version;
@@ -226,8 +244,9 @@ impl Live {
                 self.known.insert(message.id, message.turn);
                 if message.turn > self.last_turn {
                     self.last_turn = message.turn;
-                    self.queued
-                        .extend(json_event("turn", &TurnRow::of(message, &self.known)));
+                    let mut row = TurnRow::of(message, &self.known);
+                    row.hub.clone_from(&self.this_hub);
+                    self.queued.extend(json_event("turn", &row));
                 }
             }
         }

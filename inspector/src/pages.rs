@@ -1,7 +1,7 @@
 //! The pages: each reads the store through the hub's reader, checks what the reader may
 //! see, and renders its template.
 
-use std::{collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, str::FromStr, sync::Arc};
 
 use askama::Template;
 use axum::{
@@ -17,9 +17,10 @@ use colloquy_runtime::{
 
 use crate::{
     auth::Reader,
+    sample,
     view::{
-        bars, distribution, duration, pretty, time, Bar, Choice, ConversationRow, Filters,
-        HealthPage, HubRow, ListPage, ModuleActivityRow, ModuleRow, ModulesPage,
+        bars, duration, pretty, time, Bar, Choice, ConversationRow, Filters, HealthPage, HubRow,
+        ListPage, ModuleActivityRow, ModuleRow, ModulesPage,
     },
     InspectorError, Shared,
 };
@@ -31,8 +32,6 @@ const LIST_PAGE: usize = 50;
 const SCOPED_EXCHANGES: usize = 100;
 /// Turns per page of a transcript.
 pub(crate) const TRANSCRIPT_PAGE: u64 = 500;
-/// How many of the newest conversations the health page's distributions cover.
-const SAMPLE: usize = 1_000;
 
 const STATUSES: &[(&str, &str)] = &[
     ("active", "active"),
@@ -107,13 +106,38 @@ pub(crate) async fn list(
         let now = shared.hub.clock().now();
         filter = filter.started(TimeRange::since(now.saturating_sub(period)));
     }
-    if !query.after.is_empty() {
-        let cursor = ListCursor::from_str(&query.after).map_err(|e| bad(e.to_string()))?;
-        filter = filter.after(cursor);
-    }
-    let page = shared.hub.reader().list(&filter).await?;
-    let rows = page
-        .conversations
+    let turns = sample::asked(&sample::TURNS, &filters.turns, "turns")?;
+    let lasted = sample::asked(&sample::DURATIONS, &filters.lasted, "lasted")?;
+    // The conversations behind a bar of the health page: those of the same sample, all on
+    // one page.
+    let behind_bar = turns.is_some() || lasted.is_some();
+    let (conversations, next) = if behind_bar {
+        let now = shared.hub.clock().now();
+        let behind: Vec<Conversation> = sample::newest(&shared.hub, &reader)
+            .await?
+            .into_iter()
+            .filter(|c| filter.matches(c) && sample::behind(c, now, turns, lasted))
+            .collect();
+        (behind, None)
+    } else {
+        if !query.after.is_empty() {
+            let cursor = ListCursor::from_str(&query.after).map_err(|e| bad(e.to_string()))?;
+            filter = filter.after(cursor);
+        }
+        let page = shared.hub.reader().list(&filter).await?;
+        (page.conversations, page.next)
+    };
+    let bar = behind_bar.then(|| {
+        let mut said = Vec::new();
+        if let Some(b) = turns.and_then(|i| sample::TURNS.get(i)) {
+            said.push(format!("with {} turns", b.label));
+        }
+        if let Some(b) = lasted.and_then(|i| sample::DURATIONS.get(i)) {
+            said.push(format!("that lasted {}", b.label));
+        }
+        said.join(" and ")
+    });
+    let rows = conversations
         .iter()
         .filter(|c| {
             module
@@ -127,7 +151,9 @@ pub(crate) async fn list(
         status_choices: Choice::all(STATUSES, &filters.status),
         since_choices: Choice::all(PERIODS, &filters.since),
         filters,
-        next: page.next.map(|cursor| cursor.to_string()),
+        next: next.map(|cursor| cursor.to_string()),
+        bar,
+        sample: sample::SAMPLE,
         reader: reader.participant().map(ToString::to_string),
     })
 }
@@ -272,21 +298,8 @@ pub(crate) async fn health(
         _ => Vec::new(),
     };
     // Distributions over the newest conversations (the reader's own, for a reader with a
-    // token), read a page at a time.
-    let mut sample = Vec::new();
-    let mut filter = ListFilter::new().limit(colloquy_runtime::MAX_PAGE);
-    if let Some(me) = reader.participant() {
-        filter = filter.participant(me.clone());
-    }
-    while sample.len() < SAMPLE {
-        let page = hub.reader().list(&filter).await?;
-        sample.extend(page.conversations);
-        match page.next {
-            Some(cursor) => filter = filter.after(cursor),
-            None => break,
-        }
-    }
-    sample.truncate(SAMPLE);
+    // token).
+    let sample = sample::newest(hub, &reader).await?;
     let now = hub.clock().now();
     // A reader with a token sees figures of its own conversations only (the newest of
     // them): the database's totals and the names in them are other callers' business.
@@ -317,32 +330,15 @@ pub(crate) async fn health(
             )
         }
     };
-    // Upper bounds, exclusive.
-    let turns = distribution(
+    let turns = sample::distribution(
         sample.iter().map(Conversation::turn_count),
-        &[
-            (1, "0"),
-            (3, "1-2"),
-            (6, "3-5"),
-            (11, "6-10"),
-            (51, "11-50"),
-            (u64::MAX, "more than 50"),
-        ],
+        &sample::TURNS,
+        "turns",
     );
-    let durations = distribution(
-        sample.iter().map(|c| {
-            c.ended_at()
-                .unwrap_or(now)
-                .saturating_duration_since(c.started_at())
-        }),
-        &[
-            (Duration::from_secs(1), "under 1 s"),
-            (Duration::from_secs(10), "1-10 s"),
-            (Duration::from_secs(60), "10 s-1 min"),
-            (Duration::from_secs(600), "1-10 min"),
-            (Duration::from_secs(3_600), "10 min-1 h"),
-            (Duration::MAX, "over 1 h"),
-        ],
+    let durations = sample::distribution(
+        sample.iter().map(|c| sample::lasted(c, now)),
+        &sample::DURATIONS,
+        "lasted",
     );
     let most = analytics
         .modules

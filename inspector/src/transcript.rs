@@ -45,6 +45,27 @@ pub(crate) async fn visible(
     }
 }
 
+/// On a cluster's hub, the name of the hub that stored each of `id`'s turns in `range`
+/// (its id and epoch if its record is gone); outside a cluster, none.
+pub(crate) async fn turn_hubs(
+    hub: &colloquy_runtime::Hub,
+    id: ConversationId,
+    range: MessageRange,
+) -> Result<HashMap<u64, String>, InspectorError> {
+    let Some(writers) = hub.turn_writers(id, range).await else {
+        return Ok(HashMap::new());
+    };
+    Ok(writers?
+        .into_iter()
+        .map(|w| {
+            let name = w
+                .name
+                .unwrap_or_else(|| format!("{} epoch {}", w.member.id, w.member.epoch));
+            (w.turn, name)
+        })
+        .collect())
+}
+
 /// `/inspect/conversations/{id}`: one conversation and a page of its transcript.
 pub(crate) async fn conversation(
     State(shared): State<Arc<Shared>>,
@@ -71,7 +92,16 @@ pub(crate) async fn conversation(
         .filter(|m| search.as_ref().is_none_or(|q| matches(m, q)))
         .collect();
     let matches_found = search.as_ref().map(|_| shown.len());
-    let rows = shown.iter().map(|m| TurnRow::of(m, &turns)).collect();
+    let hubs = turn_hubs(
+        &shared.hub,
+        conversation.id(),
+        MessageRange::Turns { first, last },
+    )
+    .await?;
+    let rows = shown
+        .iter()
+        .map(|m| TurnRow::of(m, &turns).written_by(&hubs))
+        .collect();
     let page_messages: Vec<colloquy_runtime::Message> = messages
         .iter()
         .filter(|m| m.turn >= first)

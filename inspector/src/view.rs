@@ -32,6 +32,10 @@ pub(crate) struct ListPage {
     pub(crate) since_choices: Vec<Choice>,
     /// The cursor of the next page, if there is one.
     pub(crate) next: Option<String>,
+    /// The health page's bar the list shows the conversations of, as words.
+    pub(crate) bar: Option<String>,
+    /// How many of the newest conversations the health page's bars cover.
+    pub(crate) sample: usize,
     /// The participant the reader is, if the inspector has tokens.
     pub(crate) reader: Option<String>,
 }
@@ -85,6 +89,12 @@ pub(crate) struct Filters {
     pub(crate) module: String,
     #[serde(default)]
     pub(crate) since: String,
+    /// A bucket of the health page's turns per conversation ([`crate::sample::TURNS`]).
+    #[serde(default)]
+    pub(crate) turns: String,
+    /// A bucket of the health page's durations ([`crate::sample::DURATIONS`]).
+    #[serde(default)]
+    pub(crate) lasted: String,
 }
 
 /// One conversation in the list: on the page, and in the list's live `conversation`
@@ -185,6 +195,9 @@ pub(crate) struct TurnRow {
     pub(crate) folded: Option<String>,
     /// A control turn (handshake, transfer, end): marked on the page.
     pub(crate) control: bool,
+    /// On a cluster, the hub that stored it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hub: Option<String>,
 }
 
 impl TurnRow {
@@ -200,7 +213,14 @@ impl TurnRow {
             content: pretty(&message.content),
             folded: folded(&message.content),
             control: message.kind == MessageKind::Control,
+            hub: None,
         }
+    }
+
+    /// The row, naming the hub that stored it when `hubs` (turn to hub) knows it.
+    pub(crate) fn written_by(mut self, hubs: &HashMap<u64, String>) -> Self {
+        self.hub = hubs.get(&self.turn).cloned();
+        self
     }
 }
 
@@ -323,6 +343,8 @@ pub(crate) struct Bar {
     pub(crate) label: String,
     pub(crate) value: u64,
     pub(crate) percent: u64,
+    /// Where the bar's conversations are listed, if anywhere.
+    pub(crate) link: Option<String>,
 }
 
 impl Bar {
@@ -332,6 +354,7 @@ impl Bar {
             label: label.into(),
             value,
             percent: value.saturating_mul(100) / max.max(1),
+            link: None,
         }
     }
 }
@@ -343,31 +366,6 @@ pub(crate) fn bars(values: Vec<(String, u64)>) -> Vec<Bar> {
         .into_iter()
         .map(|(label, value)| Bar::scaled(label, value, max))
         .collect()
-}
-
-/// How many of `values` fall in each bucket, as bars: a value goes to the first bucket
-/// whose bound it is below, else to the last.
-pub(crate) fn distribution<T: PartialOrd>(
-    values: impl Iterator<Item = T>,
-    buckets: &[(T, &str)],
-) -> Vec<Bar> {
-    let mut counts = vec![0u64; buckets.len()];
-    for value in values {
-        let i = buckets
-            .iter()
-            .position(|(bound, _)| value < *bound)
-            .unwrap_or(buckets.len().saturating_sub(1));
-        if let Some(count) = counts.get_mut(i) {
-            *count += 1;
-        }
-    }
-    bars(
-        buckets
-            .iter()
-            .zip(counts)
-            .map(|((_, label), n)| ((*label).to_owned(), n))
-            .collect(),
-    )
 }
 
 /// A time as UTC, to the millisecond.

@@ -589,6 +589,28 @@ async fn the_live_streams_follow_other_hubs_of_the_cluster() {
     assert_eq!(turns, [1, 2], "each turn once, in order");
     assert!(text.contains(r#""content":"\"through hub b\"""#), "{text}");
     assert!(text.contains("status completed"), "{text}");
+    assert_eq!(
+        text.matches(r#""hub":"b""#).count(),
+        2,
+        "each turn read from the store names hub B: {text}"
+    );
+
+    // Which hub wrote each turn: hub B's conversation, and one hub A opened with B's
+    // modules (the sender's hub stores both the request and the reply).
+    let (_, shown) = page(&client(), &format!("{base}/inspect/conversations/{id}")).await;
+    assert_eq!(shown.matches("via b</div>").count(), 2, "{shown}");
+    let across = a
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    across.send("from hub a").await.unwrap();
+    let (_, shown) = page(
+        &client(),
+        &format!("{base}/inspect/conversations/{}", across.id()),
+    )
+    .await;
+    assert_eq!(shown.matches("via a</div>").count(), 2, "{shown}");
+    assert!(!shown.contains("via b</div>"), "{shown}");
     b.shutdown().await;
     a.shutdown().await;
 }
@@ -717,4 +739,74 @@ async fn a_search_across_conversations_keeps_to_the_readers_own() {
     assert!(!html.contains(&theirs.id().to_string()));
     let (_, html) = bearer(format!("{base}/inspect/search?q=beaver")).await;
     assert!(html.contains(r#"id="no-hits""#));
+}
+
+/// Each bar of the health page's distributions leads to the conversations behind it: the
+/// list shows exactly those of the bar's bucket, and keeps to the other filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distribution_bar_leads_to_the_conversations_behind_it() {
+    let (hub, base) = serve(InspectorOptions::new()).await;
+    // Two conversations of 2 turns, one of 6, one of none.
+    let mut short = Vec::new();
+    for _ in 0..2 {
+        let c = hub
+            .start_conversation(ConversationSpec::between("client", "server").unwrap())
+            .await
+            .unwrap();
+        c.send("once").await.unwrap();
+        short.push(c.id().to_string());
+    }
+    let long = hub
+        .start_conversation(ConversationSpec::between("client", "other").unwrap())
+        .await
+        .unwrap();
+    for n in 0..3 {
+        long.send(n).await.unwrap();
+    }
+    let empty = hub
+        .start_conversation(ConversationSpec::between("client", "server").unwrap())
+        .await
+        .unwrap();
+    empty.end().await.unwrap();
+
+    let http = client();
+    let (_, html) = page(&http, &format!("{base}/inspect/health")).await;
+    let turns = html.split(r#"id="turns""#).nth(1).unwrap();
+    let turns = &turns[..turns.find("</div>\n  </div>").unwrap()];
+    assert!(
+        turns.contains(r#"<a class="bar-label" href="/inspect?turns=1-2">1-2</a>"#),
+        "{turns}"
+    );
+    let durations = html.split(r#"id="durations""#).nth(1).unwrap();
+    assert!(
+        durations.contains(r#"href="/inspect?lasted=0s-1s""#),
+        "{durations}"
+    );
+
+    let listed = |html: &str| -> Vec<String> {
+        let mut ids: Vec<String> = html
+            .split(r#"<tr data-id=""#)
+            .skip(1)
+            .map(|row| row[..row.find('"').unwrap()].to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (status, html) = page(&http, &format!("{base}/inspect?turns=1-2")).await;
+    assert_eq!(status, 200);
+    let mut expected = short.clone();
+    expected.sort();
+    assert_eq!(listed(&html), expected, "{html}");
+    assert!(html.contains("those with 1-2 turns"), "{html}");
+    let (_, html) = page(&http, &format!("{base}/inspect?turns=6-10")).await;
+    assert_eq!(listed(&html), [long.id().to_string()]);
+    let (_, html) = page(&http, &format!("{base}/inspect?turns=0&status=completed")).await;
+    assert_eq!(listed(&html), [empty.id().to_string()]);
+    let (_, html) = page(&http, &format!("{base}/inspect?turns=0&status=active")).await;
+    assert_eq!(listed(&html), Vec::<String>::new());
+    let (_, html) = page(&http, &format!("{base}/inspect?lasted=1h-")).await;
+    assert_eq!(listed(&html), Vec::<String>::new());
+    let (status, html) = page(&http, &format!("{base}/inspect?turns=7")).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("use one of 0, 1-2, 3-5"), "{html}");
 }

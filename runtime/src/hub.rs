@@ -193,6 +193,17 @@ impl Hub {
         )
     }
 
+    /// On a store several hubs share: which hub wrote each of `conversation`'s turns in
+    /// `range`, in turn order. `None` for a hub outside a cluster (every turn is its own).
+    pub async fn turn_writers(
+        &self,
+        conversation: ConversationId,
+        range: colloquy_storage::MessageRange,
+    ) -> Option<Result<Vec<colloquy_storage::TurnWriter>, colloquy_storage::StoreError>> {
+        let cluster = self.inner.cluster.as_ref()?;
+        Some(cluster.turn_writers(conversation, range).await)
+    }
+
     /// The registered modules that declare `capability`.
     pub fn modules_with(&self, capability: &Capability) -> Vec<Arc<ModuleInfo>> {
         self.inner.registry.find_by_capability(capability)

@@ -79,7 +79,7 @@ pub use colloquy_storage::PostgresOptions;
 pub use colloquy_storage::{
     Analytics, AnalyticsTally, ConversationPage, ExchangeTally, ListCursor, ListFilter, Member,
     MemberRecord, MessageRange, ModuleActivity, ModuleExchanges, ModuleRecord, SearchHit,
-    SqliteOptions, StatusCounts, StoreError, Synchronous, TextSearch, TimeRange,
+    SqliteOptions, StatusCounts, StoreError, Synchronous, TextSearch, TimeRange, TurnWriter,
     EXCHANGE_BUCKETS_MS, MAX_PAGE,
 };
 pub use error::HubError;

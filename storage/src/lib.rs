@@ -60,7 +60,7 @@ pub use exchanges::{ExchangeTally, ModuleExchanges, EXCHANGE_BUCKETS_MS};
 #[cfg(feature = "faults")]
 pub use faults::{Faults, FaultyStore};
 pub use membership::{
-    Claims, Member, MemberRecord, Members, Membership, QueuedTurn, Signal, TurnQueue,
+    Claims, Member, MemberRecord, Members, Membership, QueuedTurn, Signal, TurnQueue, TurnWriter,
 };
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]

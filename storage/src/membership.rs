@@ -26,6 +26,18 @@ pub struct Member {
     pub epoch: i64,
 }
 
+/// Which member stored a turn: on a store several hubs share, each turn is written by the
+/// hub that made it (its sender's hub for a request, the module's for a reply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnWriter {
+    /// The turn.
+    pub turn: u64,
+    /// The member whose write stored it.
+    pub member: Member,
+    /// The name that member gave when it joined, while the store still has its record.
+    pub name: Option<String>,
+}
+
 /// A member as recorded, for health and listings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberRecord {
@@ -142,6 +154,15 @@ pub trait Members: Send + Sync {
         timeout: Duration,
         recent: Duration,
     ) -> Result<Vec<MemberRecord>, StoreError>;
+
+    /// Which member wrote each of `conversation`'s turns in `range`, in turn order. Turns
+    /// written by a handle that wrote as no member ([`Members::write_as`] `None`) are left
+    /// out; an unknown conversation has none.
+    async fn turn_writers(
+        &self,
+        conversation: ConversationId,
+        range: crate::MessageRange,
+    ) -> Result<Vec<TurnWriter>, StoreError>;
 }
 
 /// Who holds a conversation's exchange in progress, and the claim of those a fenced member

@@ -81,7 +81,7 @@ async fn postgres_membership_conforms() {
     .await;
     report.assert_passed();
     assert_eq!(report.passed.len(), conformance::membership::CHECKS.len());
-    assert_eq!(conformance::membership::CHECKS.len(), 5);
+    assert_eq!(conformance::membership::CHECKS.len(), 6);
 }
 
 /// Pinned: a check that disappears (or is added without being counted here) shows up.

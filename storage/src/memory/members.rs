@@ -20,7 +20,32 @@ use colloquy_core::{ConversationId, ModuleInfo, Timestamp};
 use uuid::Uuid;
 
 use super::{lock, write, MemoryStore};
-use crate::{Claims, Member, MemberRecord, Members, QueuedTurn, StoreError, TurnQueue};
+use crate::{
+    Claims, Member, MemberRecord, Members, MessageRange, QueuedTurn, StoreError, TurnQueue,
+    TurnWriter,
+};
+
+/// Which member wrote each turn of a conversation, as runs: `(first turn, writer)`, a new
+/// run only where the writer changes (an exchange within one hub is one run).
+#[derive(Debug, Default)]
+pub(super) struct WriterRuns(Vec<(u64, Option<Member>)>);
+
+impl WriterRuns {
+    /// Turns from `first` on were written by `writer`.
+    pub(super) fn note(&mut self, first: u64, writer: Option<Member>) {
+        if self.0.last().map(|(_, w)| *w) != Some(writer) {
+            self.0.push((first, writer));
+        }
+    }
+
+    /// The writer of `turn` (`None`: a writer outside a cluster, or a turn not written).
+    fn of(&self, turn: u64) -> Option<Member> {
+        let run = self.0.partition_point(|(first, _)| *first <= turn);
+        run.checked_sub(1)
+            .and_then(|i| self.0.get(i))
+            .and_then(|(_, w)| *w)
+    }
+}
 
 /// The members and deliveries of one in-memory cluster.
 pub(super) struct SharedCluster {
@@ -215,6 +240,36 @@ impl Members for MemoryStore {
                 left: r.left,
                 modules: r.modules.clone(),
                 address: r.address.clone(),
+            })
+            .collect())
+    }
+
+    async fn turn_writers(
+        &self,
+        conversation: ConversationId,
+        range: MessageRange,
+    ) -> Result<Vec<TurnWriter>, StoreError> {
+        let members = self.shared_cluster()?;
+        // The conversation's shard first and alone: writes take the members' lock before
+        // a shard, so holding both the other way round could deadlock.
+        let written: Vec<(u64, Member)> = {
+            let shard = super::read(self.inner.shard(conversation));
+            let Some(entry) = shard.get(&conversation) else {
+                return Ok(Vec::new());
+            };
+            let count = entry.messages.len() as u64;
+            (1..=count)
+                .filter(|turn| range.contains(*turn, count))
+                .filter_map(|turn| entry.turn_writers.of(turn).map(|w| (turn, w)))
+                .collect()
+        };
+        let table = members.table();
+        Ok(written
+            .into_iter()
+            .map(|(turn, member)| TurnWriter {
+                turn,
+                member,
+                name: table.row(member).map(|r| r.name.clone()),
             })
             .collect())
     }

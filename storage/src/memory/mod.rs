@@ -88,6 +88,8 @@ struct Entry {
     changes: Vec<StateChange>,
     /// The cluster member whose write stored it last (`None`: a writer outside a cluster).
     written_by: Option<crate::Member>,
+    /// Which member wrote each turn.
+    turn_writers: members::WriterRuns,
 }
 
 impl Entry {
@@ -200,6 +202,7 @@ impl Inner {
             entry.messages.extend(messages[first_new..].iter().cloned());
             entry.changes.extend(change);
             entry.written_by = writer;
+            entry.turn_writers.note(stored_turns + 1, writer);
         }
         // The previous state is freed after the lock is released.
         drop(shard);
@@ -334,6 +337,7 @@ impl ConversationStore for MemoryStore {
             messages: Vec::new(),
             changes: conversation.state_change().into_iter().collect(),
             written_by,
+            turn_writers: members::WriterRuns::default(),
         };
         {
             let mut shard = write(self.inner.shard(id));

@@ -10,7 +10,10 @@ use super::{
     named::{Named, Param},
     PostgresStore,
 };
-use crate::{Claims, Member, MemberRecord, Members, QueuedTurn, Signal, StoreError, TurnQueue};
+use crate::{
+    Claims, Member, MemberRecord, Members, MessageRange, QueuedTurn, Signal, StoreError, TurnQueue,
+    TurnWriter,
+};
 
 /// A statement of this file, its named parameters turned into positions once.
 macro_rules! statement {
@@ -127,6 +130,28 @@ statement!(
 
 /// Fenced rows older than this are deleted (the table keeps recent history only).
 const FORGET_AFTER_SECS: f64 = 86_400.0;
+
+statement!(
+    TURN_WRITERS,
+    "SELECT m.turn, m.written_by_id, m.written_by_epoch, h.name FROM messages m \
+     LEFT JOIN hubs h ON h.id = m.written_by_id AND h.epoch = m.written_by_epoch \
+     WHERE m.conversation_id = :id AND m.written_by_id IS NOT NULL \
+     AND m.turn BETWEEN :first AND :last \
+     AND m.turn > (SELECT c.turn_count FROM conversations c WHERE c.id = :id) - :last_n \
+     ORDER BY m.turn"
+);
+
+/// A range of turns as `(first, last, last_n)`: turns `first..=last` among the last
+/// `last_n` (each `i64::MAX` where the range does not bound it).
+fn turn_bounds(range: MessageRange) -> (i64, i64, i64) {
+    let at_most = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    match range {
+        MessageRange::All => (1, i64::MAX, i64::MAX),
+        MessageRange::After(turn) => (at_most(turn.saturating_add(1)), i64::MAX, i64::MAX),
+        MessageRange::Last(n) => (1, i64::MAX, at_most(n)),
+        MessageRange::Turns { first, last } => (at_most(first), at_most(last), i64::MAX),
+    }
+}
 
 fn modules_json(modules: &[ModuleInfo]) -> Result<Value, StoreError> {
     serde_json::to_value(modules).map_err(|e| StoreError::InvalidInput {
@@ -275,6 +300,42 @@ impl Members for PostgresStore {
             });
         }
         Ok(out)
+    }
+
+    async fn turn_writers(
+        &self,
+        conversation: ConversationId,
+        range: MessageRange,
+    ) -> Result<Vec<TurnWriter>, StoreError> {
+        self.refuse_if_closed()?;
+        let (first, last, last_n) = turn_bounds(range);
+        let client = self.client().await?;
+        let rows = self
+            .query_named(
+                &client,
+                &TURN_WRITERS,
+                &[
+                    ("id", &conversation.as_uuid()),
+                    ("first", &first),
+                    ("last", &last),
+                    ("last_n", &last_n),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let turn: i64 = row.try_get(0)?;
+                Ok(TurnWriter {
+                    turn: u64::try_from(turn).unwrap_or(0),
+                    member: Member {
+                        id: row.try_get(1)?,
+                        epoch: row.try_get(2)?,
+                    },
+                    name: row.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(self.err())
     }
 }
 

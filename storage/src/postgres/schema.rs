@@ -133,6 +133,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX conversations_by_writer ON conversations (written_by_id, written_by_epoch)
         WHERE ended_at IS NULL;
     "#,
+    // Version 9: the member (id and epoch) whose write stored each turn, so that a reader
+    // can tell which hub wrote it. NULL outside a cluster (and for turns stored before this
+    // version); no index: it is read with its conversation's messages only.
+    r#"
+    ALTER TABLE messages ADD COLUMN written_by_id uuid, ADD COLUMN written_by_epoch bigint;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

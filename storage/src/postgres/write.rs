@@ -17,11 +17,14 @@ use super::{
     rows, PostgresStore, Server,
 };
 
-/// The messages' insert; `:id` is the conversation (in the fast path the insert reads
-/// `FROM updated`, so nothing is inserted when the update matched no row).
+/// The messages' insert; `:id` is the conversation and `:writer_id`, `:writer_epoch` the
+/// member writing them (in the fast path the insert reads `FROM updated`, so nothing is
+/// inserted when the update matched no row).
 const INSERT_MESSAGES: &str = "INSERT INTO messages \
-     (id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at) \
-     SELECT m.id, :id, m.turn, m.source, m.target, m.kind, m.content, m.in_reply_to, m.sent_at";
+     (id, conversation_id, turn, source, target, kind, content, in_reply_to, sent_at, \
+     written_by_id, written_by_epoch) \
+     SELECT m.id, :id, m.turn, m.source, m.target, m.kind, m.content, m.in_reply_to, m.sent_at, \
+     :writer_id::uuid, :writer_epoch::bigint";
 
 /// The fencing condition, written once: the writer (`:writer_id`, `:writer_epoch`) is a
 /// member the others fenced. `NULL`s (a store outside a cluster) never match. Every write
@@ -370,6 +373,10 @@ impl PostgresStore {
             }
             let mut values: Vec<(&str, Param<'_>)> = of_state("id").into_iter().collect();
             values.extend(columns.named());
+            values.extend([
+                ("writer_id", &writer_id as Param<'_>),
+                ("writer_epoch", &writer_epoch),
+            ]);
             tx.execute(LOCKED_INSERT.sql(), &LOCKED_INSERT.bind(&values)?)
                 .await
                 .map_err(self.err())?;

@@ -232,6 +232,68 @@ mod checks {
         ensure_eq!(claimed, vec![c.id()], "claimed once, by one of four");
         Ok(())
     }
+
+    /// Each turn names the member whose write stored it, with the name it joined under;
+    /// a range narrows them as it narrows the messages; turns written as no member are left
+    /// out.
+    pub async fn each_turn_names_the_member_that_wrote_it<F: StoreFactory>(f: &F) -> CheckResult {
+        let (one, two, outside) = (f.open().await?, f.open().await?, f.open().await?);
+        let first = membership(&one)?.join("hub-one", None, &[]).await?;
+        membership(&one)?.write_as(Some(first));
+        let second = membership(&two)?.join("hub-two", None, &[]).await?;
+        membership(&two)?.write_as(Some(second));
+        let mut c = conversation(&["a", "b"], at(0))?;
+        one.create(&c).await?;
+        let batch = talk(&mut c, 2, at(1_000))?;
+        one.append(&c, &shared(&batch)).await?;
+        let batch = talk(&mut c, 1, at(3_000))?;
+        two.append(&c, &shared(&batch)).await?;
+        let batch = talk(&mut c, 1, at(4_000))?;
+        one.append(&c, &shared(&batch)).await?;
+        let batch = talk(&mut c, 1, at(5_000))?;
+        outside.append(&c, &shared(&batch)).await?;
+
+        let cluster = membership(&outside)?;
+        let writers = cluster.turn_writers(c.id(), MessageRange::All).await?;
+        let seen: Vec<_> = writers
+            .iter()
+            .map(|w| (w.turn, w.member, w.name.as_deref()))
+            .collect();
+        ensure_eq!(
+            seen,
+            vec![
+                (1, first, Some("hub-one")),
+                (2, first, Some("hub-one")),
+                (3, second, Some("hub-two")),
+                (4, first, Some("hub-one")),
+            ],
+            "every turn's writer, turn 5 (written as no member) left out"
+        );
+        let turns = |writers: Vec<colloquy_storage::TurnWriter>| -> Vec<u64> {
+            writers.iter().map(|w| w.turn).collect()
+        };
+        let ranges = [
+            (MessageRange::Turns { first: 2, last: 3 }, vec![2, 3]),
+            (MessageRange::After(3), vec![4]),
+            (MessageRange::Last(3), vec![3, 4]),
+        ];
+        for (range, expected) in ranges {
+            ensure_eq!(
+                turns(cluster.turn_writers(c.id(), range).await?),
+                expected,
+                "{range:?}"
+            );
+        }
+        let unknown = conversation(&["a", "b"], at(9_000))?;
+        ensure_eq!(
+            cluster
+                .turn_writers(unknown.id(), MessageRange::All)
+                .await?,
+            vec![],
+            "an unknown conversation has none"
+        );
+        Ok(())
+    }
 }
 
 suite!(
@@ -240,4 +302,5 @@ suite!(
     a_silent_member_is_fenced_exactly_once,
     a_fenced_member_writes_nothing,
     orphans_are_claimed_exactly_once,
+    each_turn_names_the_member_that_wrote_it,
 );
