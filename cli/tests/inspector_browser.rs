@@ -475,7 +475,12 @@ async fn the_inspector_in_a_browser() {
     let (link, count) = behind.expect("the demo's conversations fill a bar");
     link.click().await.unwrap();
     browser.wait_for("#bar").await;
-    assert!(page.current_url().await.unwrap().as_str().contains("turns="));
+    assert!(page
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("turns="));
     assert_eq!(
         page.find_all(Locator::Css("a.conversation-link"))
             .await

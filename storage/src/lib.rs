@@ -37,6 +37,8 @@
 //!   `colloquy-router` stays backend-agnostic.
 
 mod batch;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod committed;
 mod error;
 mod exchanges;
 #[cfg(feature = "faults")]

@@ -238,6 +238,8 @@ pub struct PostgresStore {
     pub(crate) writer: Arc<std::sync::Mutex<Option<crate::Member>>>,
     /// The cluster's wake-ups (`LISTEN`), started on first use.
     pub(crate) listener: Arc<listen::Listener>,
+    /// The context last committed for each recently written conversation.
+    pub(crate) contexts: Arc<crate::committed::CommittedContexts>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -293,6 +295,7 @@ impl PostgresStore {
             closed: Arc::new(AtomicBool::new(false)),
             writer: Arc::default(),
             listener,
+            contexts: Arc::default(),
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client, &options, &store.server).await?;
@@ -434,7 +437,9 @@ impl ConversationStore for PostgresStore {
     }
 
     async fn create(&self, conversation: &Conversation) -> Result<(), StoreError> {
-        self.create_once(conversation).await
+        let written = self.create_once(conversation).await;
+        self.contexts.note(conversation, &written);
+        written
     }
 
     async fn append(
@@ -446,7 +451,9 @@ impl ConversationStore for PostgresStore {
     }
 
     async fn update(&self, conversation: &Conversation) -> Result<(), StoreError> {
-        self.update_once(conversation).await
+        let written = self.update_once(conversation).await;
+        self.contexts.note(conversation, &written);
+        written
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {

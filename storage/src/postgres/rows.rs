@@ -26,7 +26,8 @@ pub(crate) struct ConvParams {
     pub(crate) id: Uuid,
     columns: StateColumns,
     participants: Vec<String>,
-    context: Value,
+    /// `None`: the stored context is already this conversation's (the write keeps it).
+    context: Option<Value>,
     metadata: Value,
     /// What the write changes in the shared state (`StateChange` as JSON), if anything.
     pub(crate) change: Option<Value>,
@@ -87,6 +88,12 @@ impl MessageColumns {
 }
 
 pub(crate) fn encode_conversation(c: &Conversation) -> Result<ConvParams, StoreError> {
+    encode_state(c, true)
+}
+
+/// Encodes `c`; without `with_context` the context is left out (not even copied), and the
+/// write keeps the stored one.
+pub(crate) fn encode_state(c: &Conversation, with_context: bool) -> Result<ConvParams, StoreError> {
     let p = c.parts();
     Ok(ConvParams {
         id: p.id.as_uuid(),
@@ -96,7 +103,7 @@ pub(crate) fn encode_conversation(c: &Conversation) -> Result<ConvParams, StoreE
             .iter()
             .map(|m| m.as_str().to_owned())
             .collect(),
-        context: Value::Object(Map::clone(&p.context)),
+        context: with_context.then(|| Value::Object(Map::clone(&p.context))),
         metadata: Value::Object(Map::clone(&p.metadata)),
         change: c
             .state_change()

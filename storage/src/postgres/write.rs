@@ -5,7 +5,7 @@
 use colloquy_core::{Conversation, ConversationId, Message, ModuleInfo, StatusKind, Timestamp};
 use tokio_postgres::error::SqlState;
 
-use super::rows::{encode_conversation, encode_messages, CONVERSATION_COLUMNS};
+use super::rows::{encode_conversation, encode_messages, encode_state, CONVERSATION_COLUMNS};
 use crate::{
     batch::{check_append, check_create, check_state, check_update, check_write, plan_append},
     batch::{Existing, StoredState},
@@ -33,17 +33,35 @@ const INSERT_MESSAGES: &str = "INSERT INTO messages \
 pub(super) const WRITER_FENCED: &str = "EXISTS (SELECT 1 FROM hubs \
      WHERE id = :writer_id::uuid AND epoch = :writer_epoch::bigint AND fenced)";
 
-/// The fast append: the conversation's conditional, fenced update at the stored turn
-/// count `:previous_turns`, feeding the messages' insert, with the state change recorded,
-/// in one statement.
-pub(super) static FAST_APPEND: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
-    Named::new(&format!(
-        "WITH updated AS ({}), {RECORD_CHANGE} {INSERT_MESSAGES} FROM updated, {UNNEST_MESSAGES}",
-        update_sql(&format!(
-            "AND turn_count = :previous_turns AND NOT {WRITER_FENCED}"
-        )),
-    ))
-});
+/// The fast append: the conversation's conditional update at the stored turn count
+/// `:previous_turns`, feeding the messages' insert, in one statement; fenced when the store
+/// writes as a member, and recording the state change when the write has one. Four
+/// variants, so that the common append (no state change, or no cluster) does not pay the
+/// executor's setup of a table it writes nothing to, or a lookup of a member it has not.
+fn fast_append(change: bool, fenced: bool) -> &'static Named {
+    static VARIANTS: std::sync::LazyLock<[Named; 4]> = std::sync::LazyLock::new(|| {
+        [(false, false), (false, true), (true, false), (true, true)]
+            .map(|(change, fenced)| Named::new(&fast_append_sql(change, fenced)))
+    });
+    &VARIANTS[usize::from(change) * 2 + usize::from(fenced)]
+}
+
+fn fast_append_sql(change: bool, fenced: bool) -> String {
+    let fence = if fenced {
+        format!("AND NOT {WRITER_FENCED}")
+    } else {
+        String::new()
+    };
+    let record = if change {
+        format!(", {RECORD_CHANGE}")
+    } else {
+        String::new()
+    };
+    format!(
+        "WITH updated AS ({}){record} {INSERT_MESSAGES} FROM updated, {UNNEST_MESSAGES}",
+        update_sql(&format!("AND turn_count = :previous_turns {fence}")),
+    )
+}
 
 /// A CTE that records the write's state change (`:change`, `NULL` for none) for the row
 /// `updated` returned: part of the write's own statement.
@@ -147,14 +165,16 @@ static RECORD_MODULE: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
 
 /// The conditional update of a conversation row from its named columns, recording the
 /// writer (`:writer_id`, `:writer_epoch`): only from the stored version (the given one
-/// minus one), never once ended; `extra` adds conditions.
+/// minus one), never once ended; `extra` adds conditions. A `NULL` context keeps the stored
+/// one (an append whose context is the one committed: the stored value, out of line when
+/// large, is kept as it is instead of being parsed and written again).
 fn update_sql(extra: &str) -> String {
     format!(
         "UPDATE conversations SET status = :status, failure_reason = :failure_reason, \
          phase = :phase, intent = :intent, participants = :participants, \
          turn_count = :turn_count, started_at = :started_at, last_activity = :last_activity, \
          ended_at = :ended_at, idle_timeout_ms = :idle_timeout_ms, max_turns = :max_turns, \
-         context = :context, metadata = :metadata, version = :version, \
+         context = COALESCE(:context::jsonb, context), metadata = :metadata, version = :version, \
          busy_until = :busy_until, written_by_id = :writer_id, written_by_epoch = :writer_epoch \
          WHERE id = :id AND version = :version::bigint - 1 \
          AND status NOT IN ('completed', 'timed_out', 'failed') {extra} RETURNING id"
@@ -395,7 +415,22 @@ impl PostgresStore {
     ) -> Result<AppendOutcome, StoreError> {
         self.refuse_if_closed()?;
         check_append(conversation, messages)?;
-        let state = encode_conversation(conversation)?;
+        let written = self.append_checked(conversation, messages).await;
+        // A duplicate-only append (nothing inserted) wrote no state, so it proves nothing.
+        match &written {
+            Ok(outcome) if outcome.inserted == 0 => {}
+            _ => self.contexts.note(conversation, &written),
+        }
+        written
+    }
+
+    /// The fast append, or the locked one when the fast one cannot decide.
+    async fn append_checked<M: std::borrow::Borrow<Message> + Sync>(
+        &self,
+        conversation: &Conversation,
+        messages: &[M],
+    ) -> Result<AppendOutcome, StoreError> {
+        let state = encode_state(conversation, !self.contexts.holds(conversation))?;
         let columns = encode_messages(messages)?;
         let first_turn = columns.turns.first().copied().unwrap_or(0);
         let previous_turns = first_turn.saturating_sub(1);
@@ -412,11 +447,14 @@ impl PostgresStore {
                 ("previous_turns", &previous_turns as Param<'_>),
                 ("writer_id", &writer_id),
                 ("writer_epoch", &writer_epoch),
-                ("change", &state.change),
             ]);
-            let values = FAST_APPEND.bind(&values)?;
+            if state.change.is_some() {
+                values.push(("change", &state.change));
+            }
+            let fast_append = fast_append(state.change.is_some(), writer_id.is_some());
+            let values = fast_append.bind(&values)?;
             let statement = client
-                .prepare_cached(FAST_APPEND.sql())
+                .prepare_cached(fast_append.sql())
                 .await
                 .map_err(self.err())?;
             client.execute(&statement, &values).await

@@ -21,9 +21,8 @@ mod writer;
 use open::cannot_open;
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, Weak},
+    sync::Arc,
     time::Duration,
 };
 
@@ -160,21 +159,11 @@ struct Inner {
     /// `None` when opened read-only.
     writer: Option<Writer>,
     options: SqliteOptions,
-    /// The context last committed for each recently written conversation. Contexts are
-    /// shared (`Arc`) and copied on write (`Arc::make_mut` moves a value that weak
-    /// references point at), so the same allocation means the same content: an append
-    /// whose context is the one committed skips serializing and rewriting it. A `Weak`
-    /// keeps the allocation's address from being reused without keeping the context.
-    contexts: Mutex<HashMap<ConversationId, Weak<JsonMap>>>,
+    /// The context last committed for each recently written conversation.
+    contexts: crate::committed::CommittedContexts,
     // Dropped last: it only stops after the writer has had its chance to finish.
     _checkpointer: Option<checkpointer::Checkpointer>,
 }
-
-type JsonMap = serde_json::Map<String, serde_json::Value>;
-
-/// How many conversations' committed contexts are remembered (a few dozen bytes each);
-/// past it the memory starts over and the next append of each writes its context again.
-const REMEMBERED_CONTEXTS: usize = 4_096;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -334,38 +323,6 @@ impl SqliteStore {
         .await
     }
 
-    fn contexts(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Weak<JsonMap>>> {
-        // Map operations cannot leave it inconsistent; a poisoned lock is still usable.
-        self.inner
-            .contexts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Whether `context` is the one last committed for `id`.
-    fn context_committed(&self, id: ConversationId, context: &Arc<JsonMap>) -> bool {
-        self.contexts()
-            .get(&id)
-            .is_some_and(|committed| std::ptr::eq(committed.as_ptr(), Arc::as_ptr(context)))
-    }
-
-    /// Records the outcome of a write that carried `conversation`'s state: its context is
-    /// the stored one after a commit; after a failure nothing is assumed.
-    fn note_context<T>(&self, conversation: &Conversation, written: &Result<T, StoreError>) {
-        let mut contexts = self.contexts();
-        if written.is_ok() {
-            if contexts.len() >= REMEMBERED_CONTEXTS {
-                contexts.clear();
-            }
-            contexts.insert(
-                conversation.id(),
-                Arc::downgrade(&conversation.shared_context()),
-            );
-        } else {
-            contexts.remove(&conversation.id());
-        }
-    }
-
     /// Checks, encodes (on the caller's task) and queues one append.
     async fn append_encoded<M: std::borrow::Borrow<Message>>(
         &self,
@@ -373,7 +330,7 @@ impl SqliteStore {
         messages: &[M],
     ) -> Result<AppendOutcome, StoreError> {
         check_append(conversation, messages)?;
-        let unchanged = self.context_committed(conversation.id(), &conversation.shared_context());
+        let unchanged = self.inner.contexts.holds(conversation);
         let op = write::Append {
             conversation: conversation.id(),
             row: rows::encode_state(conversation, !unchanged)?,
@@ -389,7 +346,7 @@ impl SqliteStore {
         // A duplicate-only append (nothing inserted) wrote no state, so it proves nothing.
         match &written {
             Ok(outcome) if outcome.inserted == 0 => {}
-            _ => self.note_context(conversation, &written),
+            _ => self.inner.contexts.note(conversation, &written),
         }
         written
     }
@@ -421,7 +378,7 @@ impl ConversationStore for SqliteStore {
         check_create(conversation)?;
         let row = rows::encode_conversation(conversation)?;
         let written = self.writer()?.submit(write::Create(row)).await;
-        self.note_context(conversation, &written);
+        self.inner.contexts.note(conversation, &written);
         written
     }
 
@@ -441,7 +398,7 @@ impl ConversationStore for SqliteStore {
             row: rows::encode_conversation(conversation)?,
         };
         let written = self.writer()?.submit(op).await;
-        self.note_context(conversation, &written);
+        self.inner.contexts.note(conversation, &written);
         written
     }
 

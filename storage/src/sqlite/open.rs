@@ -48,7 +48,7 @@ impl SqliteStore {
                 pool,
                 writer,
                 options,
-                contexts: Mutex::default(),
+                contexts: crate::committed::CommittedContexts::default(),
                 _checkpointer: checkpointer,
             }),
         }

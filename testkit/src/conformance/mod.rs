@@ -250,6 +250,7 @@ suite!(
     two_handles_append_concurrently,
     racing_appends_to_one_turn_conflict_cleanly,
     large_batch_append,
+    the_context_follows_the_appends_that_change_it,
 );
 
 pub mod membership;

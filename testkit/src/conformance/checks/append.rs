@@ -369,3 +369,53 @@ pub async fn a_message_is_found_by_its_id<F: StoreFactory>(f: &F) -> CheckResult
     );
     Ok(())
 }
+
+/// The shared context survives the appends that leave it as it is and follows those that
+/// change it, as read back through another handle (a store may keep a context it already
+/// holds instead of writing it again at every turn, never a stale one).
+pub async fn the_context_follows_the_appends_that_change_it<F: StoreFactory>(f: &F) -> CheckResult {
+    let (store, reader) = (f.open().await?, f.open().await?);
+    let notes = "n".repeat(4_000);
+    let mut c = conversation(&["a", "b"], at(0))?.with_context(object(json!({ "notes": notes })));
+    store.create(&c).await?;
+    let context_of = |c: Option<Conversation>| c.map(|c| c.context().clone());
+    for i in 0..2 {
+        let batch = talk(&mut c, 1, at(1_000 * (i + 1)))?;
+        store.append(&c, &shared(&batch)).await?;
+    }
+    ensure_eq!(
+        context_of(reader.conversation(c.id()).await?),
+        Some(object(json!({ "notes": notes }))),
+        "the context kept through appends that did not change it"
+    );
+    c.apply_context_patch(&object(json!({ "step": 1 })), at(3_000))?;
+    let batch = talk(&mut c, 1, at(3_000))?;
+    store.append(&c, &shared(&batch)).await?;
+    let patched = object(json!({ "notes": notes, "step": 1 }));
+    ensure_eq!(
+        context_of(reader.conversation(c.id()).await?),
+        Some(patched.clone()),
+        "the context changed with a turn"
+    );
+    let batch = talk(&mut c, 1, at(4_000))?;
+    store.append(&c, &shared(&batch)).await?;
+    ensure_eq!(
+        context_of(reader.conversation(c.id()).await?),
+        Some(patched),
+        "the changed context kept by the next turn"
+    );
+    // Another handle continues from what it read: its own first append of the context.
+    let mut read = reader
+        .conversation(c.id())
+        .await?
+        .ok_or_else(|| Failure("the conversation is gone".into()))?;
+    read.apply_context_patch(&object(json!({ "step": 2 })), at(5_000))?;
+    let batch = talk(&mut read, 1, at(5_000))?;
+    reader.append(&read, &shared(&batch)).await?;
+    ensure_eq!(
+        context_of(store.conversation(c.id()).await?),
+        Some(object(json!({ "notes": notes, "step": 2 }))),
+        "the other handle's change, read by the first"
+    );
+    Ok(())
+}
