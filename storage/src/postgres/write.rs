@@ -33,35 +33,17 @@ const INSERT_MESSAGES: &str = "INSERT INTO messages \
 pub(super) const WRITER_FENCED: &str = "EXISTS (SELECT 1 FROM hubs \
      WHERE id = :writer_id::uuid AND epoch = :writer_epoch::bigint AND fenced)";
 
-/// The fast append: the conversation's conditional update at the stored turn count
-/// `:previous_turns`, feeding the messages' insert, in one statement; fenced when the store
-/// writes as a member, and recording the state change when the write has one. Four
-/// variants, so that the common append (no state change, or no cluster) does not pay the
-/// executor's setup of a table it writes nothing to, or a lookup of a member it has not.
-fn fast_append(change: bool, fenced: bool) -> &'static Named {
-    static VARIANTS: std::sync::LazyLock<[Named; 4]> = std::sync::LazyLock::new(|| {
-        [(false, false), (false, true), (true, false), (true, true)]
-            .map(|(change, fenced)| Named::new(&fast_append_sql(change, fenced)))
-    });
-    &VARIANTS[usize::from(change) * 2 + usize::from(fenced)]
-}
-
-fn fast_append_sql(change: bool, fenced: bool) -> String {
-    let fence = if fenced {
-        format!("AND NOT {WRITER_FENCED}")
-    } else {
-        String::new()
-    };
-    let record = if change {
-        format!(", {RECORD_CHANGE}")
-    } else {
-        String::new()
-    };
-    format!(
-        "WITH updated AS ({}){record} {INSERT_MESSAGES} FROM updated, {UNNEST_MESSAGES}",
-        update_sql(&format!("AND turn_count = :previous_turns {fence}")),
-    )
-}
+/// The fast append: the conversation's conditional, fenced update at the stored turn
+/// count `:previous_turns`, feeding the messages' insert, with the state change recorded,
+/// in one statement.
+pub(super) static FAST_APPEND: std::sync::LazyLock<Named> = std::sync::LazyLock::new(|| {
+    Named::new(&format!(
+        "WITH updated AS ({}), {RECORD_CHANGE} {INSERT_MESSAGES} FROM updated, {UNNEST_MESSAGES}",
+        update_sql(&format!(
+            "AND turn_count = :previous_turns AND NOT {WRITER_FENCED}"
+        )),
+    ))
+});
 
 /// A CTE that records the write's state change (`:change`, `NULL` for none) for the row
 /// `updated` returned: part of the write's own statement.
@@ -447,14 +429,11 @@ impl PostgresStore {
                 ("previous_turns", &previous_turns as Param<'_>),
                 ("writer_id", &writer_id),
                 ("writer_epoch", &writer_epoch),
+                ("change", &state.change),
             ]);
-            if state.change.is_some() {
-                values.push(("change", &state.change));
-            }
-            let fast_append = fast_append(state.change.is_some(), writer_id.is_some());
-            let values = fast_append.bind(&values)?;
+            let values = FAST_APPEND.bind(&values)?;
             let statement = client
-                .prepare_cached(fast_append.sql())
+                .prepare_cached(FAST_APPEND.sql())
                 .await
                 .map_err(self.err())?;
             client.execute(&statement, &values).await
