@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # colloquy on PostgreSQL and the raw limit of the same server, in one run:
 #   benches/pg.sh URL [SECONDS]
-# 1. pgbench: single-row insert transactions at 1 and 64 clients, 100-row inserts at 64
+# 1. pgbench (prepared statements, as colloquy uses): single-row insert transactions at 1
+#    and 64 clients, 100-row inserts at 64
 #    (benches/pg/*.sql, into a scratch table in the schema colloquy_bench_raw);
 # 2. colloquy load on the schema colloquy_bench: 1,000 conversations x 20 round trips at 64
 #    in flight, then 1 x 5,000 sequential;
@@ -24,7 +25,7 @@ psql "$url" -qAt -c "CREATE SCHEMA $raw" -c "CREATE TABLE $raw.raw_messages (
   sent_at bigint NOT NULL, UNIQUE (conversation_id, turn))" >/dev/null
 pgopts="-c search_path=$raw"
 tps() { # clients script -> transactions per second
-  PGOPTIONS="$pgopts" pgbench -n -f "$here/pg/$2" -c "$1" -j 2 -T "$seconds" "$url" 2>/dev/null \
+  PGOPTIONS="$pgopts" pgbench -n -M prepared -f "$here/pg/$2" -c "$1" -j 2 -T "$seconds" "$url" 2>/dev/null \
     | awk '/^tps/ {print int($3)}'
 }
 one_1=$(tps 1 insert_one.sql)

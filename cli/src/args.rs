@@ -237,9 +237,11 @@ pub(crate) enum Command {
         /// `a2a` (A2A SendMessage over loopback HTTP, measured in the same run against a
         /// bare axum JSON echo, and against `--peer`), `mcp` (MCP `tools/call` of `send`
         /// over Streamable HTTP, measured in the same run against the bare echo and the
-        /// A2A SendMessage of the same exchanges), or `tokio` (no hub at all: the same
+        /// A2A SendMessage of the same exchanges), `tokio` (no hub at all: the same
         /// round trips between two tokio tasks, the limit `direct` on memory is measured
-        /// against).
+        /// against), or `sqlite-raw` (no hub: the rows the same load writes, straight into
+        /// SQLite in 1,000-row transactions and as single-row commits, the limits `direct`
+        /// on SQLite is measured against).
         #[arg(long, value_enum, default_value_t = Via::Direct)]
         via: Via,
         /// Hubs on the one PostgreSQL database, in this process, each with its own
@@ -286,6 +288,10 @@ pub(crate) enum Via {
     /// No hub: the limit an in-process hub is measured against (an echo task per
     /// conversation, reached through a tokio mpsc, replying on a oneshot).
     Tokio,
+    /// No hub: the limits a hub on SQLite is measured against (the rows the same load
+    /// writes, inserted straight into an SQLite file in 1,000-row transactions, then as
+    /// single-row commits).
+    SqliteRaw,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

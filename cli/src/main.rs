@@ -13,6 +13,7 @@ mod inspect;
 mod load;
 mod load_a2a;
 mod load_limit;
+mod load_sqlite_limit;
 mod mcp;
 mod output;
 mod serve;
@@ -253,6 +254,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     )
                 }
                 args::Via::Tokio => load_limit::run(&mut out, plan).await?,
+                args::Via::SqliteRaw if peer.is_some() => {
+                    anyhow::bail!("--via sqlite-raw measures SQLite alone, with no peer")
+                }
+                args::Via::SqliteRaw => load_sqlite_limit::run(&mut out, &plan)?,
             }
         }
         Command::Export { id, format, audit } => {

@@ -451,6 +451,31 @@ fn load_via_mcp_measures_send_beside_a2a_and_stores_every_exchange() {
 }
 
 #[test]
+fn load_via_sqlite_raw_measures_the_limits_of_sqlite_without_a_hub() {
+    let report: Value = serde_json::from_str(
+        &colloquy(&[
+            "load",
+            "--via",
+            "sqlite-raw",
+            "--conversations",
+            "5",
+            "--turns",
+            "4",
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(report["via"], "sqlite-raw");
+    assert_eq!(report["synchronous"], "NORMAL");
+    // Four rows a round trip, once in 1,000-row transactions and once as single commits.
+    assert_eq!(report["rows"], 80);
+    assert_eq!(report["single_row_commits"], 80);
+    assert_eq!(report["rows_stored"], 160);
+    assert!(report["single_row_commits_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
 fn load_via_tokio_measures_the_limit_without_a_hub() {
     let report: Value = serde_json::from_str(
         &colloquy(&[
