@@ -22,8 +22,8 @@ use axum::{
     Extension, Json, Router,
 };
 use colloquy_runtime::{
-    Caller, ConversationHandle, ConversationId, ConversationSpec, CoreError, Hub, HubError,
-    MessageKind, MessageRange, ModuleInfo, ModuleName, Registration, RouteError, RouteOptions,
+    ConversationHandle, ConversationId, ConversationSpec, CoreError, Hub, HubError, MessageKind,
+    MessageRange, ModuleInfo, ModuleName, RouteError, RouteOptions,
 };
 use serde_json::{json, value::RawValue, Value};
 use tokio::sync::{broadcast, oneshot};
@@ -165,25 +165,14 @@ impl A2aServer {
     /// module of the hub.
     pub async fn new(hub: Hub, options: A2aOptions) -> Result<Arc<Self>, A2aError> {
         let callers = options.participants();
-        let modules = hub.reachable_modules();
-        if let Some(participant) = callers
-            .iter()
-            .find(|p| modules.iter().any(|m| &m.name == *p && !m.is_caller()))
-        {
-            return Err(A2aError::CallerIsModule {
-                participant: participant.clone(),
-            });
-        }
-        for participant in &callers {
-            hub.register_with(
-                Arc::new(Caller::new(
-                    participant.clone(),
-                    "A2A callers of this hub's network front",
-                )),
-                Registration::new().replacing(),
-            )
-            .await?;
-        }
+        hub.register_callers(&callers, "A2A callers of this hub's network front")
+            .await
+            .map_err(|e| match e {
+                HubError::CallerIsModule { participant } => {
+                    A2aError::CallerIsModule { participant }
+                }
+                other => other.into(),
+            })?;
         let metrics = Metrics::new();
         // The hub's own series (every exchange, handler times, store errors) are recorded
         // into this server's registry too.

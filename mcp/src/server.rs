@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
-use colloquy_runtime::{Caller, Hub, ModuleName, Registration};
+use colloquy_runtime::{Hub, HubError, ModuleName};
 use rmcp::{
     transport::streamable_http_server::{
         session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
@@ -103,25 +103,14 @@ impl McpServer {
     /// module of the hub.
     pub async fn new(hub: Hub, options: McpOptions) -> Result<Arc<Self>, McpError> {
         let callers = options.participants();
-        let modules = hub.reachable_modules();
-        if let Some(participant) = callers
-            .iter()
-            .find(|p| modules.iter().any(|m| &m.name == *p && !m.is_caller()))
-        {
-            return Err(McpError::CallerIsModule {
-                participant: participant.clone(),
-            });
-        }
-        for participant in &callers {
-            hub.register_with(
-                Arc::new(Caller::new(
-                    participant.clone(),
-                    "MCP clients of this hub (LLM applications)",
-                )),
-                Registration::new().replacing(),
-            )
-            .await?;
-        }
+        hub.register_callers(&callers, "MCP clients of this hub (LLM applications)")
+            .await
+            .map_err(|e| match e {
+                HubError::CallerIsModule { participant } => {
+                    McpError::CallerIsModule { participant }
+                }
+                other => other.into(),
+            })?;
         Ok(Arc::new(Self { hub, options }))
     }
 

@@ -59,6 +59,14 @@ pub enum HubError {
         reason: String,
     },
 
+    /// A caller participant (the name network clients speak as) has the name of a module
+    /// the hub reaches: it would take the module's place. Give the caller another name.
+    #[error("the caller participant {participant} has the name of a module of the hub; a caller cannot speak as a module: give the participant another name")]
+    CallerIsModule {
+        /// The participant.
+        participant: ModuleName,
+    },
+
     /// No module declares the capability a broadcast asked for.
     #[error("no registered module other than the sender declares capability {capability}")]
     NoModuleWithCapability {

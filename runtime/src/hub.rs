@@ -150,6 +150,35 @@ impl Hub {
         Ok(())
     }
 
+    /// Registers the participants network clients speak as ([`Caller`](colloquy_registry::Caller)s,
+    /// described as `description`: who speaks through them), replacing earlier
+    /// registrations of the same callers.
+    ///
+    /// Errors: [`HubError::CallerIsModule`] when one of `names` is a module (not a caller)
+    /// the hub reaches, here or on another hub of its cluster: a caller would take the
+    /// module's place. Nothing is registered then.
+    pub async fn register_callers(
+        &self,
+        names: &[ModuleName],
+        description: &str,
+    ) -> Result<(), HubError> {
+        let modules = self.reachable_modules();
+        if let Some(name) = names
+            .iter()
+            .find(|n| modules.iter().any(|m| &m.name == *n && !m.is_caller()))
+        {
+            return Err(HubError::CallerIsModule {
+                participant: name.clone(),
+            });
+        }
+        for name in names {
+            let caller = colloquy_registry::Caller::new(name.clone(), description);
+            self.register_with(Arc::new(caller), Registration::new().replacing())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Removes a module. Conversations it takes part in stay; messages to it fail with
     /// an unknown-target error until it is registered again.
     pub fn unregister(&self, name: &ModuleName) -> Result<(), HubError> {

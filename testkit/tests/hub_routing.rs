@@ -495,3 +495,47 @@ async fn history_reads_come_from_the_store_in_order() -> Result<()> {
     assert_eq!(all.len(), 10);
     Ok(())
 }
+
+/// Callers (the participants network clients speak as) are registered once for every
+/// front: a name that is a module is refused and nothing is registered; the others are
+/// listed as callers, can be registered again, and cannot be addressed.
+#[tokio::test]
+async fn callers_are_registered_beside_modules_and_never_in_their_place() -> Result<()> {
+    let hub = Hub::builder().memory().build().await?;
+    hub.register(Echo::new(name("echo"))).await?;
+    let refused = hub
+        .register_callers(&[name("web"), name("echo")], "clients")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, HubError::CallerIsModule { participant } if participant.as_str() == "echo"),
+        "{refused:?}"
+    );
+    assert!(hub.modules().iter().all(|m| m.name.as_str() != "web"));
+
+    hub.register_callers(&[name("web"), name("cli")], "clients")
+        .await?;
+    hub.register_callers(&[name("web")], "clients").await?;
+    let callers: Vec<String> = hub
+        .modules()
+        .iter()
+        .filter(|m| m.is_caller())
+        .map(|m| m.name.to_string())
+        .collect();
+    assert_eq!(callers, ["cli", "web"]);
+    let conversation = hub
+        .start_conversation(ConversationSpec::between("web", "echo")?)
+        .await?;
+    let exchange = conversation.send("hello").await?;
+    assert_eq!(exchange.reply.map(|r| r.content.clone()), Some(json!("hello")));
+    let to_caller = hub
+        .start_conversation(ConversationSpec::between("echo", "web")?)
+        .await?;
+    let refused = to_caller.send("hi").await.unwrap_err();
+    assert!(
+        refused.to_string().contains("cannot be addressed"),
+        "{refused}"
+    );
+    hub.shutdown().await;
+    Ok(())
+}
