@@ -198,32 +198,18 @@ pub(crate) async fn call(
     cancel: CancellationToken,
 ) -> CallToolResult {
     let arguments = Value::Object(arguments.unwrap_or_default());
-    let outcome = match name {
-        LIST_MODULES => match parse(name, arguments) {
-            Ok(args) => Ok(list_modules(server, args)),
-            Err(e) => Err(e),
-        },
-        START_CONVERSATION => match parse(name, arguments) {
-            Ok(args) => start(server, caller, args).await,
-            Err(e) => Err(e),
-        },
-        SEND => match parse(name, arguments) {
-            Ok(args) => send(server, caller, args, cancel).await,
-            Err(e) => Err(e),
-        },
-        HISTORY => match parse(name, arguments) {
-            Ok(args) => history(server, caller, args).await,
-            Err(e) => Err(e),
-        },
-        END_CONVERSATION => match parse(name, arguments) {
-            Ok(args) => end(server, caller, args).await,
-            Err(e) => Err(e),
-        },
-        _ => match parse(name, arguments) {
-            Ok(args) => find(server, caller, args).await,
-            Err(e) => Err(e),
-        },
-    };
+    // Each tool's arguments are parsed into its own type first: a refusal says which.
+    let outcome = async {
+        match name {
+            LIST_MODULES => Ok(list_modules(server, parse(name, arguments)?)),
+            START_CONVERSATION => start(server, caller, parse(name, arguments)?).await,
+            SEND => send(server, caller, parse(name, arguments)?, cancel).await,
+            HISTORY => history(server, caller, parse(name, arguments)?).await,
+            END_CONVERSATION => end(server, caller, parse(name, arguments)?).await,
+            _ => find(server, caller, parse(name, arguments)?).await,
+        }
+    }
+    .await;
     match outcome {
         Ok(value) => CallToolResult::structured(value),
         Err(Refused(reason)) => CallToolResult::error(vec![ContentBlock::text(reason)]),
