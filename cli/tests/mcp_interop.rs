@@ -22,29 +22,18 @@
 
 mod common;
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use colloquy_mcp::{McpModule, RestartPolicy};
 use colloquy_runtime::{
     async_trait, ConversationSpec, Hub, HubError, MessageKind, MessageRange, Module, ModuleError,
     ModuleInfo, Response, RouteError, RouteOptions, StoreReader, Turn,
 };
-use common::{python, script};
+use common::{python, run_script, script};
 use serde_json::{json, Value};
 
 fn run_client(python: &Path, args: &[&str]) -> Value {
-    let run = Command::new(python)
-        .arg(script("mcp_client.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "the Python MCP client failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    serde_json::from_slice(&run.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&run.stdout)))
+    run_script(python, "mcp_client.py", args)
 }
 
 /// What `converse` of mcp_client.py saw, checked: the outcomes a client acts on.

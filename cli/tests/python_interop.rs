@@ -22,12 +22,9 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::{Path, PathBuf};
 
-use common::{python, python_agent, script, Running};
+use common::{python, python_agent, run_script, Running};
 
 use colloquy_a2a::RemoteAgent;
 use colloquy_runtime::{
@@ -47,17 +44,7 @@ fn serve(db: &Path, tokens: &Path, extra: &[&str]) -> (Running, String) {
 }
 
 fn run_python(python: &Path, args: &[&str]) -> Value {
-    let run = Command::new(python)
-        .arg(script("interop.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "the Python client failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    serde_json::from_slice(&run.stdout).unwrap()
+    run_script(python, "interop.py", args)
 }
 
 fn tokens_file(dir: &Path) -> PathBuf {

@@ -527,7 +527,10 @@ async fn callers_are_registered_beside_modules_and_never_in_their_place() -> Res
         .start_conversation(ConversationSpec::between("web", "echo")?)
         .await?;
     let exchange = conversation.send("hello").await?;
-    assert_eq!(exchange.reply.map(|r| r.content.clone()), Some(json!("hello")));
+    assert_eq!(
+        exchange.reply.map(|r| r.content.clone()),
+        Some(json!("hello"))
+    );
     let to_caller = hub
         .start_conversation(ConversationSpec::between("echo", "web")?)
         .await?;

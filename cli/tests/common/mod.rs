@@ -36,6 +36,27 @@ pub(crate) fn script(name: &str) -> String {
     format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs the Python script `name` (in `tests/python/`) with `args` to its end and returns
+/// the JSON it printed; fails the test, with its error output, if it failed.
+pub(crate) fn run_script(python: &Path, name: &str, args: &[&str]) -> Value {
+    let run = Command::new(python)
+        .arg(script(name))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "the Python script {name} failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{name} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&run.stdout)
+        )
+    })
+}
+
 /// The SDK agent; returns it and its base URL.
 pub(crate) fn python_agent(python: &Path) -> (Running, String) {
     let (agent, ready) = start(Command::new(python).arg(script("agent.py")));
