@@ -245,7 +245,7 @@ impl Live {
                 if message.turn > self.last_turn {
                     self.last_turn = message.turn;
                     let mut row = TurnRow::of(message, &self.known);
-                    row.hub.clone_from(&self.this_hub);
+                    row.hub = self.this_hub.clone();
                     self.queued.extend(json_event("turn", &row));
                 }
             }

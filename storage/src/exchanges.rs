@@ -5,6 +5,7 @@
 use colloquy_core::{Message, MessageKind, ModuleName};
 use serde::{Deserialize, Serialize};
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::StoreError;
 
 /// The upper bounds (exclusive, in milliseconds) of the time buckets of
@@ -70,6 +71,7 @@ impl ModuleExchanges {
     }
 
     /// Adds a row a SQL backend counted: `count` requests in `bucket` (`-1`: unanswered).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn add_row(&mut self, bucket: i64, count: i64) -> Result<(), StoreError> {
         let count = u64::try_from(count).map_err(|_| StoreError::Corrupt {
             location: format!("exchanges of {}", self.module),
@@ -141,6 +143,7 @@ impl ExchangeTally {
 /// The SQL both backends run: each request with its reply (the next turn, answering it),
 /// bucketed; `-1` for no reply. The caller adds the time range on `q.sent_at` and the
 /// `GROUP BY`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn exchanges_sql() -> String {
     let mut bucket = String::from("CASE WHEN r.id IS NULL THEN -1");
     for (i, bound) in EXCHANGE_BUCKETS_MS.iter().enumerate() {
@@ -156,10 +159,12 @@ pub(crate) fn exchanges_sql() -> String {
 }
 
 /// The tail of [`exchanges_sql`] after the time range.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const EXCHANGES_GROUP: &str = " GROUP BY q.target, bucket ORDER BY q.target";
 
 /// Folds the `(module, bucket, count)` rows (grouped by module) into one entry per module,
 /// sorted by name (as Rust orders names, whatever the database's collation).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn fold_rows(
     rows: impl IntoIterator<Item = Result<(String, i64, i64), StoreError>>,
 ) -> Result<Vec<ModuleExchanges>, StoreError> {
