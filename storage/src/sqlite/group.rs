@@ -7,7 +7,11 @@
 //! write gets its error and the writes before it run again in a fresh transaction, so
 //! nobody's write is lost or half-applied.
 
-use std::{collections::VecDeque, sync::Arc, time::Instant};
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -140,15 +144,47 @@ impl Worker {
         })
     }
 
+    /// Commits one write on the caller's thread if it can start without waiting: the
+    /// turnstile and SQLite's write lock are both free right now. When either is taken
+    /// (another process writes, or waits to), the write comes back untouched (`Err`) for
+    /// the caller to wait the usual way; otherwise its outcome.
+    pub(crate) fn commit_one_now<W: Write>(
+        &mut self,
+        write: W,
+    ) -> Result<Result<W::Output, StoreError>, W> {
+        match self.begin_now() {
+            Ok(true) => {}
+            Ok(false) => return Err(write),
+            Err(e) => return Ok(Err(e)),
+        }
+        let (job, mut answer) = Pending::new(write);
+        self.run_group(vec![Box::new(job)], true);
+        // run_group answers every job before returning.
+        Ok(answer.try_recv().unwrap_or_else(|_| {
+            Err(StoreError::Backend {
+                backend: "sqlite",
+                message: "a write was left unanswered (a colloquy bug)".into(),
+            })
+        }))
+    }
+
     /// Applies `jobs` in one transaction and commits once, then answers every job.
     pub(crate) fn commit_group(&mut self, jobs: Vec<Box<dyn Job>>) {
+        self.run_group(jobs, false);
+    }
+
+    /// [`commit_group`](Self::commit_group), its first transaction already begun when
+    /// `begun`.
+    fn run_group(&mut self, jobs: Vec<Box<dyn Job>>, mut begun: bool) {
         let mut pending: VecDeque<Box<dyn Job>> = jobs.into();
         while !pending.is_empty() {
-            if let Err(e) = self.begin() {
-                for job in pending {
-                    job.fail(e.clone());
+            if !std::mem::take(&mut begun) {
+                if let Err(e) = self.begin() {
+                    for job in pending {
+                        job.fail(e.clone());
+                    }
+                    return;
                 }
-                return;
             }
             let mut done: Vec<Box<dyn Job>> = Vec::new();
             let mut aborted = false;
@@ -215,6 +251,35 @@ impl Worker {
                     other => return Err(other),
                 },
             }
+        }
+    }
+
+    /// Begins a write transaction only if nothing has to be waited for: `Ok(false)` when
+    /// another writer is in the turnstile or holds SQLite's write lock.
+    fn begin_now(&mut self) -> Result<bool, StoreError> {
+        if !self.conn.is_autocommit() {
+            let _ = self.exec("ROLLBACK");
+        }
+        let _passing = match self.turnstile.enter(Instant::now(), Duration::ZERO) {
+            Ok(passing) => passing,
+            Err(StoreError::Busy { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // No waiting inside SQLite either, for this one try.
+        let site = Arc::clone(&self.site);
+        self.conn
+            .busy_timeout(Duration::ZERO)
+            .map_err(|e| site.err(e))?;
+        let began = self.exec("BEGIN IMMEDIATE");
+        self.conn
+            .busy_timeout(site.busy_timeout)
+            .map_err(|e| site.err(e))?;
+        match began {
+            Ok(()) => Ok(true),
+            Err(e) => match site.err(e) {
+                StoreError::Busy { .. } => Ok(false),
+                other => Err(other),
+            },
         }
     }
 

@@ -72,6 +72,9 @@ impl Drop for Active<'_> {
 pub(crate) struct Writer {
     queue: Mutex<Option<mpsc::Sender<Message>>>,
     shared: Arc<Shared>,
+    /// A lone write may commit on the caller's thread without `block_in_place`: true at
+    /// synchronous NORMAL, where a commit waits for no disk flush.
+    commit_in_place: bool,
 }
 
 impl Writer {
@@ -105,6 +108,7 @@ impl Writer {
         Ok(Self {
             queue: Mutex::new(Some(tx)),
             shared,
+            commit_in_place: options.synchronous == super::Synchronous::Normal,
         })
     }
 
@@ -131,6 +135,18 @@ impl Writer {
                 if worker.closed {
                     return Err(StoreError::Closed);
                 }
+                // At synchronous NORMAL a commit only appends to the log (no fsync): when
+                // nothing has to be waited for, it is made right here, which costs less than
+                // `block_in_place` handing the worker's other tasks to another thread (a
+                // sequential writer ran 36% faster; benches/README, session 10).
+                let write = if self.commit_in_place {
+                    match worker.commit_one_now(write) {
+                        Ok(outcome) => return outcome,
+                        Err(write) => write,
+                    }
+                } else {
+                    write
+                };
                 return tokio::task::block_in_place(move || worker.commit_one(write));
             }
         }
