@@ -6,7 +6,10 @@
 //! Two ways in, one connection:
 //! - **inline**: when no other write to this store is in progress, the caller commits its
 //!   own write on its thread (through `block_in_place`, so the tokio worker hands its other
-//!   tasks away first). A strictly sequential writer pays no thread hand-off at all.
+//!   tasks away first). A strictly sequential writer pays no thread hand-off at all. At
+//!   synchronous NORMAL, where a commit appends to the log without a flush, a lone write
+//!   whose locks are free at once skips `block_in_place` too (`Worker::commit_one_now`):
+//!   it never waits on the worker's thread, and it costs less than the hand-off.
 //! - **queued**: otherwise the write joins a bounded queue and the writer thread commits
 //!   everything queued in one transaction. Under load this is group commit.
 //!
