@@ -29,6 +29,10 @@ pub(crate) enum QueryValue {
 
 /// How a backend's SQL differs where the shared queries meet it.
 pub(crate) trait Dialect {
+    /// Where conversations are read from, with every column of [`CONVERSATION_COLUMNS`]
+    /// (SQLite keeps the context in a table of its own and joins it back in a view).
+    const CONVERSATIONS: &'static str = "conversations";
+
     /// The placeholder of the `n`th parameter, from 1 (`?1`, `$1`).
     fn placeholder(n: usize) -> String;
 
@@ -79,7 +83,10 @@ fn int(n: u64) -> QueryValue {
 /// holds (`ConversationPage::from_candidates` tells from it whether another follows).
 pub(crate) fn list<D: Dialect>(filter: &ListFilter) -> Query {
     let mut q = Query {
-        sql: format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE 1 = 1"),
+        sql: format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM {} WHERE 1 = 1",
+            D::CONVERSATIONS
+        ),
         values: Vec::new(),
     };
     if let Some(status) = filter.status {

@@ -360,7 +360,7 @@ async fn an_unchanged_context_is_kept_and_a_patched_one_is_written() {
     store.create(&c).await.unwrap();
     let stored_context = |path: &Path| -> String {
         raw(path)
-            .query_row("SELECT context FROM conversations", [], |r| r.get(0))
+            .query_row("SELECT context FROM contexts", [], |r| r.get(0))
             .unwrap()
     };
     // Same context as committed: appends leave it as it is.
@@ -556,7 +556,8 @@ async fn a_lock_held_past_lock_wait_is_a_typed_busy() {
 async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v1.db");
-    let mut c = conversation(1);
+    let notes = json!({ "notes": "kept across the upgrade" });
+    let mut c = conversation(1).with_context(notes.as_object().unwrap().clone());
     {
         let store = open(&path).await.unwrap();
         store.create(&c).await.unwrap();
@@ -567,7 +568,12 @@ async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
     // Take the file back to schema version 1, as the previous release left it.
     raw(&path)
         .execute_batch(
-            "ALTER TABLE conversations DROP COLUMN version; \
+            "DROP VIEW conversation_rows; \
+             ALTER TABLE conversations ADD COLUMN context TEXT NOT NULL DEFAULT '{}'; \
+             UPDATE conversations SET context = \
+                 (SELECT x.context FROM contexts x WHERE x.conversation_id = conversations.id); \
+             DROP TABLE contexts; \
+             ALTER TABLE conversations DROP COLUMN version; \
              ALTER TABLE conversations DROP COLUMN busy_until; \
              DROP TABLE state_changes; \
              PRAGMA user_version = 1;",
@@ -580,6 +586,11 @@ async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
     assert_eq!(version, SCHEMA_VERSION);
     let mut back = store.conversation(c.id()).await.unwrap().unwrap();
     assert_eq!(back.version(), 0, "rows of version 1 start at version 0");
+    assert_eq!(
+        back.context(),
+        notes.as_object().unwrap(),
+        "the context moved to its table"
+    );
     assert_eq!(back.turn_count(), 1);
     let m = turn(&mut back, 3, json!("after"));
     store.append(&back, &shared(&[m])).await.unwrap();

@@ -214,7 +214,7 @@ async fn sql_looking_strings_are_only_ever_data() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(tables, 5, "every table is still there");
+    assert_eq!(tables, 6, "every table is still there");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ pub(crate) fn conversation(
     site: &Site,
     id: ConversationId,
 ) -> Result<Option<colloquy_core::Conversation>, StoreError> {
-    let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1");
+    let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversation_rows WHERE id = ?1");
     let mut stmt = conn.prepare_cached(&sql).map_err(|e| site.err(e))?;
     let mut rows = stmt.query([id.to_string()]).map_err(|e| site.err(e))?;
     match rows.next().map_err(|e| site.err(e))? {
@@ -102,6 +102,8 @@ pub(crate) fn messages(
 struct Sqlite;
 
 impl Dialect for Sqlite {
+    const CONVERSATIONS: &'static str = "conversation_rows";
+
     fn placeholder(n: usize) -> String {
         format!("?{n}")
     }
@@ -112,7 +114,8 @@ impl Dialect for Sqlite {
         // the page size, instead of first collecting every conversation of the module.
         format!(
             "EXISTS (SELECT 1 FROM participants p \
-             WHERE p.conversation_id = conversations.id AND p.module = {module})"
+             WHERE p.conversation_id = {}.id AND p.module = {module})",
+            Self::CONVERSATIONS
         )
     }
 }

@@ -79,6 +79,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conversation_id, version)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // Version 4: the shared context in a table of its own. SQLite rewrites a whole row on
+    // any update, overflow pages and all, so a large context kept in the conversation row
+    // was written again at every turn that left it unchanged. Only a context that is not
+    // empty has a row (most conversations start with none, and opening one writes no more
+    // than before). Conversations are read through the view `conversation_rows`, which
+    // joins it back.
+    r#"
+    CREATE TABLE contexts (
+        conversation_id TEXT PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+        context         TEXT NOT NULL   -- JSON object, never '{}'
+    ) STRICT;
+    INSERT INTO contexts (conversation_id, context)
+        SELECT id, context FROM conversations WHERE context <> '{}';
+    ALTER TABLE conversations DROP COLUMN context;
+    CREATE VIEW conversation_rows AS
+        SELECT c.*, coalesce(x.context, '{}') AS context FROM conversations c
+        LEFT JOIN contexts x ON x.conversation_id = c.id;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -310,8 +310,7 @@ fn append_fast(
             // NULL` keeps an ended conversation closed for good.
             "UPDATE conversations SET phase = :phase, turn_count = :turn_count, \
              last_activity = :last_activity, idle_timeout_ms = :idle_timeout_ms, \
-             max_turns = :max_turns, context = COALESCE(:context, context), \
-             version = :version, busy_until = :busy_until \
+             max_turns = :max_turns, version = :version, busy_until = :busy_until \
              WHERE id = :id AND turn_count = :previous AND version = :version - 1 \
              AND ended_at IS NULL AND participants = :participants AND status = :status \
              AND failure_reason IS :failure_reason AND intent = :intent \
@@ -324,7 +323,6 @@ fn append_fast(
                 ":last_activity" => row.last_activity,
                 ":idle_timeout_ms" => row.idle_timeout_ms,
                 ":max_turns" => row.max_turns,
-                ":context" => row.context,
                 ":version" => row.version,
                 ":busy_until" => row.busy_until,
                 ":id" => row.id,
@@ -343,6 +341,7 @@ fn append_fast(
     if advanced == 0 {
         return Ok(None);
     }
+    write_context(conn, row, false).map_err(dirty(site))?;
     insert_messages(conn, &row.id, messages).map_err(dirty(site))?;
     record_change(conn, row).map_err(dirty(site))?;
     Ok(Some(AppendOutcome {
@@ -469,7 +468,6 @@ macro_rules! conversation_values {
             ":ended_at" => $r.ended_at,
             ":idle_timeout_ms" => $r.idle_timeout_ms,
             ":max_turns" => $r.max_turns,
-            ":context" => $r.context,
             ":metadata" => $r.metadata,
             ":version" => $r.version,
             ":busy_until" => $r.busy_until,
@@ -480,17 +478,41 @@ macro_rules! conversation_values {
 fn insert_conversation(conn: &Connection, r: &ConvRow) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO conversations (id, status, failure_reason, phase, intent, participants, \
-         turn_count, started_at, last_activity, ended_at, idle_timeout_ms, max_turns, context, \
+         turn_count, started_at, last_activity, ended_at, idle_timeout_ms, max_turns, \
          metadata, version, busy_until) \
          VALUES (:id, :status, :failure_reason, :phase, :intent, :participants, :turn_count, \
-         :started_at, :last_activity, :ended_at, :idle_timeout_ms, :max_turns, :context, \
+         :started_at, :last_activity, :ended_at, :idle_timeout_ms, :max_turns, \
          :metadata, :version, :busy_until)",
     )?;
     {
         let values = conversation_values!(insert, r);
         insert.execute(values)
+    }?;
+    write_context(conn, r, true)
+}
+
+/// Writes the shared context when the write carries one (`None`: the stored one is already
+/// the conversation's and stays as it is). It lives in a table of its own so that a turn
+/// that leaves it rewrites none of it (SQLite rewrites a whole row, overflow pages and all,
+/// on any update); an empty context has no row.
+fn write_context(conn: &Connection, r: &ConvRow, created: bool) -> rusqlite::Result<()> {
+    let Some(context) = &r.context else {
+        return Ok(());
+    };
+    if context == "{}" {
+        if created {
+            return Ok(());
+        }
+        let mut delete = conn.prepare_cached("DELETE FROM contexts WHERE conversation_id = :id")?;
+        let values = bind!(delete, ":id" => r.id);
+        return delete.execute(values).map(drop);
     }
-    .map(drop)
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO contexts (conversation_id, context) VALUES (:id, :context) \
+         ON CONFLICT (conversation_id) DO UPDATE SET context = excluded.context",
+    )?;
+    let values = bind!(upsert, ":id" => r.id, ":context" => context);
+    upsert.execute(values).map(drop)
 }
 
 fn update_conversation(conn: &Connection, r: &ConvRow) -> rusqlite::Result<()> {
@@ -501,14 +523,17 @@ fn update_conversation(conn: &Connection, r: &ConvRow) -> rusqlite::Result<()> {
          phase = :phase, intent = :intent, participants = :participants, \
          turn_count = :turn_count, started_at = :started_at, last_activity = :last_activity, \
          ended_at = :ended_at, idle_timeout_ms = :idle_timeout_ms, max_turns = :max_turns, \
-         context = COALESCE(:context, context), metadata = :metadata, version = :version, \
+         metadata = :metadata, version = :version, \
          busy_until = :busy_until WHERE id = :id",
     )?;
-    {
+    let updated = {
         let values = conversation_values!(update, r);
         update.execute(values)
+    }?;
+    if updated > 0 {
+        write_context(conn, r, false)?;
     }
-    .map(drop)
+    Ok(())
 }
 
 /// Rewrites the participants index rows (only when they changed: on create and transfer).

@@ -417,5 +417,16 @@ pub async fn the_context_follows_the_appends_that_change_it<F: StoreFactory>(f: 
         Some(object(json!({ "notes": notes, "step": 2 }))),
         "the other handle's change, read by the first"
     );
+    // Emptied, and kept empty.
+    read.apply_context_patch(&object(json!({ "notes": null, "step": null })), at(6_000))?;
+    let batch = talk(&mut read, 1, at(6_000))?;
+    reader.append(&read, &shared(&batch)).await?;
+    let batch = talk(&mut read, 1, at(7_000))?;
+    reader.append(&read, &shared(&batch)).await?;
+    ensure_eq!(
+        context_of(store.conversation(c.id()).await?),
+        Some(object(json!({}))),
+        "the emptied context"
+    );
     Ok(())
 }
