@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use colloquy_runtime::{ConversationEvent, ConversationId, Hub, MessageRange, ModuleName};
+use colloquy_runtime::{ConversationEvent, ConversationId, MessageRange, ModuleName};
 use rmcp::model::{
     CacheScope, ListResourceTemplatesResult, ListResourcesResult, ReadResourceResult, Resource,
     ResourceContents, ResourceTemplate,
@@ -119,13 +119,16 @@ pub(crate) async fn read(
 /// transcript `wanted` names that changed (a new turn, an end, a context patch), for as
 /// long as `updated` succeeds and the hub runs. A follower that fell behind calls it for
 /// every wanted conversation it knows of, since any of them may have changed.
-pub(crate) async fn follow<W, U, F>(hub: &Hub, caller: &ModuleName, wanted: W, mut updated: U)
-where
+pub(crate) async fn follow<W, U, F>(
+    mut events: tokio::sync::broadcast::Receiver<ConversationEvent>,
+    caller: &ModuleName,
+    wanted: W,
+    mut updated: U,
+) where
     W: Fn(ConversationId) -> bool,
     U: FnMut(String) -> F,
     F: std::future::Future<Output = bool>,
 {
-    let mut events = hub.subscribe();
     let mut seen: HashSet<ConversationId> = HashSet::new();
     loop {
         let ids = match events.recv().await {

@@ -37,7 +37,13 @@ pub struct McpSession {
 struct Subscriptions {
     wanted: Mutex<HashSet<ConversationId>>,
     follower: Mutex<Option<DropGuard>>,
+    /// The hub's events, subscribed to when a `subscriptions/listen` filter is accepted:
+    /// before the client is told its subscription stands, so that a turn it sends right
+    /// after that cannot be stored before anyone listens. Its `listen` takes one.
+    listening: Mutex<std::collections::VecDeque<EventReceiver>>,
 }
+
+type EventReceiver = tokio::sync::broadcast::Receiver<colloquy_runtime::ConversationEvent>;
 
 impl Subscriptions {
     fn wants(&self, id: ConversationId) -> bool {
@@ -198,7 +204,9 @@ impl ServerHandler for McpSession {
         if follower.is_none() {
             let stop = CancellationToken::new();
             *follower = Some(stop.clone().drop_guard());
-            let hub = self.server.hub.clone();
+            // Subscribed now, before this request is answered: a turn stored right after
+            // the answer is heard of.
+            let events = self.server.hub.subscribe();
             let subscriptions = Arc::downgrade(&self.subscriptions);
             let peer = context.peer.clone();
             tokio::spawn(async move {
@@ -212,7 +220,7 @@ impl ServerHandler for McpSession {
                     }
                 };
                 tokio::select! {
-                    () = resources::follow(&hub, &caller, wanted, announce) => {}
+                    () = resources::follow(events, &caller, wanted, announce) => {}
                     () = stop.cancelled() => {}
                 }
             });
@@ -251,10 +259,24 @@ impl ServerHandler for McpSession {
             .collect();
         let mut accepted = SubscriptionFilter::new();
         accepted.resource_subscriptions = Some(transcripts);
+        self.subscriptions
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(self.server.hub.subscribe());
         Some(accepted)
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        // The events subscribed to when the filter was accepted (any of them: each was
+        // subscribed to before its subscription was acknowledged).
+        let events = self
+            .subscriptions
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+            .unwrap_or_else(|| self.server.hub.subscribe());
         let caller = self.caller(context.request_context())?;
         let wanted: HashSet<ConversationId> = context
             .accepted()
@@ -269,7 +291,7 @@ impl ServerHandler for McpSession {
             async move { sink.notify_resource_updated(uri).await.is_ok() }
         };
         tokio::select! {
-            () = resources::follow(&self.server.hub, &caller, |id| wanted.contains(&id), announce) => {}
+            () = resources::follow(events, &caller, |id| wanted.contains(&id), announce) => {}
             () = context.cancelled() => {}
         }
         Ok(())
