@@ -34,10 +34,11 @@ impl CommittedContexts {
 
     /// Whether `conversation`'s context is the one this handle committed for it last.
     pub(crate) fn holds(&self, conversation: &Conversation) -> bool {
-        let context = conversation.shared_context();
+        // The map a context `Arc` points at is its allocation's value: comparing addresses
+        // needs no clone of the `Arc`.
         self.map()
             .get(&conversation.id())
-            .is_some_and(|committed| std::ptr::eq(committed.as_ptr(), Arc::as_ptr(&context)))
+            .is_some_and(|committed| std::ptr::eq(committed.as_ptr(), conversation.context()))
     }
 
     /// Records the outcome of a write that carried `conversation`'s state: its context is

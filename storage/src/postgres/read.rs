@@ -243,12 +243,7 @@ impl PostgresStore {
         };
         query.time_range::<Postgres>("q.sent_at", range);
         query.sql.push_str(crate::exchanges::EXCHANGES_GROUP);
-        let values = values(&query.values);
-        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
-        let rows = client
-            .query(&query.sql, &params)
-            .await
-            .map_err(self.err())?;
+        let rows = self.query_shared(&client, &query).await?;
         crate::exchanges::fold_rows(rows.iter().map(|row| {
             Ok((
                 row.try_get(0).map_err(self.err())?,
@@ -284,12 +279,7 @@ impl PostgresStore {
         query.sql.push_str(&format!(
             " ORDER BY sent_at DESC, conversation_id DESC, turn DESC LIMIT {limit}"
         ));
-        let values = values(&query.values);
-        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as _).collect();
-        let rows = client
-            .query(&query.sql, &params)
-            .await
-            .map_err(self.err())?;
+        let rows = self.query_shared(&client, &query).await?;
         rows.iter()
             .map(|row| {
                 let id: uuid::Uuid = row.try_get(0).map_err(self.err())?;
