@@ -14,7 +14,7 @@ use anyhow::Result;
 use colloquy_a2a::{A2aOptions, A2aServer, Limits};
 use colloquy_runtime::{ConversationId, MessageRange, ModuleName};
 use colloquy_testkit::{
-    modules::{Echo, Failing},
+    modules::{Echo, Failing, Scripted},
     TestHub,
 };
 use serde_json::{json, Value};
@@ -46,6 +46,12 @@ async fn front_with(limits: Limits) -> Result<Front> {
     hub.register(echo).await?;
     hub.register(Failing::new(name("broken"), "out of order"))
         .await?;
+    hub.register(Scripted::new(name("closed"), []).answering_invites_with(
+        colloquy_runtime::HandshakeOutcome::Reject {
+            reason: "closed for the day".into(),
+        },
+    ))
+    .await?;
     let (slow, turns) = colloquy_testkit::mock(name("slow"));
     hub.register(slow).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -211,6 +217,11 @@ async fn send_message_is_one_stored_exchange_and_a_retry_makes_no_new_turn() -> 
         vec![1, 2]
     );
     assert_eq!(stored[0].content, json!("hello"));
+    // The handshake's outcome was stored with the request: created (version 0), accepted
+    // with the request (1), the reply (2).
+    let conversation = f.hub.reader().conversation(id).await?.unwrap();
+    assert_eq!(conversation.phase(), colloquy_runtime::Phase::Execution);
+    assert_eq!(conversation.version(), 2);
 
     // The same messageId again: the same answer, no new turn.
     let again = f
@@ -281,6 +292,36 @@ async fn a_failing_module_gives_a_failed_task_not_an_error() -> Result<()> {
     let context: ConversationId = task["contextId"].as_str().unwrap().parse()?;
     let stored = f.hub.reader().messages(context, MessageRange::All).await?;
     assert_eq!(stored.len(), 1, "the request is stored, no reply");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_invitation_is_a_rejected_task_and_nothing_is_sent() -> Result<()> {
+    let f = front().await?;
+    let answer = f
+        .rpc("closed", "SendMessage", message("m-1", "open up", None))
+        .await?;
+    let task = &answer["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_REJECTED", "{answer}");
+    let why = task["status"]["message"]["parts"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("closed for the day"), "{why}");
+    let context: ConversationId = task["contextId"].as_str().unwrap().parse()?;
+    let stored = f.hub.reader().conversation(context).await?.unwrap();
+    assert_eq!(stored.status().kind(), colloquy_runtime::StatusKind::Failed);
+    assert_eq!(stored.turn_count(), 0);
+    assert!(f
+        .hub
+        .reader()
+        .messages(context, MessageRange::All)
+        .await?
+        .is_empty());
+    // A retry gets the same answer.
+    let again = f
+        .rpc("closed", "SendMessage", message("m-1", "open up", None))
+        .await?;
+    assert_eq!(again["result"], answer["result"]);
     Ok(())
 }
 

@@ -37,6 +37,6 @@ pub use liveness::WriterLiveness;
 pub use observe::{ExchangeOutcome, RouterObserver};
 pub use router::Router;
 pub use types::{
-    Change, ConversationSpec, Exchange, Opened, ReapReport, RouteOptions, RouterConfig,
-    RouterStats, ShutdownReport, StoredHook,
+    Change, ConversationSpec, Exchange, FirstExchange, Opened, ReapReport, RouteOptions,
+    RouterConfig, RouterStats, ShutdownReport, StoredHook,
 };

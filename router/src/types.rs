@@ -152,6 +152,19 @@ pub struct Opened {
     pub responder: ModuleName,
 }
 
+/// The result of [`Router::open_and_route`]: the conversation opened, and its first
+/// exchange unless the handshake ended the conversation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct FirstExchange {
+    /// The conversation as its handshake left it (stored with the first request, or on
+    /// its own when nothing was routed).
+    pub opened: Opened,
+    /// The first exchange, as [`Router::route`] would have returned it; `None` when the
+    /// handshake ended the conversation (a rejection), so that nothing was sent.
+    pub exchange: Option<Result<Exchange, crate::RouteError>>,
+}
+
 /// Per-call options of [`Router::route`].
 ///
 /// ```

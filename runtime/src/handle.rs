@@ -79,7 +79,7 @@ impl ConversationHandle {
             .clone()
     }
 
-    fn learn(&self, exchange: &Exchange) {
+    pub(crate) fn learn(&self, exchange: &Exchange) {
         *self
             .participants
             .lock()

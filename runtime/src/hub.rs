@@ -11,13 +11,13 @@ use std::{
 };
 
 use colloquy_core::{
-    Capability, Conversation, ConversationId, HandshakeOutcome, Intent, Message, ModuleInfo,
-    ModuleName, Timestamp,
+    Capability, Conversation, ConversationId, Draft, HandshakeOutcome, Intent, Message,
+    MessageKind, ModuleInfo, ModuleName, Timestamp,
 };
 use colloquy_registry::{Module, ModuleDirectory, Registration, Registry};
 use colloquy_router::{
-    Clock, ConversationSpec, ReapReport, RouteOptions, Router, RouterObserver, RouterStats,
-    ShutdownReport,
+    Clock, ConversationSpec, Exchange, ReapReport, RouteOptions, Router, RouterObserver,
+    RouterStats, ShutdownReport,
 };
 use colloquy_storage::{Analytics, ConversationStore, TimeRange};
 use serde_json::Value;
@@ -291,6 +291,89 @@ impl Hub {
             opened.conversation.participants().to_vec(),
             Some(opened.outcome),
         ))
+    }
+
+    /// Opens a conversation and sends its first message, from the initiator to `target`:
+    /// [`start_conversation`](Self::start_conversation) then
+    /// [`send_with`](ConversationHandle::send_with), with one store write fewer (the
+    /// handshake's outcome is stored by the request's write; see
+    /// [`Router::open_and_route`]). For a conversation opened to send one message, as an
+    /// A2A `SendMessage` without a `contextId` does.
+    ///
+    /// The outer result is the opening's: a rejection is [`HubError::Rejected`] and sends
+    /// nothing. The inner one is the exchange's, as `send_with` returns it.
+    ///
+    /// ```
+    /// # use colloquy_runtime::{
+    /// #     async_trait, ConversationSpec, Hub, MessageKind, Module, ModuleError, ModuleInfo,
+    /// #     Response, RouteOptions, Turn,
+    /// # };
+    /// # struct Echo;
+    /// # #[async_trait]
+    /// # impl Module for Echo {
+    /// #     fn info(&self) -> ModuleInfo { ModuleInfo::new("echo".parse().unwrap()) }
+    /// #     async fn handle(&self, turn: Turn) -> Result<Response, ModuleError> {
+    /// #         Ok(Response::reply(turn.message.content.clone()))
+    /// #     }
+    /// # }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::builder().memory().build().await?;
+    /// hub.register(Echo).await?;
+    /// hub.register_callers(&["client".parse()?], "a caller").await?;
+    /// let spec = ConversationSpec::between("client", "echo")?;
+    /// let (conversation, sent) = hub
+    ///     .start_conversation_and_send(
+    ///         spec,
+    ///         "echo".parse()?,
+    ///         MessageKind::Request,
+    ///         "hi",
+    ///         RouteOptions::default(),
+    ///     )
+    ///     .await?;
+    /// assert_eq!(sent?.request.turn, 1);
+    /// // Three writes, not four: created (version 0), the handshake's outcome with the
+    /// // request (1), the reply (2).
+    /// assert_eq!(conversation.state().await?.version(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_conversation_and_send(
+        &self,
+        spec: ConversationSpec,
+        target: ModuleName,
+        kind: MessageKind,
+        content: impl Into<Value>,
+        options: RouteOptions,
+    ) -> Result<(ConversationHandle, Result<Exchange, HubError>), HubError> {
+        let Some(initiator) = spec.participants.first().cloned() else {
+            return Err(colloquy_core::CoreError::TooFewParticipants { count: 0 }.into());
+        };
+        let draft = Draft::new(initiator, target, kind, content.into());
+        let first = self.router().open_and_route(spec, draft, options).await?;
+        let opened = first.opened;
+        let Some(exchange) = first.exchange else {
+            let reason = match opened.conversation.status() {
+                colloquy_core::Status::Failed { reason } => reason.clone(),
+                other => other.to_string(),
+            };
+            return Err(HubError::Rejected {
+                conversation: opened.conversation.id(),
+                module: opened.responder,
+                reason,
+            });
+        };
+        let handle = ConversationHandle::new(
+            self.clone(),
+            opened.conversation.id(),
+            opened.conversation.initiator().clone(),
+            opened.conversation.participants().to_vec(),
+            Some(opened.outcome),
+        );
+        let exchange = exchange.map_err(HubError::from);
+        if let Ok(exchange) = &exchange {
+            handle.learn(exchange);
+        }
+        Ok((handle, exchange))
     }
 
     /// A handle on an existing conversation (for example one a previous process started),

@@ -18,16 +18,35 @@ pub(super) struct Exchange {
     /// The request's stored id, derived from the caller's `messageId` (see
     /// [`mapping::request_id`](crate::mapping::request_id)).
     pub(super) request_id: colloquy_runtime::MessageId,
-    pub(super) conversation: ConversationHandle,
+    pub(super) conversation: Target,
     pub(super) content: Value,
     pub(super) flight: Arc<Flight>,
 }
 
+/// The conversation an exchange runs in.
+pub(super) enum Target {
+    /// A conversation to open with the exchange's request, which stores the handshake's
+    /// outcome with it (one write fewer than opening first); its derived id.
+    Open(Box<ConversationSpec>, ConversationId),
+    /// The conversation the exchange continues.
+    Continue(ConversationHandle),
+}
+
+/// Whether [`A2aServer::prepare`] opens the conversation of a message without a
+/// `contextId` itself, or leaves it to [`A2aServer::run`] to open with the request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opening {
+    /// Before answering: a stream reports open failures as the call's own error.
+    Now,
+    /// With the request, in one write fewer.
+    WithRequest,
+}
+
 /// The answer to a message whose invitation the module rejected: a rejected task.
-pub(super) fn rejected(conversation: ConversationId, reason: &str) -> Result<Raw, RpcError> {
+pub(super) fn rejected(conversation: ConversationId, reason: &str) -> Task {
     let mut why = a2a::Message::new(a2a::Role::Agent, vec![a2a::Part::text(reason)]);
     why.context_id = Some(conversation.to_string());
-    let task = Task {
+    Task {
         id: TaskRef {
             conversation,
             turn: 0,
@@ -42,8 +61,7 @@ pub(super) fn rejected(conversation: ConversationId, reason: &str) -> Result<Raw
         artifacts: None,
         history: None,
         metadata: None,
-    };
-    to_raw(&SendMessageResponse::Task(task))
+    }
 }
 
 impl A2aServer {
@@ -73,7 +91,10 @@ impl A2aServer {
         module: &ModuleName,
         params: &RawValue,
     ) -> Result<Raw, RpcError> {
-        match self.prepare(caller, module, params).await? {
+        match self
+            .prepare(caller, module, params, Opening::WithRequest)
+            .await?
+        {
             Prepared::Answered(answer) => Ok(answer),
             Prepared::Ready(exchange) => {
                 let (_, answer) = self.run(module, exchange).await?;
@@ -89,6 +110,7 @@ impl A2aServer {
         caller: &ModuleName,
         module: &ModuleName,
         params: &RawValue,
+        opening: Opening,
     ) -> Result<Prepared, RpcError> {
         let request: SendMessageRequest = parse_params(params, "SendMessage")?;
         check_message(&request.message)?;
@@ -107,6 +129,15 @@ impl A2aServer {
                 // restart) finds the conversation the first attempt opened.
                 let id = crate::mapping::context_id(caller, module, message_id);
                 let spec = ConversationSpec::new(caller.clone(), [module.clone()]).id(id);
+                if opening == Opening::WithRequest {
+                    return Ok(Prepared::Ready(Exchange {
+                        key,
+                        request_id: crate::mapping::request_id(caller, module, message_id),
+                        conversation: Target::Open(Box::new(spec), id),
+                        content: content_from_parts(&request.message.parts),
+                        flight: Flight::new(caller.clone(), module.clone()),
+                    }));
+                }
                 match self.hub.start_conversation(spec).await {
                     Ok(handle) => handle,
                     Err(HubError::Store(colloquy_runtime::StoreError::AlreadyExists {
@@ -121,7 +152,8 @@ impl A2aServer {
                         reason,
                         ..
                     }) => {
-                        let result = rejected(conversation, &reason)?;
+                        let result =
+                            to_raw(&SendMessageResponse::Task(rejected(conversation, &reason)))?;
                         self.answered.insert(key, Arc::clone(&result));
                         return Ok(Prepared::Answered(result));
                     }
@@ -143,7 +175,7 @@ impl A2aServer {
         Ok(Prepared::Ready(Exchange {
             key,
             request_id: crate::mapping::request_id(caller, module, message_id),
-            conversation,
+            conversation: Target::Continue(conversation),
             content: content_from_parts(&request.message.parts),
             flight: Flight::new(caller.clone(), module.clone()),
         }))
@@ -171,9 +203,53 @@ impl A2aServer {
             .message_id(request_id)
             .cancel_on(flight.cancel.clone())
             .on_stored(move |request| flights.stored(&stored, request));
-        let sent = conversation
-            .send_with(module.clone(), MessageKind::Request, content, options)
-            .await;
+        let sent = match conversation {
+            Target::Continue(conversation) => {
+                conversation
+                    .send_with(module.clone(), MessageKind::Request, content, options)
+                    .await
+            }
+            Target::Open(spec, id) => {
+                let opened = self
+                    .hub
+                    .start_conversation_and_send(
+                        *spec,
+                        module.clone(),
+                        MessageKind::Request,
+                        content.clone(),
+                        options.clone(),
+                    )
+                    .await;
+                match opened {
+                    Ok((_, sent)) => sent,
+                    // Opened before, by this message sent earlier (through another hub,
+                    // or before a restart): it continues there, where the request's id
+                    // finds the exchange if it was stored.
+                    Err(HubError::Store(colloquy_runtime::StoreError::AlreadyExists {
+                        ..
+                    })) => {
+                        self.hub
+                            .conversation(id, flight.caller.clone())
+                            .await
+                            .map_err(hub_error)?
+                            .send_with(module.clone(), MessageKind::Request, content, options)
+                            .await
+                    }
+                    Err(HubError::Rejected {
+                        conversation,
+                        reason,
+                        ..
+                    }) => {
+                        self.flights.landed(&flight);
+                        let task = rejected(conversation, &reason);
+                        let answer = to_raw(&SendMessageResponse::Task(task.clone()))?;
+                        self.answered.insert(key, Arc::clone(&answer));
+                        return Ok((task, answer));
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
         self.flights.landed(&flight);
         if let Err(HubError::Route(RouteError::AlreadyStored {
             conversation, turn, ..

@@ -106,7 +106,7 @@ impl A2aServer {
                 failure: None,
             });
         }
-        match self.prepare(&caller, &module, params).await? {
+        match self.prepare(&caller, &module, params, Opening::Now).await? {
             Prepared::Answered(answer) => {
                 let event = serde_json::from_str(answer.get())
                     .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))?;

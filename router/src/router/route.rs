@@ -3,11 +3,16 @@
 
 use std::sync::{atomic::Ordering, Arc};
 
-use colloquy_core::{ConversationId, CoreError, Draft, Message};
+use colloquy_core::{ConversationId, CoreError, Draft, Message, ModuleName};
 use colloquy_storage::StoreError;
 use tracing::{debug, field, Instrument};
 
-use crate::{Exchange, RouteError, RouteOptions};
+use tokio::{sync::MutexGuard, time::Instant};
+
+use crate::{
+    cache::{Hot, Lease},
+    Exchange, RouteError, RouteOptions,
+};
 
 use super::{conflict::Conflicts, lifecycle::Lifecycle, Router};
 
@@ -23,6 +28,17 @@ pub(super) fn redraft(message: Arc<Message>) -> Draft {
     }
 }
 
+/// The span an exchange is routed in; its turn is recorded once accepted.
+pub(super) fn route_span(id: ConversationId, draft: &Draft) -> tracing::Span {
+    tracing::debug_span!(
+        "route",
+        conversation_id = %id,
+        turn = field::Empty,
+        source = %draft.source,
+        target = %draft.target,
+    )
+}
+
 impl Router {
     /// Routes one message: accept the turn -> persist -> deliver to the target's handler
     /// within its deadline -> persist the reply (or end / transfer) -> return both.
@@ -36,26 +52,33 @@ impl Router {
         options: RouteOptions,
     ) -> Result<Exchange, RouteError> {
         let _flight = self.enter()?;
-        // Measured only when someone listens.
-        let observed = self
-            .observers
-            .any()
-            .then(|| (draft.target.clone(), self.clock.instant()));
-        let span = tracing::debug_span!(
-            "route",
-            conversation_id = %id,
-            turn = field::Empty,
-            source = %draft.source,
-            target = %draft.target,
-        );
+        let observed = self.start_observing(&draft);
+        let span = route_span(id, &draft);
         let result = self.route_locked(id, draft, options).instrument(span).await;
+        self.report_exchange(observed, &result);
+        result
+    }
+
+    /// The target and the start of an exchange about to be routed, measured only when
+    /// someone listens.
+    pub(super) fn start_observing(&self, draft: &Draft) -> Option<(ModuleName, Instant)> {
+        self.observers
+            .any()
+            .then(|| (draft.target.clone(), self.clock.instant()))
+    }
+
+    /// Tells the observers an exchange's outcome and time.
+    pub(super) fn report_exchange(
+        &self,
+        observed: Option<(ModuleName, Instant)>,
+        result: &Result<Exchange, RouteError>,
+    ) {
         if let Some((module, started)) = observed {
-            let outcome = crate::ExchangeOutcome::of(&result);
+            let outcome = crate::ExchangeOutcome::of(result);
             let elapsed = started.elapsed();
             self.observers
                 .each(|o| o.exchange(&module, outcome, elapsed));
         }
-        result
     }
 
     pub(super) async fn route_locked(
@@ -69,7 +92,22 @@ impl Router {
             return Err(RouteError::ShuttingDown);
         }
         let guard = self.lock_loaded(&lease, id).await?;
-        let mut guard = self.take_over(&lease, id, guard).await?;
+        let guard = self.take_over(&lease, id, guard).await?;
+        self.route_held(&lease, id, guard, draft, options).await
+    }
+
+    /// Accepts `draft` as the next turn of the conversation `guard` holds, stores it and
+    /// delivers it. The conversation held may carry a change not stored yet (the outcome of
+    /// its handshake, from [`open_and_route`](Self::open_and_route)): the request's write
+    /// stores it too, as the version after the stored one.
+    pub(super) async fn route_held<'l>(
+        &self,
+        lease: &'l Lease<'_>,
+        id: ConversationId,
+        mut guard: MutexGuard<'l, Option<Hot>>,
+        draft: Draft,
+        options: RouteOptions,
+    ) -> Result<Exchange, RouteError> {
         let mut draft = draft;
         let mut conflicts: Option<Conflicts> = None;
         // Accept the request and store it, conditional on the state it was accepted from.
@@ -101,7 +139,7 @@ impl Router {
                     if matches!(e, CoreError::Expired { .. }) {
                         self.expire(&mut guard, now).await;
                         drop(guard);
-                        self.cache.forget(id, lease);
+                        self.cache.forget_held(id, lease);
                     }
                     return Err(e.into());
                 }
@@ -173,11 +211,11 @@ impl Router {
                         }
                         Err(e) => {
                             drop(guard);
-                            self.cache.forget_held(id, &lease);
+                            self.cache.forget_held(id, lease);
                             return Err(e);
                         }
                     }
-                    guard = self.take_over(&lease, id, guard).await?;
+                    guard = self.take_over(lease, id, guard).await?;
                 }
                 Err(e) => {
                     debug!(error = %e, "request not stored");
@@ -187,10 +225,10 @@ impl Router {
             }
         };
         let exchange = self
-            .deliver_stored(&lease, guard, message, &target, deadline, &options, false)
+            .deliver_stored(lease, guard, message, &target, deadline, &options, false)
             .await?;
         if exchange.status.is_terminal() {
-            self.cache.forget(id, lease);
+            self.cache.forget_held(id, lease);
         }
         Ok(exchange)
     }
