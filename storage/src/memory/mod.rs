@@ -17,6 +17,7 @@ use colloquy_core::{
     Timestamp,
 };
 
+mod ids;
 mod members;
 
 use crate::{
@@ -55,11 +56,8 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Inner {
     shards: Vec<RwLock<Map<ConversationId, Entry>>>,
-    /// Where each message id is stored: (conversation, turn), sharded by message id.
-    /// An ordered map, not a hash map: message ids are UUID v7, which grow with time, so
-    /// new ids land at the right edge of the tree, whose path stays in the CPU cache; a
-    /// hash table of every id would miss the cache on nearly every insert.
-    message_ids: Vec<Mutex<BTreeMap<MessageId, (ConversationId, u64)>>>,
+    /// Where each message id is stored: (conversation, turn).
+    message_ids: ids::MessageIds,
     /// Listing order: newest first is a reverse walk.
     by_start: RwLock<BTreeSet<(Timestamp, ConversationId)>>,
     modules: RwLock<BTreeMap<ModuleName, ModuleRecord>>,
@@ -71,7 +69,7 @@ impl Default for Inner {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            message_ids: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            message_ids: ids::MessageIds::default(),
             by_start: RwLock::default(),
             modules: RwLock::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -113,55 +111,25 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Folds a UUID into a shard index (any deterministic function is correct; this one
 /// spreads minted ids evenly).
-fn shard_of(uuid: &[u8; 16]) -> usize {
+pub(super) fn shard_of(uuid: &[u8; 16]) -> usize {
     let folded = uuid.iter().fold(0u8, |acc, b| acc ^ b);
     usize::from(folded) % SHARDS
 }
 
 impl Inner {
-    // `shard_of` is below SHARDS and both vectors hold SHARDS locks, so indexing cannot fail.
+    // `shard_of` is below SHARDS and the vector holds SHARDS locks, so indexing cannot fail.
     fn shard(&self, id: ConversationId) -> &RwLock<Map<ConversationId, Entry>> {
         &self.shards[shard_of(id.as_uuid().as_bytes())]
     }
 
-    fn ids(&self, id: MessageId) -> &Mutex<BTreeMap<MessageId, (ConversationId, u64)>> {
-        &self.message_ids[shard_of(id.as_uuid().as_bytes())]
-    }
-
     fn stored_id(&self, id: MessageId) -> Option<(ConversationId, u64)> {
-        lock(self.ids(id)).get(&id).copied()
-    }
-
-    /// Claims every message's id for `conversation`, one lookup each. If an id is taken,
-    /// releases the ids claimed so far and returns the message whose id was taken.
-    fn claim_all<'m>(
-        &self,
-        conversation: ConversationId,
-        messages: &'m [Arc<Message>],
-    ) -> Result<(), &'m Message> {
-        use std::collections::btree_map::Entry as Claim;
-        for (i, m) in messages.iter().enumerate() {
-            let mut ids = lock(self.ids(m.id));
-            match ids.entry(m.id) {
-                Claim::Vacant(slot) => {
-                    slot.insert((conversation, m.turn));
-                }
-                Claim::Occupied(_) => {
-                    drop(ids);
-                    for claimed in &messages[..i] {
-                        lock(self.ids(claimed.id)).remove(&claimed.id);
-                    }
-                    return Err(m);
-                }
-            }
-        }
-        Ok(())
+        self.message_ids.get(id)
     }
 
     /// Appends checked messages (see [`ConversationStore::append`]).
@@ -187,7 +155,7 @@ impl Inner {
         // one lookup per message; anything else gets the full checks, which say why.
         let first_new = if continues {
             check_write(id, conversation.version(), entry.stored())?;
-            if self.claim_all(id, messages).is_ok() {
+            if self.message_ids.claim_all(id, messages).is_ok() {
                 0
             } else {
                 self.plan_and_claim(id, messages, entry.stored(), conversation)?
@@ -240,7 +208,8 @@ impl Inner {
         check_write(id, conversation.version(), stored)?;
         // Claim the new ids; one claimed meanwhile by another conversation's append (the
         // only race left, since this conversation is locked) undoes the claims.
-        self.claim_all(id, &messages[first_new..])
+        self.message_ids
+            .claim_all(id, &messages[first_new..])
             .map_err(|taken| StoreError::Conflict {
                 conversation: id,
                 turn: taken.turn,
@@ -547,7 +516,7 @@ impl ConversationStore for MemoryStore {
         for entry in &pruned {
             by_start.remove(&(entry.conversation.started_at(), entry.conversation.id()));
             for m in &entry.messages {
-                lock(self.inner.ids(m.id)).remove(&m.id);
+                self.inner.message_ids.release(m.id);
             }
         }
         Ok(pruned.len() as u64)
