@@ -11,12 +11,12 @@ use std::{
 };
 
 use colloquy_core::{
-    Capability, Conversation, ConversationId, Draft, HandshakeOutcome, Intent, Message,
-    MessageKind, ModuleInfo, ModuleName, Timestamp,
+    Capability, Conversation, ConversationId, Draft, Intent, Message, MessageKind, ModuleInfo,
+    ModuleName, Timestamp,
 };
 use colloquy_registry::{Module, ModuleDirectory, Registration, Registry};
 use colloquy_router::{
-    Clock, ConversationSpec, Exchange, ReapReport, RouteOptions, Router, RouterObserver,
+    Clock, ConversationSpec, Exchange, Opened, ReapReport, RouteOptions, Router, RouterObserver,
     RouterStats, ShutdownReport,
 };
 use colloquy_storage::{Analytics, ConversationStore, TimeRange};
@@ -273,7 +273,13 @@ impl Hub {
         spec: ConversationSpec,
     ) -> Result<ConversationHandle, HubError> {
         let opened = self.router().open(spec).await?;
-        if let HandshakeOutcome::Reject { .. } = opened.outcome {
+        self.opened_handle(opened)
+    }
+
+    /// The initiator's handle on a conversation just opened, or [`HubError::Rejected`]
+    /// when its handshake ended it.
+    fn opened_handle(&self, opened: Opened) -> Result<ConversationHandle, HubError> {
+        if opened.conversation.status().is_terminal() {
             let reason = match opened.conversation.status() {
                 colloquy_core::Status::Failed { reason } => reason.clone(),
                 other => other.to_string(),
@@ -350,26 +356,17 @@ impl Hub {
         };
         let draft = Draft::new(initiator, target, kind, content.into());
         let first = self.router().open_and_route(spec, draft, options).await?;
-        let opened = first.opened;
-        let Some(exchange) = first.exchange else {
-            let reason = match opened.conversation.status() {
-                colloquy_core::Status::Failed { reason } => reason.clone(),
-                other => other.to_string(),
-            };
-            return Err(HubError::Rejected {
-                conversation: opened.conversation.id(),
-                module: opened.responder,
-                reason,
-            });
+        let handle = self.opened_handle(first.opened)?;
+        // The router routes exactly when the handshake left the conversation active, which
+        // `opened_handle` has just checked; were it otherwise, the send did not happen.
+        let exchange = match first.exchange {
+            Some(sent) => sent.map_err(HubError::from),
+            None => Err(HubError::Route(
+                colloquy_router::RouteError::UnknownConversation {
+                    conversation: handle.id(),
+                },
+            )),
         };
-        let handle = ConversationHandle::new(
-            self.clone(),
-            opened.conversation.id(),
-            opened.conversation.initiator().clone(),
-            opened.conversation.participants().to_vec(),
-            Some(opened.outcome),
-        );
-        let exchange = exchange.map_err(HubError::from);
         if let Ok(exchange) = &exchange {
             handle.learn(exchange);
         }

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use colloquy_core::{CoreError, HandshakeOutcome, MessageKind, ModuleName, Phase, Status};
 use colloquy_registry::Response;
-use colloquy_runtime::{ConversationSpec, HubError, RouteOptions};
+use colloquy_runtime::{ConversationHandle, ConversationSpec, Exchange, HubError, RouteOptions};
 use colloquy_storage::MessageRange;
 use colloquy_testkit::{
     modules::{Echo, Recorder, Scripted},
@@ -18,31 +18,39 @@ fn name(s: &str) -> ModuleName {
     s.parse().unwrap()
 }
 
-async fn sqlite_hub_with(modules: bool) -> Result<TestHub> {
+/// A SQLite hub that refuses content over 1,000 bytes, with the module `client`.
+async fn hub_with_client() -> Result<TestHub> {
     let hub = TestHub::sqlite_with(|b| b.max_content_bytes(1_000)).await?;
-    if modules {
-        hub.hub().register(Echo::new(name("client"))).await?;
-    }
+    hub.hub().register(Echo::new(name("client"))).await?;
     Ok(hub)
+}
+
+/// Opens a conversation from `client` to `with` and sends `content` to `to` in it.
+async fn open_and_send(
+    hub: &TestHub,
+    with: &str,
+    to: &str,
+    content: serde_json::Value,
+) -> Result<(ConversationHandle, Result<Exchange, HubError>), HubError> {
+    let spec = ConversationSpec::new(name("client"), [name(with)]);
+    hub.hub()
+        .start_conversation_and_send(
+            spec,
+            name(to),
+            MessageKind::Request,
+            content,
+            RouteOptions::default(),
+        )
+        .await
 }
 
 #[tokio::test]
 async fn the_handshake_is_stored_with_the_first_request_one_write_fewer() -> Result<()> {
-    let hub = sqlite_hub_with(true).await?;
+    let hub = hub_with_client().await?;
     let (server, recording) = Recorder::new(name("server"));
     hub.hub().register(server).await?;
 
-    let spec = ConversationSpec::new(name("client"), [name("server")]);
-    let (conversation, sent) = hub
-        .hub()
-        .start_conversation_and_send(
-            spec,
-            name("server"),
-            MessageKind::Request,
-            json!({"q": 1}),
-            RouteOptions::default(),
-        )
-        .await?;
+    let (conversation, sent) = open_and_send(&hub, "server", "server", json!({"q": 1})).await?;
     let exchange = sent?;
     assert_eq!(exchange.request.turn, 1);
     assert_eq!(exchange.reply.as_ref().unwrap().turn, 2);
@@ -91,21 +99,12 @@ async fn the_handshake_is_stored_with_the_first_request_one_write_fewer() -> Res
 #[tokio::test]
 async fn a_request_refused_before_it_is_stored_leaves_the_handshake_stored_on_its_own() -> Result<()>
 {
-    let hub = sqlite_hub_with(true).await?;
+    let hub = hub_with_client().await?;
     hub.hub().register(Echo::new(name("server"))).await?;
 
     // Too large for the hub's limit: refused by the turn's acceptance.
-    let spec = ConversationSpec::new(name("client"), [name("server")]);
-    let (conversation, sent) = hub
-        .hub()
-        .start_conversation_and_send(
-            spec,
-            name("server"),
-            MessageKind::Request,
-            json!("x".repeat(2_000)),
-            RouteOptions::default(),
-        )
-        .await?;
+    let (conversation, sent) =
+        open_and_send(&hub, "server", "server", json!("x".repeat(2_000))).await?;
     let refused = sent.unwrap_err();
     assert!(
         matches!(
@@ -123,17 +122,7 @@ async fn a_request_refused_before_it_is_stored_leaves_the_handshake_stored_on_it
     assert_eq!(conversation.send("small").await?.request.turn, 1);
 
     // To a module that is not a participant: refused before anything is stored.
-    let spec = ConversationSpec::new(name("client"), [name("server")]);
-    let (conversation, sent) = hub
-        .hub()
-        .start_conversation_and_send(
-            spec,
-            name("nobody"),
-            MessageKind::Request,
-            json!("hi"),
-            RouteOptions::default(),
-        )
-        .await?;
+    let (conversation, sent) = open_and_send(&hub, "server", "nobody", json!("hi")).await?;
     let refused = sent.unwrap_err();
     assert!(
         matches!(
@@ -166,7 +155,7 @@ async fn a_request_refused_before_it_is_stored_leaves_the_handshake_stored_on_it
 #[tokio::test]
 async fn a_rejected_invitation_sends_nothing_and_a_counter_proposal_is_stored_with_the_request(
 ) -> Result<()> {
-    let hub = sqlite_hub_with(true).await?;
+    let hub = hub_with_client().await?;
     hub.hub()
         .register(Scripted::new(name("grumpy"), []).answering_invites_with(
             HandshakeOutcome::Reject {
@@ -174,16 +163,7 @@ async fn a_rejected_invitation_sends_nothing_and_a_counter_proposal_is_stored_wi
             },
         ))
         .await?;
-    let spec = ConversationSpec::new(name("client"), [name("grumpy")]);
-    let rejected = hub
-        .hub()
-        .start_conversation_and_send(
-            spec,
-            name("grumpy"),
-            MessageKind::Request,
-            json!("hi"),
-            RouteOptions::default(),
-        )
+    let rejected = open_and_send(&hub, "grumpy", "grumpy", json!("hi"))
         .await
         .map(|_| ())
         .unwrap_err();
@@ -218,17 +198,7 @@ async fn a_rejected_invitation_sends_nothing_and_a_counter_proposal_is_stored_wi
             ),
         )
         .await?;
-    let spec = ConversationSpec::new(name("client"), [name("haggler")]);
-    let (handle, sent) = hub
-        .hub()
-        .start_conversation_and_send(
-            spec,
-            name("haggler"),
-            MessageKind::Request,
-            json!("offer"),
-            RouteOptions::default(),
-        )
-        .await?;
+    let (handle, sent) = open_and_send(&hub, "haggler", "haggler", json!("offer")).await?;
     assert_eq!(sent?.reply.unwrap().content, json!("deal"));
     assert!(matches!(
         handle.handshake(),
