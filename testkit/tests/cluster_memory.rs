@@ -232,3 +232,56 @@ async fn a_module_on_another_hub_gets_the_same_history_window_over_the_link() {
     sender.shutdown().await;
     host.shutdown().await;
 }
+
+/// A conversation opened with its first request to a module on another hub: the
+/// invitation and the request cross the link, and the sender's hub writes three times
+/// (created, the handshake's outcome with the request, the reply), each turn under its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_opened_with_its_first_request_crosses_hubs_in_three_writes() {
+    let cluster = TestCluster::new();
+    let host = cluster.hub("host").build().await.unwrap();
+    host.register(Echo::new("worker".parse().unwrap()))
+        .await
+        .unwrap();
+    let sender = cluster.hub("sender").build().await.unwrap();
+    assert!(sender.cluster_address().is_some(), "the hubs are linked");
+    sender
+        .register(Echo::new("client".parse().unwrap()))
+        .await
+        .unwrap();
+    let (conversation, sent) = sender
+        .start_conversation_and_send(
+            ConversationSpec::between("client", "worker").unwrap(),
+            "worker".parse().unwrap(),
+            colloquy_runtime::MessageKind::Request,
+            "across",
+            colloquy_runtime::RouteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let exchange = sent.unwrap();
+    assert_eq!(exchange.request.turn, 1);
+    assert_eq!(exchange.reply.unwrap().content, "across");
+    let stored = host
+        .reader()
+        .conversation(conversation.id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.phase(), stored.turn_count(), stored.version()),
+        (colloquy_runtime::Phase::Execution, 2, 2)
+    );
+    let writers = sender
+        .turn_writers(conversation.id(), MessageRange::All)
+        .await
+        .unwrap()
+        .unwrap();
+    let named: Vec<(u64, Option<&str>)> = writers
+        .iter()
+        .map(|w| (w.turn, w.name.as_deref()))
+        .collect();
+    assert_eq!(named, [(1, Some("sender")), (2, Some("sender"))]);
+    sender.shutdown().await;
+    host.shutdown().await;
+}
