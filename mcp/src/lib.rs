@@ -5,7 +5,8 @@
 //! - [`McpServer`] serves a hub over stdio (what desktop clients launch: one client, one
 //!   participant, [`McpServer::serve_stdio`]) and over Streamable HTTP
 //!   ([`McpServer::router`], mounted at `/mcp` by `colloquy serve`). Its tools list the
-//!   modules, start a conversation, send a turn and wait for the reply, read the history,
+//!   modules, start a conversation (sending its first message in the same call, if given),
+//!   send a turn and wait for the reply, read the history,
 //!   end a conversation and find conversations; its resources are the module list
 //!   (`colloquy://modules`) and each conversation's transcript
 //!   (`colloquy://conversations/{id}`), to which a client can subscribe for live turns.

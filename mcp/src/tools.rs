@@ -6,8 +6,9 @@
 use std::{sync::Arc, time::Duration};
 
 use colloquy_runtime::{
-    ConversationHandle, ConversationId, ConversationSpec, HubError, Intent, ListCursor, ListFilter,
-    MessageKind, MessageRange, ModuleName, RouteOptions, StatusKind, TimeRange, Timestamp,
+    ConversationHandle, ConversationId, ConversationSpec, Exchange, HubError, Intent, ListCursor,
+    ListFilter, MessageKind, MessageRange, ModuleName, RouteOptions, StatusKind, TimeRange,
+    Timestamp,
 };
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
 use serde::{de::DeserializeOwned, Deserialize};
@@ -64,7 +65,8 @@ pub(crate) fn definitions() -> Vec<Tool> {
             START_CONVERSATION,
             "Open a conversation between you and one or more modules. Returns its id, which \
              send, history and end_conversation take. A module may decline; then the result \
-             says why and nothing can be sent.",
+             says why and nothing can be sent. Give content to send the first message in the \
+             same call: the result then also holds what send returns (first_exchange).",
             json!({
                 "type": "object",
                 "properties": {
@@ -74,7 +76,11 @@ pub(crate) fn definitions() -> Vec<Tool> {
                     "context": {"type": "object", "description": "Shared context every turn of the conversation carries."},
                     "idle_timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
                              "description": "End the conversation after this long without a turn. Default: the hub's."},
-                    "max_turns": {"type": "integer", "minimum": 1, "description": "The most turns it may hold."}
+                    "max_turns": {"type": "integer", "minimum": 1, "description": "The most turns it may hold."},
+                    "content": {"description": "A first message to send right away, as send would (any JSON value the module accepts)."},
+                    "to": {"type": "string", "description": "Whom the first message is for. May be left out when with names one module."},
+                    "timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
+                             "description": "With content: give up waiting for the reply after this long. Default: the module's own deadline."}
                 },
                 "required": ["with"],
                 "additionalProperties": false
@@ -202,7 +208,7 @@ pub(crate) async fn call(
     let outcome = async {
         match name {
             LIST_MODULES => Ok(list_modules(server, parse(name, arguments)?)),
-            START_CONVERSATION => start(server, caller, parse(name, arguments)?).await,
+            START_CONVERSATION => start(server, caller, parse(name, arguments)?, cancel).await,
             SEND => send(server, caller, parse(name, arguments)?, cancel).await,
             HISTORY => history(server, caller, parse(name, arguments)?).await,
             END_CONVERSATION => end(server, caller, parse(name, arguments)?).await,
@@ -267,9 +273,18 @@ struct StartArgs {
     context: Option<Map<String, Value>>,
     idle_timeout_seconds: Option<f64>,
     max_turns: Option<u64>,
+    /// A first message, sent in the same call.
+    content: Option<Value>,
+    to: Option<String>,
+    timeout_seconds: Option<f64>,
 }
 
-async fn start(server: &McpServer, caller: &ModuleName, args: StartArgs) -> Outcome {
+async fn start(
+    server: &McpServer,
+    caller: &ModuleName,
+    args: StartArgs,
+    cancel: CancellationToken,
+) -> Outcome {
     if args.with.is_empty() {
         return Err(Refused(
             "with must name at least one module (see list_modules)".into(),
@@ -302,14 +317,55 @@ async fn start(server: &McpServer, caller: &ModuleName, args: StartArgs) -> Outc
     if let Some(max) = args.max_turns {
         spec = spec.max_turns(max);
     }
-    match server.hub.start_conversation(spec).await {
-        Ok(handle) => {
+    // Everything about the first message is checked before anything is stored.
+    let first = match args.content {
+        Some(content) => {
+            let target =
+                match (&args.to, spec.participants.get(1..)) {
+                    (Some(name), _) => module_name(name)?,
+                    (None, Some([only])) => only.clone(),
+                    (None, _) => return Err(Refused(
+                        "with names several modules; say which the first message is for with `to`"
+                            .into(),
+                    )),
+                };
+            Some((target, content, send_options(args.timeout_seconds, cancel)?))
+        }
+        None if args.to.is_some() || args.timeout_seconds.is_some() => {
+            return Err(Refused(
+                "to and timeout_seconds are for a first message: give its content too".into(),
+            ))
+        }
+        None => None,
+    };
+    let opened = match first {
+        None => server.hub.start_conversation(spec).await.map(|h| (h, None)),
+        Some((target, content, options)) => server
+            .hub
+            .start_conversation_and_send(spec, target, MessageKind::Request, content, options)
+            .await
+            .map(|(h, sent)| (h, Some(sent))),
+    };
+    match opened {
+        Ok((handle, sent)) => {
+            let first_exchange = match sent {
+                None => Value::Null,
+                Some(Ok(exchange)) => exchange_json(handle.id(), &exchange),
+                // Opened all the same: the id lets the caller go on, or read what was stored.
+                Some(Err(e)) => {
+                    return Err(Refused(format!(
+                        "opened conversation {}, but its first message failed: {e}",
+                        handle.id()
+                    )))
+                }
+            };
             let state = handle.state().await?;
             Ok(json!({
                 "conversation_id": handle.id(),
                 "status": state.status(),
                 "participants": state.participants(),
                 "handshake": handle.handshake(),
+                "first_exchange": first_exchange,
             }))
         }
         Err(HubError::Rejected {
@@ -389,22 +445,35 @@ async fn send(
             }
         }
     };
-    let mut options = match args.timeout_seconds {
-        Some(seconds) => RouteOptions::deadline(seconds_to_duration("timeout_seconds", seconds)?),
-        None => RouteOptions::default(),
-    };
-    options = options.cancel_on(cancel);
+    let options = send_options(args.timeout_seconds, cancel)?;
     let exchange = handle
         .send_with(target, MessageKind::Request, args.content, options)
         .await?;
-    Ok(json!({
-        "conversation_id": handle.id(),
+    Ok(exchange_json(handle.id(), &exchange))
+}
+
+/// A send's options: its deadline, and `cancel` to stop its handler.
+fn send_options(
+    timeout_seconds: Option<f64>,
+    cancel: CancellationToken,
+) -> Result<RouteOptions, Refused> {
+    let options = match timeout_seconds {
+        Some(seconds) => RouteOptions::deadline(seconds_to_duration("timeout_seconds", seconds)?),
+        None => RouteOptions::default(),
+    };
+    Ok(options.cancel_on(cancel))
+}
+
+/// What a send returns: the turns it made and the reply.
+fn exchange_json(conversation: ConversationId, exchange: &Exchange) -> Value {
+    json!({
+        "conversation_id": conversation,
         "request_turn": exchange.request.turn,
         "reply_turn": exchange.reply.as_ref().map(|r| r.turn),
         "reply": exchange.reply.as_ref().map(|r| &r.content),
         "from": exchange.reply.as_ref().map(|r| &r.source),
         "status": exchange.status,
-    }))
+    })
 }
 
 #[derive(Deserialize)]

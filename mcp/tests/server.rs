@@ -169,6 +169,83 @@ async fn refused_calls_are_tool_errors_and_store_nothing_of_their_own() {
 }
 
 #[tokio::test]
+async fn start_conversation_with_content_sends_the_first_message_in_the_same_call() {
+    let (hub, server) = served().await;
+    let client = connect(server.session(), ()).await;
+
+    let started = call(
+        &client,
+        "start_conversation",
+        json!({"with": ["echo"], "content": {"hello": 1}}),
+    )
+    .await
+    .unwrap();
+    let id = started["conversation_id"].as_str().unwrap().to_owned();
+    let first = &started["first_exchange"];
+    assert_eq!(
+        (first["request_turn"].as_u64(), first["reply_turn"].as_u64()),
+        (Some(1), Some(2)),
+        "{started}"
+    );
+    assert_eq!(first["reply"], json!({"hello": 1}));
+    assert_eq!(first["from"], "echo");
+    assert_eq!(
+        stored_turns(&hub, &id).await,
+        [(1, "desk".into()), (2, "echo".into())]
+    );
+    // Three writes: created, the handshake's outcome with the request, the reply.
+    let stored = hub
+        .reader()
+        .conversation(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.version(), 2);
+    // Without content, as before: no first exchange.
+    let plain = call(&client, "start_conversation", json!({"with": ["echo"]}))
+        .await
+        .unwrap();
+    assert_eq!(plain["first_exchange"], Value::Null);
+
+    // Whom the first message is for must be clear before anything is opened.
+    let before = hub.reader().count_by_status().await.unwrap();
+    let unclear = call(
+        &client,
+        "start_conversation",
+        json!({"with": ["echo", "broken"], "content": "hi"}),
+    )
+    .await;
+    assert!(unclear.unwrap_err().contains("with `to`"));
+    let stray = call(
+        &client,
+        "start_conversation",
+        json!({"with": ["echo"], "to": "echo"}),
+    )
+    .await;
+    assert!(stray.unwrap_err().contains("give its content too"));
+    assert_eq!(hub.reader().count_by_status().await.unwrap(), before);
+
+    // A first message that fails: the error names the conversation, which is opened and
+    // holds the stored request.
+    let failed = call(
+        &client,
+        "start_conversation",
+        json!({"with": ["echo", "broken"], "to": "broken", "content": "go"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(failed.contains("the disk is full"), "{failed}");
+    let opened = failed
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(',')
+        .to_owned();
+    assert_eq!(stored_turns(&hub, &opened).await, [(1, "desk".into())]);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_caller_never_sees_another_callers_conversations() {
     let (hub, server) = served().await;
     let desk = connect(server.session(), ()).await;
