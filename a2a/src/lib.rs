@@ -9,8 +9,8 @@
 //! reply turn N+1, both stored before the answer goes out) and its task id names that
 //! exchange (`<conversation>:<N>`), so `GetTask` finds it in the store after any restart; a
 //! retried `messageId` gets the same answer and makes no new turn; a handler failure is a
-//! failed task, not an error. A `SendMessage` without a `contextId` opens its conversation
-//! with the request ([`Hub::start_conversation_and_send`](colloquy_runtime::Hub::start_conversation_and_send)):
+//! failed task, not an error. A message without a `contextId` (sent or streamed) opens its
+//! conversation with the request ([`Hub::start_conversation_and_send`](colloquy_runtime::Hub::start_conversation_and_send)):
 //! three writes, not four. The types on the wire are those of `a2a-lf`, the official
 //! a2aproject Rust crate for A2A v1.0; clients still on v0.3 call its method names
 //! (`message/send`, `message/stream`, `tasks/get`, `tasks/cancel`) with its JSON and get

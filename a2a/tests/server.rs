@@ -322,6 +322,21 @@ async fn a_rejected_invitation_is_a_rejected_task_and_nothing_is_sent() -> Resul
         .rpc("closed", "SendMessage", message("m-1", "open up", None))
         .await?;
     assert_eq!(again["result"], answer["result"]);
+
+    // Streamed, the rejected task is the stream's one event.
+    let mut events = f
+        .stream(
+            "closed",
+            "SendStreamingMessage",
+            message("s-1", "open up", None),
+        )
+        .await?;
+    let only = next(&mut events).await;
+    assert_eq!(
+        only["task"]["status"]["state"], "TASK_STATE_REJECTED",
+        "{only}"
+    );
+    assert!(events.recv().await.is_none(), "the stream ends after it");
     Ok(())
 }
 

@@ -32,16 +32,6 @@ pub(super) enum Target {
     Continue(ConversationHandle),
 }
 
-/// Whether [`A2aServer::prepare`] opens the conversation of a message without a
-/// `contextId` itself, or leaves it to [`A2aServer::run`] to open with the request.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Opening {
-    /// Before answering: a stream reports open failures as the call's own error.
-    Now,
-    /// With the request, in one write fewer.
-    WithRequest,
-}
-
 /// The answer to a message whose invitation the module rejected: a rejected task.
 pub(super) fn rejected(conversation: ConversationId, reason: &str) -> Task {
     let mut why = a2a::Message::new(a2a::Role::Agent, vec![a2a::Part::text(reason)]);
@@ -91,10 +81,7 @@ impl A2aServer {
         module: &ModuleName,
         params: &RawValue,
     ) -> Result<Raw, RpcError> {
-        match self
-            .prepare(caller, module, params, Opening::WithRequest)
-            .await?
-        {
+        match self.prepare(caller, module, params).await? {
             Prepared::Answered(answer) => Ok(answer),
             Prepared::Ready(exchange) => {
                 let (_, answer) = self.run(module, exchange).await?;
@@ -110,7 +97,6 @@ impl A2aServer {
         caller: &ModuleName,
         module: &ModuleName,
         params: &RawValue,
-        opening: Opening,
     ) -> Result<Prepared, RpcError> {
         let request: SendMessageRequest = parse_params(params, "SendMessage")?;
         check_message(&request.message)?;
@@ -129,36 +115,14 @@ impl A2aServer {
                 // restart) finds the conversation the first attempt opened.
                 let id = crate::mapping::context_id(caller, module, message_id);
                 let spec = ConversationSpec::new(caller.clone(), [module.clone()]).id(id);
-                if opening == Opening::WithRequest {
-                    return Ok(Prepared::Ready(Exchange {
-                        key,
-                        request_id: crate::mapping::request_id(caller, module, message_id),
-                        conversation: Target::Open(Box::new(spec), id),
-                        content: content_from_parts(&request.message.parts),
-                        flight: Flight::new(caller.clone(), module.clone()),
-                    }));
-                }
-                match self.hub.start_conversation(spec).await {
-                    Ok(handle) => handle,
-                    Err(HubError::Store(colloquy_runtime::StoreError::AlreadyExists {
-                        ..
-                    })) => self
-                        .hub
-                        .conversation(id, caller.clone())
-                        .await
-                        .map_err(hub_error)?,
-                    Err(HubError::Rejected {
-                        conversation,
-                        reason,
-                        ..
-                    }) => {
-                        let result =
-                            to_raw(&SendMessageResponse::Task(rejected(conversation, &reason)))?;
-                        self.answered.insert(key, Arc::clone(&result));
-                        return Ok(Prepared::Answered(result));
-                    }
-                    Err(e) => return Err(hub_error(e)),
-                }
+                // Opened by `run`, with the request: one write fewer than opening here.
+                return Ok(Prepared::Ready(Exchange {
+                    key,
+                    request_id: crate::mapping::request_id(caller, module, message_id),
+                    conversation: Target::Open(Box::new(spec), id),
+                    content: content_from_parts(&request.message.parts),
+                    flight: Flight::new(caller.clone(), module.clone()),
+                }));
             }
             Some(context) => {
                 let id: ConversationId = context
@@ -244,6 +208,8 @@ impl A2aServer {
                         let task = rejected(conversation, &reason);
                         let answer = to_raw(&SendMessageResponse::Task(task.clone()))?;
                         self.answered.insert(key, Arc::clone(&answer));
+                        // A stream's one event: the rejected task, which ends it.
+                        flight.emit(StreamResponse::Task(task.clone()));
                         return Ok((task, answer));
                     }
                     Err(e) => Err(e),

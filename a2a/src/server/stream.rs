@@ -81,7 +81,10 @@ pub(super) fn is_streaming(method: &str) -> bool {
 impl A2aServer {
     /// A streaming call: `SendStreamingMessage` (the exchange's events as it runs) or
     /// `SubscribeToTask` (the current task, then its events). Errors found before the
-    /// stream starts are plain JSON-RPC errors.
+    /// stream starts (bad parameters, an unknown context, a task that cannot be followed)
+    /// are plain JSON-RPC errors; those of the exchange, opening its conversation included,
+    /// end the stream with an error event, and a rejected invitation is its one event (the
+    /// rejected task).
     pub(super) async fn stream(
         self: Arc<Self>,
         caller: ModuleName,
@@ -106,7 +109,7 @@ impl A2aServer {
                 failure: None,
             });
         }
-        match self.prepare(&caller, &module, params, Opening::Now).await? {
+        match self.prepare(&caller, &module, params).await? {
             Prepared::Answered(answer) => {
                 let event = serde_json::from_str(answer.get())
                     .map_err(|e| RpcError::new(error_code::INTERNAL_ERROR, e.to_string()))?;
