@@ -11,7 +11,7 @@ use colloquy_runtime::{HubError, ModuleName};
 pub enum A2aError {
     /// The hub refused (registering the caller participant, a bad name).
     #[error(transparent)]
-    Hub(#[from] HubError),
+    Hub(HubError),
 
     /// A remote agent (or its card) could not be reached, or answered with an HTTP error.
     #[error("the A2A agent at {url} cannot be reached: {reason}; check the URL and that the agent is running")]
@@ -90,5 +90,16 @@ impl A2aError {
     /// Wraps a listener's IO error.
     pub fn io(e: std::io::Error) -> Self {
         Self::Io(e)
+    }
+}
+
+impl From<HubError> for A2aError {
+    /// A caller named like a module is this front's own error (it names the front's
+    /// setting to change); every other refusal of the hub is passed on as it is.
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::CallerIsModule { participant } => Self::CallerIsModule { participant },
+            other => Self::Hub(other),
+        }
     }
 }

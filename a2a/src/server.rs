@@ -166,13 +166,7 @@ impl A2aServer {
     pub async fn new(hub: Hub, options: A2aOptions) -> Result<Arc<Self>, A2aError> {
         let callers = options.participants();
         hub.register_callers(&callers, "A2A callers of this hub's network front")
-            .await
-            .map_err(|e| match e {
-                HubError::CallerIsModule { participant } => {
-                    A2aError::CallerIsModule { participant }
-                }
-                other => other.into(),
-            })?;
+            .await?;
         let metrics = Metrics::new();
         // The hub's own series (every exchange, handler times, store errors) are recorded
         // into this server's registry too.

@@ -450,22 +450,24 @@ fn load_via_mcp_measures_send_beside_a2a_and_stores_every_exchange() {
     assert_eq!(over_mcp, 4);
 }
 
+/// The report of `load --via VIA` over 5 conversations of 4 round trips.
+fn small_load_via(via: &str) -> Value {
+    let run = colloquy(&[
+        "load",
+        "--via",
+        via,
+        "--conversations",
+        "5",
+        "--turns",
+        "4",
+        "--json",
+    ]);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
 #[test]
 fn load_via_sqlite_raw_measures_the_limits_of_sqlite_without_a_hub() {
-    let report: Value = serde_json::from_str(
-        &colloquy(&[
-            "load",
-            "--via",
-            "sqlite-raw",
-            "--conversations",
-            "5",
-            "--turns",
-            "4",
-            "--json",
-        ])
-        .stdout,
-    )
-    .unwrap();
+    let report = small_load_via("sqlite-raw");
     assert_eq!(report["via"], "sqlite-raw");
     assert_eq!(report["synchronous"], "NORMAL");
     // Four rows a round trip, once in 1,000-row transactions and once as single commits.
@@ -477,20 +479,7 @@ fn load_via_sqlite_raw_measures_the_limits_of_sqlite_without_a_hub() {
 
 #[test]
 fn load_via_tokio_measures_the_limit_without_a_hub() {
-    let report: Value = serde_json::from_str(
-        &colloquy(&[
-            "load",
-            "--via",
-            "tokio",
-            "--conversations",
-            "5",
-            "--turns",
-            "4",
-            "--json",
-        ])
-        .stdout,
-    )
-    .unwrap();
+    let report = small_load_via("tokio");
     assert_eq!(report["via"], "tokio");
     assert_eq!(report["store"], "none");
     assert_eq!(report["round_trips"], 20);

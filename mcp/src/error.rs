@@ -9,7 +9,7 @@ use colloquy_runtime::{HubError, ModuleName};
 pub enum McpError {
     /// The hub refused (registering the caller participants or the module, a store failure).
     #[error(transparent)]
-    Hub(#[from] HubError),
+    Hub(HubError),
 
     /// A caller participant has the name of one of the hub's modules: the front would
     /// speak as that module. Choose another participant name (`--as`, or the token's).
@@ -63,4 +63,15 @@ pub enum McpError {
         /// Why it is refused.
         detail: String,
     },
+}
+
+impl From<HubError> for McpError {
+    /// A caller named like a module is this front's own error (it names the front's
+    /// setting to change); every other refusal of the hub is passed on as it is.
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::CallerIsModule { participant } => Self::CallerIsModule { participant },
+            other => Self::Hub(other),
+        }
+    }
 }

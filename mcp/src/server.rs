@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
-use colloquy_runtime::{Hub, HubError, ModuleName};
+use colloquy_runtime::{Hub, ModuleName};
 use rmcp::{
     transport::streamable_http_server::{
         session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
@@ -104,13 +104,7 @@ impl McpServer {
     pub async fn new(hub: Hub, options: McpOptions) -> Result<Arc<Self>, McpError> {
         let callers = options.participants();
         hub.register_callers(&callers, "MCP clients of this hub (LLM applications)")
-            .await
-            .map_err(|e| match e {
-                HubError::CallerIsModule { participant } => {
-                    McpError::CallerIsModule { participant }
-                }
-                other => other.into(),
-            })?;
+            .await?;
         Ok(Arc::new(Self { hub, options }))
     }
 

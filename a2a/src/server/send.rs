@@ -19,7 +19,8 @@ pub(super) struct Exchange {
     /// [`mapping::request_id`](crate::mapping::request_id)).
     pub(super) request_id: colloquy_runtime::MessageId,
     pub(super) conversation: Target,
-    pub(super) content: Value,
+    /// The message's parts, made into the request's content where it is sent.
+    pub(super) parts: Vec<a2a::Part>,
     pub(super) flight: Arc<Flight>,
 }
 
@@ -120,7 +121,7 @@ impl A2aServer {
                     key,
                     request_id: crate::mapping::request_id(caller, module, message_id),
                     conversation: Target::Open(Box::new(spec), id),
-                    content: content_from_parts(&request.message.parts),
+                    parts: request.message.parts,
                     flight: Flight::new(caller.clone(), module.clone()),
                 }));
             }
@@ -140,7 +141,7 @@ impl A2aServer {
             key,
             request_id: crate::mapping::request_id(caller, module, message_id),
             conversation: Target::Continue(conversation),
-            content: content_from_parts(&request.message.parts),
+            parts: request.message.parts,
             flight: Flight::new(caller.clone(), module.clone()),
         }))
     }
@@ -157,7 +158,7 @@ impl A2aServer {
             key,
             request_id,
             conversation,
-            content,
+            parts,
             flight,
         } = exchange;
         let started = std::time::Instant::now();
@@ -169,6 +170,7 @@ impl A2aServer {
             .on_stored(move |request| flights.stored(&stored, request));
         let sent = match conversation {
             Target::Continue(conversation) => {
+                let content = content_from_parts(&parts);
                 conversation
                     .send_with(module.clone(), MessageKind::Request, content, options)
                     .await
@@ -180,7 +182,7 @@ impl A2aServer {
                         *spec,
                         module.clone(),
                         MessageKind::Request,
-                        content.clone(),
+                        content_from_parts(&parts),
                         options.clone(),
                     )
                     .await;
@@ -188,7 +190,8 @@ impl A2aServer {
                     Ok((_, sent)) => sent,
                     // Opened before, by this message sent earlier (through another hub,
                     // or before a restart): it continues there, where the request's id
-                    // finds the exchange if it was stored.
+                    // finds the exchange if it was stored. (The opening took the content:
+                    // it is made again from the parts on this rare path.)
                     Err(HubError::Store(colloquy_runtime::StoreError::AlreadyExists {
                         ..
                     })) => {
@@ -196,7 +199,12 @@ impl A2aServer {
                             .conversation(id, flight.caller.clone())
                             .await
                             .map_err(hub_error)?
-                            .send_with(module.clone(), MessageKind::Request, content, options)
+                            .send_with(
+                                module.clone(),
+                                MessageKind::Request,
+                                content_from_parts(&parts),
+                                options,
+                            )
                             .await
                     }
                     Err(HubError::Rejected {

@@ -11,7 +11,7 @@ use crate::{
     ConversationSpec, FirstExchange, Opened, RouteError, RouteOptions,
 };
 
-use super::{call::Work, route::route_span, Router};
+use super::{call::Work, Router};
 
 impl Router {
     /// Opens a conversation and runs the handshake: every invited participant's
@@ -22,25 +22,35 @@ impl Router {
         let (mut conversation, span) = self.conversation_for(&spec)?;
         async {
             let (responder, outcome) = self.handshake(&mut conversation, spec).await?;
-            conversation.bump_version();
-            self.update_durably(&conversation).await?;
-            if conversation.status() == &Status::Active {
-                let lease = self.cache.lease(conversation.id()).await;
-                let mut state = lease.slot().state.lock().await;
-                if state.is_none() {
-                    *state = Some(Hot::new(conversation.clone(), VecDeque::new()));
-                    self.publish(lease.slot(), &conversation);
-                }
-            }
-            debug!(outcome = ?outcome, "conversation opened");
-            Ok(Opened {
-                conversation,
-                outcome,
-                responder,
-            })
+            self.store_opened(conversation, responder, outcome).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Stores the handshake's outcome on its own and keeps an active conversation hot.
+    async fn store_opened(
+        &self,
+        mut conversation: Conversation,
+        responder: ModuleName,
+        outcome: HandshakeOutcome,
+    ) -> Result<Opened, RouteError> {
+        conversation.bump_version();
+        self.update_durably(&conversation).await?;
+        if conversation.status() == &Status::Active {
+            let lease = self.cache.lease(conversation.id()).await;
+            let mut state = lease.slot().state.lock().await;
+            if state.is_none() {
+                *state = Some(Hot::new(conversation.clone(), VecDeque::new()));
+                self.publish(lease.slot(), &conversation);
+            }
+        }
+        debug!(outcome = ?outcome, "conversation opened");
+        Ok(Opened {
+            conversation,
+            outcome,
+            responder,
+        })
     }
 
     /// [`open`](Self::open), then [`route`](Self::route) of the conversation's first
@@ -69,15 +79,8 @@ impl Router {
             let (responder, outcome) = self.handshake(&mut conversation, spec).await?;
             let id = conversation.id();
             if conversation.status() != &Status::Active {
-                conversation.bump_version();
-                self.update_durably(&conversation).await?;
-                debug!(outcome = ?outcome, "conversation opened, and ended by its handshake");
                 return Ok(FirstExchange {
-                    opened: Opened {
-                        conversation,
-                        outcome,
-                        responder,
-                    },
+                    opened: self.store_opened(conversation, responder, outcome).await?,
                     exchange: None,
                 });
             }
@@ -87,13 +90,11 @@ impl Router {
             // Nobody else knows the id yet (the create just succeeded), unless a caller
             // chose it and raced this one: then the store decides, as for any two writers.
             *guard = Some(Hot::new(conversation.clone(), VecDeque::new()));
-            let observed = self.start_observing(&draft);
-            let span = route_span(id, &draft);
             let exchange = self
-                .route_held(&lease, id, guard, draft, options)
-                .instrument(span)
+                .measured(id, draft, |draft| {
+                    self.route_held(&lease, id, guard, draft, options)
+                })
                 .await;
-            self.report_exchange(observed, &exchange);
             if exchange.is_err() && lease.slot().own_request().is_none() {
                 self.store_handshake(&lease, &conversation).await;
             }

@@ -3,11 +3,11 @@
 
 use std::sync::{atomic::Ordering, Arc};
 
-use colloquy_core::{ConversationId, CoreError, Draft, Message, ModuleName};
+use colloquy_core::{ConversationId, CoreError, Draft, Message};
 use colloquy_storage::StoreError;
 use tracing::{debug, field, Instrument};
 
-use tokio::{sync::MutexGuard, time::Instant};
+use tokio::sync::MutexGuard;
 
 use crate::{
     cache::{Hot, Lease},
@@ -28,17 +28,6 @@ pub(super) fn redraft(message: Arc<Message>) -> Draft {
     }
 }
 
-/// The span an exchange is routed in; its turn is recorded once accepted.
-pub(super) fn route_span(id: ConversationId, draft: &Draft) -> tracing::Span {
-    tracing::debug_span!(
-        "route",
-        conversation_id = %id,
-        turn = field::Empty,
-        source = %draft.source,
-        target = %draft.target,
-    )
-}
-
 impl Router {
     /// Routes one message: accept the turn -> persist -> deliver to the target's handler
     /// within its deadline -> persist the reply (or end / transfer) -> return both.
@@ -52,33 +41,41 @@ impl Router {
         options: RouteOptions,
     ) -> Result<Exchange, RouteError> {
         let _flight = self.enter()?;
-        let observed = self.start_observing(&draft);
-        let span = route_span(id, &draft);
-        let result = self.route_locked(id, draft, options).instrument(span).await;
-        self.report_exchange(observed, &result);
-        result
+        self.measured(id, draft, |draft| self.route_locked(id, draft, options))
+            .await
     }
 
-    /// The target and the start of an exchange about to be routed, measured only when
-    /// someone listens.
-    pub(super) fn start_observing(&self, draft: &Draft) -> Option<(ModuleName, Instant)> {
-        self.observers
-            .any()
-            .then(|| (draft.target.clone(), self.clock.instant()))
-    }
-
-    /// Tells the observers an exchange's outcome and time.
-    pub(super) fn report_exchange(
+    /// Runs `route` on `draft` in the exchange's span, and tells the observers (if any
+    /// listen) its outcome and time.
+    pub(super) async fn measured<F, Fut>(
         &self,
-        observed: Option<(ModuleName, Instant)>,
-        result: &Result<Exchange, RouteError>,
-    ) {
+        id: ConversationId,
+        draft: Draft,
+        route: F,
+    ) -> Result<Exchange, RouteError>
+    where
+        F: FnOnce(Draft) -> Fut,
+        Fut: std::future::Future<Output = Result<Exchange, RouteError>>,
+    {
+        let observed = self
+            .observers
+            .any()
+            .then(|| (draft.target.clone(), self.clock.instant()));
+        let span = tracing::debug_span!(
+            "route",
+            conversation_id = %id,
+            turn = field::Empty,
+            source = %draft.source,
+            target = %draft.target,
+        );
+        let result = route(draft).instrument(span).await;
         if let Some((module, started)) = observed {
-            let outcome = crate::ExchangeOutcome::of(result);
+            let outcome = crate::ExchangeOutcome::of(&result);
             let elapsed = started.elapsed();
             self.observers
                 .each(|o| o.exchange(&module, outcome, elapsed));
         }
+        result
     }
 
     pub(super) async fn route_locked(
