@@ -51,7 +51,7 @@ impl Hub {
     /// [`start_conversation`](Self::start_conversation) then
     /// [`send_with`](ConversationHandle::send_with), with one store write fewer (the
     /// handshake's outcome is stored by the request's write; see
-    /// [`Router::open_and_route`]). For a conversation opened to send one message, as an
+    /// [`Router::open_and_route`](colloquy_router::Router::open_and_route)). For a conversation opened to send one message, as an
     /// A2A `SendMessage` without a `contextId` does.
     ///
     /// The outer result is the opening's: a rejection is [`HubError::Rejected`] and sends
